@@ -1,0 +1,64 @@
+# The two commands a new user needs: `make run` and `make test`.
+# Everything else is set up on demand; re-running skips what is done.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+JAR_DIR := .phm/jars
+DELTA_VERSION := $(shell sed -n 's:.*<delta.version>\(.*\)</delta.version>.*:\1:p' jvm/pom.xml)
+JAR_STAMP := $(JAR_DIR)/delta-storage-$(DELTA_VERSION).jar
+INSTALL_STAMP := $(VENV)/.phm-installed
+CONFIG ?= configs/local.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup jars run test test-fast cluster-test package lint format bench clean
+
+setup: $(INSTALL_STAMP) $(JAR_STAMP)
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALL_STAMP): $(BIN)/python setup.py
+	$(BIN)/pip install --quiet -e ".[test,dev]"
+	@touch $@
+
+jars: $(JAR_STAMP)
+
+# Delta's JVM jars from Maven Central (jvm/pom.xml), into a git-ignored folder.
+$(JAR_STAMP): jvm/pom.xml
+	@command -v mvn >/dev/null || { echo "make: Maven (mvn) not found; install it (it fetches Delta's jars from Maven Central)"; exit 2; }
+	mvn --batch-mode --quiet -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(JAR_DIR)
+	@test -f $@ || { echo "make: Maven ran but $@ is missing; check jvm/pom.xml"; exit 2; }
+
+run: setup
+	$(BIN)/phm refresh --config $(CONFIG)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+cluster-test: setup package
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
+
+# A wheel for executors' --py-files (pure Python: importable from the zip) and for installs.
+package: setup
+	rm -rf dist && $(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+	@ls dist/*.whl
+
+lint: setup
+	$(BIN)/ruff check libs jobs tests setup.py
+	$(BIN)/ruff format --check libs jobs tests setup.py
+
+format: setup
+	$(BIN)/ruff format libs jobs tests setup.py
+	$(BIN)/ruff check --fix libs jobs tests setup.py
+
+bench: setup
+	@echo "make bench: the benchmark lands with the synthetic generator and the refresh stages (issues 3 and 12)"; exit 2
+
+clean:
+	rm -rf build dist *.egg-info landing truth warehouse reports logs mlruns .phm/checkpoints spark-warehouse

@@ -1,0 +1,5 @@
+"""`python -m phm` is `phm`."""
+
+from phm.cli import main
+
+raise SystemExit(main())

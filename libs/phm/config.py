@@ -1,0 +1,293 @@
+"""Layered, validated configuration.
+
+A run's configuration is a YAML file that may name the file it `inherits`
+(relative to itself), so `configs/local.yaml` inherits `configs/base.yaml`;
+the chain is merged base first, then `--set key.path=value` overrides, then
+validated into strict pydantic models (`extra="forbid"`). Any problem is a
+`ConfigError` whose one-line message names the key, where it came from and
+the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
+
+from phm.errors import ConfigError
+
+DEFAULT_CONFIG = "configs/local.yaml"
+CONFIG_ENV_VAR = "PHM_CONFIG"
+INHERITS_KEY = "inherits"
+
+MEMORY_PATTERN = r"^[1-9][0-9]*[kmgt]$"
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(StrictModel):
+    """Where things live. Relative paths are under `root`; URIs (s3a://, abfss://, hdfs://) are used as given."""
+
+    root: str = Field(".", description="Base of every relative path; relative to the working directory.")
+    landing: str = "landing"
+    truth: str = "truth"
+    warehouse: str = "warehouse"
+    reports: str = "reports"
+    logs: str = "logs"
+    checkpoints: str = ".phm/checkpoints"
+    jars: str = ".phm/jars"
+
+
+class SparkConfig(StrictModel):
+    """The Spark session every job gets (see phm.runtime.spark)."""
+
+    master: str = "local[*]"
+    app_name: str = "phm"
+    driver_memory: str = Field("8g", pattern=MEMORY_PATTERN)
+    shuffle_partitions: int = Field(8, ge=1)
+    # Delta reconstructs table state with this many tasks; its default of 50
+    # costs seconds per read on a 2-core machine with small tables.
+    delta_snapshot_partitions: int = Field(4, ge=1)
+    adaptive_enabled: StrictBool = True
+    ui_enabled: StrictBool = False
+    console_progress: StrictBool = False
+    log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"
+    # local_jars: put the fetched jars on spark.jars (laptop, CI, standalone
+    # clusters that share a filesystem); packages: hand the Maven coordinates
+    # to spark.jars.packages and let each cluster resolve them.
+    jar_delivery: Literal["local_jars", "packages"] = "local_jars"
+    conf: dict[str, str] = Field(default_factory=dict, description="Extra spark.* settings, passed as given.")
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys_only(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not k.startswith("spark.")]
+        if bad:
+            raise ValueError(f"keys must start with 'spark.', got {', '.join(sorted(bad))}")
+        return value
+
+
+class JvmConfig(StrictModel):
+    """Coordinates of the JVM jars (kept equal to jvm/pom.xml and the delta-spark pin)."""
+
+    delta_version: str = "4.4.0"
+    spark_binary_version: str = "4.2"
+    scala_binary_version: str = "2.13"
+
+    @property
+    def delta_coordinates(self) -> list[str]:
+        artifact = f"delta-spark_{self.spark_binary_version}_{self.scala_binary_version}"
+        return [
+            f"io.delta:{artifact}:{self.delta_version}",
+            f"io.delta:delta-storage:{self.delta_version}",
+        ]
+
+    @property
+    def delta_jar_names(self) -> list[str]:
+        return [f"{c.split(':')[1]}-{c.split(':')[2]}.jar" for c in self.delta_coordinates]
+
+
+class MlflowConfig(StrictModel):
+    """MLflow tracking. A relative sqlite path is under paths.root; any other URI is used as given."""
+
+    tracking_uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_location: str = "mlruns/artifacts"
+    experiment_prefix: str = "phm"
+
+
+class ReferenceConfig(StrictModel):
+    """Public reference data shipped with the code (paths under paths.root)."""
+
+    qof_prevalence_csv: str = "configs/reference/qof_prevalence_by_imd_decile_2019_20.csv"
+
+
+class RefreshConfig(StrictModel):
+    """What `phm refresh` runs: every registered stage, or only those listed (with their order kept)."""
+
+    stages: list[str] | None = None
+
+
+class PhmConfig(StrictModel):
+    """The whole configuration of a run."""
+
+    environment: str = "local"
+    paths: PathsConfig = PathsConfig()
+    spark: SparkConfig = SparkConfig()
+    jvm: JvmConfig = JvmConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    reference: ReferenceConfig = ReferenceConfig()
+    refresh: RefreshConfig = RefreshConfig()
+
+    def resolve(self, path: str) -> str:
+        """A configured path made absolute under paths.root; URIs are returned unchanged."""
+        if "://" in path or os.path.isabs(path):
+            return path
+        return os.path.normpath(os.path.join(self.paths.root, path))
+
+    @property
+    def tracking_uri(self) -> str:
+        uri = self.mlflow.tracking_uri
+        prefix = "sqlite:///"
+        if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+            return prefix + self.resolve(uri[len(prefix) :])
+        return uri
+
+    def digest(self) -> str:
+        """A stable hash of the effective configuration, recorded in the run ledger."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# Paths that must exist before any job starts: (dotted key, description).
+REQUIRED_INPUT_PATHS = ("reference.qof_prevalence_csv",)
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PhmConfig:
+    """Load, merge and validate a configuration; raise ConfigError naming the key and the fix."""
+    path = path or os.environ.get(CONFIG_ENV_VAR) or DEFAULT_CONFIG
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for layer_path in _inheritance_chain(Path(path)):
+        _merge(merged, _read_yaml(layer_path), origin, str(layer_path), prefix="")
+    for override in overrides:
+        key, value = _parse_override(override)
+        _set_dotted(merged, key, value)
+        origin[key] = f"--set {override}"
+    paths = merged.setdefault("paths", {})
+    if isinstance(paths, dict):
+        paths["root"] = os.path.abspath(str(paths.get("root", ".")))
+    try:
+        config = PhmConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin, path)) from None
+    _check_input_paths(config, origin, path)
+    return config
+
+
+def _inheritance_chain(path: Path) -> list[Path]:
+    chain: list[Path] = []
+    current: Path | None = path
+    while current is not None:
+        if not current.is_file():
+            hint = f" (inherited by {chain[-1]})" if chain else ""
+            raise ConfigError(
+                f"config error: no config file at {current}{hint}; "
+                f"pass --config with an existing file, e.g. {DEFAULT_CONFIG} from the checkout"
+            )
+        if current.resolve() in [c.resolve() for c in chain]:
+            raise ConfigError(f"config error: {current}: '{INHERITS_KEY}' makes a cycle; remove it from one file")
+        chain.append(current)
+        parent = _read_yaml(current).get(INHERITS_KEY)
+        current = (current.parent / parent) if parent else None
+    return list(reversed(chain))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config error: {path}{where}: not valid YAML; fix the syntax there") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config error: {path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def _merge(into: dict[str, Any], layer: dict[str, Any], origin: dict[str, str], source: str, prefix: str) -> None:
+    for key, value in layer.items():
+        if not prefix and key == INHERITS_KEY:
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and key != "conf":
+            _merge(into[key], value, origin, source, prefix=f"{dotted}.")
+        else:
+            into[key] = value
+            origin[dotted] = source
+            if isinstance(value, dict):
+                for sub in value:
+                    origin[f"{dotted}.{sub}"] = source
+
+
+def _parse_override(override: str) -> tuple[str, Any]:
+    key, sep, raw = override.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"config error: --set {override!r}: expected key.path=value, e.g. --set spark.shuffle_partitions=4"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: --set {key}: '{part}' is a value, not a section")
+        target = child
+    target[parts[-1]] = value
+
+
+def _describe(exc: ValidationError, origin: dict[str, str], path: str) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        source = _origin_of(key, origin, path)
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key (in {source}); {_valid_keys_hint(error['loc'][:-1])}")
+        else:
+            given = error.get("input")
+            problems.append(f"{key}: {error['msg'].lower()}, got {given!r} (in {source}); fix the value")
+    return "config error: " + "; ".join(problems)
+
+
+def _origin_of(key: str, origin: dict[str, str], path: str) -> str:
+    while key:
+        if key in origin:
+            return origin[key]
+        key = key.rpartition(".")[0]
+    return path
+
+
+def _valid_keys_hint(location: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = PhmConfig
+    for part in location:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "remove it"
+        model = annotation
+    where = ".".join(str(p) for p in location) or "the top level"
+    return f"valid keys under {where}: {', '.join(sorted(model.model_fields))}"
+
+
+def _check_input_paths(config: PhmConfig, origin: dict[str, str], path: str) -> None:
+    for key in REQUIRED_INPUT_PATHS:
+        section, _, name = key.partition(".")
+        value = getattr(getattr(config, section), name)
+        resolved = config.resolve(value)
+        if "://" not in resolved and not os.path.exists(resolved):
+            raise ConfigError(
+                f"config error: {key}: no file at {resolved} (in {_origin_of(key, origin, path)}); "
+                "point it at an existing file or restore it from the checkout"
+            )

@@ -1,0 +1,1 @@
+"""Public reference data: standardised from the files shipped in configs/reference."""

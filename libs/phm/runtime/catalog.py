@@ -1,0 +1,222 @@
+"""The table catalogue: `layer.name` -> a Delta table under the warehouse root.
+
+Jobs read and write tables only through here, by name. Every write checks
+the DataFrame against the table's declared schema, stamps the audit column
+`_run_id`, records the run id as the Delta commit's user metadata, and is
+remembered (with every read) so the run ledger can record the versions a run
+read and wrote, and roll outputs back when the run fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from phm.errors import MissingTableError, SchemaMismatchError
+from phm.tables import RUN_ID_COLUMN, TableSpec, all_specs, get_spec
+
+log = logging.getLogger(__name__)
+
+COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """What `phm status` shows of one table."""
+
+    name: str
+    path: str
+    version: int
+    rows: int
+    run_id: str | None
+    updated_at: datetime | None
+    grain: str
+
+
+class Catalog:
+    """Reads and writes declared Delta tables by name under one warehouse root."""
+
+    def __init__(self, spark: SparkSession, warehouse: str, run_id: str | None = None) -> None:
+        self.spark = spark
+        self.warehouse = warehouse.rstrip("/")
+        self.run_id = run_id
+        self.versions_read: dict[str, int] = {}
+        self.versions_written: dict[str, int] = {}
+        self.rows_written: dict[str, int] = {}
+
+    # -- locations and state -------------------------------------------------
+    def path(self, name: str) -> str:
+        spec = get_spec(name)
+        layer, _, entity = spec.name.partition(".")
+        return f"{self.warehouse}/{layer}/{entity}"
+
+    def exists(self, name: str) -> bool:
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+
+    def version(self, name: str) -> int | None:
+        """The table's current Delta version, or None if it has never been written."""
+        if not self.exists(name):
+            return None
+        return int(self._delta(name).history(1).select("version").first()[0])
+
+    def history(self, name: str, limit: int | None = None) -> DataFrame:
+        table = self._delta(name)
+        return table.history(limit) if limit else table.history()
+
+    # -- reads ----------------------------------------------------------------
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        """The table at its current version (or at `version`: Delta time travel), recorded as a run input."""
+        if not self.exists(name):
+            raise MissingTableError(
+                f"table {name} has not been written yet (no Delta table at {self.path(name)}); "
+                "run the job that produces it first (see `phm jobs`)"
+            )
+        resolved = version if version is not None else self.version(name)
+        self.versions_read[name] = int(resolved)
+        return self.spark.read.format("delta").option("versionAsOf", resolved).load(self.path(name))
+
+    # -- writes ---------------------------------------------------------------
+    def overwrite(self, name: str, df: DataFrame, replace_where: str | None = None) -> int:
+        """Replace the table (or only the rows matching `replace_where`) atomically; returns the new version."""
+        spec = get_spec(name)
+        writer = self._conform(spec, df).write.format("delta").mode("overwrite")
+        if replace_where:
+            writer = writer.option("replaceWhere", replace_where)
+        else:
+            writer = writer.option("overwriteSchema", "true")
+        if spec.partition_by:
+            writer = writer.partitionBy(*spec.partition_by)
+        with self._commit_metadata():
+            writer.save(self.path(name))
+        return self._written(name)
+
+    def append(self, name: str, df: DataFrame) -> int:
+        """Add rows; returns the new version."""
+        spec = get_spec(name)
+        writer = self._conform(spec, df).write.format("delta").mode("append")
+        if spec.partition_by and not self.exists(name):
+            writer = writer.partitionBy(*spec.partition_by)
+        with self._commit_metadata():
+            writer.save(self.path(name))
+        return self._written(name)
+
+    def merge(
+        self,
+        name: str,
+        df: DataFrame,
+        keys: tuple[str, ...] | None = None,
+        update_matched: bool = True,
+    ) -> int:
+        """Upsert on the table's keys: insert new keys, update matched rows (unless told not to)."""
+        spec = get_spec(name)
+        keys = keys or spec.keys
+        if not keys:
+            raise ValueError(f"table {name} declares no keys to merge on")
+        if not self.exists(name):
+            return self.overwrite(name, df)
+        source = self._conform(spec, df)
+        condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+        builder = self._delta(name).alias("t").merge(source.alias("s"), condition)
+        if update_matched:
+            builder = builder.whenMatchedUpdateAll()
+        builder = builder.whenNotMatchedInsertAll()
+        with self._commit_metadata():
+            builder.execute()
+        return self._written(name)
+
+    def restore(self, name: str, version: int | None) -> None:
+        """Put a table back as it was at `version`; None means it did not exist, so remove it."""
+        if version is None:
+            self._delete_path(self.path(name))
+            log.warning("removed %s: it did not exist before the failed run", name)
+            return
+        self._delta(name).restoreToVersion(version)
+        log.warning("restored %s to version %d", name, version)
+
+    # -- status ---------------------------------------------------------------
+    def describe(self, name: str) -> TableInfo | None:
+        if not self.exists(name):
+            return None
+        spec = get_spec(name)
+        last = self._delta(name).history(1).select("version", "timestamp", "userMetadata").first()
+        rows = self.spark.read.format("delta").load(self.path(name)).count()
+        return TableInfo(spec.name, self.path(name), int(last[0]), rows, last[2], last[1], spec.grain)
+
+    def list_tables(self) -> list[TableInfo]:
+        """Every declared table that exists, with version, rows and the run that last wrote it."""
+        infos = (self.describe(spec.name) for spec in all_specs())
+        return [info for info in infos if info is not None]
+
+    # -- internals ------------------------------------------------------------
+    def _delta(self, name: str) -> DeltaTable:
+        return DeltaTable.forPath(self.spark, self.path(name))
+
+    def _conform(self, spec: TableSpec, df: DataFrame) -> DataFrame:
+        """Check columns and types against the declared schema; order them; add the audit column."""
+        expected = {f.name: f.dataType for f in spec.schema.fields}
+        actual = {f.name: f.dataType for f in df.schema.fields if f.name != RUN_ID_COLUMN}
+        missing = sorted(set(expected) - set(actual))
+        extra = sorted(set(actual) - set(expected))
+        wrong_type = sorted(
+            f"{c} (expected {expected[c].simpleString()}, got {actual[c].simpleString()})"
+            for c in set(expected) & set(actual)
+            if expected[c] != actual[c]
+        )
+        if missing or extra or wrong_type:
+            parts = []
+            if missing:
+                parts.append(f"missing columns {missing}")
+            if extra:
+                parts.append(f"undeclared columns {extra}")
+            if wrong_type:
+                parts.append(f"wrong types {wrong_type}")
+            raise SchemaMismatchError(
+                f"cannot write {spec.name}: {'; '.join(parts)}; present columns {sorted(actual)}. "
+                "Fix the job's output or the declaration in phm.tables"
+            )
+        return df.select(*expected, F.lit(self.run_id or "unknown").alias(RUN_ID_COLUMN))
+
+    def _written(self, name: str) -> int:
+        last = self._delta(name).history(1).select("version", "operationMetrics").first()
+        version = int(last[0])
+        self.versions_written[name] = version
+        metrics = last[1] or {}
+        rows = metrics.get("numOutputRows") or metrics.get("numTargetRowsInserted")
+        if rows is not None:
+            self.rows_written[name] = self.rows_written.get(name, 0) + int(rows)
+        log.info("wrote %s version %d", name, version)
+        return version
+
+    def _commit_metadata(self) -> _CommitMetadata:
+        return _CommitMetadata(self.spark, self.run_id)
+
+    def _delete_path(self, path: str) -> None:
+        jvm = self.spark.sparkContext._jvm
+        hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+        fs = hadoop_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        fs.delete(hadoop_path, True)
+
+
+class _CommitMetadata:
+    """Stamp Delta commits made inside the block with the run id (restoring the previous setting after)."""
+
+    def __init__(self, spark: SparkSession, run_id: str | None) -> None:
+        self.spark = spark
+        self.run_id = run_id
+        self.previous: str | None = None
+
+    def __enter__(self) -> None:
+        self.previous = self.spark.conf.get(COMMIT_METADATA_CONF, None)
+        if self.run_id:
+            self.spark.conf.set(COMMIT_METADATA_CONF, self.run_id)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is None:
+            self.spark.conf.unset(COMMIT_METADATA_CONF)
+        else:
+            self.spark.conf.set(COMMIT_METADATA_CONF, self.previous)

@@ -1,0 +1,227 @@
+"""Job registry and runner.
+
+A job is a module in the `phm_jobs` package (the repository's jobs/ folder)
+with a `SPEC` (a JobSpec: name, outputs, the jobs it depends on) and a
+`run(ctx)` function that reads and writes tables through `ctx.catalog`.
+The runner gives every run an id, a ledger row and a log file, and when a run
+fails it puts every output table back at the version it had before the run.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import importlib
+import logging
+import pkgutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import ModuleType
+
+from pyspark.sql import SparkSession
+
+import phm
+from phm.config import PhmConfig
+from phm.errors import UnknownJobError, UserError
+from phm.runtime.catalog import Catalog
+from phm.runtime.ledger import FAILED, SUCCEEDED, Ledger, RunRecord
+from phm.runtime.logs import run_log
+
+log = logging.getLogger(__name__)
+
+JOBS_PACKAGE = "phm_jobs"
+REFRESH_JOB = "refresh"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job is: its name, what it writes, and which jobs must run before it."""
+
+    name: str
+    description: str
+    outputs: tuple[str, ...]
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass
+class JobContext:
+    """What a running job gets: config, session, catalogue and run id; counts it may report."""
+
+    config: PhmConfig
+    spark: SparkSession
+    catalog: Catalog
+    run_id: str
+    rows_in: int | None = None
+    rows_quarantined: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    spec: JobSpec
+    run: Callable[[JobContext], None]
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    job: str
+    status: str
+    seconds: float
+    output_versions: dict[str, int] = field(default_factory=dict)
+    rows_out: int | None = None
+    error: str | None = None
+
+
+def discover_jobs() -> dict[str, Job]:
+    """Every job module in the jobs package, by name."""
+    package = importlib.import_module(JOBS_PACKAGE)
+    jobs: dict[str, Job] = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{JOBS_PACKAGE}.{info.name}")
+        job = _job_of(module)
+        if job is not None:
+            jobs[job.spec.name] = job
+    return jobs
+
+
+def get_job(name: str, jobs: dict[str, Job] | None = None) -> Job:
+    jobs = jobs if jobs is not None else discover_jobs()
+    if name not in jobs:
+        raise UnknownJobError(f"unknown job {name!r}; jobs: {', '.join(sorted(jobs))} (see `phm jobs`)")
+    return jobs[name]
+
+
+def pipeline_order(jobs: dict[str, Job], only: list[str] | None = None) -> list[str]:
+    """Jobs in dependency order (ties broken by name, so the order is stable)."""
+    for job in jobs.values():
+        unknown = [d for d in job.spec.depends_on if d not in jobs]
+        if unknown:
+            raise UnknownJobError(f"job {job.spec.name} depends on unknown job(s) {unknown}")
+    sorter = graphlib.TopologicalSorter({name: jobs[name].spec.depends_on for name in jobs})
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready())
+        order.extend(ready)
+        sorter.done(*ready)
+    if only is not None:
+        for name in only:
+            get_job(name, jobs)
+        order = [name for name in order if name in only]
+    return order
+
+
+def new_run_id(job: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{job}-{uuid.uuid4().hex[:8]}"
+
+
+def run_job(
+    job: Job,
+    config: PhmConfig,
+    spark: SparkSession,
+    parent_run_id: str | None = None,
+) -> RunResult:
+    """Run one job with a ledger row; on failure restore its outputs and re-raise."""
+    run_id = new_run_id(job.spec.name)
+    warehouse = config.resolve(config.paths.warehouse)
+    catalog = Catalog(spark, warehouse, run_id=run_id)
+    ledger = Ledger(spark, warehouse)
+    record = _record(job.spec.name, run_id, config, spark, parent_run_id)
+    with run_log(config.resolve(config.paths.logs), run_id):
+        before = {name: catalog.version(name) for name in job.spec.outputs}
+        ledger.start(record)
+        log.info("%s: started (run %s)", job.spec.name, run_id)
+        started = time.monotonic()
+        ctx = JobContext(config=config, spark=spark, catalog=catalog, run_id=run_id)
+        try:
+            job.run(ctx)
+        except BaseException as exc:
+            _roll_back(catalog, before)
+            record.status = FAILED
+            record.error = _one_line(exc)
+            record.input_versions = dict(catalog.versions_read)
+            record.output_versions = {k: v for k, v in before.items() if v is not None}
+            ledger.finish(record)
+            log.error("%s: failed after %.1fs: %s", job.spec.name, time.monotonic() - started, record.error)
+            raise
+        undeclared = sorted(set(catalog.versions_written) - set(job.spec.outputs))
+        if undeclared:
+            _roll_back(catalog, before | {name: None for name in undeclared})
+            raise RuntimeError(f"job {job.spec.name} wrote undeclared outputs {undeclared}; add them to its SPEC")
+        record.status = SUCCEEDED
+        record.input_versions = dict(catalog.versions_read)
+        record.output_versions = dict(catalog.versions_written)
+        record.rows_in = ctx.rows_in
+        record.rows_out = sum(catalog.rows_written.values()) if catalog.rows_written else 0
+        record.rows_quarantined = ctx.rows_quarantined
+        ledger.finish(record)
+        seconds = time.monotonic() - started
+        log.info("%s: succeeded in %.1fs, %s rows out", job.spec.name, seconds, record.rows_out)
+    return RunResult(run_id, job.spec.name, SUCCEEDED, seconds, record.output_versions, record.rows_out)
+
+
+def run_pipeline(config: PhmConfig, spark: SparkSession, jobs: dict[str, Job] | None = None) -> list[RunResult]:
+    """`phm refresh`: every registered stage (or refresh.stages) in dependency order, under one parent run."""
+    jobs = jobs if jobs is not None else discover_jobs()
+    order = pipeline_order(jobs, config.refresh.stages)
+    run_id = new_run_id(REFRESH_JOB)
+    warehouse = config.resolve(config.paths.warehouse)
+    ledger = Ledger(spark, warehouse)
+    record = _record(REFRESH_JOB, run_id, config, spark, None)
+    results: list[RunResult] = []
+    with run_log(config.resolve(config.paths.logs), run_id):
+        ledger.start(record)
+        log.info("refresh %s: %d stage(s): %s", run_id, len(order), ", ".join(order))
+        name = ""
+        try:
+            for position, name in enumerate(order, start=1):
+                log.info("stage %d/%d: %s", position, len(order), name)
+                results.append(run_job(jobs[name], config, spark, parent_run_id=run_id))
+        except BaseException as exc:
+            record.status = FAILED
+            record.error = f"stage {name}: {_one_line(exc)}"
+            ledger.finish(record)
+            raise
+        record.status = SUCCEEDED
+        for result in results:
+            record.output_versions.update(result.output_versions)
+        record.rows_out = sum(r.rows_out or 0 for r in results)
+        ledger.finish(record)
+    return results
+
+
+def _job_of(module: ModuleType) -> Job | None:
+    spec = getattr(module, "SPEC", None)
+    run = getattr(module, "run", None)
+    if isinstance(spec, JobSpec) and callable(run):
+        return Job(spec, run)
+    return None
+
+
+def _record(job: str, run_id: str, config: PhmConfig, spark: SparkSession, parent: str | None) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        job=job,
+        environment=config.environment,
+        config_digest=config.digest(),
+        phm_version=phm.__version__,
+        spark_master=spark.sparkContext.master,
+        parent_run_id=parent,
+    )
+
+
+def _roll_back(catalog: Catalog, before: dict[str, int | None]) -> None:
+    for name, version in before.items():
+        if catalog.version(name) != version:
+            catalog.restore(name, version)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    kind = "" if isinstance(exc, UserError) else f"{type(exc).__name__}: "
+    return (kind + text)[:1000]

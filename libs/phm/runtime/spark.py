@@ -1,0 +1,89 @@
+"""The one SparkSession factory.
+
+Every job, test and notebook gets its session here, so Delta, the jars, the
+time zone and the machine-sized defaults are the same everywhere. Under
+`spark-submit` the master given on the command line wins over the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from phm.config import PhmConfig
+from phm.errors import MissingJarError
+
+log = logging.getLogger(__name__)
+
+FETCH_JARS_COMMAND = "make jars"
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+
+
+def splink_jar() -> str:
+    """Splink's similarity UDF jar, shipped inside the splink wheel."""
+    from splink.backends.spark import similarity_jar_location
+
+    return similarity_jar_location()
+
+
+def local_jars(config: PhmConfig) -> list[str]:
+    """Absolute paths of every jar for spark.jars; MissingJarError names the fetch command."""
+    jar_dir = Path(config.resolve(config.paths.jars))
+    jars = [jar_dir / name for name in config.jvm.delta_jar_names]
+    missing = [str(j) for j in jars if not j.is_file()]
+    if missing:
+        raise MissingJarError(
+            f"missing JVM jar(s): {', '.join(missing)}; fetch them with `{FETCH_JARS_COMMAND}` "
+            f"(Maven, from jvm/pom.xml) or set paths.jars to the folder that holds them"
+        )
+    return [str(j) for j in jars] + [splink_jar()]
+
+
+def session_conf(config: PhmConfig) -> dict[str, str]:
+    """Every Spark setting the factory applies, as plain strings (also used to build spark-submit args)."""
+    spark = config.spark
+    conf = {
+        "spark.app.name": spark.app_name,
+        "spark.driver.memory": spark.driver_memory,
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # Dates and timestamps mean the same on every machine and in every test.
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.sql.adaptive.enabled": str(spark.adaptive_enabled).lower(),
+        "spark.databricks.delta.snapshotPartitions": str(spark.delta_snapshot_partitions),
+        "spark.ui.enabled": str(spark.ui_enabled).lower(),
+        "spark.ui.showConsoleProgress": str(spark.console_progress).lower(),
+        # Keep Spark's scratch space out of /tmp defaults shared with other users.
+        "spark.sql.warehouse.dir": config.resolve(os.path.join(config.paths.checkpoints, "spark-warehouse")),
+    }
+    if spark.jar_delivery == "packages":
+        conf["spark.jars.packages"] = ",".join(config.jvm.delta_coordinates)
+        conf["spark.jars"] = splink_jar()
+    else:
+        conf["spark.jars"] = ",".join(local_jars(config))
+    conf.update(spark.conf)
+    return conf
+
+
+def get_spark(config: PhmConfig) -> SparkSession:
+    """The active session if there is one (tests, notebooks, spark-submit), else a new one from config."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder
+    # A master set by spark-submit (or PYSPARK_SUBMIT_ARGS) takes precedence.
+    if not os.environ.get("SPARK_ENV_LOADED") and "--master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        builder = builder.master(config.spark.master)
+    for key, value in session_conf(config).items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(config.spark.log_level)
+    checkpoints = config.resolve(config.paths.checkpoints)
+    session.sparkContext.setCheckpointDir(checkpoints)
+    log.info("spark session: master=%s version=%s", session.sparkContext.master, session.version)
+    return session
