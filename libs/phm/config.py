@@ -238,8 +238,15 @@ def _parse_override(override: str) -> tuple[str, Any]:
     return key, value
 
 
+FREE_FORM_SECTIONS = ("spark.conf.",)  # their keys contain dots and their values are strings
+
+
 def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
+    for section in FREE_FORM_SECTIONS:
+        if key.startswith(section) and len(key) > len(section):
+            parts = [*section.rstrip(".").split("."), key[len(section) :]]
+            value = str(value).lower() if isinstance(value, bool) else str(value)
     for part in parts[:-1]:
         child = target.setdefault(part, {})
         if not isinstance(child, dict):
@@ -262,6 +269,10 @@ def _describe(exc: ValidationError, origin: dict[str, str], path: str) -> str:
 
 
 def _origin_of(key: str, origin: dict[str, str], path: str) -> str:
+    """Where a key (or the nearest key above or below it) was set: a file or a --set."""
+    below = [source for dotted, source in origin.items() if dotted.startswith(key + ".")]
+    if key not in origin and below:
+        return below[-1]
     while key:
         if key in origin:
             return origin[key]

@@ -1,0 +1,121 @@
+"""The Delta catalogue: write, read, append, merge, time travel, schema checks, restore."""
+
+from __future__ import annotations
+
+import pytest
+from phm.errors import MissingTableError, SchemaMismatchError, UnknownTableError
+from phm.runtime.catalog import Catalog
+from phm.tables import RUN_ID_COLUMN, TableSpec, register
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
+WIDGETS = register(
+    TableSpec(
+        name="silver.test_widgets",
+        grain="one row per widget (test table)",
+        description="A table for catalogue tests.",
+        keys=("widget_id",),
+        schema=T.StructType([T.StructField("widget_id", T.LongType()), T.StructField("colour", T.StringType())]),
+    )
+)
+
+
+@pytest.fixture
+def catalog(spark, tmp_path):
+    return Catalog(spark, str(tmp_path / "warehouse"), run_id="run-1")
+
+
+def widgets(spark, rows):
+    return spark.createDataFrame(rows, WIDGETS.schema)
+
+
+def content(df):
+    return sorted(tuple(r) for r in df.drop(RUN_ID_COLUMN).collect())
+
+
+def test_path_is_layer_and_name_under_the_warehouse(catalog, tmp_path):
+    assert catalog.path("silver.test_widgets") == f"{tmp_path}/warehouse/silver/test_widgets"
+
+
+def test_overwrite_then_read_stamps_the_run_id_and_records_versions(spark, catalog):
+    assert catalog.version(WIDGETS.name) is None
+    version = catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue")]))
+    assert version == 0
+    assert catalog.versions_written == {WIDGETS.name: 0}
+    assert catalog.rows_written == {WIDGETS.name: 2}
+    table = catalog.read(WIDGETS.name)
+    assert catalog.versions_read == {WIDGETS.name: 0}
+    assert content(table) == [(1, "red"), (2, "blue")]
+    assert {r[RUN_ID_COLUMN] for r in table.collect()} == {"run-1"}
+    assert catalog.history(WIDGETS.name, 1).first()["userMetadata"] == "run-1"
+
+
+def test_append_merge_and_time_travel(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue")]))
+    assert catalog.append(WIDGETS.name, widgets(spark, [(3, "green")])) == 1
+    assert catalog.merge(WIDGETS.name, widgets(spark, [(2, "navy"), (4, "pink")])) == 2
+    assert content(catalog.read(WIDGETS.name)) == [(1, "red"), (2, "navy"), (3, "green"), (4, "pink")]
+    assert content(catalog.read(WIDGETS.name, version=1)) == [(1, "red"), (2, "blue"), (3, "green")]
+    assert content(catalog.read(WIDGETS.name, version=0)) == [(1, "red"), (2, "blue")]
+    assert catalog.versions_read == {WIDGETS.name: 0}  # the last read
+
+
+def test_merge_is_idempotent(spark, catalog):
+    batch = widgets(spark, [(1, "red"), (2, "blue")])
+    catalog.merge(WIDGETS.name, batch)
+    catalog.merge(WIDGETS.name, batch)
+    assert content(catalog.read(WIDGETS.name)) == [(1, "red"), (2, "blue")]
+
+
+def test_merge_without_update_keeps_existing_rows(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))
+    catalog.merge(WIDGETS.name, widgets(spark, [(1, "blue"), (2, "grey")]), update_matched=False)
+    assert content(catalog.read(WIDGETS.name)) == [(1, "red"), (2, "grey")]
+
+
+def test_replace_where_overwrites_only_matching_rows(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue")]))
+    catalog.overwrite(
+        WIDGETS.name, widgets(spark, [(1, "crimson")]), replace_where="colour = 'red' OR colour = 'crimson'"
+    )
+    assert content(catalog.read(WIDGETS.name)) == [(1, "crimson"), (2, "blue")]
+
+
+def test_restore_puts_back_contents_or_removes_a_new_table(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(9, "wrong")]))
+    catalog.restore(WIDGETS.name, 0)
+    assertDataFrameEqual(catalog.read(WIDGETS.name), catalog.read(WIDGETS.name, version=0))
+    catalog.restore(WIDGETS.name, None)
+    assert not catalog.exists(WIDGETS.name)
+
+
+def test_schema_mismatch_names_missing_extra_wrong_and_present_columns(spark, catalog):
+    bad = spark.createDataFrame([("1", 2)], "widget_id string, size int")
+    with pytest.raises(SchemaMismatchError) as caught:
+        catalog.overwrite(WIDGETS.name, bad)
+    message = str(caught.value)
+    assert "missing columns ['colour']" in message
+    assert "undeclared columns ['size']" in message
+    assert "widget_id (expected bigint, got string)" in message
+    assert "present columns ['size', 'widget_id']" in message
+    assert not catalog.exists(WIDGETS.name)
+
+
+def test_unknown_table_and_unwritten_table_are_user_errors(spark, catalog):
+    with pytest.raises(UnknownTableError, match="unknown table 'gold.nope'"):
+        catalog.read("gold.nope")
+    with pytest.raises(MissingTableError, match="silver.test_widgets has not been written yet"):
+        catalog.read(WIDGETS.name)
+
+
+def test_table_names_must_be_layer_dot_name():
+    with pytest.raises(ValueError, match="must be <layer>.<name>"):
+        register(TableSpec("scratch.x", T.StructType([]), grain="-", description="-"))
+
+
+def test_list_tables_reports_version_rows_and_writer(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue")]))
+    catalog.append(WIDGETS.name, widgets(spark, [(3, "green")]))
+    [info] = [t for t in catalog.list_tables() if t.name == WIDGETS.name]
+    assert (info.version, info.rows, info.run_id) == (1, 3, "run-1")

@@ -1,0 +1,180 @@
+"""Job running: the ledger row of each run, roll-back on failure, pipeline order, CLI refresh and status."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from phm import cli
+from phm.errors import UnknownJobError
+from phm.runtime.catalog import Catalog
+from phm.runtime.jobs import Job, JobSpec, discover_jobs, pipeline_order, run_job, run_pipeline
+from phm.tables import JOB_RUNS, QOF_PREVALENCE, RUN_ID_COLUMN, TableSpec, register
+from pyspark.sql import functions as F
+
+from ..conftest import test_overrides
+from .test_catalog import WIDGETS, content, widgets
+
+GADGETS = register(
+    TableSpec(
+        name="silver.test_gadgets",
+        grain="one row per gadget (test table)",
+        description="A second table for job tests.",
+        keys=("widget_id",),
+        schema=WIDGETS.schema,
+    )
+)
+
+
+def ledger_rows(spark, config):
+    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
+    return {r["run_id"]: r.asDict() for r in catalog.read(JOB_RUNS.name).collect()}
+
+
+def make_job(name, run, outputs=(WIDGETS.name, GADGETS.name), depends_on=()):
+    return Job(JobSpec(name=name, description=f"test job {name}", outputs=outputs, depends_on=depends_on), run)
+
+
+def test_successful_run_records_inputs_outputs_and_rows(spark, fresh_config):
+    seed = make_job("seed", lambda ctx: ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue")])))
+    run_job(seed, fresh_config, spark)
+
+    def copy(ctx):
+        ctx.rows_in = ctx.catalog.read(WIDGETS.name).count()
+        ctx.catalog.overwrite(GADGETS.name, ctx.catalog.read(WIDGETS.name).where(F.col("colour") == "red"))
+
+    result = run_job(make_job("copy", copy), fresh_config, spark, parent_run_id="parent-1")
+    row = ledger_rows(spark, fresh_config)[result.run_id]
+    assert row["status"] == "succeeded"
+    assert row["job"] == "copy" and row["parent_run_id"] == "parent-1"
+    assert row["environment"] == "test" and row["config_digest"] == fresh_config.digest()
+    assert row["input_versions"] == {WIDGETS.name: 0}
+    assert row["output_versions"] == {GADGETS.name: 0}
+    assert (row["rows_in"], row["rows_out"], row["error"]) == (2, 1, None)
+    assert row["ended_at"] >= row["started_at"]
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+    gadgets = catalog.read(GADGETS.name)
+    assert content(gadgets) == [(1, "red")]
+    assert {r[RUN_ID_COLUMN] for r in gadgets.collect()} == {result.run_id}
+
+
+def test_failed_run_leaves_outputs_as_before_and_a_failed_ledger_row(spark, fresh_config):
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+    run_job(
+        make_job("seed", lambda ctx: ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))),
+        fresh_config,
+        spark,
+    )
+    before = content(catalog.read(WIDGETS.name))
+
+    def half_done(ctx):
+        ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(7, "half-written")]))
+        ctx.catalog.overwrite(GADGETS.name, widgets(spark, [(8, "new table")]))
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run_job(make_job("half_done", half_done), fresh_config, spark)
+
+    assert content(catalog.read(WIDGETS.name)) == before
+    assert not catalog.exists(GADGETS.name)  # created by the failed run, so removed
+    [failed] = [r for r in ledger_rows(spark, fresh_config).values() if r["job"] == "half_done"]
+    assert failed["status"] == "failed"
+    assert failed["error"] == "RuntimeError: disk on fire"
+    assert failed["output_versions"] == {WIDGETS.name: 0}
+    assert failed["ended_at"] is not None
+
+
+def test_writing_an_undeclared_output_fails_the_run(spark, fresh_config):
+    job = make_job(
+        "sneaky", lambda ctx: ctx.catalog.overwrite(GADGETS.name, widgets(spark, [(1, "x")])), outputs=(WIDGETS.name,)
+    )
+    with pytest.raises(RuntimeError, match=r"undeclared outputs \['silver.test_gadgets'\]"):
+        run_job(job, fresh_config, spark)
+    assert not Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse)).exists(GADGETS.name)
+
+
+def noop(ctx):
+    return None
+
+
+def test_pipeline_order_follows_dependencies_then_names():
+    jobs = {
+        "c": make_job("c", noop, depends_on=("a",)),
+        "b": make_job("b", noop),
+        "a": make_job("a", noop),
+        "d": make_job("d", noop, depends_on=("c", "b")),
+    }
+    assert pipeline_order(jobs) == ["a", "b", "c", "d"]
+    assert pipeline_order(jobs, only=["d", "a"]) == ["a", "d"]
+    with pytest.raises(UnknownJobError, match="unknown job 'zz'"):
+        pipeline_order(jobs, only=["zz"])
+    with pytest.raises(UnknownJobError, match=r"job x depends on unknown job\(s\) \['nope'\]"):
+        pipeline_order({"x": make_job("x", noop, depends_on=("nope",))})
+
+
+def test_failed_stage_stops_the_refresh_and_fails_its_parent_run(spark, fresh_config):
+    ran = []
+
+    def boom(ctx):
+        raise ValueError("bad extract")
+
+    jobs = {
+        "first": make_job("first", lambda ctx: ran.append("first"), outputs=()),
+        "second": make_job("second", boom, outputs=(), depends_on=("first",)),
+        "third": make_job("third", lambda ctx: ran.append("third"), outputs=(), depends_on=("second",)),
+    }
+    with pytest.raises(ValueError):
+        run_pipeline(fresh_config, spark, jobs)
+    assert ran == ["first"]
+    rows = ledger_rows(spark, fresh_config).values()
+    [parent] = [r for r in rows if r["job"] == "refresh"]
+    assert parent["status"] == "failed" and parent["error"] == "stage second: ValueError: bad extract"
+    children = {r["job"]: r["status"] for r in rows if r["parent_run_id"] == parent["run_id"]}
+    assert children == {"first": "succeeded", "second": "failed"}
+
+
+def test_registered_jobs_are_discovered_from_the_jobs_package():
+    jobs = discover_jobs()
+    assert "load_reference" in jobs
+    assert jobs["load_reference"].spec.outputs == (QOF_PREVALENCE.name,)
+
+
+@pytest.mark.slow
+def test_cli_refresh_then_status_json(spark, fresh_config, capsys, tmp_path):
+    overrides = [arg for override in test_overrides(tmp_path) for arg in ("--set", override)]
+    config_args = ["--config", "configs/test.yaml", *overrides]
+    assert cli.main(["refresh", *config_args]) == 0
+    printed = capsys.readouterr().out
+    assert "refresh finished: 1 stage(s) succeeded" in printed
+    assert "silver.reference_qof_prevalence" in printed and "210 rows" in printed
+
+    assert cli.main(["status", "--json", *config_args]) == 0
+    status = json.loads(capsys.readouterr().out)
+    tables = {t["name"]: t for t in status["tables"]}
+    assert tables[QOF_PREVALENCE.name]["rows"] == 210  # 21 registers x 10 deciles
+    assert tables[QOF_PREVALENCE.name]["version"] == 0
+    assert tables[JOB_RUNS.name]["rows"] == 2  # the refresh and its one stage
+    runs = {r["job"]: r for r in status["runs"]}
+    assert runs["refresh"]["status"] == runs["load_reference"]["status"] == "succeeded"
+    assert runs["load_reference"]["parent_run_id"] == runs["refresh"]["run_id"]
+    assert tables[QOF_PREVALENCE.name]["run_id"] == runs["load_reference"]["run_id"]
+    logs = list((tmp_path / "logs").glob("*.log"))
+    assert len(logs) == 2
+
+
+@pytest.mark.slow
+def test_rerunning_a_job_gives_the_same_table(spark, fresh_config):
+    job = discover_jobs()["load_reference"]
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+    run_job(job, fresh_config, spark)
+    first = content(catalog.read(QOF_PREVALENCE.name))
+    run_job(job, fresh_config, spark)
+    assert catalog.version(QOF_PREVALENCE.name) == 1
+    assert content(catalog.read(QOF_PREVALENCE.name)) == first
+    england_diabetes = (
+        catalog.read(QOF_PREVALENCE.name)
+        .where("register = 'diabetes'")
+        .agg(F.sum("register_count") / F.sum("list_size"))
+        .first()[0]
+    )
+    assert england_diabetes == pytest.approx(0.071, abs=0.002)  # QOF 2019/20 headline, FACTS.md

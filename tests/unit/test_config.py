@@ -1,0 +1,156 @@
+"""Config: layering, overrides, and one-line errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from phm.config import load_config
+from phm.errors import ConfigError
+
+from ..conftest import REPO, TEST_CONFIG
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def overlay(tmp_path: Path, body: str) -> str:
+    """A config file that inherits the repo's test.yaml and adds `body`."""
+    return write(tmp_path / "overlay.yaml", f"inherits: {TEST_CONFIG}\npaths:\n  root: {REPO}\n{body}")
+
+
+def test_overlay_inherits_base_and_overrides_it():
+    config = load_config(str(TEST_CONFIG), [f"paths.root={REPO}"])
+    assert config.environment == "test"
+    assert config.spark.shuffle_partitions == 2  # test.yaml
+    assert config.spark.app_name == "phm"  # base.yaml
+    assert config.jvm.delta_coordinates == [
+        "io.delta:delta-spark_4.2_2.13:4.4.0",
+        "io.delta:delta-storage:4.4.0",
+    ]
+
+
+def test_set_overrides_are_typed_and_win_over_files():
+    config = load_config(
+        str(TEST_CONFIG),
+        [f"paths.root={REPO}", "spark.shuffle_partitions=3", "spark.ui_enabled=true", "spark.conf.spark.x.y=1"],
+    )
+    assert config.spark.shuffle_partitions == 3
+    assert config.spark.ui_enabled is True
+    assert config.spark.conf == {"spark.x.y": "1"}
+
+
+def test_relative_paths_resolve_under_root_and_uris_are_kept(tmp_path):
+    config = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "paths.warehouse=s3a://bucket/wh"])
+    assert config.resolve(config.paths.landing) == str(REPO / "landing")
+    assert config.resolve(config.paths.warehouse) == "s3a://bucket/wh"
+    assert config.tracking_uri == f"sqlite:///{REPO}/mlruns/mlflow.db"
+
+
+def test_digest_is_stable_and_changes_with_the_config():
+    first = load_config(str(TEST_CONFIG), [f"paths.root={REPO}"])
+    again = load_config(str(TEST_CONFIG), [f"paths.root={REPO}"])
+    changed = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.shuffle_partitions=5"])
+    assert first.digest() == again.digest()
+    assert first.digest() != changed.digest()
+
+
+def test_unknown_key_names_the_key_the_file_and_the_valid_keys(tmp_path):
+    path = overlay(tmp_path, "spark:\n  shufle_partitions: 4\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith("config error: spark.shufle_partitions: unknown key")
+    assert path in message
+    assert "valid keys under spark:" in message and "shuffle_partitions" in message
+    assert "\n" not in message
+
+
+def test_unknown_top_level_key_from_set_names_the_override():
+    with pytest.raises(ConfigError, match=r"sprak: unknown key \(in --set sprak.master=x\)"):
+        load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "sprak.master=x"])
+
+
+def test_wrong_type_names_the_key_the_value_and_the_fix(tmp_path):
+    path = overlay(tmp_path, "spark:\n  shuffle_partitions: lots\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "spark.shuffle_partitions: input should be a valid integer" in message
+    assert "'lots'" in message and "fix the value" in message
+
+
+def test_booleans_must_be_booleans_not_strings(tmp_path):
+    path = overlay(tmp_path, "spark:\n  ui_enabled: 'yes'\n")
+    with pytest.raises(ConfigError, match=r"spark.ui_enabled: input should be a valid boolean"):
+        load_config(path)
+
+
+def test_memory_sizes_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"spark.driver_memory: string should match pattern"):
+        load_config(overlay(tmp_path, "spark:\n  driver_memory: lots\n"))
+
+
+def test_missing_config_file_names_the_path(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=f"no config file at {missing}"):
+        load_config(str(missing))
+
+
+def test_missing_inherited_file_names_both(tmp_path):
+    path = write(tmp_path / "child.yaml", "inherits: parent.yaml\n")
+    with pytest.raises(ConfigError, match=r"parent.yaml \(inherited by .*child.yaml\)"):
+        load_config(path)
+
+
+def test_inheritance_cycle_is_an_error(tmp_path):
+    write(tmp_path / "a.yaml", "inherits: b.yaml\n")
+    write(tmp_path / "b.yaml", "inherits: a.yaml\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = write(tmp_path / "bad.yaml", "spark:\n  master: [local\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml line \d+: not valid YAML"):
+        load_config(path)
+
+
+def test_missing_input_path_names_the_key_and_the_path(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "reference.qof_prevalence_csv=missing/qof.csv"])
+    message = str(caught.value)
+    assert message.startswith("config error: reference.qof_prevalence_csv: no file at ")
+    assert str(REPO / "missing" / "qof.csv") in message
+
+
+def test_malformed_override_is_an_error():
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config(str(TEST_CONFIG), ["spark.master"])
+
+
+def test_spark_conf_keys_must_be_spark_settings():
+    with pytest.raises(ConfigError, match=r"spark.conf: value error, keys must start with 'spark.'"):
+        load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.conf.hadoop.x=1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "load_reference", "--set", "spark.shufle_partitions=2"], "spark.shufle_partitions: unknown key"),
+        (["refresh", "--set", "spark.shuffle_partitions=many"], "spark.shuffle_partitions: input should be"),
+        (["status", "--config", "no/such.yaml"], "no config file at no/such.yaml"),
+        (["run", "no_such_job", "--set", "paths.root=."], "unknown job 'no_such_job'"),
+    ],
+)
+def test_cli_user_errors_print_one_line_and_exit_2(args, expected):
+    result = subprocess.run([sys.executable, "-m", "phm", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("phm: ") and expected in lines[0]
