@@ -29,7 +29,7 @@ jars: $(JAR_STAMP)
 # Delta's JVM jars from Maven Central (jvm/pom.xml), into a git-ignored folder.
 $(JAR_STAMP): jvm/pom.xml
 	@command -v mvn >/dev/null || { echo "make: Maven (mvn) not found; install it (it fetches Delta's jars from Maven Central)"; exit 2; }
-	mvn --batch-mode --quiet -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(JAR_DIR)
+	mvn --batch-mode --quiet -Dstyle.color=never -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(JAR_DIR)
 	@test -f $@ || { echo "make: Maven ran but $@ is missing; check jvm/pom.xml"; exit 2; }
 
 run: setup

@@ -26,7 +26,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "chispa>=0.10"],
+    "test": ["pytest>=8", "chispa>=0.10", "wheel>=0.42"],  # wheel: the cluster test packages the library
     "dev": ["ruff>=0.6", "build>=1"],
 }
 

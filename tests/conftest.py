@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from phm.config import PhmConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from pyspark.sql import types as T
+from pyspark.testing import assertDataFrameEqual
+
 from phm.errors import MissingTableError, SchemaMismatchError, UnknownTableError
 from phm.runtime.catalog import Catalog
 from phm.tables import RUN_ID_COLUMN, TableSpec, register
-from pyspark.sql import types as T
-from pyspark.testing import assertDataFrameEqual
 
 WIDGETS = register(
     TableSpec(

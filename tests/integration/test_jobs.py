@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from pyspark.sql import functions as F
+
 from phm import cli
 from phm.errors import UnknownJobError
 from phm.runtime.catalog import Catalog
 from phm.runtime.jobs import Job, JobSpec, discover_jobs, pipeline_order, run_job, run_pipeline
 from phm.tables import JOB_RUNS, QOF_PREVALENCE, RUN_ID_COLUMN, TableSpec, register
-from pyspark.sql import functions as F
 
 from ..conftest import test_overrides
 from .test_catalog import WIDGETS, content, widgets

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from phm.config import load_config
 from phm.errors import ConfigError
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from phm.reference.qof import standardise_qof_prevalence
-from phm.tables import QOF_PREVALENCE
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
+
+from phm.reference.qof import standardise_qof_prevalence
+from phm.tables import QOF_PREVALENCE
 
 RAW_COLUMNS = ("imd_overall", "group_code", "register", "list", "prevalence")
 RAW_SCHEMA = T.StructType([T.StructField(c, T.StringType()) for c in RAW_COLUMNS])
