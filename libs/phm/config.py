@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -117,6 +118,22 @@ class ReferenceConfig(StrictModel):
     qof_prevalence_csv: str = "configs/reference/qof_prevalence_by_imd_decile_2019_20.csv"
 
 
+class SyntheticConfig(StrictModel):
+    """The synthetic ICS (`phm run generate`): size, seed, window; figures in the calibration file."""
+
+    seed: int = 20261122
+    population: int = Field(20_000, ge=1_000, le=20_000_000)
+    reference_date: date = date(2026, 3, 31)
+    history_months: int = Field(36, ge=1, le=240)
+    until: str | None = Field(
+        None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="Last period to write (YYYY-MM)."
+    )
+    people_per_block: int = Field(5_000, ge=100, le=200_000)
+    index_dates: list[date] = Field(default_factory=lambda: [date(2024, 3, 31), date(2025, 3, 31)])
+    canaries: int = Field(5, ge=0, le=100)
+    calibration: str = "configs/synthetic/calibration.yaml"
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage, or only those listed (with their order kept)."""
 
@@ -132,6 +149,7 @@ class PhmConfig(StrictModel):
     jvm: JvmConfig = JvmConfig()
     mlflow: MlflowConfig = MlflowConfig()
     reference: ReferenceConfig = ReferenceConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -155,7 +173,7 @@ class PhmConfig(StrictModel):
 
 
 # Paths that must exist before any job starts: (dotted key, description).
-REQUIRED_INPUT_PATHS = ("reference.qof_prevalence_csv",)
+REQUIRED_INPUT_PATHS = ("reference.qof_prevalence_csv", "synthetic.calibration")
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PhmConfig:

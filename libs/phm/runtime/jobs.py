@@ -54,6 +54,7 @@ class JobContext:
     catalog: Catalog
     run_id: str
     rows_in: int | None = None
+    rows_out: int | None = None  # set by jobs whose output is not tables (else counted from table writes)
     rows_quarantined: int | None = None
 
 
@@ -157,7 +158,7 @@ def run_job(
         record.input_versions = dict(catalog.versions_read)
         record.output_versions = dict(catalog.versions_written)
         record.rows_in = ctx.rows_in
-        record.rows_out = sum(catalog.rows_written.values()) if catalog.rows_written else 0
+        record.rows_out = ctx.rows_out if ctx.rows_out is not None else sum(catalog.rows_written.values())
         record.rows_quarantined = ctx.rows_quarantined
         ledger.finish(record)
         seconds = time.monotonic() - started

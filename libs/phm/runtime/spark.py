@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -75,6 +76,10 @@ def get_spark(config: PhmConfig) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    # Python workers must run this interpreter (with phm and its dependencies), not whatever
+    # `python3` is first on PATH; PySpark reads the variable when the context starts. A cluster
+    # whose nodes keep Python elsewhere sets PYSPARK_PYTHON before submitting.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     # A master set by spark-submit (or PYSPARK_SUBMIT_ARGS) takes precedence.
     if not os.environ.get("SPARK_ENV_LOADED") and "--master" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):

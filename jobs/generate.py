@@ -1,0 +1,162 @@
+"""Generate the synthetic ICS: landing extracts per source and period, and the truth store.
+
+`phm run generate [--set synthetic.population=N] [--set synthetic.until=YYYY-MM]`.
+Deterministic for a seed and config. With `synthetic.until`, only periods up
+to it are written; a later run writes the periods not yet in landing/, so
+incremental refresh can be tested. The generator refuses to add periods to
+a landing folder written with another seed or calibration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from phm.errors import UserError
+from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.script import main_for
+from phm.synthetic import truth
+from phm.synthetic.calibration import load_calibration
+from phm.synthetic.calibration_report import as_json, as_markdown, calibration_figures
+from phm.synthetic.extracts import EXTRACT_FORMATS, injected_defects, render
+from phm.synthetic.generator import generate_factors, generate_people, generate_records, make_plan, periods
+
+log = logging.getLogger("phm.jobs.generate")
+
+SPEC = JobSpec(
+    name="generate",
+    description="synthetic ICS: landing extracts per source and month, and the truth store (test bed only)",
+    outputs=(),
+)
+MANIFEST = "_generator.json"
+
+
+def run(ctx: JobContext) -> None:
+    config = ctx.config
+    settings = config.synthetic
+    spark = ctx.spark
+    calibration = load_calibration(config.resolve(settings.calibration))
+    qof = pd.read_csv(config.resolve(config.reference.qof_prevalence_csv), dtype=str)
+    plan = make_plan(settings.seed, settings.population, settings.people_per_block, settings.reference_date,
+                     settings.history_months, calibration, qof)  # fmt: skip
+    landing = Path(config.resolve(config.paths.landing))
+    truth_dir = Path(config.resolve(config.paths.truth))
+    staging = Path(config.resolve(config.paths.checkpoints)) / f"generate-{ctx.run_id}"
+    all_periods = periods(plan.history_start, plan.reference_date)
+    wanted = [p for p in all_periods if settings.until is None or p <= settings.until]
+    _check_manifest(landing, _fingerprint(settings.model_dump_json(exclude={"until"}), calibration.model_dump_json()))
+    log.info("generating %d people in %d blocks, periods %s..%s", plan.population, plan.blocks, wanted[0], wanted[-1])
+
+    try:
+        people = _stage(spark, generate_people(spark, plan), staging / "people")
+        factors = _stage(spark, generate_factors(people, plan), staging / "factors")
+        records = _stage(spark, generate_records(people, factors, plan), staging / "records")
+
+        written = {}
+        for source, fmt in EXTRACT_FORMATS.items():
+            written[source] = _write_periods(render(records, fmt), fmt.file_format, landing / source, wanted, staging)
+        _write_static(plan, landing)
+
+        _write_truth(truth.person_truth(people, factors, plan), truth_dir / "person")
+        _write_truth(truth.person_conditions(people, plan), truth_dir / "person_condition")
+        _write_truth(truth.admission_risk(people, factors, settings.index_dates), truth_dir / "admission_risk")
+        _write_truth(truth.record_person(records), truth_dir / "record_person")
+        _write_truth(injected_defects(records), truth_dir / "injected_defects")
+        _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
+
+        figures = calibration_figures(people, factors, records, plan, qof)
+        (truth_dir / "calibration_report.json").write_text(json.dumps(as_json(figures), indent=2))
+        title = f"Synthetic ICS calibration: {plan.population:,} people, seed {plan.seed}, to {plan.reference_date}"
+        (truth_dir / "calibration_report.md").write_text(as_markdown(figures, title))
+        outside = [f"{f.group}: {f.name}" for f in figures if not f.within]
+        log.info(
+            "calibration: %d of %d figures within tolerance%s",
+            len(figures) - len(outside),
+            len(figures),
+            f"; outside: {', '.join(outside)}" if outside else "",
+        )
+        rows = sum(n for per_source in written.values() for n in per_source.values())
+        ctx.rows_out = rows
+        log.info(
+            "landing: %d new period folders, %d rows; truth: %s", sum(len(v) for v in written.values()), rows, truth_dir
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(spark, df: DataFrame, path: Path) -> DataFrame:
+    """Write once and read back, so every later use sees the same rows without recomputing them."""
+    df.write.mode("overwrite").parquet(str(path))
+    return spark.read.parquet(str(path))
+
+
+def _write_periods(df: DataFrame, file_format: str, target: Path, wanted: list[str], staging: Path) -> dict[str, int]:
+    """Write each wanted period not yet delivered into target/<period>/ (atomically per period)."""
+    missing = [p for p in wanted if not (target / p).exists()]
+    if not missing:
+        return {}
+    out = staging / "extracts" / target.name
+    selected = df.where(F.col("period").isin(missing))
+    writer = selected.repartition("period").write.mode("overwrite").partitionBy("period")
+    if file_format == "csv":
+        writer.option("header", True).csv(str(out))
+    else:
+        writer.parquet(str(out))
+    counts = {r["period"]: r["count"] for r in selected.groupBy("period").count().collect()}
+    target.mkdir(parents=True, exist_ok=True)
+    for period in missing:
+        source_dir = out / f"period={period}"
+        if not source_dir.exists():  # a month with no rows still gets its (empty) delivery folder
+            source_dir.mkdir(parents=True)
+        for junk in source_dir.glob(".*.crc"):
+            junk.unlink()
+        os.replace(source_dir, target / period)
+    return counts
+
+
+def _write_static(plan, landing: Path) -> None:
+    """Reference data delivered once: practices -> PCN -> place, and LSOA -> IMD decile."""
+    geography = plan.geography
+    practices = geography.practices.merge(geography.pcns, on=["pcn_code", "place_code"]).merge(
+        geography.places, on="place_code"
+    )
+    lsoas = geography.lsoas[["lsoa_code", "imd_decile", "pcn_code", "place_code"]]
+    for folder, name, frame in (("reference", "practices.csv", practices), ("local_authority", "lsoa_imd.csv", lsoas)):
+        path = landing / folder / "static" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            frame.to_csv(path, index=False)
+
+
+def _write_truth(df: DataFrame, path: Path) -> None:
+    df.write.mode("overwrite").parquet(str(path))
+
+
+def _fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _check_manifest(landing: Path, fingerprint: str) -> None:
+    manifest = landing / MANIFEST
+    if manifest.exists():
+        found = json.loads(manifest.read_text()).get("fingerprint")
+        if found != fingerprint:
+            raise UserError(
+                f"{landing} holds extracts generated with another seed, size or calibration "
+                f"(fingerprint {found}, now {fingerprint}); clear {landing} or generate with the same config"
+            )
+        return
+    landing.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+if __name__ == "__main__":
+    main_for(SPEC.name)

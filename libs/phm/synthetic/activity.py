@@ -1,0 +1,279 @@
+"""Activity of the synthetic population, driven by latent health: every contact with every service.
+
+Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
+- Emergency admissions: person rate = Devon rate for the age group x IMD
+  quintile cell (quintiles 2-4 interpolated) x h / mean(h in the cell), with
+  h = exp(b * true condition count + s * e), e ~ N(0, 1) unobserved. The
+  cell means are computed over the whole population first, so every cell
+  hits its published rate. Admissions are Poisson over each person's time
+  alive in the window; the true 12-month admission probability after an
+  index date is 1 - exp(-rate) (the truth models are scored against).
+- A&E: Poisson with a gamma-distributed person rate (shape k), plus a
+  small high-intensity group (a few attendances a month), both raised with
+  sqrt(h): most attenders come once, a few very often.
+- GP consultations by age band, more with diagnosed conditions; readings
+  (BP, HbA1c, BMI, smoking) more often when diagnosed; undiagnosed
+  hypertension and diabetes read high (case finding's signal).
+- Elective admissions and day cases, outpatient attendances by age.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from phm.synthetic.population import DAY, PopulationPlan
+
+ACTIVITY_STREAM = 2
+
+# Event kinds (the `kind` column of the events frame) and the source extract each lands in.
+KIND_SOURCE = {
+    "registration": "gp_registrations",
+    "address_change": "gp_registrations",
+    "name_change": "gp_registrations",
+    "deregistration": "gp_registrations",
+    "diagnosis": "gp_events",
+    "consultation": "gp_events",
+    "bp": "gp_events",
+    "hba1c": "gp_events",
+    "bmi": "gp_events",
+    "smoking": "gp_events",
+    "emergency": "inpatient",
+    "elective": "inpatient",
+    "ae": "ae",
+    "outpatient": "outpatient",
+    "death": "deaths",
+}
+
+# SNOMED CT concepts for GP events (illustrative; the code lists the pipeline uses live in configs).
+SNOMED = {
+    "consultation": "185316007",  # indirect encounter / consultation
+    "bp": "163020007",  # O/E - blood pressure reading
+    "hba1c": "1003671000000109",  # haemoglobin A1c level
+    "bmi": "60621009",  # body mass index
+    "smoker": "77176002",
+    "non_smoker": "8392000",
+}
+
+# Case mix of emergency admissions without a person-specific cause (approx.; ICD-10, 4 characters).
+EMERGENCY_GENERAL = np.array(["R074", "R104", "J189", "N390", "L039", "K529", "R55X", "E86X"])
+FALL_DIAGNOSES = np.array(["S720", "S721", "S722", "W19X"])  # hip fracture, fall
+ELECTIVE_PROCEDURES = np.array(["W371", "H229", "C751", "M459", "T201", "W401"])  # OPCS-4
+OUTPATIENT_SPECIALTIES = np.array(["100", "101", "110", "120", "130", "300", "320", "330", "340", "430"])
+
+
+def emergency_age_group(age_years: np.ndarray, lower_bounds: list[int]) -> np.ndarray:
+    return np.searchsorted(np.asarray(lower_bounds), age_years, side="right") - 1
+
+
+def imd_quintile(decile: np.ndarray) -> np.ndarray:
+    return (np.asarray(decile) + 1) // 2
+
+
+def emergency_cell_rate(plan: PopulationPlan, group: np.ndarray, quintile: np.ndarray) -> np.ndarray:
+    """Published admissions per person-year for each age group x IMD quintile (quintile 1 most deprived)."""
+    rates = plan.calibration.activity.emergency_admissions_per_1000
+    most = np.asarray(rates.most_deprived)[group]
+    least = np.asarray(rates.least_deprived)[group]
+    weight = (quintile - 1) / 4  # 0 at quintile 1 (most deprived) .. 1 at quintile 5
+    return (most + (least - most) * weight) / 1000
+
+
+def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
+    """Per person: emergency age group, IMD quintile and the unnormalised emergency factor h."""
+    act = plan.calibration.activity
+    rng = np.random.default_rng([plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM, 0])
+    age = _age_at(people, np.datetime64(plan.history_start, "D"))
+    h = np.exp(
+        act.emergency_conditions_log_rr_per_condition * people["condition_count"].to_numpy()
+        + act.emergency_unobserved_sd * rng.standard_normal(len(people))
+    )
+    return pd.DataFrame(
+        {
+            "true_person_id": people["true_person_id"].to_numpy(),
+            "emergency_age_group": emergency_age_group(age, act.emergency_admissions_per_1000.age_group_lower_bounds),
+            "imd_quintile": imd_quintile(people["imd_decile"].to_numpy()),
+            "emergency_factor": h,
+        }
+    )
+
+
+def generate_events(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
+    """Every event of a block's people (one row each), before any source's identifier quality is applied.
+
+    `factors` has person_factors' columns plus `cell_mean_factor` (the cell's mean h) in people's order.
+    """
+    cal = plan.calibration
+    act = cal.activity
+    rng = np.random.default_rng([plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM, 1])
+    n = len(people)
+    start = np.datetime64(plan.history_start, "D")
+    ref = np.datetime64(plan.reference_date, "D")
+    death = _dt(people["death_date"])
+    registered = _dt(people["registered_on"])
+    first_day = np.maximum(registered, start)
+    last_day = np.where(np.isnat(death), ref, death)
+    alive_days = np.maximum((last_day - first_day) / DAY, 0).astype(np.int64)
+    years_alive = alive_days / 365.25
+    band = people["age_band"].to_numpy()
+    age = _age_at(people, start)
+
+    rate = (
+        emergency_cell_rate(plan, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy())
+        * factors["emergency_factor"].to_numpy()
+        / factors["cell_mean_factor"].to_numpy()
+    )
+    diagnosed_count = sum(people[f"diagnosed_{c}"].notna().to_numpy().astype(int) for c in plan.condition_names)
+    relative_h = factors["emergency_factor"].to_numpy() / factors["cell_mean_factor"].to_numpy()
+
+    frames = []
+
+    def add(kind: str, person_rows: np.ndarray, dates: np.ndarray, **columns: object) -> None:
+        frames.append(_frame(kind, person_rows, dates, **columns))
+
+    def spread(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows repeated per event, with event dates uniform over each person's time alive in the window."""
+        rows = np.repeat(np.arange(n), counts)
+        offsets = (rng.random(len(rows)) * np.maximum(alive_days[rows], 1)).astype(np.int64)
+        return rows, first_day[rows] + offsets * DAY
+
+    # Emergency admissions, with length of stay and primary diagnosis.
+    rows, dates = spread(rng.poisson(rate * years_alive))
+    los = np.minimum(rng.geometric(1 / (2 + 0.15 * np.maximum(age[rows] - 40, 0))), 120) - 1  # approx.
+    diagnosis = _emergency_diagnoses(people, rows, age, plan, rng)
+    add("emergency", rows, dates, los_days=los, code=diagnosis, method=np.full(len(rows), "21"))
+
+    # Elective admissions (a share as day cases) and outpatient attendances, rising with age and
+    # concentrated in the sicker (sqrt of relative h, normalised to keep the configured means).
+    sicker = np.sqrt(relative_h) / np.sqrt(relative_h).mean()
+    age_factor = np.clip(0.3 + age / 50, 0.3, 2.2) * sicker
+    rows, dates = spread(rng.poisson(act.elective_admissions_per_1000 / 1000 * age_factor * years_alive))
+    day_case = rng.random(len(rows)) < act.day_cases_share_of_elective
+    add(
+        "elective", rows, dates,
+        los_days=np.where(day_case, 0, rng.integers(1, 6, len(rows))),
+        code=rng.choice(ELECTIVE_PROCEDURES, len(rows)),
+        method=np.where(rng.random(len(rows)) < 0.8, "11", "12"),
+    )  # fmt: skip
+    rows, dates = spread(rng.poisson(act.outpatient_attendances_per_person * age_factor * years_alive))
+    add("outpatient", rows, dates, code=rng.choice(OUTPATIENT_SPECIALTIES, len(rows)))
+
+    # A&E: gamma-mixed Poisson for most; a small high-intensity group; both more often for the sicker.
+    shape = act.ae_dispersion_shape
+    high_share, high_rate = act.ae_high_intensity_share, act.ae_high_intensity_rate
+    high = rng.random(n) < np.clip(high_share * sicker, 0, 1)
+    base = (act.ae_attendances_per_person - high_share * high_rate) / (1 - high_share)
+    ae_rate = np.where(high, high_rate * rng.gamma(4, 1 / 4, n), base * rng.gamma(shape, 1 / shape, n) * sicker)
+    rows, dates = spread(rng.poisson(ae_rate * years_alive))
+    add("ae", rows, dates)
+
+    # GP consultations, more with each diagnosed condition.
+    gp_rate = np.asarray(act.gp_consultations_per_year_by_age)[band] * np.exp(0.12 * (diagnosed_count - 0.5))
+    rows, dates = spread(rng.poisson(gp_rate * years_alive))
+    add("consultation", rows, dates, code=np.full(len(rows), SNOMED["consultation"]))
+
+    frames.extend(_observations(people, plan, rng, spread, diagnosed_count))
+    frames.extend(_diagnoses(people, plan))
+
+    # Registration (its first record) and death: one each.
+    add("registration", np.arange(n), registered)
+    died = np.flatnonzero(~np.isnat(death))
+    add("death", died, death[died])
+
+    events = pd.concat(frames, ignore_index=True)
+    events = events[(events["event_date"] <= ref) | (events["kind"] == "registration")]
+    return events.sort_values(["row", "event_date", "kind"], kind="stable").reset_index(drop=True)
+
+
+def true_admission_probability(factors: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
+    """P(at least one emergency admission in the next 12 months) for each person."""
+    rate = (
+        emergency_cell_rate(plan, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy())
+        * factors["emergency_factor"].to_numpy()
+        / factors["cell_mean_factor"].to_numpy()
+    )
+    return 1 - np.exp(-rate)
+
+
+def _observations(people, plan, rng, spread, diagnosed_count):
+    obs = plan.calibration.observations
+    n = len(people)
+    band = people["age_band"].to_numpy()
+    has_htn, dx_htn = _condition_flags(people, "hypertension")
+    has_dm, dx_dm = _condition_flags(people, "diabetes")
+    has_ob, _ = _condition_flags(people, "obesity")
+    adult = band >= 1
+    monitored = diagnosed_count > 0
+    reading_rate = np.where(monitored, obs.readings_per_year_with_condition, obs.readings_per_year_without) * adult
+    frames = []
+
+    rows, dates = spread(rng.poisson(reading_rate * plan.history_years))
+    # Treated hypertension reads lower than untreated (half the uplift).
+    uplift = obs.systolic_uplift_hypertension * np.where(dx_htn, 0.5, 1.0) * has_htn
+    systolic = (
+        np.asarray(obs.systolic_mean_by_age)[band[rows]] + uplift[rows] + rng.normal(0, obs.systolic_sd, len(rows))
+    )
+    diastolic = 0.55 * systolic + rng.normal(8, 6, len(rows))
+    frames.append(_frame("bp", rows, dates, code=SNOMED["bp"], value=systolic.round(), value2=diastolic.round()))
+
+    hba1c_rate = np.where(dx_dm, 2.0, obs.readings_per_year_without * 0.5) * adult
+    rows, dates = spread(rng.poisson(hba1c_rate * plan.history_years))
+    mean = np.where(has_dm[rows], np.where(dx_dm[rows], obs.hba1c_diabetes_mean, 52.0), obs.hba1c_mean)
+    sd = np.where(has_dm[rows], obs.hba1c_diabetes_sd, obs.hba1c_sd)
+    frames.append(_frame("hba1c", rows, dates, code=SNOMED["hba1c"], value=rng.normal(mean, sd).round()))
+
+    rows, dates = spread(rng.poisson(reading_rate * 0.6 * plan.history_years))
+    bmi = np.where(
+        has_ob[rows], rng.normal(obs.bmi_obesity_mean, 3.5, len(rows)), rng.normal(obs.bmi_mean, obs.bmi_sd, len(rows))
+    )
+    frames.append(_frame("bmi", rows, dates, code=SNOMED["bmi"], value=np.clip(bmi, 14, 70).round(1)))
+
+    smoker = rng.random(n) < obs.smoking_prevalence
+    rows, dates = spread(rng.poisson(reading_rate * 0.5 * plan.history_years))
+    codes = np.where(smoker[rows], SNOMED["smoker"], SNOMED["non_smoker"])
+    frames.append(_frame("smoking", rows, dates, code=codes))
+    return frames
+
+
+def _diagnoses(people: pd.DataFrame, plan: PopulationPlan) -> list[pd.DataFrame]:
+    """One coded diagnosis per diagnosed condition, at its diagnosis date (also before the window)."""
+    frames = []
+    for name in plan.condition_names:
+        dates = _dt(people[f"diagnosed_{name}"])
+        rows = np.flatnonzero(~np.isnat(dates))
+        snomed = plan.calibration.health.conditions[name].snomed
+        frames.append(_frame("diagnosis", rows, dates[rows], code=snomed, condition=name))
+    return frames
+
+
+def _emergency_diagnoses(people, rows, age, plan, rng):
+    """Half of admissions are for one of the person's true conditions; falls rise after 65; the rest general."""
+    codes = rng.choice(EMERGENCY_GENERAL, len(rows))
+    for name in plan.condition_names:
+        has = people[f"onset_{name}"].notna().to_numpy()[rows]
+        pick = has & (rng.random(len(rows)) < 0.5 / np.maximum(people["condition_count"].to_numpy()[rows], 1))
+        codes = np.where(pick, plan.calibration.health.conditions[name].icd10, codes)
+    fall = (age[rows] >= 65) & (rng.random(len(rows)) < np.clip((age[rows] - 60) / 100, 0, 0.3))
+    return np.where(fall, rng.choice(FALL_DIAGNOSES, len(rows)), codes)
+
+
+def _condition_flags(people: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(has the condition, has it diagnosed) per person; all False if the calibration lacks the condition."""
+    if f"onset_{name}" not in people:
+        return np.zeros(len(people), bool), np.zeros(len(people), bool)
+    return people[f"onset_{name}"].notna().to_numpy(), people[f"diagnosed_{name}"].notna().to_numpy()
+
+
+def _frame(kind: str, rows: np.ndarray, dates: np.ndarray, **columns: object) -> pd.DataFrame:
+    frame = pd.DataFrame({"row": rows, "kind": kind, "event_date": dates})
+    for key, value in columns.items():
+        frame[key] = value
+    return frame
+
+
+def _dt(series: pd.Series) -> np.ndarray:
+    return pd.to_datetime(series).to_numpy().astype("datetime64[D]")
+
+
+def _age_at(people: pd.DataFrame, when: np.datetime64) -> np.ndarray:
+    return np.maximum((when - _dt(people["date_of_birth"])) / DAY / 365.25, 0)

@@ -1,0 +1,368 @@
+"""Generated figures against their public targets (FACTS.md), each with a stated tolerance.
+
+Measured on the truth (people, factors, records before defects): age and
+sex structure, ethnicity, recorded prevalence by register and its
+most/least deprived quintile ratio (QOF 2019/20), multimorbidity, GP
+consultations, emergency admissions per 1,000 by age group x IMD quintile
+(Devon), A&E frequency distribution, the top-5% cost share, NHS number
+completeness by source, and the best achievable AUC of the true risk.
+Only aggregates leave this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from phm.synthetic.activity import emergency_cell_rate
+from phm.synthetic.population import PopulationPlan
+
+# Tolerances: how far a generated figure may sit from its target on a mid-sized sample (10k+ people).
+ABS, REL, RANGE = "absolute", "relative", "range"
+COMMON_REGISTERS = ("hypertension", "diabetes", "depression", "obesity", "asthma")
+
+# Figures the generator does not meet yet, and why (shown in the report; the tests hold every other figure).
+KNOWN_GAPS = {
+    "2+ recorded conditions share": (
+        "FACTS.md's 23% counts a broader condition list (e.g. pain, hearing loss, anxiety) than the 16 QOF "
+        "registers generated"
+    ),
+    "top 5% of people: share of cost": (
+        "the published share includes social care and community spend, the most concentrated, which the "
+        "generator does not produce yet"
+    ),
+    "heart_failure recorded prevalence": (
+        "deaths in the window remove multimorbid elderly people; intercepts target prevalence before deaths"
+    ),
+    "dementia recorded prevalence": (
+        "deaths in the window remove multimorbid elderly people; intercepts target prevalence before deaths"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Figure:
+    group: str
+    name: str
+    value: float
+    target: float
+    tolerance: float
+    kind: str  # absolute: |v - t| <= tol; relative: |v / t - 1| <= tol; range: target <= v <= tolerance
+    source: str
+
+    @property
+    def known_gap(self) -> str | None:
+        return KNOWN_GAPS.get(self.name)
+
+    @property
+    def within(self) -> bool:
+        if self.kind == ABS:
+            return abs(self.value - self.target) <= self.tolerance
+        if self.kind == REL:
+            return abs(self.value / self.target - 1) <= self.tolerance if self.target else self.value == 0
+        return self.target <= self.value <= self.tolerance
+
+
+def calibration_figures(
+    people: DataFrame, factors: DataFrame, records: DataFrame, plan: PopulationPlan, qof: pd.DataFrame
+) -> list[Figure]:
+    cal = plan.calibration
+    ref = plan.reference_date
+    year_start = ref - timedelta(days=365)
+    alive = people.where(F.col("death_date").isNull())
+    figures: list[Figure] = []
+
+    # Age and sex structure (Census 2021).
+    n_alive = alive.count()
+    bands = {r["age_band"]: r["count"] for r in alive.groupBy("age_band").count().collect()}
+    for i, band in enumerate(cal.population.age_bands):
+        figures.append(
+            Figure(
+                "population",
+                f"age {band.low}-{band.high} share",
+                bands.get(i, 0) / n_alive,
+                band.share,
+                0.015,
+                ABS,
+                "Census 2021",
+            )
+        )
+    female = alive.where(F.col("sex") == "F").count() / n_alive
+    figures.append(Figure("population", "female share", female, cal.population.female_share, 0.015, ABS, "Census 2021"))
+    ethnic = {r["ethnicity"]: r["count"] for r in alive.groupBy("ethnicity").count().collect()}
+    for group, share in cal.population.ethnicity_shares.items():
+        figures.append(
+            Figure(
+                "population",
+                f"ethnicity {group} share",
+                ethnic.get(group, 0) / n_alive,
+                share,
+                max(0.02, share * 0.3),
+                ABS,
+                "Census 2021",
+            )
+        )
+
+    # Recorded prevalence (coded by the reference date, alive then), overall and by quintile ratio (QOF 2019/20).
+    coded = [F.col(f"diagnosed_{c}").isNotNull().cast("int").alias(c) for c in plan.condition_names]
+    prevalence = alive.select(((F.col("imd_decile") + 1) / 2).cast("int").alias("quintile"), *coded)
+    by_quintile = (
+        prevalence.groupBy("quintile")
+        .agg(F.count("*").alias("n"), *[F.sum(c).alias(c) for c in plan.condition_names])
+        .toPandas()
+        .set_index("quintile")
+    )
+    count_coded = sum(F.col(f"diagnosed_{c}").isNotNull().cast("int") for c in plan.condition_names)
+    for name in plan.condition_names:
+        spec = cal.health.conditions[name]
+        target, ratio_target = _qof_targets(qof, spec.qof)
+        value = by_quintile[name].sum() / by_quintile["n"].sum()
+        figures.append(Figure("prevalence", f"{name} recorded prevalence", value, target, 0.15, REL, "QOF 2019/20"))
+        if name in COMMON_REGISTERS and {1, 5} <= set(by_quintile.index):
+            ratio = (by_quintile.loc[1, name] / by_quintile.loc[1, "n"]) / (
+                by_quintile.loc[5, name] / by_quintile.loc[5, "n"]
+            )
+            figures.append(
+                Figure(
+                    "prevalence",
+                    f"{name} quintile 1 / quintile 5 ratio",
+                    ratio,
+                    ratio_target,
+                    0.25,
+                    REL,
+                    "QOF 2019/20 by IMD decile",
+                )
+            )
+    multimorbid = alive.where(count_coded >= 2).count() / n_alive
+    figures.append(
+        Figure("prevalence", "2+ recorded conditions share", multimorbid, 0.23, 0.06, ABS, "FACTS.md (23% with 2+)")
+    )
+
+    # Activity over the last 12 months among people registered and alive for all of it.
+    # Exposure: the last 12 months for everyone registered before them and alive at their start;
+    # people who die contribute the days they lived (as in published per-population rates).
+    exposure_days = F.datediff(F.coalesce(F.col("death_date"), F.lit(ref)), F.lit(year_start))
+    at_risk = (
+        people.where(F.col("registered_on") <= F.lit(year_start))
+        .where(F.col("death_date").isNull() | (F.col("death_date") > F.lit(year_start)))
+        .select("true_person_id", F.least(exposure_days, F.lit(365)).alias("exposure_days"))
+    )
+    last_year = records.where((F.col("event_date") > F.lit(year_start)) & (F.col("event_date") <= F.lit(ref)))
+    counts = (
+        last_year.where(F.col("source") != "gp_registrations")
+        .groupBy("true_person_id")
+        .pivot("kind", ["emergency", "elective", "ae", "outpatient", "consultation"])
+        .count()
+    )
+    per_person = (
+        at_risk.join(counts, "true_person_id", "left")
+        .join(
+            factors.select("true_person_id", "emergency_age_group", "imd_quintile", "p_emergency_12m"), "true_person_id"
+        )
+        .fillna(0)
+    )
+    day_cases = (
+        last_year.where((F.col("kind") == "elective") & (F.col("los_days") == 0))
+        .groupBy("true_person_id")
+        .count()
+        .withColumnRenamed("count", "day_case")
+    )
+    trim = cal.activity.excess_bed_days_after
+    excess = (
+        last_year.where(F.col("kind") == "emergency")
+        .groupBy("true_person_id")
+        .agg(F.sum(F.greatest(F.col("los_days") - F.lit(trim), F.lit(0))).alias("excess_bed_days"))
+    )
+    falls = (
+        last_year.where((F.col("kind") == "emergency") & F.col("code").isin("S720", "S721", "S722", "W19X"))
+        .groupBy("true_person_id")
+        .count()
+        .withColumnRenamed("count", "fall")
+    )
+    frame = (
+        per_person.join(day_cases, "true_person_id", "left")
+        .join(falls, "true_person_id", "left")
+        .join(excess, "true_person_id", "left")
+        .fillna(0)
+        .toPandas()
+    )
+    n = len(frame)
+    years = frame["exposure_days"].sum() / 365
+
+    figures.append(
+        Figure(
+            "activity",
+            "GP consultations per person-year",
+            frame["consultation"].sum() / years,
+            5.0,
+            0.25,
+            REL,
+            "FACTS.md (~5)",
+        )
+    )
+    figures.append(
+        Figure(
+            "activity",
+            "A&E attendances per person-year",
+            frame["ae"].sum() / years,
+            cal.activity.ae_attendances_per_person,
+            0.15,
+            REL,
+            "FACTS.md (~0.4)",
+        )
+    )
+    attenders = frame.loc[frame["ae"] > 0, "ae"]
+    if len(attenders):
+        figures.append(
+            Figure("activity", "A&E attenders coming once", (attenders == 1).mean(), 0.74, 0.06, ABS, "FACTS.md")
+        )
+        figures.append(
+            Figure("activity", "A&E attenders coming 3+ times", (attenders >= 3).mean(), 0.095, 0.04, ABS, "FACTS.md")
+        )
+        figures.append(
+            Figure("activity", "A&E attenders coming 6+ times", (attenders >= 6).mean(), 0.012, 0.012, ABS, "FACTS.md")
+        )
+    groups = cal.activity.emergency_admissions_per_1000.age_group_lower_bounds
+    frame["exposure_years"] = frame["exposure_days"] / 365
+    frame["emergency_squared"] = frame["emergency"] ** 2
+    cells = (
+        frame.groupby(["emergency_age_group", "imd_quintile"])
+        .agg(admissions=("emergency", "sum"), years=("exposure_years", "sum"), squares=("emergency_squared", "sum"))
+        .reset_index()
+    )
+    cells["mean"] = cells["admissions"] / cells["years"]
+    for row in cells.itertuples():
+        target = float(emergency_cell_rate(plan, np.array([row.emergency_age_group]), np.array([row.imd_quintile]))[0])
+        label = (
+            f"{groups[row.emergency_age_group]}+"
+            if row.emergency_age_group == len(groups) - 1
+            else (f"{groups[row.emergency_age_group]}-{groups[row.emergency_age_group + 1] - 1}")
+        )
+        # 3 relative standard errors of the cell's total, measured (admissions are overdispersed).
+        tolerance = max(0.2, 3 * np.sqrt(row.squares) / max(row.admissions, 1))
+        figures.append(
+            Figure(
+                "emergency admissions per 1,000",
+                f"age {label}, IMD quintile {row.imd_quintile}",
+                row.mean * 1000,
+                target * 1000,
+                tolerance,
+                REL,
+                "Devon, by age and IMD quintile",
+            )
+        )
+
+    # Cost concentration: unit costs over the last 12 months.
+    costs = cal.unit_costs_gbp
+    frame["cost"] = (
+        (frame["emergency"] - frame["fall"]) * costs["emergency_admission"]
+        + frame["fall"] * costs["fall_admission_65_plus"]
+        + frame["excess_bed_days"] * costs["excess_bed_day"]
+        + (frame["elective"] - frame["day_case"]) * costs["elective_admission"]
+        + frame["day_case"] * costs["day_case"]
+        + frame["outpatient"] * costs["outpatient_attendance"]
+        + frame["ae"] * costs["ae_attendance"]
+        + frame["consultation"] * costs["gp_consultation"]
+    )
+    top = frame["cost"].sort_values(ascending=False)
+    figures.append(
+        Figure(
+            "cost",
+            "top 5% of people: share of cost",
+            top.iloc[: max(1, n // 20)].sum() / top.sum(),
+            0.50,
+            0.10,
+            ABS,
+            "FACTS.md (~50%)",
+        )
+    )
+
+    # The best achievable AUC: the true probability against what happened in the last 12 months.
+    auc = _auc(frame["p_emergency_12m"].to_numpy(), (frame["emergency"] > 0).to_numpy())
+    figures.append(
+        Figure(
+            "risk",
+            "AUC of the true risk for an emergency admission in 12 months",
+            auc,
+            0.72,
+            0.88,
+            RANGE,
+            "issue 3: realistic best AUC about 0.75-0.85",
+        )
+    )
+
+    # NHS number completeness by source (FACTS.md linkage realities).
+    completeness = records.groupBy("source").agg(F.avg(F.col("nhs_number").isNotNull().cast("double")).alias("c"))
+    for row in completeness.collect():
+        quality = cal.identifiers.sources.get(row["source"], cal.identifiers.sources["inpatient"])
+        figures.append(
+            Figure(
+                "identifiers",
+                f"{row['source']} NHS number present",
+                row["c"],
+                1 - quality.nhs_number_missing,
+                0.005,
+                ABS,
+                "FACTS.md linkage realities",
+            )
+        )
+    return figures
+
+
+def _qof_targets(qof: pd.DataFrame, code: str) -> tuple[float, float]:
+    rows = qof[(qof["group_code"] == code) & qof["imd_overall"].astype(str).str.fullmatch(r"10|[1-9]")].copy()
+    rows["decile"] = rows["imd_overall"].astype(int)
+    rows["register"] = rows["register"].astype(float)
+    rows["list"] = rows["list"].astype(float)
+    england = rows["register"].sum() / rows["list"].sum()
+    q1 = rows[rows["decile"] <= 2]
+    q5 = rows[rows["decile"] >= 9]
+    ratio = (q1["register"].sum() / q1["list"].sum()) / (q5["register"].sum() / q5["list"].sum())
+    return england, ratio
+
+
+def _auc(scores: np.ndarray, outcomes: np.ndarray) -> float:
+    """Mann-Whitney AUC with average ranks for ties."""
+    positives = outcomes.sum()
+    negatives = len(outcomes) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    return float((ranks[outcomes].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def as_json(figures: list[Figure]) -> list[dict]:
+    numbers = ("value", "target", "tolerance")
+    return [
+        asdict(f) | {k: float(getattr(f, k)) for k in numbers} | {"within": bool(f.within), "known_gap": f.known_gap}
+        for f in figures
+    ]
+
+
+def as_markdown(figures: list[Figure], title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        "| group | figure | generated | target | tolerance | within | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        tolerance = (
+            f"{f.target:g} to {f.tolerance:g}"
+            if f.kind == RANGE
+            else (f"±{f.tolerance:.0%}" if f.kind == REL else f"±{f.tolerance:g}")
+        )
+        target = "" if f.kind == RANGE else f"{f.target:.4g}"
+        verdict = "yes" if f.within else ("known gap" if f.known_gap else "**no**")
+        lines.append(f"| {f.group} | {f.name} | {f.value:.4g} | {target} | {tolerance} | {verdict} | {f.source} |")
+    outside = [f for f in figures if not f.within]
+    lines += ["", f"{len(figures) - len(outside)} of {len(figures)} figures within tolerance."]
+    gaps = [f for f in outside if f.known_gap]
+    if gaps:
+        lines += ["", "Known gaps:", *[f"- {f.name}: {f.known_gap}" for f in gaps]]
+    return "\n".join(lines) + "\n"

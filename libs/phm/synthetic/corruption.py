@@ -1,0 +1,147 @@
+"""How each source records a person: identifiers as of the event date, at the source's own quality.
+
+Definitions (calibration.yaml `identifiers`; FACTS.md "Linkage realities"):
+- State at the event: surname after a change of name, postcode after a move
+  (a source may keep the stale postcode instead).
+- Per source, at configured rates: missing NHS number; a one-digit NHS
+  number slip (often failing the check digit); forename nickname
+  (Robert/Bob); name typos following the typo taxonomy (substitution 59%,
+  deletion 16%, insertion 10%, transposition 2%, multiple 13%; first letter
+  wrong in only 7.8%); date of birth errors (day/month swap or a near date);
+  missing postcode.
+Every change made to a record is listed in its `corruptions` column (truth only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from phm.synthetic.calibration import IdentifierCalibration, SourceQuality
+from phm.synthetic.names import NICKNAMES
+
+LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
+def identity_at_events(people: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """The true identifiers of each event's person as of its date (after moves and name changes)."""
+    columns = ["nhs_number", "forename", "surname", "new_surname", "date_of_birth", "sex", "postcode", "new_postcode",
+               "moved_on", "surname_changed_on"]  # fmt: skip
+    person = people[columns].iloc[events["row"].to_numpy()].reset_index(drop=True)
+    when = pd.to_datetime(events["event_date"]).to_numpy()
+    moved = pd.to_datetime(person["moved_on"]).to_numpy()
+    renamed = pd.to_datetime(person["surname_changed_on"]).to_numpy()
+    after_move = ~np.isnat(moved) & (when >= moved)
+    after_rename = ~np.isnat(renamed) & (when >= renamed)
+    return pd.DataFrame(
+        {
+            "nhs_number": person["nhs_number"].to_numpy(),
+            "forename": person["forename"].to_numpy(),
+            "surname": np.where(after_rename, person["new_surname"].to_numpy(), person["surname"].to_numpy()),
+            "date_of_birth": pd.to_datetime(person["date_of_birth"]).to_numpy().astype("datetime64[D]"),
+            "sex": person["sex"].to_numpy(),
+            "postcode": np.where(after_move, person["new_postcode"].to_numpy(), person["postcode"].to_numpy()),
+            "old_postcode": np.where(after_move, person["postcode"].to_numpy(), None),
+        }
+    )
+
+
+def apply_source_quality(
+    identity: pd.DataFrame, quality: SourceQuality, rules: IdentifierCalibration, rng: np.random.Generator
+) -> pd.DataFrame:
+    """A source's view of each identity: returns the corrupted columns plus `corruptions` (';'-joined)."""
+    n = len(identity)
+    out = identity.copy()
+    notes = [[] for _ in range(n)]
+
+    def note(mask: np.ndarray, label: str) -> None:
+        for i in np.flatnonzero(mask):
+            notes[i].append(label)
+
+    # Postcode: the old address kept after a move, or none at all.
+    stale = (rng.random(n) < quality.stale_postcode) & out["old_postcode"].notna().to_numpy()
+    out.loc[stale, "postcode"] = out.loc[stale, "old_postcode"]
+    note(stale, "stale_postcode")
+    no_postcode = (rng.random(n) < quality.stale_postcode / 4) & ~stale
+    out.loc[no_postcode, "postcode"] = None
+    note(no_postcode, "missing_postcode")
+
+    # NHS number: missing, or one digit slipped (which usually breaks the check digit).
+    missing = rng.random(n) < quality.nhs_number_missing
+    slipped = (rng.random(n) < rules.invalid_nhs_number_rate) & ~missing
+    numbers = out["nhs_number"].to_numpy().astype(object)
+    for i in np.flatnonzero(slipped):
+        position = rng.integers(3, 10)
+        digit = str((int(numbers[i][position]) + rng.integers(1, 10)) % 10)
+        numbers[i] = numbers[i][:position] + digit + numbers[i][position + 1 :]
+    numbers[missing] = None
+    out["nhs_number"] = numbers
+    note(missing, "missing_nhs_number")
+    note(slipped, "nhs_number_slip")
+
+    # Forenames: nicknames where one exists, then typos in either name.
+    forenames = out["forename"].to_numpy().astype(object)
+    nick = rng.random(n) < quality.nickname
+    has_nick = np.array([f in NICKNAMES for f in forenames])
+    forenames[nick & has_nick] = [NICKNAMES[f] for f in forenames[nick & has_nick]]
+    note(nick & has_nick, "nickname")
+    for column, label in (("forename", "forename_typo"), ("surname", "surname_typo")):
+        values = forenames if column == "forename" else out["surname"].to_numpy().astype(object)
+        typo = rng.random(n) < quality.name_typo
+        for i in np.flatnonzero(typo):
+            values[i] = typo_of(values[i], rules, rng)
+        out[column] = values
+        note(typo, label)
+
+    # Date of birth: day and month swapped (when both are <= 12), else a near date.
+    dob = out["date_of_birth"].to_numpy().astype("datetime64[D]")
+    wrong = rng.random(n) < quality.dob_error
+    swap = wrong & (rng.random(n) < rules.dob_day_month_swap_share)
+    days = pd.DatetimeIndex(dob)
+    swappable = swap & (days.day <= 12) & (days.day != days.month)
+    swapped = (
+        pd.to_datetime({"year": days.year[swappable], "month": days.day[swappable], "day": days.month[swappable]})
+        .to_numpy()
+        .astype("datetime64[D]")
+        if swappable.any()
+        else np.array([], "datetime64[D]")
+    )
+    dob[swappable] = swapped
+    near = wrong & ~swappable
+    dob[near] = dob[near] + rng.choice([-31, -1, 1, 10, 365, -365], near.sum()).astype("timedelta64[D]")
+    out["date_of_birth"] = dob
+    note(swappable, "dob_day_month_swap")
+    note(near, "dob_near_date")
+
+    out["corruptions"] = [";".join(x) if x else None for x in notes]
+    return out.drop(columns=["old_postcode"])
+
+
+def typo_of(name: str, rules: IdentifierCalibration, rng: np.random.Generator) -> str:
+    """One misspelling of a name, of a kind drawn from the typo taxonomy."""
+    if len(name) < 2:
+        return name
+    kinds = list(rules.typo_kinds)
+    kind = kinds[rng.choice(len(kinds), p=np.array([rules.typo_kinds[k] for k in kinds]))]
+    if kind == "multiple":
+        return typo_of(_one_typo(name, "substitution", rules, rng), rules, rng)
+    return _one_typo(name, kind, rules, rng)
+
+
+def _one_typo(name: str, kind: str, rules: IdentifierCalibration, rng: np.random.Generator) -> str:
+    first = rng.random() < rules.typo_first_letter
+    position = 0 if first else int(rng.integers(1, len(name)))
+    letter = str(rng.choice(LETTERS))
+    letter = letter.upper() if position == 0 else letter
+    if kind == "deletion":
+        return name[:position] + name[position + 1 :]
+    if kind == "insertion":
+        return name[:position] + letter + name[position:]
+    if kind == "transposition" and position < len(name) - 1:
+        swapped = name[position + 1] + name[position]
+        if position == 0:
+            swapped = swapped.capitalize()
+        return name[:position] + swapped + name[position + 2 :]
+    if name[position].lower() == letter.lower():
+        letter = "e" if letter.lower() != "e" else "a"
+    return name[:position] + letter + name[position + 1 :]

@@ -1,0 +1,136 @@
+"""The synthetic ICS in Spark: people, activity records, source extracts and truth, as DataFrames.
+
+Generation is per block of people (`synthetic.people_per_block`), each block
+seeded by (seed, block, stream): spark.range(blocks) -> mapInPandas for
+people; one aggregate over the whole population (the mean emergency factor
+of each age group x IMD quintile cell) so activity meets its published
+rates; then applyInPandas per block for every record. Nothing loops over
+people on the driver. This module only builds DataFrames; jobs/generate.py
+writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+import pandas as pd
+from dateutil.relativedelta import relativedelta
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from phm.errors import ConfigError
+from phm.synthetic.activity import person_factors, true_admission_probability
+from phm.synthetic.calibration import Calibration
+from phm.synthetic.geography import build_geography
+from phm.synthetic.population import (
+    PopulationPlan,
+    condition_logits,
+    generate_block,
+    nhs_number_capacity,
+    people_schema,
+)
+from phm.synthetic.records import RECORD_SCHEMA, block_records
+
+FACTOR_SCHEMA = T.StructType(
+    [
+        T.StructField("true_person_id", T.StringType(), False),
+        T.StructField("emergency_age_group", T.IntegerType(), False),
+        T.StructField("imd_quintile", T.IntegerType(), False),
+        T.StructField("emergency_factor", T.DoubleType(), False),
+    ]
+)
+
+
+def history_start(reference_date: date, months: int) -> date:
+    """First day of the first monthly period of a window that ends on reference_date."""
+    return reference_date.replace(day=1) - relativedelta(months=months - 1)
+
+
+def periods(start: date, reference_date: date) -> list[str]:
+    out, month = [], start.replace(day=1)
+    while month <= reference_date:
+        out.append(month.strftime("%Y-%m"))
+        month += relativedelta(months=1)
+    return out
+
+
+def make_plan(
+    seed: int,
+    population: int,
+    people_per_block: int,
+    reference_date: date,
+    history_months: int,
+    calibration: Calibration,
+    qof: pd.DataFrame,
+) -> PopulationPlan:
+    capacity = nhs_number_capacity(calibration.identifiers.nhs_number_prefixes)
+    if population > capacity:
+        raise ConfigError(
+            f"config error: synthetic.population: {population:,} people need more NHS numbers than prefixes "
+            f"{calibration.identifiers.nhs_number_prefixes} hold ({capacity:,}); add a prefix to "
+            "identifiers.nhs_number_prefixes in the calibration file (999 is the test range)"
+        )
+    names, logits = condition_logits(calibration, qof)
+    return PopulationPlan(
+        seed=seed,
+        population=population,
+        block_size=people_per_block,
+        history_start=history_start(reference_date, history_months),
+        reference_date=reference_date,
+        calibration=calibration,
+        geography=build_geography(population, calibration.geography, seed),
+        condition_names=names,
+        condition_logits=logits,
+    )
+
+
+def generate_people(spark: SparkSession, plan: PopulationPlan) -> DataFrame:
+    """Truth: one row per person (wide: onset_<condition> and diagnosed_<condition> dates)."""
+    schema = people_schema(plan.condition_names)
+
+    def people_of(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for block in batch["id"]:
+                yield generate_block(int(block), plan)
+
+    slices = max(1, min(plan.blocks, spark.sparkContext.defaultParallelism * 4))
+    return spark.range(0, plan.blocks, numPartitions=slices).mapInPandas(people_of, schema)
+
+
+def generate_factors(people: DataFrame, plan: PopulationPlan) -> DataFrame:
+    """Truth: each person's emergency factor, its cell mean and the true 12-month admission probability."""
+
+    def factors_of(frame: pd.DataFrame) -> pd.DataFrame:
+        return person_factors(frame.sort_values("person_index"), plan)
+
+    factors = people.groupBy("block").applyInPandas(factors_of, FACTOR_SCHEMA)
+    cell_means = factors.groupBy("emergency_age_group", "imd_quintile").agg(
+        F.mean("emergency_factor").alias("cell_mean_factor")
+    )
+    return _with_true_probability(factors.join(F.broadcast(cell_means), ["emergency_age_group", "imd_quintile"]), plan)
+
+
+def generate_records(people: DataFrame, factors: DataFrame, plan: PopulationPlan) -> DataFrame:
+    """Every row of every source extract, with its true person, corruptions and injected defect."""
+    person_columns = people_schema(plan.condition_names).fieldNames()
+    factor_columns = [*FACTOR_SCHEMA.fieldNames(), "cell_mean_factor"]
+    joined = people.join(factors.select(*factor_columns), "true_person_id")
+
+    def records_of(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.sort_values("person_index").reset_index(drop=True)
+        return block_records(frame[person_columns], frame[factor_columns], plan)
+
+    return joined.groupBy("block").applyInPandas(records_of, RECORD_SCHEMA)
+
+
+def _with_true_probability(factors: DataFrame, plan: PopulationPlan) -> DataFrame:
+    schema = T.StructType([*factors.schema.fields, T.StructField("p_emergency_12m", T.DoubleType(), False)])
+
+    def add(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            batch["p_emergency_12m"] = true_admission_probability(batch, plan)
+            yield batch
+
+    return factors.mapInPandas(add, schema)

@@ -1,0 +1,142 @@
+"""From a block's people to every row of every source extract (one frame, a column says which source).
+
+Runs inside Spark tasks (applyInPandas per block), seeded by (seed, block),
+so the rows are the same however Spark splits the work. Record ids are a
+keyed 64-bit mix of (seed, source, person, sequence): unique, stable, and
+revealing nothing about the person behind them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import types as T
+
+from phm.synthetic.activity import KIND_SOURCE, generate_events
+from phm.synthetic.corruption import apply_source_quality, identity_at_events
+from phm.synthetic.population import PopulationPlan
+
+RECORDS_STREAM = 3
+SOURCES = ("gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "deaths")
+DEFECT_KINDS = ("malformed_date", "future_date", "unknown_code", "exact_duplicate")
+
+RECORD_SCHEMA = T.StructType(
+    [
+        T.StructField("source", T.StringType(), False),
+        T.StructField("period", T.StringType(), False),
+        T.StructField("record_id", T.StringType(), False),
+        T.StructField("true_person_id", T.StringType(), False),
+        T.StructField("kind", T.StringType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("nhs_number", T.StringType(), True),
+        T.StructField("forename", T.StringType(), True),
+        T.StructField("surname", T.StringType(), True),
+        T.StructField("date_of_birth", T.DateType(), True),
+        T.StructField("sex", T.StringType(), True),
+        T.StructField("ethnicity", T.StringType(), True),
+        T.StructField("postcode", T.StringType(), True),
+        T.StructField("practice_code", T.StringType(), True),
+        T.StructField("code", T.StringType(), True),
+        T.StructField("condition", T.StringType(), True),
+        T.StructField("value", T.DoubleType(), True),
+        T.StructField("value2", T.DoubleType(), True),
+        T.StructField("los_days", T.IntegerType(), True),
+        T.StructField("method", T.StringType(), True),
+        T.StructField("corruptions", T.StringType(), True),
+        T.StructField("defect", T.StringType(), True),
+    ]
+)
+
+# Registration changes a GP system sends after the first registration record.
+CHANGE_KINDS = {"moved_on": "address_change", "surname_changed_on": "name_change", "death_date": "deregistration"}
+
+
+def block_records(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
+    """Every extract row for one block of people (people and factors in the same order)."""
+    block = int(people["block"].iloc[0])
+    rng = np.random.default_rng([plan.seed, block, RECORDS_STREAM])
+    events = pd.concat([generate_events(people, factors, plan), _registration_changes(people)], ignore_index=True)
+    events["source"] = events["kind"].map(KIND_SOURCE)
+    identity = identity_at_events(people, events)
+
+    parts = []
+    for source, quality in plan.calibration.identifiers.sources.items():
+        mask = (events["source"] == source).to_numpy()
+        if mask.any():
+            seen = apply_source_quality(
+                identity[mask].reset_index(drop=True), quality, plan.calibration.identifiers, rng
+            )
+            parts.append(pd.concat([events[mask].reset_index(drop=True), seen], axis=1))
+    outpatient = (events["source"] == "outpatient").to_numpy()
+    if outpatient.any():  # outpatient data: NHS number and demographics at hospital quality, no names
+        quality = plan.calibration.identifiers.sources["inpatient"]
+        seen = apply_source_quality(
+            identity[outpatient].reset_index(drop=True), quality, plan.calibration.identifiers, rng
+        )
+        seen[["forename", "surname"]] = None
+        parts.append(pd.concat([events[outpatient].reset_index(drop=True), seen], axis=1))
+    records = pd.concat(parts, ignore_index=True)
+
+    person = people[["true_person_id", "ethnicity", "practice_code", "person_index"]].iloc[records["row"].to_numpy()]
+    records["true_person_id"] = person["true_person_id"].to_numpy()
+    records["ethnicity"] = person["ethnicity"].to_numpy()
+    records["practice_code"] = person["practice_code"].to_numpy()
+    records["period"] = _periods(records["event_date"], plan)
+    records["record_id"] = _record_ids(plan.seed, records, person["person_index"].to_numpy())
+    records["defect"] = _defects(len(records), plan, rng)
+    for column in ("value", "value2"):
+        records[column] = records[column].astype(float) if column in records else np.nan
+    records["los_days"] = records["los_days"].astype("Int32") if "los_days" in records else pd.NA
+    for column in ("event_date", "date_of_birth"):
+        records[column] = _to_dates(records[column])
+    return records.reindex(columns=RECORD_SCHEMA.fieldNames())
+
+
+def _registration_changes(people: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for column, kind in CHANGE_KINDS.items():
+        dates = pd.to_datetime(people[column]).to_numpy().astype("datetime64[D]")
+        rows = np.flatnonzero(~np.isnat(dates))
+        frames.append(pd.DataFrame({"row": rows, "kind": kind, "event_date": dates[rows]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _periods(dates: pd.Series, plan: PopulationPlan) -> np.ndarray:
+    """The monthly extract a row is delivered in; history before the window comes with the first month."""
+    months = np.datetime_as_string(pd.to_datetime(dates).to_numpy().astype("datetime64[M]"), unit="M")
+    first = plan.history_start.strftime("%Y-%m")
+    return np.where(months < first, first, months)
+
+
+def _record_ids(seed: int, records: pd.DataFrame, person_index: np.ndarray) -> np.ndarray:
+    """16 hex digits from splitmix64 over (seed, source, person, sequence within person and source)."""
+    source_code = records["source"].map({s: i + 1 for i, s in enumerate(SOURCES)}).to_numpy().astype(np.uint64)
+    sequence = records.groupby(["source", "row"]).cumcount().to_numpy().astype(np.uint64)
+    with np.errstate(over="ignore"):
+        key = (
+            np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+            ^ source_code * np.uint64(0xBF58476D1CE4E5B9)
+            ^ person_index.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+            ^ sequence * np.uint64(0xD6E8FEB86659FD93)
+        )
+        for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            key = (key ^ (key >> np.uint64(shift))) * np.uint64(multiplier)
+        key = key ^ (key >> np.uint64(31))
+    return np.char.zfill(np.char.mod("%x", key), 16).astype(object)
+
+
+def _defects(n: int, plan: PopulationPlan, rng: np.random.Generator) -> np.ndarray:
+    rates = plan.calibration.defects
+    draw = rng.random(n)
+    defect = np.full(n, None, dtype=object)
+    edge = 0.0
+    for kind in DEFECT_KINDS:
+        rate = getattr(rates, kind)
+        defect[(draw >= edge) & (draw < edge + rate)] = kind
+        edge += rate
+    return defect
+
+
+def _to_dates(values: pd.Series) -> np.ndarray:
+    """Day-precision dates as datetime64[ns] (NaT for none), which Arrow hands to Spark's DateType."""
+    return pd.to_datetime(values).to_numpy().astype("datetime64[D]").astype("datetime64[ns]")
