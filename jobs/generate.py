@@ -53,6 +53,10 @@ def run(ctx: JobContext) -> None:
     all_periods = periods(plan.history_start, plan.reference_date)
     wanted = [p for p in all_periods if settings.until is None or p <= settings.until]
     _check_manifest(landing, _fingerprint(settings.model_dump_json(exclude={"until"}), calibration.model_dump_json()))
+    if _already_delivered(landing, truth_dir, wanted):
+        log.info("landing already holds every source's periods up to %s; nothing to generate", wanted[-1])
+        ctx.rows_out = 0
+        return
     log.info("generating %d people in %d blocks, periods %s..%s", plan.population, plan.blocks, wanted[0], wanted[-1])
 
     try:
@@ -134,6 +138,11 @@ def _write_static(plan, landing: Path) -> None:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             frame.to_csv(path, index=False)
+
+
+def _already_delivered(landing: Path, truth_dir: Path, wanted: list[str]) -> bool:
+    folders = [landing / source / period for source in EXTRACT_FORMATS for period in wanted]
+    return all(f.is_dir() for f in folders) and (truth_dir / "calibration_report.json").is_file()
 
 
 def _write_truth(df: DataFrame, path: Path) -> None:

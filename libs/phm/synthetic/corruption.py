@@ -122,10 +122,16 @@ def typo_of(name: str, rules: IdentifierCalibration, rng: np.random.Generator) -
     if len(name) < 2:
         return name
     kinds = list(rules.typo_kinds)
-    kind = kinds[rng.choice(len(kinds), p=np.array([rules.typo_kinds[k] for k in kinds]))]
-    if kind == "multiple":
-        return typo_of(_one_typo(name, "substitution", rules, rng), rules, rng)
-    return _one_typo(name, kind, rules, rng)
+    weights = np.array([rules.typo_kinds[k] for k in kinds])
+    for _ in range(10):  # a second error can undo the first: draw again until the name differs
+        kind = kinds[rng.choice(len(kinds), p=weights)]
+        if kind == "multiple":
+            typo = _one_typo(_one_typo(name, "substitution", rules, rng), str(rng.choice([k for k in kinds if k != "multiple"])), rules, rng)
+        else:
+            typo = _one_typo(name, kind, rules, rng)
+        if typo != name:
+            return typo
+    return typo
 
 
 def _one_typo(name: str, kind: str, rules: IdentifierCalibration, rng: np.random.Generator) -> str:

@@ -1,0 +1,151 @@
+"""`phm run generate` on small populations: determinism, truth mapping, monthly increments, calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from phm.config import load_config
+from phm.errors import UserError
+from phm.runtime.catalog import Catalog
+from phm.runtime.jobs import discover_jobs, run_job
+from phm.synthetic.extracts import EXTRACT_FORMATS
+from phm.tables import JOB_RUNS
+
+from ..conftest import TEST_CONFIG, test_overrides
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["synthetic.population=3000", "synthetic.people_per_block=1000", "synthetic.history_months=6",
+         "synthetic.seed=11", "synthetic.index_dates=[2025-12-31]"]  # fmt: skip
+SOURCE_IDS = {"gp_registrations": "record_id", "gp_events": "record_id", "inpatient": "SpellID",
+              "ae": "attendance_id", "outpatient": "appointment_id", "deaths": "record_id"}  # fmt: skip
+
+
+def generate(base: Path, *extra: str):
+    config = load_config(str(TEST_CONFIG), [*test_overrides(base), *SMALL, *extra])
+    from phm.runtime.spark import get_spark
+
+    run_job(discover_jobs()["generate"], config, get_spark(config))
+    return config
+
+
+def extract_lines(landing: Path) -> dict[str, list[str]]:
+    """Every text extract's lines, sorted (Spark may write rows of a period in any order)."""
+    out = {}
+    for path in sorted(landing.rglob("*.csv")):
+        key = str(path.parent.relative_to(landing))
+        out[key] = sorted(out.get(key, []) + path.read_text().splitlines())
+    return out
+
+
+def read_extract(spark, landing: Path, source: str):
+    path = str(landing / source / "*")
+    if EXTRACT_FORMATS[source].file_format == "parquet":
+        return spark.read.parquet(path)
+    return spark.read.option("header", True).csv(path)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, spark):
+    base = tmp_path_factory.mktemp("small")
+    return base, generate(base)
+
+
+def test_layout_periods_formats_and_ledger(small, spark):
+    base, config = small
+    landing = base / "landing"
+    for source in EXTRACT_FORMATS:
+        assert sorted(p.name for p in (landing / source).iterdir()) == [
+            "2025-10", "2025-11", "2025-12", "2026-01", "2026-02", "2026-03"]  # fmt: skip
+    assert list((landing / "ae" / "2026-03").glob("*.parquet"))
+    header = next((landing / "inpatient" / "2026-03").glob("*.csv")).read_text().splitlines()[0]
+    assert header.startswith("SpellID,NHSNumber,Forename,Surname,DOB,Gender,Postcode,GPPractice,AdmissionDate")
+    inpatient = read_extract(spark, landing, "inpatient")
+    assert inpatient.where(~F.col("AdmissionDate").rlike(r"^\d{2}/\d{2}/\d{4}$")).count() == 0
+    assert (landing / "reference" / "static" / "practices.csv").is_file()
+    assert (landing / "local_authority" / "static" / "lsoa_imd.csv").is_file()
+    [run] = Catalog(spark, config.resolve(config.paths.warehouse)).read(JOB_RUNS.name).collect()
+    assert run["job"] == "generate" and run["status"] == "succeeded" and run["rows_out"] > 10_000
+
+
+def test_same_seed_same_extracts_other_seed_other_extracts(small, tmp_path):
+    base, _ = small
+    again = tmp_path / "again"
+    generate(again)
+    assert extract_lines(again / "landing") == extract_lines(base / "landing")
+    other = tmp_path / "other"
+    generate(other, "synthetic.seed=12")
+    assert extract_lines(other / "landing") != extract_lines(base / "landing")
+
+
+def test_every_record_maps_to_exactly_one_true_person(small, spark):
+    base, _ = small
+    truth = spark.read.parquet(str(base / "truth" / "record_person"))
+    assert truth.count() == truth.select("source", "record_id").distinct().count()
+    people = spark.read.parquet(str(base / "truth" / "person"))
+    assert truth.join(people, "true_person_id", "left_anti").count() == 0
+    for source, id_column in SOURCE_IDS.items():
+        ids = read_extract(spark, base / "landing", source).select(F.col(id_column).alias("record_id")).distinct()
+        mapped = ids.join(truth.where(F.col("source") == source), "record_id", "left_anti")
+        assert ids.count() > 0 and mapped.count() == 0, source
+
+
+def test_injected_defects_are_in_the_extracts(small, spark):
+    base, _ = small
+    defects = spark.read.parquet(str(base / "truth" / "injected_defects"))
+    events = read_extract(spark, base / "landing", "gp_events")
+    malformed = defects.where((F.col("source") == "gp_events") & (F.col("defect") == "malformed_date"))
+    assert malformed.count() > 0
+    rows = events.join(malformed, "record_id").select("event_date").distinct().collect()
+    assert all(r["event_date"].endswith("-02-30") for r in rows)
+    duplicated = defects.where(F.col("defect") == "exact_duplicate").where(F.col("source") == "gp_events")
+    counts = events.join(duplicated, "record_id").groupBy("record_id").count()
+    assert counts.count() == duplicated.count() and counts.where("count != 2").count() == 0
+
+
+def test_truth_store_contents(small, spark):
+    base, _ = small
+    people = spark.read.parquet(str(base / "truth" / "person"))
+    assert people.count() == 3000
+    assert people.where(~F.col("nhs_number").rlike(r"^999\d{7}$")).count() == 0
+    risk = spark.read.parquet(str(base / "truth" / "admission_risk"))
+    assert risk.where((F.col("p_emergency_12m") <= 0) | (F.col("p_emergency_12m") >= 1)).count() == 0
+    assert spark.read.parquet(str(base / "truth" / "canaries")).count() == 5
+    conditions = spark.read.parquet(str(base / "truth" / "person_condition"))
+    assert conditions.where(~F.col("coded_flag")).count() > 0  # undiagnosed conditions exist
+    report = json.loads((base / "truth" / "calibration_report.json").read_text())
+    assert {"group", "name", "value", "target", "within"} <= set(report[0])
+
+
+def test_monthly_increments_add_only_new_periods_and_match_a_full_run(small, tmp_path):
+    base, _ = small
+    stepwise = tmp_path / "stepwise"
+    generate(stepwise, "synthetic.until=2025-12")
+    assert sorted(p.name for p in (stepwise / "landing" / "gp_events").iterdir()) == ["2025-10", "2025-11", "2025-12"]
+    first_files = {p: p.stat().st_mtime_ns for p in (stepwise / "landing").rglob("*.csv")}
+    generate(stepwise)
+    assert extract_lines(stepwise / "landing") == extract_lines(base / "landing")
+    assert all(p.stat().st_mtime_ns == t for p, t in first_files.items())  # delivered months untouched
+
+
+def test_a_different_config_cannot_add_to_existing_landing(small):
+    base, _ = small
+    with pytest.raises(UserError, match="holds extracts generated with another seed"):
+        generate(base, "synthetic.seed=99")
+
+
+def test_calibration_on_a_mid_sized_sample(tmp_path):
+    """20,000 people over 3 years (the `make run` sample): every figure within tolerance or a named known gap."""
+    generate(tmp_path, "synthetic.population=20000", "synthetic.people_per_block=5000", "synthetic.history_months=36",
+             "synthetic.seed=20261122", "synthetic.index_dates=[2025-03-31]")  # fmt: skip
+    report = json.loads((tmp_path / "truth" / "calibration_report.json").read_text())
+    outside = [f"{f['group']}: {f['name']} = {f['value']:.4g} (target {f['target']:.4g})"
+               for f in report if not f["within"] and not f["known_gap"]]  # fmt: skip
+    assert outside == []
+    assert len(report) > 60
+    auc = next(f for f in report if f["group"] == "risk")
+    assert 0.72 <= auc["value"] <= 0.88

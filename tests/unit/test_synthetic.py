@@ -1,0 +1,125 @@
+"""The synthetic generator's pure parts: geography, condition intercepts, typos, identifier quality, records."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phm.synthetic.calibration import load_calibration
+from phm.synthetic.corruption import apply_source_quality, identity_at_events, typo_of
+from phm.synthetic.generator import history_start, make_plan, periods
+from phm.synthetic.geography import build_geography
+from phm.synthetic.population import _intercepts_for, generate_block
+
+from ..conftest import REPO
+
+CALIBRATION = load_calibration(str(REPO / "configs/synthetic/calibration.yaml"))
+QOF = pd.read_csv(REPO / "configs/reference/qof_prevalence_by_imd_decile_2019_20.csv", dtype=str)
+
+
+def plan(population=4000, seed=7, block=2000):
+    return make_plan(seed, population, block, date(2026, 3, 31), 12, CALIBRATION, QOF)
+
+
+def test_window_and_monthly_periods():
+    start = history_start(date(2026, 3, 31), 36)
+    assert start == date(2023, 4, 1)
+    months = periods(start, date(2026, 3, 31))
+    assert (len(months), months[0], months[-1]) == (36, "2023-04", "2026-03")
+
+
+def test_geography_sizes_follow_the_ics_tiers():
+    geo = build_geography(1_000_000, CALIBRATION.geography, seed=1)
+    assert len(geo.lsoas) == 667  # ~1,500 people each
+    assert 100 <= len(geo.practices) <= 130 and 20 <= len(geo.pcns) <= 25 and 3 <= len(geo.places) <= 4
+    assert geo.lsoas["imd_decile"].value_counts().between(66, 67).all()  # equal shares of 667
+    assert geo.lsoas["postcode_district"].str.match(r"^Q[A-Z][0-9]+$").all()
+    assert set(geo.practices["pcn_code"]) == set(geo.pcns["pcn_code"])
+
+
+def test_intercepts_make_the_mean_over_latent_health_equal_the_target():
+    nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+    weights = weights / weights.sum()
+    target = np.array([0.001, 0.05, 0.3, 0.9])
+    intercepts = _intercepts_for(target, 1.5 * nodes, weights)
+    means = (1 / (1 + np.exp(-(intercepts[:, None] + 1.5 * nodes))) * weights).sum(-1)
+    np.testing.assert_allclose(means, target, rtol=1e-6)
+    assert _intercepts_for(np.array([0.0]), nodes, weights)[0] == -np.inf
+
+
+def test_same_block_same_people_and_other_seed_other_people():
+    first = generate_block(1, plan())
+    again = generate_block(1, plan())
+    other = generate_block(1, plan(seed=8))
+    pd.testing.assert_frame_equal(first, again)
+    assert not first["nhs_number"].equals(other["nhs_number"])
+    assert first["person_index"].tolist() == list(range(2000, 4000))
+
+
+def test_people_have_valid_distinct_test_range_nhs_numbers_and_twins_share_details():
+    people = pd.concat([generate_block(b, plan()) for b in range(2)])
+    assert people["nhs_number"].is_unique
+    assert people["nhs_number"].str.match(r"^999[0-9]{7}$").all()
+    twins = people[people["twin_of"].notna()]
+    assert len(twins) > 0
+    firsts = people.set_index("true_person_id").loc[twins["twin_of"]]
+    for column in ("surname", "date_of_birth", "postcode", "practice_code"):
+        assert (firsts[column].to_numpy() == twins[column].to_numpy()).all()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_typos_change_the_name_and_rarely_its_first_letter(seed):
+    rng = np.random.default_rng(seed)
+    typos = [typo_of("Margaret", CALIBRATION.identifiers, rng) for _ in range(200)]
+    assert all(t != "Margaret" for t in typos)
+    assert all(abs(len(t) - len("Margaret")) <= 2 for t in typos)
+    assert sum(t[0] != "M" for t in typos) / len(typos) < 0.2  # 7.8% configured, plus multiple typos
+
+
+def test_identity_follows_moves_and_name_changes():
+    people = pd.DataFrame(
+        {
+            "nhs_number": ["9990000018"], "forename": ["Ann"], "surname": ["Old"], "new_surname": ["New"],
+            "date_of_birth": [pd.Timestamp("1990-05-06")], "sex": ["F"], "postcode": ["QA1 1AA"],
+            "new_postcode": ["QA2 2BB"], "moved_on": [pd.Timestamp("2025-06-01")],
+            "surname_changed_on": [pd.Timestamp("2025-01-01")],
+        }
+    )  # fmt: skip
+    events = pd.DataFrame({"row": [0, 0, 0], "event_date": pd.to_datetime(["2024-12-31", "2025-02-01", "2025-07-01"])})
+    seen = identity_at_events(people, events)
+    assert seen["surname"].tolist() == ["Old", "New", "New"]
+    assert seen["postcode"].tolist() == ["QA1 1AA", "QA1 1AA", "QA2 2BB"]
+    assert seen["old_postcode"].tolist() == [None, None, "QA1 1AA"]
+
+
+def test_source_quality_rates_and_notes():
+    n = 20_000
+    identity = pd.DataFrame(
+        {
+            "nhs_number": ["9434765919"] * n, "forename": ["Robert"] * n, "surname": ["Smith"] * n,
+            "date_of_birth": np.array(["1980-03-07"] * n, dtype="datetime64[D]"), "sex": ["M"] * n,
+            "postcode": ["QA1 1AA"] * n, "old_postcode": [None] * n,
+        }
+    )  # fmt: skip
+    quality = CALIBRATION.identifiers.sources["ae"]
+    seen = apply_source_quality(identity, quality, CALIBRATION.identifiers, np.random.default_rng(3))
+    missing = seen["nhs_number"].isna().mean()
+    assert missing == pytest.approx(quality.nhs_number_missing, abs=0.004)
+    nicknames = (seen["forename"] == "Bob").mean()
+    assert nicknames == pytest.approx(quality.nickname * (1 - quality.name_typo), abs=0.006)
+    notes = seen["corruptions"].fillna("")
+    assert ((seen["nhs_number"].isna()) == notes.str.contains("missing_nhs_number")).all()
+    unchanged = notes == ""
+    assert (seen.loc[unchanged, "surname"] == "Smith").all() and (seen.loc[unchanged, "forename"] == "Robert").all()
+    swapped = notes.str.contains("dob_day_month_swap")
+    assert (seen.loc[swapped, "date_of_birth"] == np.datetime64("1980-07-03")).all()
+
+
+def test_nhs_number_capacity_is_checked():
+    from phm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"synthetic.population: 1,000,000 people need more NHS numbers"):
+        make_plan(1, 1_000_000, 5000, date(2026, 3, 31), 12, CALIBRATION, QOF)
