@@ -123,10 +123,11 @@ def typo_of(name: str, rules: IdentifierCalibration, rng: np.random.Generator) -
         return name
     kinds = list(rules.typo_kinds)
     weights = np.array([rules.typo_kinds[k] for k in kinds])
+    single = [k for k in kinds if k != "multiple"]
     for _ in range(10):  # a second error can undo the first: draw again until the name differs
         kind = kinds[rng.choice(len(kinds), p=weights)]
         if kind == "multiple":
-            typo = _one_typo(_one_typo(name, "substitution", rules, rng), str(rng.choice([k for k in kinds if k != "multiple"])), rules, rng)
+            typo = _one_typo(_one_typo(name, "substitution", rules, rng), str(rng.choice(single)), rules, rng)
         else:
             typo = _one_typo(name, kind, rules, rng)
         if typo != name:
