@@ -18,9 +18,9 @@ setup: $(INSTALL_STAMP) $(JAR_STAMP)
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
 
-$(INSTALL_STAMP): $(BIN)/python setup.py
+$(INSTALL_STAMP): $(BIN)/python setup.py pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,dev]"
 	@touch $@
 
@@ -57,8 +57,10 @@ format: setup
 	$(BIN)/ruff format libs jobs tests setup.py
 	$(BIN)/ruff check --fix libs jobs tests setup.py
 
+# Whole-system sizes: writes bench/results.json and bench/results.md (BENCH_ARGS="--sizes 100000 --repeats 3").
+BENCH_ARGS ?=
 bench: setup
-	@echo "make bench: the benchmark lands with the synthetic generator and the refresh stages (issues 3 and 12)"; exit 2
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info landing truth warehouse reports logs mlruns .phm/checkpoints spark-warehouse

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "libs/phm/__init__.py").read_text()).group(1)
@@ -23,6 +23,9 @@ INSTALL_REQUIRES = [
     "pandas>=2.2,<3",  # PySpark 4.2 does not fully support pandas 3
     "pyarrow>=15",
     "numpy>=1.26,<3",
+    "python-dateutil>=2.8",
+    # The synthetic ICS draws names from Faker's locale lists (data only; sampling is seeded numpy).
+    "faker>=30,<41",
 ]
 
 EXTRAS_REQUIRE = {
@@ -39,7 +42,7 @@ setup(
     license="MIT",
     python_requires=">=3.11,<3.12",
     package_dir={"phm": "libs/phm", "phm_jobs": "jobs"},
-    packages=["phm", "phm.runtime", "phm.reference", "phm_jobs"],
+    packages=[*find_packages("libs"), "phm_jobs"],
     package_data={"phm": ["py.typed"], "phm.runtime": ["log4j2.properties"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

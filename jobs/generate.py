@@ -44,6 +44,10 @@ def run(ctx: JobContext) -> None:
     settings = config.synthetic
     spark = ctx.spark
     calibration = load_calibration(config.resolve(settings.calibration))
+    if settings.extra_nhs_number_prefixes:
+        prefixes = [*calibration.identifiers.nhs_number_prefixes, *settings.extra_nhs_number_prefixes]
+        identifiers = calibration.identifiers.model_copy(update={"nhs_number_prefixes": prefixes})
+        calibration = calibration.model_copy(update={"identifiers": identifiers})
     qof = pd.read_csv(config.resolve(config.reference.qof_prevalence_csv), dtype=str)
     plan = make_plan(settings.seed, settings.population, settings.people_per_block, settings.reference_date,
                      settings.history_months, calibration, qof)  # fmt: skip

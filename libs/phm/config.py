@@ -15,7 +15,7 @@ import json
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StringConstraints,
     ValidationError,
     field_validator,
 )
@@ -132,12 +133,18 @@ class SyntheticConfig(StrictModel):
     index_dates: list[date] = Field(default_factory=lambda: [date(2024, 3, 31), date(2025, 3, 31)])
     canaries: int = Field(5, ge=0, le=100)
     calibration: str = "configs/synthetic/calibration.yaml"
+    # NHS number prefixes added to the calibration's (999, the test range: ~909k numbers) for larger
+    # populations. Numbers outside 999 are not guaranteed never to have been issued: bench only.
+    extra_nhs_number_prefixes: list[Annotated[str, StringConstraints(pattern=r"^9[0-9]{2}$")]] = Field(
+        default_factory=list
+    )
 
 
 class RefreshConfig(StrictModel):
-    """What `phm refresh` runs: every registered stage, or only those listed (with their order kept)."""
+    """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
     stages: list[str] | None = None
+    exclude: list[str] = Field(default_factory=list)
 
 
 class PhmConfig(StrictModel):

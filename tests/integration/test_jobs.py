@@ -107,6 +107,7 @@ def test_pipeline_order_follows_dependencies_then_names():
     }
     assert pipeline_order(jobs) == ["a", "b", "c", "d"]
     assert pipeline_order(jobs, only=["d", "a"]) == ["a", "d"]
+    assert pipeline_order(jobs, exclude=["b"]) == ["a", "c", "d"]
     with pytest.raises(UnknownJobError, match="unknown job 'zz'"):
         pipeline_order(jobs, only=["zz"])
     with pytest.raises(UnknownJobError, match=r"job x depends on unknown job\(s\) \['nope'\]"):
@@ -146,7 +147,7 @@ def test_cli_refresh_then_status_json(spark, fresh_config, capsys, tmp_path):
     config_args = ["--config", "configs/test.yaml", *overrides]
     assert cli.main(["refresh", *config_args]) == 0
     printed = capsys.readouterr().out
-    assert "refresh finished: 1 stage(s) succeeded" in printed
+    assert "refresh finished: 2 stage(s) succeeded" in printed
     assert "silver.reference_qof_prevalence" in printed and "210 rows" in printed
 
     assert cli.main(["status", "--json", *config_args]) == 0
@@ -154,13 +155,14 @@ def test_cli_refresh_then_status_json(spark, fresh_config, capsys, tmp_path):
     tables = {t["name"]: t for t in status["tables"]}
     assert tables[QOF_PREVALENCE.name]["rows"] == 210  # 21 registers x 10 deciles
     assert tables[QOF_PREVALENCE.name]["version"] == 0
-    assert tables[JOB_RUNS.name]["rows"] == 2  # the refresh and its one stage
+    assert tables[JOB_RUNS.name]["rows"] == 3  # the refresh and its two stages
     runs = {r["job"]: r for r in status["runs"]}
-    assert runs["refresh"]["status"] == runs["load_reference"]["status"] == "succeeded"
-    assert runs["load_reference"]["parent_run_id"] == runs["refresh"]["run_id"]
+    assert runs["refresh"]["status"] == runs["load_reference"]["status"] == runs["generate"]["status"] == "succeeded"
+    assert runs["load_reference"]["parent_run_id"] == runs["generate"]["parent_run_id"] == runs["refresh"]["run_id"]
+    assert (tmp_path / "landing" / "gp_events" / "2026-03").is_dir()
     assert tables[QOF_PREVALENCE.name]["run_id"] == runs["load_reference"]["run_id"]
     logs = list((tmp_path / "logs").glob("*.log"))
-    assert len(logs) == 2
+    assert len(logs) == 3
 
 
 @pytest.mark.slow

@@ -96,7 +96,7 @@ def get_job(name: str, jobs: dict[str, Job] | None = None) -> Job:
     return jobs[name]
 
 
-def pipeline_order(jobs: dict[str, Job], only: list[str] | None = None) -> list[str]:
+def pipeline_order(jobs: dict[str, Job], only: list[str] | None = None, exclude: list[str] = ()) -> list[str]:
     """Jobs in dependency order (ties broken by name, so the order is stable)."""
     for job in jobs.values():
         unknown = [d for d in job.spec.depends_on if d not in jobs]
@@ -113,7 +113,9 @@ def pipeline_order(jobs: dict[str, Job], only: list[str] | None = None) -> list[
         for name in only:
             get_job(name, jobs)
         order = [name for name in order if name in only]
-    return order
+    for name in exclude:
+        get_job(name, jobs)
+    return [name for name in order if name not in exclude]
 
 
 def new_run_id(job: str) -> str:
@@ -169,7 +171,7 @@ def run_job(
 def run_pipeline(config: PhmConfig, spark: SparkSession, jobs: dict[str, Job] | None = None) -> list[RunResult]:
     """`phm refresh`: every registered stage (or refresh.stages) in dependency order, under one parent run."""
     jobs = jobs if jobs is not None else discover_jobs()
-    order = pipeline_order(jobs, config.refresh.stages)
+    order = pipeline_order(jobs, config.refresh.stages, config.refresh.exclude)
     run_id = new_run_id(REFRESH_JOB)
     warehouse = config.resolve(config.paths.warehouse)
     ledger = Ledger(spark, warehouse)

@@ -1,0 +1,147 @@
+"""`make bench`: time and peak memory of the platform's stages at whole-system sizes.
+
+Runs each stage as its own `phm run` process (a fresh JVM, as a scheduler
+would) on configs/bench.yaml, sampling the resident memory of the whole
+process tree (Python driver, JVM, Python workers) every 0.5 s, and writes
+bench/results.json and bench/results.md. Repeats give a median; the machine
+is shared, so quote medians and ratios, not single runs.
+
+    python bench/bench.py [--sizes 100000 1000000] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PHM = [sys.executable, "-m", "phm"]
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            parents[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int(fields[21]) * PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+    members, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in members:
+                members.add(child)
+                frontier.append(child)
+    return sum(rss.get(pid, 0) for pid in members)
+
+
+def measured_run(args: list[str], log: Path) -> tuple[float, int, int]:
+    """(wall seconds, peak tree RSS in bytes, exit code) of one command."""
+    peak = 0
+    with log.open("w") as out:
+        started = time.monotonic()
+        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, tree_rss_bytes(process.pid))
+                done.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        code = process.wait()
+        done.set()
+        sampler.join()
+    return time.monotonic() - started, peak, code
+
+
+def bench_generate(size: int, repeats: int, work: Path) -> dict:
+    runs = []
+    for repeat in range(repeats):
+        base = work / f"generate-{size}"
+        shutil.rmtree(base, ignore_errors=True)
+        overrides = [f"synthetic.population={size}"] + [
+            f"paths.{key}={base / key}" for key in ("landing", "truth", "warehouse", "logs", "checkpoints")
+        ]
+        args = [*PHM, "run", "generate", "--config", "configs/bench.yaml"]
+        for override in overrides:
+            args += ["--set", override]
+        seconds, peak, code = measured_run(args, work / f"generate-{size}-{repeat}.log")
+        if code != 0:
+            log = work / f"generate-{size}-{repeat}.log"
+            raise SystemExit(f"bench: generate at {size:,} failed (exit {code}); see {log}")
+        rows = sum(1 for _ in (base / "landing").rglob("*.csv"))  # files, a cheap sanity figure
+        calibration = json.loads((base / "truth" / "calibration_report.json").read_text())
+        runs.append(
+            {
+                "seconds": round(seconds, 1),
+                "peak_rss_gb": round(peak / 1e9, 2),
+                "extract_files": rows,
+                "calibration_within": sum(f["within"] for f in calibration),
+                "calibration_figures": len(calibration),
+                "landing_gb": round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9, 2),
+            }
+        )
+        shutil.rmtree(base, ignore_errors=True)
+    seconds = statistics.median(r["seconds"] for r in runs)
+    return {
+        "stage": "generate",
+        "people": size,
+        "median_seconds": seconds,
+        "seconds_per_100k_people": round(seconds / size * 100_000, 1),
+        "median_peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in runs),
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", default=str(REPO / "bench"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in args.sizes:
+        print(f"bench: generate {size:,} people x {args.repeats}", flush=True)
+        results.append(bench_generate(size, args.repeats, work))
+        print(f"  median {results[-1]['median_seconds']}s, peak {results[-1]['median_peak_rss_gb']} GB", flush=True)
+    document = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 1e9, 1),
+                    "python": platform.python_version()},
+        "results": results,
+    }  # fmt: skip
+    (out / "results.json").write_text(json.dumps(document, indent=2))
+    lines = ["| stage | people | median s | s per 100k | peak RSS GB | runs |", "|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['stage']} | {r['people']:,} | {r['median_seconds']} | {r['seconds_per_100k_people']} | "
+                     f"{r['median_peak_rss_gb']} | {len(r['runs'])} |")  # fmt: skip
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
