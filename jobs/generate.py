@@ -14,6 +14,9 @@ import json
 import logging
 import os
 import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -64,23 +67,31 @@ def run(ctx: JobContext) -> None:
     log.info("generating %d people in %d blocks, periods %s..%s", plan.population, plan.blocks, wanted[0], wanted[-1])
 
     try:
-        people = _stage(spark, generate_people(spark, plan), staging / "people")
-        factors = _stage(spark, generate_factors(people, plan), staging / "factors")
-        records = _stage(spark, generate_records(people, factors, plan), staging / "records")
+        with step("people"):
+            people = _stage(spark, generate_people(spark, plan), staging / "people")
+        with step("activity factors"):
+            factors = _stage(spark, generate_factors(people, plan), staging / "factors")
+        with step("records"):
+            records = _stage(spark, generate_records(people, factors, plan), staging / "records")
 
         written = {}
         for source, fmt in EXTRACT_FORMATS.items():
-            written[source] = _write_periods(render(records, fmt), fmt.file_format, landing / source, wanted, staging)
+            with step(f"extract {source}"):
+                written[source] = _write_periods(
+                    render(records, fmt), fmt.file_format, landing / source, wanted, staging
+                )
         _write_static(plan, landing)
 
-        _write_truth(truth.person_truth(people, factors, plan), truth_dir / "person")
-        _write_truth(truth.person_conditions(people, plan), truth_dir / "person_condition")
-        _write_truth(truth.admission_risk(people, factors, settings.index_dates), truth_dir / "admission_risk")
-        _write_truth(truth.record_person(records), truth_dir / "record_person")
-        _write_truth(injected_defects(records), truth_dir / "injected_defects")
-        _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
+        with step("truth store"):
+            _write_truth(truth.person_truth(people, factors, plan), truth_dir / "person")
+            _write_truth(truth.person_conditions(people, plan), truth_dir / "person_condition")
+            _write_truth(truth.admission_risk(people, factors, settings.index_dates), truth_dir / "admission_risk")
+            _write_truth(truth.record_person(records), truth_dir / "record_person")
+            _write_truth(injected_defects(records), truth_dir / "injected_defects")
+            _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
 
-        figures = calibration_figures(people, factors, records, plan, qof)
+        with step("calibration report"):
+            figures = calibration_figures(people, factors, records, plan, qof)
         (truth_dir / "calibration_report.json").write_text(json.dumps(as_json(figures), indent=2))
         title = f"Synthetic ICS calibration: {plan.population:,} people, seed {plan.seed}, to {plan.reference_date}"
         (truth_dir / "calibration_report.md").write_text(as_markdown(figures, title))
@@ -98,6 +109,14 @@ def run(ctx: JobContext) -> None:
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    """Log how long a long step took (progress for users, per-step figures for `make bench`)."""
+    started = time.monotonic()
+    yield
+    log.info("generate: %s done in %.1fs", name, time.monotonic() - started)
 
 
 def _stage(spark, df: DataFrame, path: Path) -> DataFrame:
