@@ -155,3 +155,19 @@ def test_cli_user_errors_print_one_line_and_exit_2(args, expected):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("phm: ") and expected in lines[0]
+
+
+def test_missing_jar_names_the_fetch_command(tmp_path):
+    from phm.errors import MissingJarError
+    from phm.runtime.spark import local_jars, session_conf
+
+    config = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", f"paths.jars={tmp_path}"])
+    with pytest.raises(MissingJarError) as caught:
+        local_jars(config)
+    assert str(tmp_path / "delta-spark_4.2_2.13-4.4.0.jar") in str(caught.value)
+    assert "`make jars`" in str(caught.value)
+    packaged = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", f"paths.jars={tmp_path}",
+                                             "spark.jar_delivery=packages"])  # fmt: skip
+    conf = session_conf(packaged)  # needs no local jars: the cluster resolves the coordinates
+    assert conf["spark.jars.packages"] == "io.delta:delta-spark_4.2_2.13:4.4.0,io.delta:delta-storage:4.4.0"
+    assert conf["spark.sql.session.timeZone"] == "UTC"
