@@ -30,7 +30,14 @@ from phm.synthetic import truth
 from phm.synthetic.calibration import load_calibration
 from phm.synthetic.calibration_report import as_json, as_markdown, calibration_figures
 from phm.synthetic.extracts import EXTRACT_FORMATS, injected_defects, render
-from phm.synthetic.generator import generate_factors, generate_people, generate_records, make_plan, periods
+from phm.synthetic.generator import (
+    generate_factors,
+    generate_people,
+    generate_programme,
+    generate_records,
+    make_plan,
+    periods,
+)
 
 log = logging.getLogger("phm.jobs.generate")
 
@@ -71,8 +78,10 @@ def run(ctx: JobContext) -> None:
             people = _stage(spark, generate_people(spark, plan), staging / "people")
         with step("activity factors"):
             factors = _stage(spark, generate_factors(people, plan), staging / "factors")
+        with step("programme"):
+            programme = _stage(spark, generate_programme(people, factors, plan), staging / "programme")
         with step("records"):
-            records = _stage(spark, generate_records(people, factors, plan), staging / "records")
+            records = _stage(spark, generate_records(people, factors, programme, plan), staging / "records")
 
         written = {}
         for source, fmt in EXTRACT_FORMATS.items():
@@ -89,6 +98,7 @@ def run(ctx: JobContext) -> None:
             _write_truth(truth.record_person(records), truth_dir / "record_person")
             _write_truth(injected_defects(records), truth_dir / "injected_defects")
             _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
+            _write_truth(programme, truth_dir / "programme")
 
         with step("calibration report"):
             figures = calibration_figures(people, factors, records, plan, qof)

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 SMALL = ["synthetic.population=3000", "synthetic.people_per_block=1000", "synthetic.history_months=6",
          "synthetic.seed=11", "synthetic.index_dates=[2025-12-31]"]  # fmt: skip
 SOURCE_IDS = {"gp_registrations": "record_id", "gp_events": "record_id", "inpatient": "SpellID",
-              "ae": "attendance_id", "outpatient": "appointment_id", "deaths": "record_id"}  # fmt: skip
+              "ae": "attendance_id", "outpatient": "appointment_id", "deaths": "record_id",
+              "community": "contact_id", "mental_health": "contact_id", "social_care": "EventRef"}  # fmt: skip
 
 
 def generate(base: Path, *extra: str):
@@ -107,6 +108,22 @@ def test_injected_defects_are_in_the_extracts(small, spark):
     assert counts.count() == duplicated.count() and counts.where("count != 2").count() == 0
 
 
+def test_social_care_keys_people_by_its_own_reference(small, spark):
+    base, _ = small
+    social = read_extract(spark, base / "landing", "social_care")
+    assert social.count() > 0
+    starts = social.where(F.col("RecordType") == "Start")
+    assert starts.where(~F.col("StartDate").rlike(r"^\d{2}-\d{2}-\d{4}$")).count() == 0  # dd-MM-yyyy, even when bad
+    assert 0.5 < social.where(F.col("NHSNo").isNotNull()).count() / social.count() < 0.95  # often missing
+    truth = spark.read.parquet(str(base / "truth" / "record_person")).where(F.col("source") == "social_care")
+    refs = (
+        social.join(truth, social["EventRef"] == truth["record_id"])
+        .groupBy("true_person_id")
+        .agg(F.countDistinct("ClientRef").alias("refs"))
+    )
+    assert refs.where("refs != 1").count() == 0  # one client reference per person, stable across records
+
+
 def test_truth_store_contents(small, spark):
     base, _ = small
     people = spark.read.parquet(str(base / "truth" / "person"))
@@ -149,3 +166,27 @@ def test_calibration_on_a_mid_sized_sample(tmp_path):
     assert len(report) > 60
     auc = next(f for f in report if f["group"] == "risk")
     assert 0.72 <= auc["value"] <= 0.88
+    cost = next(f for f in report if f["group"] == "cost")
+    assert cost["within"]
+
+
+def test_programme_referral_is_confounded_and_effects_differ(tmp_path, spark):
+    """On the 20k sample: referred people are riskier than eligible people not referred; effects vary by group."""
+    generate(tmp_path, "synthetic.population=20000", "synthetic.people_per_block=5000", "synthetic.history_months=36",
+             "synthetic.seed=5", "synthetic.index_dates=[2025-03-31]")  # fmt: skip
+    programme = spark.read.parquet(str(tmp_path / "truth" / "programme"))
+    eligible = programme.where("eligible_flag")
+    assert programme.where("eligible_flag AND NOT practice_adopted_flag").count() == 0
+    risk = {
+        r["referred"]: r["risk"]
+        for r in eligible.groupBy(F.col("referred_on").isNotNull().alias("referred"))
+        .agg(F.avg("p_emergency_12m_untreated").alias("risk")).collect()
+    }  # fmt: skip
+    assert risk[True] > 1.3 * risk[False]  # clinicians referred the sicker: naive comparisons are biased
+    enrolled = programme.where("enrolled_flag")
+    effects = {r["true_relative_effect"] for r in enrolled.select("true_relative_effect").distinct().collect()}
+    assert len(effects) >= 3 and max(effects) == pytest.approx(0.35)
+    assert enrolled.where(F.col("true_effect") < 0).count() == 0
+    register = read_extract(spark, tmp_path / "landing", "programme")
+    assert register.count() == programme.where(F.col("referred_on").isNotNull()).count()
+    assert {r["outcome"] for r in register.select("outcome").distinct().collect()} == {"enrolled", "declined"}

@@ -15,6 +15,13 @@ Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
   (BP, HbA1c, BMI, smoking) more often when diagnosed; undiagnosed
   hypertension and diabetes read high (case finding's signal).
 - Elective admissions and day cases, outpatient attendances by age.
+- Community health contacts by age (more for the sicker); mental health
+  contacts for serious mental illness and depression.
+- Adult social care: home care packages and care home placements starting
+  at age-specific yearly rates (raised with dementia; learning disability
+  brings long-running packages), with weekly costs from the unit costs.
+- The historical programme (programme.py): enrolled people's emergency
+  admissions after referral are thinned by their true relative effect.
 """
 
 from __future__ import annotations
@@ -42,6 +49,11 @@ KIND_SOURCE = {
     "elective": "inpatient",
     "ae": "ae",
     "outpatient": "outpatient",
+    "community": "community",
+    "mental_health": "mental_health",
+    "care_start": "social_care",
+    "care_end": "social_care",
+    "referral": "programme",
     "death": "deaths",
 }
 
@@ -60,6 +72,10 @@ EMERGENCY_GENERAL = np.array(["R074", "R104", "J189", "N390", "L039", "K529", "R
 FALL_DIAGNOSES = np.array(["S720", "S721", "S722", "W19X"])  # hip fracture, fall
 ELECTIVE_PROCEDURES = np.array(["W371", "H229", "C751", "M459", "T201", "W401"])  # OPCS-4
 OUTPATIENT_SPECIALTIES = np.array(["100", "101", "110", "120", "130", "300", "320", "330", "340", "430"])
+COMMUNITY_SERVICES = np.array(
+    ["district_nursing", "physiotherapy", "podiatry", "community_matron", "occupational_therapy"]
+)
+MENTAL_HEALTH_TEAMS = np.array(["community_mental_health", "talking_therapies", "crisis", "early_intervention"])
 
 
 def emergency_age_group(age_years: np.ndarray, lower_bounds: list[int]) -> np.ndarray:
@@ -98,10 +114,13 @@ def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
     )
 
 
-def generate_events(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
+def generate_events(
+    people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan, programme: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Every event of a block's people (one row each), before any source's identifier quality is applied.
 
-    `factors` has person_factors' columns plus `cell_mean_factor` (the cell's mean h) in people's order.
+    `factors` has person_factors' columns plus `cell_mean_factor` (the cell's mean h) in people's order;
+    `programme` (assign_programme's columns, same order) thins the emergency admissions of enrolled people.
     """
     cal = plan.calibration
     act = cal.activity
@@ -141,6 +160,15 @@ def generate_events(people: pd.DataFrame, factors: pd.DataFrame, plan: Populatio
     rows, dates = spread(rng.poisson(rate * years_alive))
     los = np.minimum(rng.geometric(1 / (2 + 0.15 * np.maximum(age[rows] - 40, 0))), 120) - 1  # approx.
     diagnosis = _emergency_diagnoses(people, rows, age, plan, rng)
+    if programme is not None:  # enrolled people: each later admission avoided with the person's true effect
+        referred_on = _dt(programme["referred_on"])
+        referred = referred_on[rows]
+        enrolled = programme["enrolled_flag"].to_numpy()[rows] & ~np.isnat(referred) & (dates >= referred)
+        avoided = enrolled & (rng.random(len(rows)) < programme["true_relative_effect"].to_numpy()[rows])
+        rows, dates, los, diagnosis = rows[~avoided], dates[~avoided], los[~avoided], diagnosis[~avoided]
+        referral_rows = np.flatnonzero(~np.isnat(referred_on))
+        outcome = np.where(programme["enrolled_flag"].to_numpy()[referral_rows], "enrolled", "declined")
+        add("referral", referral_rows, referred_on[referral_rows], code=outcome)
     add("emergency", rows, dates, los_days=los, code=diagnosis, method=np.full(len(rows), "21"))
 
     # Elective admissions (a share as day cases) and outpatient attendances, rising with age and
@@ -172,6 +200,19 @@ def generate_events(people: pd.DataFrame, factors: pd.DataFrame, plan: Populatio
     rows, dates = spread(rng.poisson(gp_rate * years_alive))
     add("consultation", rows, dates, code=np.full(len(rows), SNOMED["consultation"]))
 
+    # Community health contacts (age, sicker) and mental health services (SMI, depression).
+    community_rate = np.asarray(act.community_contacts_per_year_by_age)[band] * sicker
+    rows, dates = spread(rng.poisson(community_rate * years_alive))
+    add("community", rows, dates, code=rng.choice(COMMUNITY_SERVICES, len(rows)))
+    smi, _ = _condition_flags(people, "serious_mental_illness")
+    depression, _ = _condition_flags(people, "depression")
+    mh_rate = np.where(
+        smi, act.mental_health_contacts_smi, np.where(depression, act.mental_health_contacts_depression, 0)
+    )
+    rows, dates = spread(rng.poisson(mh_rate * years_alive))
+    add("mental_health", rows, dates, code=rng.choice(MENTAL_HEALTH_TEAMS, len(rows)))
+
+    frames.extend(_social_care(people, plan, rng, first_day, alive_days, last_day))
     frames.extend(_observations(people, plan, rng, spread, diagnosed_count))
     frames.extend(_diagnoses(people, plan))
 
@@ -232,6 +273,44 @@ def _observations(people, plan, rng, spread, diagnosed_count):
     rows, dates = spread(rng.poisson(reading_rate * 0.5 * plan.history_years))
     codes = np.where(smoker[rows], SNOMED["smoker"], SNOMED["non_smoker"])
     frames.append(_frame("smoking", rows, dates, code=codes))
+    return frames
+
+
+def _social_care(people, plan, rng, first_day, alive_days, last_day):
+    """Home care packages and care home placements: a start record, and an end record when it ends."""
+    act = plan.calibration.activity
+    costs = plan.calibration.unit_costs_gbp
+    n = len(people)
+    band = people["age_band"].to_numpy()
+    dementia, _ = _condition_flags(people, "dementia")
+    learning_disability, _ = _condition_flags(people, "learning_disability")
+    boost = np.where(dementia, act.social_care_dementia_multiplier, 1.0)
+    years = alive_days / 365.25
+    frames = []
+    for service, rates, mean_weeks in (
+        ("home_care", act.home_care_start_per_year_by_age, act.home_care_mean_weeks),
+        ("care_home", act.care_home_start_per_year_by_age, act.care_home_mean_weeks),
+    ):
+        starts = rng.random(n) < 1 - np.exp(-np.asarray(rates)[band] * boost * years)
+        if service == "home_care":  # adults with a learning disability: long-running packages
+            starts |= learning_disability & (band >= 1) & (rng.random(n) < act.social_care_learning_disability_rate)
+        rows = np.flatnonzero(starts)
+        start = first_day[rows] + (rng.random(len(rows)) * np.maximum(alive_days[rows], 1)).astype(np.int64) * DAY
+        end = start + (rng.exponential(mean_weeks * 7, len(rows)).astype(np.int64) + 7) * DAY
+        end = np.minimum(end, last_day[rows])
+        if service == "home_care":
+            hours = np.full(len(rows), float(act.home_care_hours_per_week))
+            weekly = hours * costs["home_care_hour"]
+            kind = np.full(len(rows), "home_care")
+        else:
+            nursing = rng.random(len(rows)) < act.nursing_share_of_care_home
+            hours = np.full(len(rows), np.nan)
+            weekly = np.where(nursing, costs["care_home_nursing_week"], costs["care_home_residential_week"])
+            kind = np.where(nursing, "nursing_home", "residential_home")
+        frames.append(_frame("care_start", rows, start, code=kind, value=hours, value2=weekly, end_date=end))
+        ended = end < np.datetime64(plan.reference_date, "D")
+        frames.append(_frame("care_end", rows[ended], end[ended], code=kind[ended], value=hours[ended],
+                             value2=weekly[ended], end_date=end[ended]))  # fmt: skip
     return frames
 
 

@@ -16,7 +16,10 @@ from phm.config import StrictModel
 from phm.errors import ConfigError
 
 AGE_BAND_COUNT = 7
-SOURCES = ("gp_registrations", "gp_events", "inpatient", "ae", "deaths")
+SOURCES = (
+    "gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "community", "mental_health",
+    "social_care", "programme", "deaths",
+)  # fmt: skip
 
 
 class AgeBand(StrictModel):
@@ -110,6 +113,17 @@ class ActivityCalibration(StrictModel):
     elective_admissions_per_1000: float = Field(ge=0)
     day_cases_share_of_elective: float = Field(ge=0, le=1)
     outpatient_attendances_per_person: float = Field(ge=0)
+    community_contacts_per_year_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+    mental_health_contacts_smi: float = Field(ge=0)
+    mental_health_contacts_depression: float = Field(ge=0)
+    home_care_start_per_year_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+    care_home_start_per_year_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+    social_care_dementia_multiplier: float = Field(ge=0)
+    social_care_learning_disability_rate: float = Field(ge=0, le=1)
+    home_care_hours_per_week: float = Field(gt=0)
+    home_care_mean_weeks: float = Field(gt=0)
+    care_home_mean_weeks: float = Field(gt=0)
+    nursing_share_of_care_home: float = Field(ge=0, le=1)
     mortality_per_1000_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
 
 
@@ -143,6 +157,21 @@ class IdentifierCalibration(StrictModel):
         return self
 
 
+class ProgrammeCalibration(StrictModel):
+    adoption_share_of_practices: float = Field(ge=0, le=1)
+    start_months_after_history_start: int = Field(ge=0)
+    eligible_min_age: int = Field(ge=0)
+    eligible_min_conditions: int = Field(ge=0)
+    referrals_per_year_of_eligible: float = Field(ge=0, le=1)
+    referral_risk_odds_ratio_per_sd: float = Field(gt=0)
+    declined_share: float = Field(ge=0, le=1)
+    effect_multimorbid_3_plus: float = Field(ge=0, lt=1)
+    effect_frail_elderly_80_plus: float = Field(ge=0, lt=1)
+    effect_default: float = Field(ge=0, lt=1)
+    effect_dementia: float = Field(ge=0, lt=1)
+    effect_end_of_life: float = Field(ge=0, lt=1)
+
+
 class DefectCalibration(StrictModel):
     malformed_date: float = Field(ge=0, lt=0.1)
     future_date: float = Field(ge=0, lt=0.1)
@@ -158,6 +187,7 @@ class Calibration(StrictModel):
     activity: ActivityCalibration
     unit_costs_gbp: dict[str, float]
     identifiers: IdentifierCalibration
+    programme: ProgrammeCalibration
     defects: DefectCalibration
 
 

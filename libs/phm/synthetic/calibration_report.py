@@ -32,10 +32,6 @@ KNOWN_GAPS = {
         "FACTS.md's 23% counts a broader condition list (e.g. pain, hearing loss, anxiety) than the 16 QOF "
         "registers generated"
     ),
-    "top 5% of people: share of cost": (
-        "the published share includes social care and community spend, the most concentrated, which the "
-        "generator does not produce yet"
-    ),
     "heart_failure recorded prevalence": (
         "deaths in the window remove multimorbid elderly people; intercepts target prevalence before deaths"
     ),
@@ -156,7 +152,7 @@ def calibration_figures(
     counts = (
         last_year.where(F.col("source") != "gp_registrations")
         .groupBy("true_person_id")
-        .pivot("kind", ["emergency", "elective", "ae", "outpatient", "consultation"])
+        .pivot("kind", ["emergency", "elective", "ae", "outpatient", "consultation", "community", "mental_health"])
         .count()
     )
     per_person = (
@@ -184,8 +180,17 @@ def calibration_figures(
         .count()
         .withColumnRenamed("count", "fall")
     )
+    overlap_days = F.datediff(
+        F.least(F.col("end_date"), F.lit(ref)), F.greatest(F.col("event_date"), F.lit(year_start))
+    )
+    social_care = (
+        records.where(F.col("kind") == "care_start")
+        .groupBy("true_person_id")
+        .agg(F.sum(F.greatest(overlap_days, F.lit(0)) / 7 * F.col("value2")).alias("social_care_cost"))
+    )
     frame = (
         per_person.join(day_cases, "true_person_id", "left")
+        .join(social_care, "true_person_id", "left")
         .join(falls, "true_person_id", "left")
         .join(excess, "true_person_id", "left")
         .fillna(0)
@@ -268,6 +273,9 @@ def calibration_figures(
         + frame["outpatient"] * costs["outpatient_attendance"]
         + frame["ae"] * costs["ae_attendance"]
         + frame["consultation"] * costs["gp_consultation"]
+        + frame["community"] * costs["community_contact"]
+        + frame["mental_health"] * costs["mental_health_contact"]
+        + frame["social_care_cost"]
     )
     top = frame["cost"].sort_values(ascending=False)
     figures.append(
@@ -297,20 +305,16 @@ def calibration_figures(
     )
 
     # NHS number completeness by source (FACTS.md linkage realities).
-    completeness = records.groupBy("source").agg(F.avg(F.col("nhs_number").isNotNull().cast("double")).alias("c"))
+    completeness = records.groupBy("source").agg(
+        F.avg(F.col("nhs_number").isNotNull().cast("double")).alias("c"), F.count("*").alias("n")
+    )
     for row in completeness.collect():
-        quality = cal.identifiers.sources.get(row["source"], cal.identifiers.sources["inpatient"])
+        expected = 1 - cal.identifiers.sources[row["source"]].nhs_number_missing
+        tolerance = max(0.005, 3 * np.sqrt(expected * (1 - expected) / row["n"]))  # 3 binomial standard errors
         figures.append(
-            Figure(
-                "identifiers",
-                f"{row['source']} NHS number present",
-                row["c"],
-                1 - quality.nhs_number_missing,
-                0.005,
-                ABS,
-                "FACTS.md linkage realities",
-            )
-        )
+            Figure("identifiers", f"{row['source']} NHS number present", row["c"], expected, tolerance, ABS,
+                   "FACTS.md linkage realities")
+        )  # fmt: skip
     return figures
 
 

@@ -1,8 +1,10 @@
 """Source extracts in the shapes suppliers deliver, with the generator's injected defects applied.
 
 Each source has its own format: CSV with ISO dates (GP registrations, GP
-events, outpatients, deaths), a SUS-like inpatient CSV with its own column
-names, coded sex and dd/MM/yyyy dates, and A&E as typed Parquet. Defects
+events, outpatients, community and mental health contacts, the programme
+register, deaths), a SUS-like inpatient CSV with its own column names, coded
+sex and dd/MM/yyyy dates, a council's social care CSV keyed by its own client
+reference with dd-MM-yyyy dates, and A&E as typed Parquet. Defects
 (truth/injected_defects) are applied where they make sense for the format:
 a malformed date only in text files, an unknown code only where a code
 column exists; exact duplicates everywhere.
@@ -172,6 +174,70 @@ def _deaths(rows: DataFrame, as_text, event_date) -> DataFrame:
     )
 
 
+def _community(rows: DataFrame, as_text, event_date) -> DataFrame:
+    return rows.select(
+        "period",
+        F.col("record_id").alias("contact_id"),
+        "nhs_number",
+        as_text(F.col("date_of_birth")).alias("date_of_birth"),
+        "sex",
+        "postcode",
+        "practice_code",
+        event_date.alias("contact_date"),
+        F.col("code").alias("service"),
+        F.col("defect").alias("_defect"),
+    )
+
+
+def _mental_health(rows: DataFrame, as_text, event_date) -> DataFrame:
+    return rows.select(
+        "period",
+        F.col("record_id").alias("contact_id"),
+        "nhs_number",
+        as_text(F.col("date_of_birth")).alias("date_of_birth"),
+        "sex",
+        "postcode",
+        event_date.alias("contact_date"),
+        F.col("code").alias("team_type"),
+        F.col("defect").alias("_defect"),
+    )
+
+
+def _social_care(rows: DataFrame, as_text, event_date) -> DataFrame:
+    """A council's case system: its own client reference, names, dd-MM-yyyy dates, packages started and ended."""
+    is_end = F.col("kind") == "care_end"
+    return rows.select(
+        "period",
+        F.col("record_id").alias("EventRef"),
+        F.col("local_id").alias("ClientRef"),
+        F.col("nhs_number").alias("NHSNo"),
+        F.col("forename").alias("FirstName"),
+        F.col("surname").alias("LastName"),
+        as_text(F.col("date_of_birth")).alias("DateOfBirth"),
+        F.when(F.col("sex") == "M", "Male").when(F.col("sex") == "F", "Female").otherwise("Unknown").alias("Gender"),
+        F.col("postcode").alias("Postcode"),
+        F.when(is_end, "End").otherwise("Start").alias("RecordType"),
+        F.col("code").alias("ServiceType"),
+        F.when(is_end, F.lit(None)).otherwise(event_date).alias("StartDate"),
+        F.when(is_end, event_date).alias("EndDate"),
+        F.col("value").cast("string").alias("HoursPerWeek"),
+        F.col("value2").cast("string").alias("WeeklyCost"),
+        F.col("defect").alias("_defect"),
+    )
+
+
+def _programme(rows: DataFrame, as_text, event_date) -> DataFrame:
+    return rows.select(
+        "period",
+        F.col("record_id").alias("referral_id"),
+        "nhs_number",
+        "practice_code",
+        event_date.alias("referral_date"),
+        F.col("code").alias("outcome"),
+        F.col("defect").alias("_defect"),
+    )
+
+
 EXTRACT_FORMATS = {
     f.source: f
     for f in (
@@ -181,6 +247,10 @@ EXTRACT_FORMATS = {
         ExtractFormat("ae", "parquet", None, False, _ae),
         ExtractFormat("outpatient", "csv", "yyyy-MM-dd", True, _outpatient),
         ExtractFormat("deaths", "csv", "yyyy-MM-dd", False, _deaths),
+        ExtractFormat("community", "csv", "yyyy-MM-dd", True, _community),
+        ExtractFormat("mental_health", "csv", "yyyy-MM-dd", True, _mental_health),
+        ExtractFormat("social_care", "csv", "dd-MM-yyyy", True, _social_care),
+        ExtractFormat("programme", "csv", "yyyy-MM-dd", False, _programme),
     )
 }
 

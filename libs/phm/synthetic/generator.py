@@ -31,6 +31,7 @@ from phm.synthetic.population import (
     nhs_number_capacity,
     people_schema,
 )
+from phm.synthetic.programme import adopting_practices, assign_programme
 from phm.synthetic.records import RECORD_SCHEMA, block_records
 
 FACTOR_SCHEMA = T.StructType(
@@ -39,6 +40,22 @@ FACTOR_SCHEMA = T.StructType(
         T.StructField("emergency_age_group", T.IntegerType(), False),
         T.StructField("imd_quintile", T.IntegerType(), False),
         T.StructField("emergency_factor", T.DoubleType(), False),
+    ]
+)
+
+
+PROGRAMME_SCHEMA = T.StructType(
+    [
+        T.StructField("true_person_id", T.StringType(), False),
+        T.StructField("practice_adopted_flag", T.BooleanType(), False),
+        T.StructField("eligible_flag", T.BooleanType(), False),
+        T.StructField("referred_on", T.DateType(), True),
+        T.StructField("enrolled_flag", T.BooleanType(), False),
+        T.StructField("declined_flag", T.BooleanType(), False),
+        T.StructField("true_relative_effect", T.DoubleType(), False),
+        T.StructField("p_emergency_12m_untreated", T.DoubleType(), False),
+        T.StructField("p_emergency_12m_treated", T.DoubleType(), False),
+        T.StructField("true_effect", T.DoubleType(), False),
     ]
 )
 
@@ -73,6 +90,7 @@ def make_plan(
             "identifiers.nhs_number_prefixes in the calibration file (999 is the test range)"
         )
     names, logits = condition_logits(calibration, qof)
+    geography = build_geography(population, calibration.geography, seed)
     return PopulationPlan(
         seed=seed,
         population=population,
@@ -80,9 +98,12 @@ def make_plan(
         history_start=history_start(reference_date, history_months),
         reference_date=reference_date,
         calibration=calibration,
-        geography=build_geography(population, calibration.geography, seed),
+        geography=geography,
         condition_names=names,
         condition_logits=logits,
+        adopting_practices=adopting_practices(
+            geography.practices["practice_code"].to_numpy(), calibration.programme.adoption_share_of_practices, seed
+        ),
     )
 
 
@@ -112,15 +133,28 @@ def generate_factors(people: DataFrame, plan: PopulationPlan) -> DataFrame:
     return _with_true_probability(factors.join(F.broadcast(cell_means), ["emergency_age_group", "imd_quintile"]), plan)
 
 
-def generate_records(people: DataFrame, factors: DataFrame, plan: PopulationPlan) -> DataFrame:
+def generate_programme(people: DataFrame, factors: DataFrame, plan: PopulationPlan) -> DataFrame:
+    """Truth: each person's place in the historical programme and its true effect on them."""
+    person_columns = people_schema(plan.condition_names).fieldNames()
+    joined = people.join(factors.select("true_person_id", "p_emergency_12m"), "true_person_id")
+
+    def programme_of(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.sort_values("person_index").reset_index(drop=True)
+        return assign_programme(frame[person_columns], frame[["p_emergency_12m"]], plan)
+
+    return joined.groupBy("block").applyInPandas(programme_of, PROGRAMME_SCHEMA)
+
+
+def generate_records(people: DataFrame, factors: DataFrame, programme: DataFrame, plan: PopulationPlan) -> DataFrame:
     """Every row of every source extract, with its true person, corruptions and injected defect."""
     person_columns = people_schema(plan.condition_names).fieldNames()
     factor_columns = [*FACTOR_SCHEMA.fieldNames(), "cell_mean_factor"]
-    joined = people.join(factors.select(*factor_columns), "true_person_id")
+    programme_columns = PROGRAMME_SCHEMA.fieldNames()
+    joined = people.join(factors.select(*factor_columns), "true_person_id").join(programme, "true_person_id")
 
     def records_of(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.sort_values("person_index").reset_index(drop=True)
-        return block_records(frame[person_columns], frame[factor_columns], plan)
+        return block_records(frame[person_columns], frame[factor_columns], plan, frame[programme_columns])
 
     return joined.groupBy("block").applyInPandas(records_of, RECORD_SCHEMA)
 

@@ -50,6 +50,7 @@ class PopulationPlan:
     geography: Geography
     condition_names: tuple[str, ...]
     condition_logits: np.ndarray  # condition x age band x IMD decile: see condition_logits()
+    adopting_practices: frozenset[str] = frozenset()  # practices that ran the historical programme
 
     @property
     def blocks(self) -> int:

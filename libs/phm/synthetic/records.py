@@ -17,7 +17,12 @@ from phm.synthetic.corruption import apply_source_quality, identity_at_events
 from phm.synthetic.population import PopulationPlan
 
 RECORDS_STREAM = 3
-SOURCES = ("gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "deaths")
+SOURCES = (
+    "gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "deaths", "community", "mental_health",
+    "social_care", "programme",
+)  # fmt: skip
+# Sources whose extracts carry no names (the NHS number and demographics only).
+NAMELESS_SOURCES = frozenset({"gp_events", "outpatient", "community", "mental_health", "programme"})
 DEFECT_KINDS = ("malformed_date", "future_date", "unknown_code", "exact_duplicate")
 
 RECORD_SCHEMA = T.StructType(
@@ -41,6 +46,8 @@ RECORD_SCHEMA = T.StructType(
         T.StructField("value", T.DoubleType(), True),
         T.StructField("value2", T.DoubleType(), True),
         T.StructField("los_days", T.IntegerType(), True),
+        T.StructField("end_date", T.DateType(), True),
+        T.StructField("local_id", T.StringType(), True),
         T.StructField("method", T.StringType(), True),
         T.StructField("corruptions", T.StringType(), True),
         T.StructField("defect", T.StringType(), True),
@@ -51,11 +58,15 @@ RECORD_SCHEMA = T.StructType(
 CHANGE_KINDS = {"moved_on": "address_change", "surname_changed_on": "name_change", "death_date": "deregistration"}
 
 
-def block_records(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
-    """Every extract row for one block of people (people and factors in the same order)."""
+def block_records(
+    people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan, programme: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every extract row for one block of people (people, factors and programme in the same order)."""
     block = int(people["block"].iloc[0])
     rng = np.random.default_rng([plan.seed, block, RECORDS_STREAM])
-    events = pd.concat([generate_events(people, factors, plan), _registration_changes(people)], ignore_index=True)
+    events = pd.concat(
+        [generate_events(people, factors, plan, programme), _registration_changes(people)], ignore_index=True
+    )
     events["source"] = events["kind"].map(KIND_SOURCE)
     identity = identity_at_events(people, events)
 
@@ -66,15 +77,9 @@ def block_records(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationP
             seen = apply_source_quality(
                 identity[mask].reset_index(drop=True), quality, plan.calibration.identifiers, rng
             )
+            if source in NAMELESS_SOURCES:
+                seen[["forename", "surname"]] = None
             parts.append(pd.concat([events[mask].reset_index(drop=True), seen], axis=1))
-    outpatient = (events["source"] == "outpatient").to_numpy()
-    if outpatient.any():  # outpatient data: NHS number and demographics at hospital quality, no names
-        quality = plan.calibration.identifiers.sources["inpatient"]
-        seen = apply_source_quality(
-            identity[outpatient].reset_index(drop=True), quality, plan.calibration.identifiers, rng
-        )
-        seen[["forename", "surname"]] = None
-        parts.append(pd.concat([events[outpatient].reset_index(drop=True), seen], axis=1))
     records = pd.concat(parts, ignore_index=True)
 
     person = people[["true_person_id", "ethnicity", "practice_code", "person_index"]].iloc[records["row"].to_numpy()]
@@ -83,11 +88,16 @@ def block_records(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationP
     records["practice_code"] = person["practice_code"].to_numpy()
     records["period"] = _periods(records["event_date"], plan)
     records["record_id"] = _record_ids(plan.seed, records, person["person_index"].to_numpy())
+    social = (records["source"] == "social_care").to_numpy()
+    records["local_id"] = None
+    records.loc[social, "local_id"] = _local_ids(plan.seed, person["person_index"].to_numpy()[social])
     records["defect"] = _defects(len(records), plan, rng)
     for column in ("value", "value2"):
         records[column] = records[column].astype(float) if column in records else np.nan
     records["los_days"] = records["los_days"].astype("Int32") if "los_days" in records else pd.NA
-    for column in ("event_date", "date_of_birth"):
+    if "end_date" not in records:
+        records["end_date"] = pd.NaT
+    for column in ("event_date", "date_of_birth", "end_date"):
         records[column] = _to_dates(records[column])
     return records.reindex(columns=RECORD_SCHEMA.fieldNames())
 
@@ -112,11 +122,28 @@ def _record_ids(seed: int, records: pd.DataFrame, person_index: np.ndarray) -> n
     """16 hex digits from splitmix64 over (seed, source, person, sequence within person and source)."""
     source_code = records["source"].map({s: i + 1 for i, s in enumerate(SOURCES)}).to_numpy().astype(np.uint64)
     sequence = records.groupby(["source", "row"]).cumcount().to_numpy().astype(np.uint64)
+    return _mix(seed, source_code, person_index.astype(np.uint64), sequence)
+
+
+def _local_ids(seed: int, person_index: np.ndarray) -> np.ndarray:
+    """A local system's own person reference (e.g. a council's client id): stable per person, like 'SC' + 10 digits."""
+    key = _mix(
+        seed,
+        np.full(len(person_index), 1000, np.uint64),
+        person_index.astype(np.uint64),
+        np.zeros(len(person_index), np.uint64),
+    )
+    return np.char.add("SC", np.char.zfill((np.array([int(k, 16) for k in key]) % 10**10).astype(str), 10)).astype(
+        object
+    )
+
+
+def _mix(seed: int, source: np.ndarray, person: np.ndarray, sequence: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         key = (
             np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-            ^ source_code * np.uint64(0xBF58476D1CE4E5B9)
-            ^ person_index.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+            ^ source * np.uint64(0xBF58476D1CE4E5B9)
+            ^ person * np.uint64(0x94D049BB133111EB)
             ^ sequence * np.uint64(0xD6E8FEB86659FD93)
         )
         for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):

@@ -10,7 +10,9 @@
   the probability differs between index dates only by who is at risk;
 - record_person: (source, record_id) -> true person, with the corruptions
   applied to the record's identifiers;
-- canaries: a few people whose identifiers leak tests search for.
+- canaries: a few people whose identifiers leak tests search for;
+- programme: each person's adoption, eligibility, referral, enrolment and
+  true relative and absolute effect of the historical programme.
 """
 
 from __future__ import annotations

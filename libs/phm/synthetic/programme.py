@@ -1,0 +1,87 @@
+"""A historical intervention: proactive care coordination, with confounded referral and heterogeneous effects.
+
+Definitions (calibration.yaml `programme`; a synthetic device for impactability, shaped on how such
+programmes run in England):
+- A share of practices adopted it from a start date (months after the history start).
+- Eligible: registered and alive at the start, aged 65+ or with 2+ true conditions, in an adopting practice.
+- Referral: a yearly hazard whose odds rise with the person's true risk (confounding: clinicians refer the
+  sicker), so a naive treated-versus-untreated comparison is biased; a share decline.
+- Effect: once enrolled, the emergency admission rate falls by a relative amount that depends on the
+  person: most for 3+ conditions, less for the frail elderly, little with dementia, none at the end of
+  life (death within 12 months of referral). The truth records each person's effect.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from phm.synthetic.population import DAY, PopulationPlan
+
+PROGRAMME_STREAM = 4
+
+
+def adopting_practices(practice_codes: np.ndarray, share: float, seed: int) -> frozenset[str]:
+    rng = np.random.default_rng([seed, PROGRAMME_STREAM, 0])
+    return frozenset(np.asarray(practice_codes)[rng.random(len(practice_codes)) < share].tolist())
+
+
+def programme_start(plan: PopulationPlan) -> np.datetime64:
+    months = plan.calibration.programme.start_months_after_history_start
+    return np.datetime64(plan.history_start, "M") + np.timedelta64(months, "M")
+
+
+def assign_programme(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
+    """Per person of a block: adoption, eligibility, referral, enrolment and the true relative effect."""
+    cal = plan.calibration.programme
+    rng = np.random.default_rng([plan.seed, int(people["block"].iloc[0]), PROGRAMME_STREAM, 1])
+    n = len(people)
+    start = programme_start(plan).astype("datetime64[D]")
+    ref = np.datetime64(plan.reference_date, "D")
+    dob = pd.to_datetime(people["date_of_birth"]).to_numpy().astype("datetime64[D]")
+    death = pd.to_datetime(people["death_date"]).to_numpy().astype("datetime64[D]")
+    registered = pd.to_datetime(people["registered_on"]).to_numpy().astype("datetime64[D]")
+    age_at_start = (start - dob) / DAY / 365.25
+    count = people["condition_count"].to_numpy()
+    adopted = people["practice_code"].isin(plan.adopting_practices).to_numpy()
+    present = (registered <= start) & (np.isnat(death) | (death > start))
+    eligible = adopted & present & ((age_at_start >= cal.eligible_min_age) | (count >= cal.eligible_min_conditions))
+
+    # Referral hazard: odds scale with true risk (per SD of its log within the eligible of this block).
+    p = factors["p_emergency_12m"].to_numpy()
+    log_risk = np.log(np.clip(p, 1e-6, 1))
+    spread = log_risk[eligible].std() if eligible.sum() > 1 else 1.0
+    z = (log_risk - (log_risk[eligible].mean() if eligible.any() else 0)) / (spread or 1.0)
+    hazard = cal.referrals_per_year_of_eligible * np.exp(np.log(cal.referral_risk_odds_ratio_per_sd) * z)
+    waited_days = (rng.exponential(1, n) / np.maximum(hazard, 1e-9) * 365.25).astype(np.int64)
+    referred_on = start + np.minimum(waited_days, 10**6) * DAY
+    referred = eligible & (referred_on <= ref) & (np.isnat(death) | (referred_on < death))
+    declined = referred & (rng.random(n) < cal.declined_share)
+    enrolled = referred & ~declined
+
+    # True relative effect on the emergency admission rate, by group (applies once enrolled).
+    dementia = people["onset_dementia"].notna().to_numpy() if "onset_dementia" in people else np.zeros(n, bool)
+    end_of_life = ~np.isnat(death) & (death - referred_on <= 365 * DAY)
+    effect = np.full(n, cal.effect_default)
+    effect = np.where(age_at_start >= 80, cal.effect_frail_elderly_80_plus, effect)
+    effect = np.where(count >= 3, cal.effect_multimorbid_3_plus, effect)
+    effect = np.where(dementia, cal.effect_dementia, effect)
+    effect = np.where(end_of_life, cal.effect_end_of_life, effect)
+    effect = np.where(eligible, effect, 0.0)
+
+    untreated = p
+    treated = 1 - (1 - p) ** (1 - effect)  # rate x (1 - effect) on the 1 - exp(-rate) scale
+    return pd.DataFrame(
+        {
+            "true_person_id": people["true_person_id"].to_numpy(),
+            "practice_adopted_flag": adopted,
+            "eligible_flag": eligible,
+            "referred_on": np.where(referred, referred_on, np.datetime64("NaT")).astype("datetime64[ns]"),
+            "enrolled_flag": enrolled,
+            "declined_flag": declined,
+            "true_relative_effect": effect,
+            "p_emergency_12m_untreated": untreated,
+            "p_emergency_12m_treated": treated,
+            "true_effect": untreated - treated,
+        }
+    )
