@@ -27,9 +27,9 @@ from phm.errors import UserError
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.synthetic import truth
-from phm.synthetic.calibration import load_calibration
+from phm.synthetic.calibration import DefectCalibration, load_calibration
 from phm.synthetic.calibration_report import as_json, as_markdown, calibration_figures
-from phm.synthetic.extracts import EXTRACT_FORMATS, injected_defects, render
+from phm.synthetic.extracts import EXTRACT_FORMATS, damage_line, injected_defects, line_defect_of, render
 from phm.synthetic.generator import (
     generate_factors,
     generate_people,
@@ -89,6 +89,8 @@ def run(ctx: JobContext) -> None:
                 written[source] = _write_periods(
                     render(records, fmt), fmt.file_format, landing / source, wanted, staging
                 )
+                if fmt.file_format == "csv":
+                    _damage_lines(landing / source, written[source], source, calibration.defects)
         _write_static(plan, landing)
 
         with step("truth store"):
@@ -96,7 +98,7 @@ def run(ctx: JobContext) -> None:
             _write_truth(truth.person_conditions(people, plan), truth_dir / "person_condition")
             _write_truth(truth.admission_risk(people, factors, settings.index_dates), truth_dir / "admission_risk")
             _write_truth(truth.record_person(records), truth_dir / "record_person")
-            _write_truth(injected_defects(records), truth_dir / "injected_defects")
+            _write_truth(injected_defects(records, calibration.defects), truth_dir / "injected_defects")
             _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
             _write_truth(programme, truth_dir / "programme")
 
@@ -157,6 +159,23 @@ def _write_periods(df: DataFrame, file_format: str, target: Path, wanted: list[s
             junk.unlink()
         os.replace(source_dir, target / period)
     return counts
+
+
+def _damage_lines(folder: Path, periods_written: dict[str, int], source: str, rates: DefectCalibration) -> None:
+    """Damage the delivered text of the chosen records (truth/injected_defects lists them)."""
+    for period in periods_written:
+        for path in (folder / period).glob("*.csv"):
+            lines = path.read_text().split("\n")
+            header = lines[0].split(",")
+            changed = False
+            for i in range(1, len(lines)):
+                kind = line_defect_of(lines[i][:16], rates) if len(lines[i]) >= 16 else None
+                if kind:
+                    damaged = damage_line(lines[i], kind, header, source)
+                    changed |= damaged != lines[i]
+                    lines[i] = damaged
+            if changed:
+                path.write_text("\n".join(lines))
 
 
 def _write_static(plan, landing: Path) -> None:

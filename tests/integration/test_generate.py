@@ -108,6 +108,33 @@ def test_injected_defects_are_in_the_extracts(small, spark):
     assert counts.count() == duplicated.count() and counts.where("count != 2").count() == 0
 
 
+def test_damaged_lines_are_the_ones_the_truth_lists(small, spark):
+    base, _ = small
+    damaged = {
+        r["record_id"]: (r["source"], r["defect"])
+        for r in spark.read.parquet(str(base / "truth" / "injected_defects"))
+        .where(F.col("defect").isin("truncated_line", "stray_delimiter", "wrong_type"))
+        .collect()
+    }
+    assert len(damaged) > 0
+    seen = {}
+    for path in (base / "landing").rglob("*.csv"):
+        lines = path.read_text().split("\n")
+        width = len(lines[0].split(","))
+        for line in lines[1:]:
+            record_id = line.split(",")[0]
+            if record_id in damaged:
+                seen[record_id] = (damaged[record_id][1], len(line.split(",")) - width, "see notes" in line)
+    assert set(seen) == set(damaged)
+    for kind, extra_fields, text_in_number in seen.values():
+        if kind == "truncated_line":
+            assert extra_fields < 0
+        elif kind == "stray_delimiter":
+            assert extra_fields == 1
+        else:
+            assert text_in_number
+
+
 def test_social_care_keys_people_by_its_own_reference(small, spark):
     base, _ = small
     social = read_extract(spark, base / "landing", "social_care")

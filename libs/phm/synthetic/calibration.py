@@ -177,6 +177,9 @@ class DefectCalibration(StrictModel):
     future_date: float = Field(ge=0, lt=0.1)
     unknown_code: float = Field(ge=0, lt=0.1)
     exact_duplicate: float = Field(ge=0, lt=0.1)
+    truncated_line: float = Field(ge=0, lt=0.1)
+    stray_delimiter: float = Field(ge=0, lt=0.1)
+    wrong_type: float = Field(ge=0, lt=0.1)
 
 
 class Calibration(StrictModel):

@@ -7,7 +7,8 @@ sex and dd/MM/yyyy dates, a council's social care CSV keyed by its own client
 reference with dd-MM-yyyy dates, and A&E as typed Parquet. Defects
 (truth/injected_defects) are applied where they make sense for the format:
 a malformed date only in text files, an unknown code only where a code
-column exists; exact duplicates everywhere.
+column exists; exact duplicates everywhere; and, to the delivered text of
+CSV files, truncated lines, stray delimiters and text in numeric columns.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from phm.synthetic.calibration import DefectCalibration
+
 FUTURE_YEARS = 3
 UNKNOWN_CODE = "ZZZ99"
+LINE_DEFECTS = ("truncated_line", "stray_delimiter", "wrong_type")
+WRONG_TYPE_COLUMNS = {"gp_events": "value", "social_care": "WeeklyCost"}  # numeric columns that get text
+WRONG_TYPE_TEXT = "see notes"
 ETHNICITY_LABELS = {
     "white": "White",
     "asian": "Asian or Asian British",
@@ -92,20 +98,6 @@ def _gp_registrations(rows: DataFrame, as_text, event_date) -> DataFrame:
     )
 
 
-def _gp_events(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        "record_id",
-        "nhs_number",
-        "practice_code",
-        event_date.alias("event_date"),
-        F.col("code").alias("snomed_code"),
-        F.col("value").cast("string").alias("value"),
-        F.col("value2").cast("string").alias("value2"),
-        F.col("defect").alias("_defect"),
-    )
-
-
 def _inpatient(rows: DataFrame, as_text, event_date) -> DataFrame:
     emergency = F.col("kind") == "emergency"
     return rows.select(
@@ -124,81 +116,6 @@ def _inpatient(rows: DataFrame, as_text, event_date) -> DataFrame:
         F.when(~emergency & (F.col("los_days") == 0), "2").otherwise("1").alias("PatientClassification"),
         F.when(emergency, F.col("code")).alias("PrimaryDiagnosis"),
         F.when(~emergency, F.col("code")).alias("PrimaryProcedure"),
-        F.col("defect").alias("_defect"),
-    )
-
-
-def _ae(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        F.col("record_id").alias("attendance_id"),
-        "nhs_number",
-        "forename",
-        "surname",
-        "date_of_birth",
-        "sex",
-        "postcode",
-        "practice_code",
-        event_date.alias("arrival_date"),
-        F.col("defect").alias("_defect"),
-    )
-
-
-def _outpatient(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        F.col("record_id").alias("appointment_id"),
-        "nhs_number",
-        as_text(F.col("date_of_birth")).alias("date_of_birth"),
-        "sex",
-        "postcode",
-        "practice_code",
-        event_date.alias("appointment_date"),
-        F.col("code").alias("treatment_function_code"),
-        F.col("defect").alias("_defect"),
-    )
-
-
-def _deaths(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        "record_id",
-        "nhs_number",
-        "forename",
-        "surname",
-        as_text(F.col("date_of_birth")).alias("date_of_birth"),
-        "sex",
-        "postcode",
-        event_date.alias("date_of_death"),
-        F.col("defect").alias("_defect"),
-    )
-
-
-def _community(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        F.col("record_id").alias("contact_id"),
-        "nhs_number",
-        as_text(F.col("date_of_birth")).alias("date_of_birth"),
-        "sex",
-        "postcode",
-        "practice_code",
-        event_date.alias("contact_date"),
-        F.col("code").alias("service"),
-        F.col("defect").alias("_defect"),
-    )
-
-
-def _mental_health(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        F.col("record_id").alias("contact_id"),
-        "nhs_number",
-        as_text(F.col("date_of_birth")).alias("date_of_birth"),
-        "sex",
-        "postcode",
-        event_date.alias("contact_date"),
-        F.col("code").alias("team_type"),
         F.col("defect").alias("_defect"),
     )
 
@@ -226,42 +143,121 @@ def _social_care(rows: DataFrame, as_text, event_date) -> DataFrame:
     )
 
 
-def _programme(rows: DataFrame, as_text, event_date) -> DataFrame:
-    return rows.select(
-        "period",
-        F.col("record_id").alias("referral_id"),
-        "nhs_number",
-        "practice_code",
-        event_date.alias("referral_date"),
-        F.col("code").alias("outcome"),
-        F.col("defect").alias("_defect"),
-    )
+def _plain(
+    id_column: str, fields: tuple[str, ...], date_column: str, code_column: str | None = None, values: bool = False
+) -> Callable[[DataFrame, Callable[[Column], Column], Column], DataFrame]:
+    """A source whose extract is the record id, some identity fields, the event date and perhaps a code."""
 
+    def build(rows: DataFrame, as_text: Callable[[Column], Column], event_date: Column) -> DataFrame:
+        columns: list[Column | str] = ["period", F.col("record_id").alias(id_column)]
+        columns += [as_text(F.col(f)).alias(f) if f == "date_of_birth" else f for f in fields]
+        columns.append(event_date.alias(date_column))
+        if code_column:
+            columns.append(F.col("code").alias(code_column))
+        if values:
+            columns += [F.col("value").cast("string").alias("value"), F.col("value2").cast("string").alias("value2")]
+        return rows.select(*columns, F.col("defect").alias("_defect"))
+
+    return build
+
+
+DEMOGRAPHICS = ("nhs_number", "date_of_birth", "sex", "postcode")
+NAMED = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
 
 EXTRACT_FORMATS = {
     f.source: f
     for f in (
         ExtractFormat("gp_registrations", "csv", "yyyy-MM-dd", False, _gp_registrations),
-        ExtractFormat("gp_events", "csv", "yyyy-MM-dd", True, _gp_events),
+        ExtractFormat(
+            "gp_events",
+            "csv",
+            "yyyy-MM-dd",
+            True,
+            _plain("record_id", ("nhs_number", "practice_code"), "event_date", "snomed_code", values=True),
+        ),
         ExtractFormat("inpatient", "csv", "dd/MM/yyyy", True, _inpatient),
-        ExtractFormat("ae", "parquet", None, False, _ae),
-        ExtractFormat("outpatient", "csv", "yyyy-MM-dd", True, _outpatient),
-        ExtractFormat("deaths", "csv", "yyyy-MM-dd", False, _deaths),
-        ExtractFormat("community", "csv", "yyyy-MM-dd", True, _community),
-        ExtractFormat("mental_health", "csv", "yyyy-MM-dd", True, _mental_health),
+        ExtractFormat("ae", "parquet", None, False, _plain("attendance_id", (*NAMED, "practice_code"), "arrival_date")),
+        ExtractFormat(
+            "outpatient",
+            "csv",
+            "yyyy-MM-dd",
+            True,
+            _plain("appointment_id", (*DEMOGRAPHICS, "practice_code"), "appointment_date", "treatment_function_code"),
+        ),
+        ExtractFormat("deaths", "csv", "yyyy-MM-dd", False, _plain("record_id", NAMED, "date_of_death")),
+        ExtractFormat(
+            "community",
+            "csv",
+            "yyyy-MM-dd",
+            True,
+            _plain("contact_id", (*DEMOGRAPHICS, "practice_code"), "contact_date", "service"),
+        ),
+        ExtractFormat(
+            "mental_health", "csv", "yyyy-MM-dd", True, _plain("contact_id", DEMOGRAPHICS, "contact_date", "team_type")
+        ),
         ExtractFormat("social_care", "csv", "dd-MM-yyyy", True, _social_care),
-        ExtractFormat("programme", "csv", "yyyy-MM-dd", False, _programme),
+        ExtractFormat(
+            "programme",
+            "csv",
+            "yyyy-MM-dd",
+            False,
+            _plain("referral_id", ("nhs_number", "practice_code"), "referral_date", "outcome"),
+        ),
     )
 }
 
 
-def injected_defects(records: DataFrame) -> DataFrame:
+def line_defect_of(record_id: str, rates: DefectCalibration) -> str | None:
+    """The text damage a record's delivered line gets, from its id (uniform: ids are 64-bit hashes)."""
+    position = int(record_id[:8], 16) / 2**32
+    edge = 0.0
+    for kind in LINE_DEFECTS:
+        edge += getattr(rates, kind)
+        if position < edge:
+            return kind
+    return None
+
+
+def applicable_line_defect(fmt: ExtractFormat, rates: DefectCalibration) -> Column:
+    """Spark twin of line_defect_of, null where the source's format cannot carry the damage."""
+    position = F.conv(F.substring("record_id", 1, 8), 16, 10).cast("double") / 2**32
+    kind = F.lit(None).cast("string")
+    edge = sum(getattr(rates, k) for k in LINE_DEFECTS)
+    for name in reversed(LINE_DEFECTS):
+        kind = F.when(position < edge, F.lit(name)).otherwise(kind)
+        edge -= getattr(rates, name)
+    if fmt.file_format != "csv":
+        return F.lit(None).cast("string")
+    if fmt.source not in WRONG_TYPE_COLUMNS:
+        kind = F.when(kind == "wrong_type", F.lit(None)).otherwise(kind)
+    return kind
+
+
+def damage_line(line: str, kind: str, header: list[str], source: str) -> str:
+    """A delivered CSV line as it arrives damaged (the record id, the first field, always survives)."""
+    fields = line.split(",")
+    if kind == "truncated_line":
+        return line[: max(len(line) // 2, len(fields[0]) + 1)]
+    if kind == "stray_delimiter" and len(fields) > 2:
+        middle = len(fields[2]) // 2
+        fields[2] = fields[2][:middle] + "," + fields[2][middle:]
+        return ",".join(fields)
+    if kind == "wrong_type" and source in WRONG_TYPE_COLUMNS:
+        column = header.index(WRONG_TYPE_COLUMNS[source])
+        if column < len(fields):
+            fields[column] = WRONG_TYPE_TEXT
+        return ",".join(fields)
+    return line
+
+
+def injected_defects(records: DataFrame, rates: DefectCalibration) -> DataFrame:
     """Truth: (source, period, record_id, defect) for every defect that reached an extract."""
     parts = [
         records.where(F.col("source") == fmt.source)
-        .select("source", "period", "record_id", applicable_defect(fmt).alias("defect"))
+        .select("source", "period", "record_id", defect.alias("defect"))
         .where(F.col("defect").isNotNull())
         for fmt in EXTRACT_FORMATS.values()
+        for defect in (applicable_defect(fmt), applicable_line_defect(fmt, rates))
     ]
     out = parts[0]
     for part in parts[1:]:
