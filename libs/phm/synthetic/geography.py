@@ -92,9 +92,3 @@ def _block_shuffle(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
     starts = np.arange(0, n, block)
     order = rng.permutation(len(starts))
     return np.concatenate([np.arange(starts[i], min(starts[i] + block, n)) for i in order])
-
-
-def practice_choices(geography: Geography) -> dict[str, np.ndarray]:
-    """For each PCN, the indices (into geography.practices) of its practices."""
-    codes = geography.practices["pcn_code"].to_numpy()
-    return {pcn: np.flatnonzero(codes == pcn) for pcn in geography.pcns["pcn_code"]}
