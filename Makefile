@@ -50,12 +50,12 @@ package: setup
 	@ls dist/*.whl
 
 lint: setup
-	$(BIN)/ruff check libs jobs tests setup.py
-	$(BIN)/ruff format --check libs jobs tests setup.py
+	$(BIN)/ruff check libs jobs tests bench setup.py
+	$(BIN)/ruff format --check libs jobs tests bench setup.py
 
 format: setup
-	$(BIN)/ruff format libs jobs tests setup.py
-	$(BIN)/ruff check --fix libs jobs tests setup.py
+	$(BIN)/ruff format libs jobs tests bench setup.py
+	$(BIN)/ruff check --fix libs jobs tests bench setup.py
 
 # Whole-system sizes: writes bench/results.json and bench/results.md (BENCH_ARGS="--sizes 100000 --repeats 3").
 BENCH_ARGS ?=
