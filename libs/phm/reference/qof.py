@@ -13,6 +13,7 @@ reports how many).
 
 from __future__ import annotations
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -43,6 +44,25 @@ REGISTER_NAMES = {
 
 RAW_COLUMNS = ("imd_overall", "group_code", "register", "list", "prevalence")
 IMD_DECILE_PATTERN = r"^(10|[1-9])$"
+
+
+def register_by_decile(raw: pd.DataFrame, code: str) -> pd.DataFrame:
+    """The raw file's rows (as read by pandas, strings) for one QOF group code and IMD deciles 1-10, typed:
+    imd_decile, register_count, list_size, prevalence; sorted by decile."""
+    rows = raw[(raw["group_code"] == code) & raw["imd_overall"].astype(str).str.strip().str.fullmatch(r"10|[1-9]")]
+    return pd.DataFrame(
+        {
+            "imd_decile": rows["imd_overall"].astype(int).to_numpy(),
+            "register_count": rows["register"].astype(float).to_numpy(),
+            "list_size": rows["list"].astype(float).to_numpy(),
+            "prevalence": rows["prevalence"].astype(float).to_numpy(),
+        }
+    ).sort_values("imd_decile", ignore_index=True)
+
+
+def pooled_prevalence(rows: pd.DataFrame) -> float:
+    """Register over list size, pooled over the given rows (e.g. all deciles: England's prevalence)."""
+    return float(rows["register_count"].sum() / rows["list_size"].sum())
 
 
 def is_imd_decile_row() -> Column:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from phm.synthetic.dates import days
 from phm.synthetic.population import DAY, PopulationPlan
 
 ACTIVITY_STREAM = 2
@@ -128,8 +129,8 @@ def generate_events(
     n = len(people)
     start = np.datetime64(plan.history_start, "D")
     ref = np.datetime64(plan.reference_date, "D")
-    death = _dt(people["death_date"])
-    registered = _dt(people["registered_on"])
+    death = days(people["death_date"])
+    registered = days(people["registered_on"])
     first_day = np.maximum(registered, start)
     last_day = np.where(np.isnat(death), ref, death)
     alive_days = np.maximum((last_day - first_day) / DAY, 0).astype(np.int64)
@@ -161,7 +162,7 @@ def generate_events(
     los = np.minimum(rng.geometric(1 / (2 + 0.15 * np.maximum(age[rows] - 40, 0))), 120) - 1  # approx.
     diagnosis = _emergency_diagnoses(people, rows, age, plan, rng)
     if programme is not None:  # enrolled people: each later admission avoided with the person's true effect
-        referred_on = _dt(programme["referred_on"])
+        referred_on = days(programme["referred_on"])
         referred = referred_on[rows]
         enrolled = programme["enrolled_flag"].to_numpy()[rows] & ~np.isnat(referred) & (dates >= referred)
         avoided = enrolled & (rng.random(len(rows)) < programme["true_relative_effect"].to_numpy()[rows])
@@ -318,7 +319,7 @@ def _diagnoses(people: pd.DataFrame, plan: PopulationPlan) -> list[pd.DataFrame]
     """One coded diagnosis per diagnosed condition, at its diagnosis date (also before the window)."""
     frames = []
     for name in plan.condition_names:
-        dates = _dt(people[f"diagnosed_{name}"])
+        dates = days(people[f"diagnosed_{name}"])
         rows = np.flatnonzero(~np.isnat(dates))
         snomed = plan.calibration.health.conditions[name].snomed
         frames.append(_frame("diagnosis", rows, dates[rows], code=snomed, condition=name))
@@ -350,9 +351,5 @@ def _frame(kind: str, rows: np.ndarray, dates: np.ndarray, **columns: object) ->
     return frame
 
 
-def _dt(series: pd.Series) -> np.ndarray:
-    return pd.to_datetime(series).to_numpy().astype("datetime64[D]")
-
-
 def _age_at(people: pd.DataFrame, when: np.datetime64) -> np.ndarray:
-    return np.maximum((when - _dt(people["date_of_birth"])) / DAY / 365.25, 0)
+    return np.maximum((when - days(people["date_of_birth"])) / DAY / 365.25, 0)

@@ -16,9 +16,10 @@ from phm.config import StrictModel
 from phm.errors import ConfigError
 
 AGE_BAND_COUNT = 7
+# Every source extract the generator writes. The order is part of each record id's key: append only.
 SOURCES = (
-    "gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "community", "mental_health",
-    "social_care", "programme", "deaths",
+    "gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "deaths", "community", "mental_health",
+    "social_care", "programme",
 )  # fmt: skip
 
 

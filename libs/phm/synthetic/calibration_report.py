@@ -19,6 +19,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from phm.reference.qof import pooled_prevalence, register_by_decile
 from phm.synthetic.activity import emergency_cell_rate
 from phm.synthetic.population import PopulationPlan
 
@@ -319,15 +320,10 @@ def calibration_figures(
 
 
 def _qof_targets(qof: pd.DataFrame, code: str) -> tuple[float, float]:
-    rows = qof[(qof["group_code"] == code) & qof["imd_overall"].astype(str).str.fullmatch(r"10|[1-9]")].copy()
-    rows["decile"] = rows["imd_overall"].astype(int)
-    rows["register"] = rows["register"].astype(float)
-    rows["list"] = rows["list"].astype(float)
-    england = rows["register"].sum() / rows["list"].sum()
-    q1 = rows[rows["decile"] <= 2]
-    q5 = rows[rows["decile"] >= 9]
-    ratio = (q1["register"].sum() / q1["list"].sum()) / (q5["register"].sum() / q5["list"].sum())
-    return england, ratio
+    """England's prevalence, and quintile 1 (deciles 1-2) over quintile 5 (deciles 9-10)."""
+    rows = register_by_decile(qof, code)
+    ratio = pooled_prevalence(rows[rows["imd_decile"] <= 2]) / pooled_prevalence(rows[rows["imd_decile"] >= 9])
+    return pooled_prevalence(rows), ratio
 
 
 def _auc(scores: np.ndarray, outcomes: np.ndarray) -> float:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from phm.synthetic.calibration import IdentifierCalibration, SourceQuality
+from phm.synthetic.dates import days
 from phm.synthetic.names import NICKNAMES
 
 LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -38,7 +39,7 @@ def identity_at_events(people: pd.DataFrame, events: pd.DataFrame) -> pd.DataFra
             "nhs_number": person["nhs_number"].to_numpy(),
             "forename": person["forename"].to_numpy(),
             "surname": np.where(after_rename, person["new_surname"].to_numpy(), person["surname"].to_numpy()),
-            "date_of_birth": pd.to_datetime(person["date_of_birth"]).to_numpy().astype("datetime64[D]"),
+            "date_of_birth": days(person["date_of_birth"]),
             "sex": person["sex"].to_numpy(),
             "postcode": np.where(after_move, person["new_postcode"].to_numpy(), person["postcode"].to_numpy()),
             "old_postcode": np.where(after_move, person["postcode"].to_numpy(), None),

@@ -28,7 +28,9 @@ import pandas as pd
 from pyspark.sql import types as T
 
 from phm.identifiers import valid_numbers_for_prefix
+from phm.reference.qof import pooled_prevalence, register_by_decile
 from phm.synthetic.calibration import Calibration
+from phm.synthetic.dates import for_spark
 from phm.synthetic.geography import UNITS_PER_LSOA, Geography, postcodes
 from phm.synthetic.names import NamePool, name_pools
 
@@ -112,13 +114,12 @@ def condition_logits(calibration: Calibration, qof: pd.DataFrame) -> tuple[tuple
     loading = calibration.health.latent_loading
     for i, name in enumerate(names):
         spec = calibration.health.conditions[name]
-        rows = qof[(qof["group_code"] == spec.qof) & qof["imd_overall"].astype(str).str.fullmatch(r"10|[1-9]")]
+        rows = register_by_decile(qof, spec.qof)
         if rows.empty:
             raise ValueError(f"calibration: condition {name} names QOF register {spec.qof}, absent from the QOF file")
-        deciles = rows["imd_overall"].astype(int).to_numpy()
-        england = rows["register"].astype(float).sum() / rows["list"].astype(float).sum()
+        england = pooled_prevalence(rows)
         ratio = np.ones(10)
-        ratio[deciles - 1] = rows["prevalence"].astype(float).to_numpy() / england
+        ratio[rows["imd_decile"].to_numpy() - 1] = rows["prevalence"].to_numpy() / england
         base = england / float(np.dot(band_shares, spec.age_rr))
         target = np.clip(base * np.outer(spec.age_rr, ratio) / (1 - spec.undiagnosed), 0, 0.95)
         logits[i] = _intercepts_for(target, loading * nodes, weights)
@@ -210,12 +211,12 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
     registered = np.maximum(registered, dob)
 
     # Moves and surname changes inside the window, after registration.
-    def event_dates(probability: np.ndarray | float) -> np.ndarray:
+    def eventfor_spark(probability: np.ndarray | float) -> np.ndarray:
         happens = rng.random(n) < probability
         when = np.maximum(registered, hist_start) + rng.integers(1, window_days, n) * DAY
         return np.where(happens & (when < ref), when, np.datetime64("NaT"))
 
-    moved_on = event_dates(cal.geography.moves_per_year * years)
+    moved_on = eventfor_spark(cal.geography.moves_per_year * years)
     new_lsoa_idx = rng.integers(0, len(lsoas), n)
     new_postcode = postcodes(
         lsoas["postcode_district"].to_numpy()[new_lsoa_idx],
@@ -224,7 +225,7 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
     )
     age_years = age_days / 365.25
     can_marry = female & (age_years >= 18) & (age_years <= 45)
-    renamed_on = event_dates(np.where(can_marry, cal.identifiers.surname_change_per_year_female_18_45 * years, 0))
+    renamed_on = eventfor_spark(np.where(can_marry, cal.identifiers.surname_change_per_year_female_18_45 * years, 0))
     _, new_surname = _names(ethnicity, female, rng)
 
     # Deaths: age-specific mortality, raised 20% per condition (approx.).
@@ -245,7 +246,7 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
             "person_index": index,
             "block": np.full(n, block, dtype=np.int64),
             "sex": np.where(female, "F", "M"),
-            "date_of_birth": _dates(dob),
+            "date_of_birth": for_spark(dob),
             "age_band": band.astype(np.int32),
             "ethnicity": ethnicity,
             "nhs_number": _nhs_numbers(index, plan).astype(str),
@@ -255,30 +256,25 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
             "imd_decile": decile.astype(np.int32),
             "postcode": postcode,
             "practice_code": plan.geography.practices["practice_code"].to_numpy()[practice_idx],
-            "registered_on": _dates(registered),
+            "registered_on": for_spark(registered),
             "twin_of": twin_of,
-            "moved_on": _dates(moved_on),
+            "moved_on": for_spark(moved_on),
             "new_lsoa_code": np.where(has_move, lsoas["lsoa_code"].to_numpy()[new_lsoa_idx], None),
             "new_postcode": np.where(has_move, new_postcode, None),
-            "surname_changed_on": _dates(renamed_on),
+            "surname_changed_on": for_spark(renamed_on),
             "new_surname": np.where(has_rename, new_surname, None),
-            "death_date": _dates(death),
+            "death_date": for_spark(death),
             "latent_health": z,
             "condition_count": count,
         }
     )
     for column, values in cond_cols.items():
-        frame[column] = _dates(values)
+        frame[column] = for_spark(values)
     return frame
 
 
 def _person_ids(index: np.ndarray) -> np.ndarray:
     return np.char.add("T", np.char.zfill(index.astype(str), 9))
-
-
-def _dates(values: np.ndarray) -> np.ndarray:
-    """numpy datetime64[D] (NaT allowed) as datetime64[ns], which Arrow hands to Spark's DateType."""
-    return values.astype("datetime64[D]").astype("datetime64[ns]")
 
 
 def _practice_for(pcn_codes: np.ndarray, geography: Geography, rng: np.random.Generator) -> np.ndarray:

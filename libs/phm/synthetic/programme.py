@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from phm.synthetic.dates import days, for_spark
 from phm.synthetic.population import DAY, PopulationPlan
 
 PROGRAMME_STREAM = 4
@@ -38,9 +39,9 @@ def assign_programme(people: pd.DataFrame, factors: pd.DataFrame, plan: Populati
     n = len(people)
     start = programme_start(plan).astype("datetime64[D]")
     ref = np.datetime64(plan.reference_date, "D")
-    dob = pd.to_datetime(people["date_of_birth"]).to_numpy().astype("datetime64[D]")
-    death = pd.to_datetime(people["death_date"]).to_numpy().astype("datetime64[D]")
-    registered = pd.to_datetime(people["registered_on"]).to_numpy().astype("datetime64[D]")
+    dob = days(people["date_of_birth"])
+    death = days(people["death_date"])
+    registered = days(people["registered_on"])
     age_at_start = (start - dob) / DAY / 365.25
     count = people["condition_count"].to_numpy()
     adopted = people["practice_code"].isin(plan.adopting_practices).to_numpy()
@@ -76,7 +77,7 @@ def assign_programme(people: pd.DataFrame, factors: pd.DataFrame, plan: Populati
             "true_person_id": people["true_person_id"].to_numpy(),
             "practice_adopted_flag": adopted,
             "eligible_flag": eligible,
-            "referred_on": np.where(referred, referred_on, np.datetime64("NaT")).astype("datetime64[ns]"),
+            "referred_on": for_spark(np.where(referred, referred_on, np.datetime64("NaT"))),
             "enrolled_flag": enrolled,
             "declined_flag": declined,
             "true_relative_effect": effect,

@@ -13,16 +13,15 @@ import pandas as pd
 from pyspark.sql import types as T
 
 from phm.synthetic.activity import KIND_SOURCE, generate_events
+from phm.synthetic.calibration import SOURCES
 from phm.synthetic.corruption import apply_source_quality, identity_at_events
+from phm.synthetic.dates import days, for_spark
 from phm.synthetic.population import PopulationPlan
 
 RECORDS_STREAM = 3
-SOURCES = (
-    "gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "deaths", "community", "mental_health",
-    "social_care", "programme",
-)  # fmt: skip
 # Sources whose extracts carry no names (the NHS number and demographics only).
 NAMELESS_SOURCES = frozenset({"gp_events", "outpatient", "community", "mental_health", "programme"})
+LOCAL_ID_SOURCE = 1000  # key space of local person references, apart from every source's record ids
 DEFECT_KINDS = ("malformed_date", "future_date", "unknown_code", "exact_duplicate")
 
 RECORD_SCHEMA = T.StructType(
@@ -98,14 +97,14 @@ def block_records(
     if "end_date" not in records:
         records["end_date"] = pd.NaT
     for column in ("event_date", "date_of_birth", "end_date"):
-        records[column] = _to_dates(records[column])
+        records[column] = for_spark(records[column])
     return records.reindex(columns=RECORD_SCHEMA.fieldNames())
 
 
 def _registration_changes(people: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for column, kind in CHANGE_KINDS.items():
-        dates = pd.to_datetime(people[column]).to_numpy().astype("datetime64[D]")
+        dates = days(people[column])
         rows = np.flatnonzero(~np.isnat(dates))
         frames.append(pd.DataFrame({"row": rows, "kind": kind, "event_date": dates[rows]}))
     return pd.concat(frames, ignore_index=True)
@@ -113,7 +112,7 @@ def _registration_changes(people: pd.DataFrame) -> pd.DataFrame:
 
 def _periods(dates: pd.Series, plan: PopulationPlan) -> np.ndarray:
     """The monthly extract a row is delivered in; history before the window comes with the first month."""
-    months = np.datetime_as_string(pd.to_datetime(dates).to_numpy().astype("datetime64[M]"), unit="M")
+    months = np.datetime_as_string(days(dates).astype("datetime64[M]"), unit="M")
     first = plan.history_start.strftime("%Y-%m")
     return np.where(months < first, first, months)
 
@@ -122,23 +121,19 @@ def _record_ids(seed: int, records: pd.DataFrame, person_index: np.ndarray) -> n
     """16 hex digits from splitmix64 over (seed, source, person, sequence within person and source)."""
     source_code = records["source"].map({s: i + 1 for i, s in enumerate(SOURCES)}).to_numpy().astype(np.uint64)
     sequence = records.groupby(["source", "row"]).cumcount().to_numpy().astype(np.uint64)
-    return _mix(seed, source_code, person_index.astype(np.uint64), sequence)
+    key = _mix(seed, source_code, person_index.astype(np.uint64), sequence)
+    return np.char.zfill(np.char.mod("%x", key), 16).astype(object)
 
 
 def _local_ids(seed: int, person_index: np.ndarray) -> np.ndarray:
-    """A local system's own person reference (e.g. a council's client id): stable per person, like 'SC' + 10 digits."""
-    key = _mix(
-        seed,
-        np.full(len(person_index), 1000, np.uint64),
-        person_index.astype(np.uint64),
-        np.zeros(len(person_index), np.uint64),
-    )
-    return np.char.add("SC", np.char.zfill((np.array([int(k, 16) for k in key]) % 10**10).astype(str), 10)).astype(
-        object
-    )
+    """A local system's own person reference (e.g. a council's client id): 'SC' + 10 digits, stable per person."""
+    n = len(person_index)
+    key = _mix(seed, np.full(n, LOCAL_ID_SOURCE, np.uint64), person_index.astype(np.uint64), np.zeros(n, np.uint64))
+    return np.char.add("SC", np.char.zfill((key % np.uint64(10**10)).astype(str), 10)).astype(object)
 
 
 def _mix(seed: int, source: np.ndarray, person: np.ndarray, sequence: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser over the combined key: unsigned 64-bit, uniform, not invertible without the seed."""
     with np.errstate(over="ignore"):
         key = (
             np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
@@ -148,8 +143,7 @@ def _mix(seed: int, source: np.ndarray, person: np.ndarray, sequence: np.ndarray
         )
         for shift, multiplier in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
             key = (key ^ (key >> np.uint64(shift))) * np.uint64(multiplier)
-        key = key ^ (key >> np.uint64(31))
-    return np.char.zfill(np.char.mod("%x", key), 16).astype(object)
+        return key ^ (key >> np.uint64(31))
 
 
 def _defects(n: int, plan: PopulationPlan, rng: np.random.Generator) -> np.ndarray:
@@ -162,8 +156,3 @@ def _defects(n: int, plan: PopulationPlan, rng: np.random.Generator) -> np.ndarr
         defect[(draw >= edge) & (draw < edge + rate)] = kind
         edge += rate
     return defect
-
-
-def _to_dates(values: pd.Series) -> np.ndarray:
-    """Day-precision dates as datetime64[ns] (NaT for none), which Arrow hands to Spark's DateType."""
-    return pd.to_datetime(values).to_numpy().astype("datetime64[D]").astype("datetime64[ns]")
