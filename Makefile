@@ -32,7 +32,9 @@ $(JAR_STAMP): jvm/pom.xml
 	mvn --batch-mode --quiet -Dstyle.color=never -f jvm/pom.xml dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(JAR_DIR)
 	@test -f $@ || { echo "make: Maven ran but $@ is missing; check jvm/pom.xml"; exit 2; }
 
+# A local development pseudonymisation key is created (outside the checkout) if none is configured.
 run: setup
+	$(BIN)/phm keygen --if-missing --config $(CONFIG)
 	$(BIN)/phm refresh --config $(CONFIG)
 
 test: setup

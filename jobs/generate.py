@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from phm.errors import UserError
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
+from phm.runtime.staging import stage
 from phm.synthetic import truth
 from phm.synthetic.calibration import DefectCalibration, load_calibration
 from phm.synthetic.calibration_report import as_json, as_markdown, calibration_figures
@@ -38,6 +39,7 @@ from phm.synthetic.generator import (
     make_plan,
     periods,
 )
+from phm.synthetic.geography import imd_domains, postcode_directory
 
 log = logging.getLogger("phm.jobs.generate")
 
@@ -75,13 +77,13 @@ def run(ctx: JobContext) -> None:
 
     try:
         with step("people"):
-            people = _stage(spark, generate_people(spark, plan), staging / "people")
+            people = stage(spark, generate_people(spark, plan), staging / "people")
         with step("activity factors"):
-            factors = _stage(spark, generate_factors(people, plan), staging / "factors")
+            factors = stage(spark, generate_factors(people, plan), staging / "factors")
         with step("programme"):
-            programme = _stage(spark, generate_programme(people, factors, plan), staging / "programme")
+            programme = stage(spark, generate_programme(people, factors, plan), staging / "programme")
         with step("records"):
-            records = _stage(spark, generate_records(people, factors, programme, plan), staging / "records")
+            records = stage(spark, generate_records(people, factors, programme, plan), staging / "records")
 
         written = {}
         for source, fmt in EXTRACT_FORMATS.items():
@@ -131,12 +133,6 @@ def step(name: str) -> Iterator[None]:
     log.info("generate: %s done in %.1fs", name, time.monotonic() - started)
 
 
-def _stage(spark, df: DataFrame, path: Path) -> DataFrame:
-    """Write once and read back, so every later use sees the same rows without recomputing them."""
-    df.write.mode("overwrite").parquet(str(path))
-    return spark.read.parquet(str(path))
-
-
 def _write_periods(df: DataFrame, file_format: str, target: Path, wanted: list[str], staging: Path) -> dict[str, int]:
     """Write each wanted period not yet delivered into target/<period>/ (atomically per period)."""
     missing = [p for p in wanted if not (target / p).exists()]
@@ -179,13 +175,19 @@ def _damage_lines(folder: Path, periods_written: dict[str, int], source: str, ra
 
 
 def _write_static(plan, landing: Path) -> None:
-    """Reference data delivered once: practices -> PCN -> place, and LSOA -> IMD decile."""
+    """Reference data delivered once: practices -> PCN -> place, the postcode directory, LSOA -> IMD."""
     geography = plan.geography
     practices = geography.practices.merge(geography.pcns, on=["pcn_code", "place_code"]).merge(
         geography.places, on="place_code"
     )
-    lsoas = geography.lsoas[["lsoa_code", "imd_decile", "pcn_code", "place_code"]]
-    for folder, name, frame in (("reference", "practices.csv", practices), ("local_authority", "lsoa_imd.csv", lsoas)):
+    lsoas = geography.lsoas[["lsoa_code", "imd_decile", "pcn_code", "place_code"]].merge(
+        imd_domains(geography.lsoas, plan.seed), on="lsoa_code"
+    )
+    for folder, name, frame in (
+        ("reference", "practices.csv", practices),
+        ("reference", "postcode_lsoa.csv", postcode_directory(geography.lsoas)),
+        ("local_authority", "lsoa_imd.csv", lsoas),
+    ):
         path = landing / folder / "static" / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,9 @@
 
     phm run JOB [--config FILE] [--set key.path=value ...]
     phm refresh [--config FILE] [--set ...]
-    phm jobs
+    phm jobs [--config FILE]
     phm status [--json] [--config FILE]
+    phm keygen [--if-missing] [--config FILE]
     phm --version
 
 A user error (bad config, missing jar, unknown job or table) prints one line
@@ -21,6 +22,7 @@ from typing import Any
 import phm
 from phm.config import DEFAULT_CONFIG, PhmConfig, load_config
 from phm.errors import UserError
+from phm.ingest.contracts import register_source_tables
 
 log = logging.getLogger("phm.cli")
 
@@ -47,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="run one job"))
     run.add_argument("job", help="job name (see `phm jobs`)")
     with_config(sub.add_parser("refresh", help="run every stage in dependency order (the population refresh)"))
-    sub.add_parser("jobs", help="list the registered jobs")
+    with_config(sub.add_parser("jobs", help="list the registered jobs and the tables each writes"))
+    keygen = with_config(sub.add_parser("keygen", help="create a local development pseudonymisation key file"))
+    keygen.add_argument("--if-missing", action="store_true", help="do nothing if a key is already configured")
     status = with_config(sub.add_parser("status", help="tables (version, rows, writer run) and recent runs"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--runs", type=int, default=20, help="how many recent runs to show (default 20)")
@@ -60,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_console()
     try:
-        if args.command == "jobs":
-            return _jobs()
         config = load_config(args.config, args.overrides)
+        if args.command == "jobs":
+            return _jobs(config)
+        if args.command == "keygen":
+            return _keygen(config, args.if_missing)
+        register_source_tables(config)
         if args.command == "run":
             return _run(config, args.job)
         if args.command == "refresh":
@@ -75,14 +82,30 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _jobs() -> int:
+def _jobs(config: PhmConfig) -> int:
     from phm.runtime.jobs import discover_jobs, pipeline_order
 
     jobs = discover_jobs()
     for name in pipeline_order(jobs):
         spec = jobs[name].spec
         after = f" (after {', '.join(spec.depends_on)})" if spec.depends_on else ""
-        print(f"{name}{after}: {spec.description}\n    writes {', '.join(spec.outputs)}")
+        writes = ", ".join(spec.outputs_of(config)) or "files only"
+        print(f"{name}{after}: {spec.description}\n    writes {writes}")
+    return EXIT_OK
+
+
+def _keygen(config: PhmConfig, if_missing: bool) -> int:
+    """A development key: never for real data (use the organisation's key management, via the env var)."""
+    import os
+
+    from phm.ingest.pseudonymise import write_new_key
+
+    path = config.pseudonym_key_file
+    if os.environ.get(config.ingest.key_env) or os.path.exists(path):
+        if if_missing:
+            return EXIT_OK
+        raise UserError(f"a key is already configured ({config.ingest.key_env} or {path}); not replacing it")
+    print(f"created development pseudonymisation key {write_new_key(path)} (owner read/write only)")
     return EXIT_OK
 
 

@@ -140,6 +140,15 @@ class SyntheticConfig(StrictModel):
     )
 
 
+class IngestConfig(StrictModel):
+    """`phm run ingest`: source contracts, the pseudonymisation key, validation outputs."""
+
+    sources: str = Field("configs/sources", description="Folder of source contracts, one YAML per source.")
+    key_env: str = Field("PHM_PSEUDONYM_KEY", description="Environment variable holding the key (hex).")
+    key_file: str = Field("~/.config/phm/pseudonym.key", description="Key file used when key_env is unset.")
+    data_docs: StrictBool = Field(True, description="Write Great Expectations Data Docs under reports/<run_id>/.")
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -157,6 +166,7 @@ class PhmConfig(StrictModel):
     mlflow: MlflowConfig = MlflowConfig()
     reference: ReferenceConfig = ReferenceConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+    ingest: IngestConfig = IngestConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -164,6 +174,11 @@ class PhmConfig(StrictModel):
         if "://" in path or os.path.isabs(path):
             return path
         return os.path.normpath(os.path.join(self.paths.root, path))
+
+    @property
+    def pseudonym_key_file(self) -> str:
+        """ingest.key_file with ~ expanded, relative paths under paths.root."""
+        return self.resolve(os.path.expanduser(self.ingest.key_file))
 
     @property
     def tracking_uri(self) -> str:
@@ -180,7 +195,7 @@ class PhmConfig(StrictModel):
 
 
 # Paths that must exist before any job starts: (dotted key, description).
-REQUIRED_INPUT_PATHS = ("reference.qof_prevalence_csv", "synthetic.calibration")
+REQUIRED_INPUT_PATHS = ("reference.qof_prevalence_csv", "synthetic.calibration", "ingest.sources")
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PhmConfig:

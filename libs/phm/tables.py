@@ -86,6 +86,129 @@ QOF_PREVALENCE = TableSpec(
     ),
 )
 
+_LOAD_FIELDS = [
+    T.StructField("source", T.StringType(), False),
+    T.StructField("period", T.StringType(), False),
+    T.StructField("file", T.StringType(), False),
+]
+
+LANDED_ROWS = TableSpec(
+    name="bronze.landed_rows",
+    grain="one row per delivered line (CSV) or row (Parquet) of every loaded landing file",
+    description=(
+        "Every row exactly as delivered (the supplier's column names and text), with load metadata; lines "
+        "that could not be parsed keep their raw text and the parse error. Restricted: holds identifiers."
+    ),
+    keys=("source", "file", "line_number"),
+    partition_by=("source",),
+    schema=T.StructType(
+        [
+            *_LOAD_FIELDS,
+            T.StructField("line_number", T.LongType(), False),
+            T.StructField("checksum", T.StringType(), False),
+            T.StructField("fields", T.MapType(T.StringType(), T.StringType()), True),
+            T.StructField("raw_line", T.StringType(), True),
+            T.StructField("parse_error", T.StringType(), True),
+        ]
+    ),
+)
+
+INGEST_FILES = TableSpec(
+    name="ops.ingest_files",
+    grain="one row per landing file currently loaded (a re-delivered period replaces its files' rows)",
+    description="What ingest has loaded: file checksum and the file's accounting (rows in = accepted + quarantined).",
+    keys=("source", "period", "file"),
+    schema=T.StructType(
+        [
+            *_LOAD_FIELDS,
+            T.StructField("checksum", T.StringType(), False),
+            T.StructField("size_bytes", T.LongType(), False),
+            T.StructField("rows_in", T.LongType(), False),
+            T.StructField("rows_accepted", T.LongType(), False),
+            T.StructField("rows_quarantined", T.LongType(), False),
+            T.StructField("rows_warned", T.LongType(), False),
+            T.StructField("loaded_at", T.TimestampType(), False),
+        ]
+    ),
+)
+
+QUARANTINE = TableSpec(
+    name="silver.quarantine",
+    grain="one row per rejected input row (the raw line stays in bronze.landed_rows: source, file, line_number)",
+    description="Rows kept out of silver, with every rule they failed and why. Holds no identifiers.",
+    keys=("source", "file", "line_number"),
+    schema=T.StructType(
+        [
+            *_LOAD_FIELDS,
+            T.StructField("line_number", T.LongType(), False),
+            T.StructField("record_id", T.StringType(), True),
+            T.StructField("rule", T.StringType(), False),
+            T.StructField("failed_rules", T.ArrayType(T.StringType()), False),
+            T.StructField("reason", T.StringType(), False),
+        ]
+    ),
+)
+
+IDENTITY = TableSpec(
+    name="vault.identity",
+    grain="one row per accepted identity-bearing source record",
+    description=(
+        "Restricted: each record's direct identifiers (standardised) beside their keyed pseudonyms, for "
+        "linkage and audited re-identification only."
+    ),
+    keys=("source", "record_id"),
+    schema=T.StructType(
+        [
+            T.StructField("source", T.StringType(), False),
+            T.StructField("period", T.StringType(), False),
+            T.StructField("record_id", T.StringType(), False),
+            T.StructField("key_id", T.StringType(), False),
+            T.StructField("nhs_number", T.StringType(), True),
+            T.StructField("forename", T.StringType(), True),
+            T.StructField("surname", T.StringType(), True),
+            T.StructField("date_of_birth", T.DateType(), True),
+            T.StructField("sex", T.StringType(), True),
+            T.StructField("postcode", T.StringType(), True),
+            T.StructField("address", T.StringType(), True),
+            T.StructField("local_id", T.StringType(), True),
+            T.StructField("event_date", T.DateType(), True),
+            T.StructField("nhs_number_pseudonym", T.StringType(), True),
+            T.StructField("forename_pseudonym", T.StringType(), True),
+            T.StructField("surname_pseudonym", T.StringType(), True),
+            T.StructField("date_of_birth_pseudonym", T.StringType(), True),
+            T.StructField("postcode_pseudonym", T.StringType(), True),
+            T.StructField("address_pseudonym", T.StringType(), True),
+            T.StructField("local_id_pseudonym", T.StringType(), True),
+        ]
+    ),
+)
+
+DATA_QUALITY = TableSpec(
+    name="mart.data_quality",
+    grain="one row per source x period x rule (and per schema-drift finding) of each loaded period",
+    description=(
+        "How many rows failed each rule and what was done (fail / quarantine / warn); replaced per period "
+        "on re-delivery, so refreshes can be compared (Great Expectations' own results: the run's Data Docs)."
+    ),
+    keys=("source", "period", "rule"),
+    schema=T.StructType(
+        [
+            T.StructField("source", T.StringType(), False),
+            T.StructField("period", T.StringType(), False),
+            T.StructField("rule", T.StringType(), False),
+            T.StructField("check", T.StringType(), False),
+            T.StructField("column", T.StringType(), True),
+            T.StructField("action", T.StringType(), False),
+            T.StructField("rows_checked", T.LongType(), False),
+            T.StructField("failing_rows", T.LongType(), False),
+            T.StructField("detail", T.StringType(), True),
+        ]
+    ),
+)
+
+# Layers that hold direct identifiers; everything else must hold pseudonyms only (leak tests search it).
+RESTRICTED_LAYERS = ("bronze", "vault")
+
 _REGISTRY: dict[str, TableSpec] = {}
 
 
@@ -114,5 +237,5 @@ def all_specs() -> list[TableSpec]:
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
 
 
-for _spec in (JOB_RUNS, QOF_PREVALENCE):
+for _spec in (JOB_RUNS, QOF_PREVALENCE, LANDED_ROWS, INGEST_FILES, QUARANTINE, IDENTITY, DATA_QUALITY):
     register(_spec)

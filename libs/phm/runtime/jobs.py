@@ -43,6 +43,11 @@ class JobSpec:
     description: str
     outputs: tuple[str, ...]
     depends_on: tuple[str, ...] = ()
+    # For jobs whose tables follow from configuration (one silver table per source contract).
+    outputs_for: Callable[[PhmConfig], tuple[str, ...]] | None = None
+
+    def outputs_of(self, config: PhmConfig) -> tuple[str, ...]:
+        return self.outputs + (self.outputs_for(config) if self.outputs_for else ())
 
 
 @dataclass
@@ -136,7 +141,8 @@ def run_job(
     ledger = Ledger(spark, warehouse)
     record = _record(job.spec.name, run_id, config, spark, parent_run_id)
     with run_log(config.resolve(config.paths.logs), run_id):
-        before = {name: catalog.version(name) for name in job.spec.outputs}
+        declared = job.spec.outputs_of(config)
+        before = {name: catalog.version(name) for name in declared}
         ledger.start(record)
         log.info("%s: started (run %s)", job.spec.name, run_id)
         started = time.monotonic()
@@ -152,7 +158,7 @@ def run_job(
             ledger.finish(record)
             log.error("%s: failed after %.1fs: %s", job.spec.name, time.monotonic() - started, record.error)
             raise
-        undeclared = sorted(set(catalog.versions_written) - set(job.spec.outputs))
+        undeclared = sorted(set(catalog.versions_written) - set(declared))
         if undeclared:
             _roll_back(catalog, before | {name: None for name in undeclared})
             raise RuntimeError(f"job {job.spec.name} wrote undeclared outputs {undeclared}; add them to its SPEC")

@@ -58,9 +58,11 @@ def applicable_defect(fmt: ExtractFormat) -> Column:
 def render(records: DataFrame, fmt: ExtractFormat) -> DataFrame:
     """Records of one source -> the supplier's columns plus `period`, with defects applied and duplicates added."""
     rows = records.where(F.col("source") == fmt.source).withColumn("defect", applicable_defect(fmt))
-    shifted = F.when(F.col("defect") == "future_date", F.add_months("event_date", 12 * FUTURE_YEARS)).otherwise(
-        F.col("event_date")
-    )
+    # A future date is years after the month it was delivered in (history delivered with the first month
+    # is moved from that month, so the date really is in the future of its extract).
+    period_start = F.to_date(F.concat(F.col("period"), F.lit("-01")))
+    future = F.add_months(F.greatest(F.col("event_date"), period_start), 12 * FUTURE_YEARS)
+    shifted = F.when(F.col("defect") == "future_date", future).otherwise(F.col("event_date"))
 
     def as_text(column: Column) -> Column:
         return F.date_format(column, fmt.date_pattern) if fmt.date_pattern else column

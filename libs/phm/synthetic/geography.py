@@ -78,6 +78,41 @@ def build_geography(population: int, calibration: GeographyCalibration, seed: in
     return Geography(lsoas=lsoas, practices=practices, pcns=pcns, places=places)
 
 
+# IMD 2019's seven domains (MHCLG, English Indices of Deprivation 2019) and how loosely each follows the
+# overall decile in the synthetic ICS (SD of the decile noise, approx.: income and employment drive the
+# index; barriers to housing and living environment often run against it).
+IMD_DOMAIN_SPREAD = {
+    "income": 0.6,
+    "employment": 0.7,
+    "education": 1.2,
+    "health": 1.0,
+    "crime": 1.8,
+    "barriers": 2.5,
+    "living_environment": 2.2,
+}
+
+
+def imd_domains(lsoas: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """lsoa_code plus one `<domain>_decile` column per IMD domain, correlated with the overall decile."""
+    rng = np.random.default_rng([seed, 0xE1])
+    out = lsoas[["lsoa_code"]].copy()
+    overall = lsoas["imd_decile"].to_numpy()
+    for domain, spread in IMD_DOMAIN_SPREAD.items():
+        out[f"{domain}_decile"] = np.clip(np.rint(overall + rng.normal(0, spread, len(overall))), 1, 10).astype(int)
+    return out
+
+
+def postcode_directory(lsoas: pd.DataFrame) -> pd.DataFrame:
+    """The synthetic ONS postcode directory: every unit postcode of every LSOA -> lsoa_code."""
+    n = len(lsoas)
+    rows = np.repeat(np.arange(n), UNITS_PER_LSOA)
+    units = np.tile(np.arange(UNITS_PER_LSOA), n)
+    codes = postcodes(lsoas["postcode_district"].to_numpy()[rows], lsoas["postcode_sector"].to_numpy()[rows], units)
+    return pd.DataFrame({"postcode": codes, "lsoa_code": lsoas["lsoa_code"].to_numpy()[rows]}).drop_duplicates(
+        "postcode"
+    )
+
+
 def postcodes(district: np.ndarray, sector: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """Unit postcodes 'QA12 3XY': outward = district; inward = sector digit + two letters from the unit number."""
     first = POSTCODE_LETTERS[unit % len(POSTCODE_LETTERS)]

@@ -1,0 +1,1 @@
+"""Ingest: landing extracts -> bronze (as delivered) -> silver (typed, checked, pseudonymised) + quarantine + vault."""

@@ -1,0 +1,141 @@
+"""Run a source's rules as a Great Expectations 1.x suite on its Spark DataFrame and build Data Docs.
+
+One ephemeral GX context per ingest run, with a Data Docs site under the
+run's report folder. Results keep counts only: unexpected values are never
+returned or rendered (`exclude_unexpected_values`, no partial lists), so no
+identifier reaches a Data Docs page.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame
+
+from phm.ingest.rules import CompiledRule, helper_name
+from phm.ingest.standardise import raw_column
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+log = logging.getLogger(__name__)
+
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 0, "exclude_unexpected_values": True}
+SITE = "phm_ingest"
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    success: bool
+    unexpected: int | None
+
+
+def expectation_for(rule: CompiledRule):
+    """The GX expectation stating the same check as the rule's row predicate."""
+    import great_expectations.expectations as E
+
+    spec = rule.spec
+    meta = {"rule": spec.name, "action": spec.action, "reason": spec.reason}
+    common = {"meta": meta, "description": f"{spec.name}: {spec.reason} [{spec.action}]"}
+    helper = helper_name(spec)
+    check = spec.check
+    if check == "not_null":
+        return E.ExpectColumnValuesToNotBeNull(column=spec.column, **common)
+    if check == "parses":
+        return E.ExpectColumnValuesToNotBeNull(
+            column=spec.column,
+            row_condition=f"`{raw_column(spec.column)}` IS NOT NULL",
+            condition_parser="spark",
+            **common,
+        )
+    if check == "regex":
+        return E.ExpectColumnValuesToMatchRegex(column=spec.column, regex=spec.pattern, **common)
+    if check == "check_digit":
+        return E.ExpectColumnValuesToBeInSet(column=helper, value_set=[True], **common)
+    if check == "in_set":
+        values = spec.values if spec.values is not None else rule.value_set
+        return E.ExpectColumnValuesToBeInSet(column=spec.column, value_set=list(values or []), **common)
+    if check == "between":
+        return E.ExpectColumnValuesToBeBetween(column=spec.column, min_value=spec.min, max_value=spec.max, **common)
+    if check == "not_future":
+        return E.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="_period_end", column_B=spec.column, or_equal=True, ignore_row_if="either_value_is_missing",
+            **common,
+        )  # fmt: skip
+    if check == "in_period":
+        return E.ExpectColumnPairValuesToBeEqual(
+            column_A=helper, column_B="_period_start", ignore_row_if="either_value_is_missing", **common
+        )
+    if check == "age_between":
+        return E.ExpectColumnValuesToBeBetween(column=helper, min_value=spec.min, max_value=spec.max, **common)
+    if check == "unique":
+        if len(spec.columns) == 1:
+            return E.ExpectColumnValuesToBeUnique(column=spec.columns[0], **common)
+        return E.ExpectCompoundColumnsToBeUnique(column_list=list(spec.columns), **common)
+    raise ValueError(f"no expectation for check {check}")  # pragma: no cover
+
+
+class Validator:
+    """A GX context for one ingest run; `validate` runs one source's suite and updates the Data Docs."""
+
+    def __init__(self, docs_dir: str | Path | None) -> None:
+        import great_expectations as gx
+
+        self._gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = {"globally": False}
+        self.docs_dir = Path(docs_dir) if docs_dir else None
+        if self.docs_dir:
+            self.context.add_data_docs_site(
+                site_name=SITE,
+                site_config={
+                    "class_name": "SiteBuilder",
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
+        self.data_source = self.context.data_sources.add_spark("landing")
+
+    def validate(self, source: str, frame: DataFrame, rules: list[CompiledRule]) -> dict[str, ExpectationOutcome]:
+        gx = self._gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
+
+        if not rules:
+            return {}
+        asset = self.data_source.add_dataframe_asset(source)
+        batch = asset.add_batch_definition_whole_dataframe(f"{source}_batch")
+        suite = self.context.suites.add(gx.ExpectationSuite(name=source))
+        for rule in rules:
+            suite.add_expectation(expectation_for(rule))
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=source, data=batch, suite=suite)
+        )
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[SITE])] if self.docs_dir else []
+        checkpoint = self.context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{source}_checkpoint",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format=RESULT_FORMAT,
+            )
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        outcomes: dict[str, ExpectationOutcome] = {}
+        for run in result.run_results.values():
+            for item in run.results:
+                name = item.expectation_config.meta["rule"]
+                unexpected = item.result.get("unexpected_count") if item.result else None
+                outcomes[name] = ExpectationOutcome(bool(item.success), unexpected)
+                if _raised(item.exception_info):
+                    log.warning("GX could not evaluate rule %s of %s", name, source)
+        return outcomes
+
+
+def _raised(info: object) -> bool:
+    """GX reports exceptions either flat or per metric; true if any was raised."""
+    if not isinstance(info, dict):
+        return False
+    if "raised_exception" in info:
+        return bool(info["raised_exception"])
+    return any(_raised(v) for v in info.values())

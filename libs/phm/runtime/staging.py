@@ -1,0 +1,13 @@
+"""Intermediate results a job reuses: written once to its staging folder and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+
+def stage(spark: SparkSession, df: DataFrame, path: Path) -> DataFrame:
+    """Write once and read back, so every later use sees the same rows without recomputing them."""
+    df.write.mode("overwrite").parquet(str(path))
+    return spark.read.parquet(str(path))
