@@ -75,43 +75,72 @@ def measured_run(args: list[str], log: Path) -> tuple[float, int, int]:
     return time.monotonic() - started, peak, code
 
 
-def bench_generate(size: int, repeats: int, work: Path) -> dict:
-    runs = []
+LAST_PERIOD_BUT_ONE = "2026-02"  # configs/base.yaml: 36 monthly periods ending 2026-03
+
+
+def _phm(stage: str, base: Path, size: int, *extra: str) -> list[str]:
+    overrides = [f"synthetic.population={size}", *extra] + [
+        f"paths.{key}={base / key}" for key in ("landing", "truth", "warehouse", "reports", "logs", "checkpoints")
+    ]
+    args = [*PHM, "run", stage, "--config", "configs/bench.yaml"]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+def _ingest_summary(log: Path) -> str | None:
+    """What ingest logged it loaded ("N rows in, ... accepted, ... quarantined" or "nothing new ...")."""
+    lines = [
+        line
+        for line in log.read_text().splitlines()
+        if "ingest: " in line and ("rows in," in line or "nothing new" in line)
+    ]
+    return lines[-1].split("ingest: ", 1)[1] if lines else None
+
+
+def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
+    """The population refresh's stages at one size, as a monthly schedule would run them:
+    generate all but the last month, ingest it, deliver the last month, ingest that, ingest again."""
+    steps = [
+        ("generate", "generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"]),
+        ("ingest", "ingest (35 months)", []),
+        ("generate", "generate (1 more month)", []),
+        ("ingest", "ingest (monthly increment)", []),
+        ("ingest", "ingest (nothing new)", []),
+    ]
+    runs: dict[str, list[dict]] = {label: [] for _, label, _ in steps}
     for repeat in range(repeats):
-        base = work / f"generate-{size}"
+        base = work / f"refresh-{size}"
         shutil.rmtree(base, ignore_errors=True)
-        overrides = [f"synthetic.population={size}"] + [
-            f"paths.{key}={base / key}" for key in ("landing", "truth", "warehouse", "logs", "checkpoints")
-        ]
-        args = [*PHM, "run", "generate", "--config", "configs/bench.yaml"]
-        for override in overrides:
-            args += ["--set", override]
-        seconds, peak, code = measured_run(args, work / f"generate-{size}-{repeat}.log")
-        if code != 0:
-            log = work / f"generate-{size}-{repeat}.log"
-            raise SystemExit(f"bench: generate at {size:,} failed (exit {code}); see {log}")
-        rows = sum(1 for _ in (base / "landing").rglob("*.csv"))  # files, a cheap sanity figure
-        calibration = json.loads((base / "truth" / "calibration_report.json").read_text())
-        runs.append(
+        for stage, label, extra in steps:
+            log = work / f"{label.split()[0]}-{size}-{repeat}-{len(runs[label])}-{label.replace(' ', '_')}.log"
+            seconds, peak, code = measured_run(_phm(stage, base, size, *extra), log)
+            if code != 0:
+                raise SystemExit(f"bench: {label} at {size:,} failed (exit {code}); see {log}")
+            run = {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2)}
+            if stage == "generate" and label == "generate":
+                calibration = json.loads((base / "truth" / "calibration_report.json").read_text())
+                run["calibration_within"] = sum(f["within"] for f in calibration)
+                run["calibration_figures"] = len(calibration)
+                run["landing_gb"] = round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9, 2)
+            if stage == "ingest":
+                run["loaded"] = _ingest_summary(log)
+            runs[label].append(run)
+        shutil.rmtree(base, ignore_errors=True)
+    results = []
+    for _, label, _ in steps:
+        seconds = statistics.median(r["seconds"] for r in runs[label])
+        results.append(
             {
-                "seconds": round(seconds, 1),
-                "peak_rss_gb": round(peak / 1e9, 2),
-                "extract_files": rows,
-                "calibration_within": sum(f["within"] for f in calibration),
-                "calibration_figures": len(calibration),
-                "landing_gb": round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9, 2),
+                "stage": label,
+                "people": size,
+                "median_seconds": seconds,
+                "seconds_per_100k_people": round(seconds / size * 100_000, 1),
+                "median_peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in runs[label]),
+                "runs": runs[label],
             }
         )
-        shutil.rmtree(base, ignore_errors=True)
-    seconds = statistics.median(r["seconds"] for r in runs)
-    return {
-        "stage": "generate",
-        "people": size,
-        "median_seconds": seconds,
-        "seconds_per_100k_people": round(seconds / size * 100_000, 1),
-        "median_peak_rss_gb": statistics.median(r["peak_rss_gb"] for r in runs),
-        "runs": runs,
-    }
+    return results
 
 
 def main() -> None:
@@ -125,9 +154,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results = []
     for size in args.sizes:
-        print(f"bench: generate {size:,} people x {args.repeats}", flush=True)
-        results.append(bench_generate(size, args.repeats, work))
-        print(f"  median {results[-1]['median_seconds']}s, peak {results[-1]['median_peak_rss_gb']} GB", flush=True)
+        print(f"bench: {size:,} people x {args.repeats}", flush=True)
+        for result in bench_size(size, args.repeats, work):
+            results.append(result)
+            print(f"  {result['stage']}: median {result['median_seconds']}s, peak {result['median_peak_rss_gb']} GB",
+                  flush=True)  # fmt: skip
     document = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 1e9, 1),

@@ -240,7 +240,7 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id
     catalog.overwrite(DATA_QUALITY.name, _union(quality), replace_where=where)
 
     accounting = [r.asDict() for r in _union([file_accounting(f) for f in evaluated.values()]).collect()]
-    _check_accounting(ctx, contracts, evaluated, accounting)
+    _check_accounting(catalog, contracts, plan, accounting)
     sizes = {f.file: f.size_bytes for f in plan.files}
     files = spark.createDataFrame(
         [
@@ -264,24 +264,32 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id
     return accounting
 
 
-def _check_accounting(ctx, contracts, evaluated, accounting: list[dict]) -> None:
-    """Rows in = accepted + quarantined per file, and what the tables received equals those counts."""
+def _check_accounting(catalog, contracts, plan, accounting: list[dict]) -> None:
+    """Per file rows in = accepted + quarantined, and the tables now hold exactly those rows for the periods."""
     for a in accounting:
         if a["rows_in"] != a["rows_accepted"] + a["rows_quarantined"]:
             raise AccountingError(f"{a['file']}: {a['rows_in']} rows in != {a['rows_accepted']} accepted + "
                                   f"{a['rows_quarantined']} quarantined")  # fmt: skip
-    written = ctx.catalog.rows_written
-    accepted = sum(a["rows_accepted"] for a in accounting)
-    quarantined = sum(a["rows_quarantined"] for a in accounting)
-    into_silver = sum(written.get(contracts[s].silver_table, 0) for s in evaluated)
-    if into_silver != accepted or written.get(QUARANTINE.name, 0) != quarantined:
+    pairs = {(load.source, load.period) for load in plan.loads}
+
+    def held(name: str, where: str) -> int:
+        return catalog.spark.read.format("delta").load(catalog.path(name)).where(where).count()
+
+    expected = {
+        LANDED_ROWS.name: sum(a["rows_in"] for a in accounting),
+        QUARANTINE.name: sum(a["rows_quarantined"] for a in accounting),
+    }
+    found = {name: held(name, _pairs_predicate(pairs)) for name in expected}
+    for source in {s for s, _ in pairs}:
+        table = contracts[source].silver_table
+        expected[table] = sum(a["rows_accepted"] for a in accounting if a["source"] == source)
+        found[table] = held(table, _in("period", plan.periods(source)))
+    wrong = {name: (found[name], expected[name]) for name in expected if found[name] != expected[name]}
+    if wrong:
         raise AccountingError(
-            f"silver received {into_silver} rows for {accepted} accepted, quarantine "
-            f"{written.get(QUARANTINE.name, 0)} for {quarantined} quarantined"
+            "tables do not hold the rows ingest accounted for: "
+            + "; ".join(f"{name} holds {got} rows, expected {want}" for name, (got, want) in sorted(wrong.items()))
         )
-    total_in = sum(a["rows_in"] for a in accounting)
-    if written.get(LANDED_ROWS.name, 0) != total_in:
-        raise AccountingError(f"bronze received {written.get(LANDED_ROWS.name, 0)} rows for {total_in} read")
 
 
 def _quality_rows(contract: SourceContract, flagged: DataFrame, drift, files: list[LandedFile]) -> DataFrame:

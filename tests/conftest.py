@@ -9,6 +9,7 @@ tests never touch the checkout's warehouse.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from phm.config import PhmConfig, load_config
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "configs" / "test.yaml"
 OUTPUT_PATHS = ("landing", "truth", "warehouse", "reports", "logs", "checkpoints")
+# The suite's pseudonymisation key (tests of key files and errors configure another variable).
+TEST_KEY_HEX = "5e" * 32
+os.environ["PHM_PSEUDONYM_KEY"] = TEST_KEY_HEX
 
 
 def test_overrides(base: Path) -> list[str]:

@@ -100,7 +100,7 @@ LANDED_ROWS = TableSpec(
         "that could not be parsed keep their raw text and the parse error. Restricted: holds identifiers."
     ),
     keys=("source", "file", "line_number"),
-    partition_by=("source",),
+    partition_by=("source", "period"),
     schema=T.StructType(
         [
             *_LOAD_FIELDS,
@@ -157,6 +157,7 @@ IDENTITY = TableSpec(
         "linkage and audited re-identification only."
     ),
     keys=("source", "record_id"),
+    partition_by=("source", "period"),
     schema=T.StructType(
         [
             T.StructField("source", T.StringType(), False),

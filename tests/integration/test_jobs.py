@@ -1,19 +1,15 @@
-"""Job running: the ledger row of each run, roll-back on failure, pipeline order, CLI refresh and status."""
+"""Job running: the ledger row of each run, roll-back on failure, pipeline order (CLI refresh: test_refresh)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 from pyspark.sql import functions as F
 
-from phm import cli
 from phm.errors import UnknownJobError
 from phm.runtime.catalog import Catalog
 from phm.runtime.jobs import Job, JobSpec, discover_jobs, pipeline_order, run_job, run_pipeline
 from phm.tables import JOB_RUNS, QOF_PREVALENCE, RUN_ID_COLUMN, TableSpec, register
 
-from ..conftest import test_overrides
 from .test_catalog import WIDGETS, content, widgets
 
 GADGETS = register(
@@ -139,30 +135,6 @@ def test_registered_jobs_are_discovered_from_the_jobs_package():
     jobs = discover_jobs()
     assert "load_reference" in jobs
     assert jobs["load_reference"].spec.outputs == (QOF_PREVALENCE.name,)
-
-
-@pytest.mark.slow
-def test_cli_refresh_then_status_json(spark, fresh_config, capsys, tmp_path):
-    overrides = [arg for override in test_overrides(tmp_path) for arg in ("--set", override)]
-    config_args = ["--config", "configs/test.yaml", *overrides]
-    assert cli.main(["refresh", *config_args]) == 0
-    printed = capsys.readouterr().out
-    assert "refresh finished: 2 stage(s) succeeded" in printed
-    assert "silver.reference_qof_prevalence" in printed and "210 rows" in printed
-
-    assert cli.main(["status", "--json", *config_args]) == 0
-    status = json.loads(capsys.readouterr().out)
-    tables = {t["name"]: t for t in status["tables"]}
-    assert tables[QOF_PREVALENCE.name]["rows"] == 210  # 21 registers x 10 deciles
-    assert tables[QOF_PREVALENCE.name]["version"] == 0
-    assert tables[JOB_RUNS.name]["rows"] == 3  # the refresh and its two stages
-    runs = {r["job"]: r for r in status["runs"]}
-    assert runs["refresh"]["status"] == runs["load_reference"]["status"] == runs["generate"]["status"] == "succeeded"
-    assert runs["load_reference"]["parent_run_id"] == runs["generate"]["parent_run_id"] == runs["refresh"]["run_id"]
-    assert (tmp_path / "landing" / "gp_events" / "2026-03").is_dir()
-    assert tables[QOF_PREVALENCE.name]["run_id"] == runs["load_reference"]["run_id"]
-    logs = list((tmp_path / "logs").glob("*.log"))
-    assert len(logs) == 3
 
 
 @pytest.mark.slow

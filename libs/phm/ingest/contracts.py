@@ -211,6 +211,7 @@ def silver_spec(contract: SourceContract) -> TableSpec:
         grain=f"one row per accepted {contract.source} record (key {contract.record_id})",
         description=f"{contract.description}: validated, standardised and pseudonymised",
         keys=(contract.record_id,),
+        partition_by=("period",),  # monthly loads replace whole partitions, never rewrite other months
         schema=T.StructType(fields),
     )
 

@@ -43,11 +43,10 @@ def expectation_for(rule: CompiledRule):
     if check == "not_null":
         return E.ExpectColumnValuesToNotBeNull(column=spec.column, **common)
     if check == "parses":
+        from great_expectations.expectations.row_conditions import Column as Where
+
         return E.ExpectColumnValuesToNotBeNull(
-            column=spec.column,
-            row_condition=f"`{raw_column(spec.column)}` IS NOT NULL",
-            condition_parser="spark",
-            **common,
+            column=spec.column, row_condition=Where(name=raw_column(spec.column)).is_not_null(), **common
         )
     if check == "regex":
         return E.ExpectColumnValuesToMatchRegex(column=spec.column, regex=spec.pattern, **common)

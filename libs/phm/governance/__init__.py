@@ -1,0 +1,1 @@
+"""Information governance: checks that identifiers stay in the vault."""

@@ -1,0 +1,101 @@
+"""`phm refresh` on the tiny synthetic ICS, as `make run` does it: every stage, then `phm status`;
+ingest's quarantine is exactly the injected defects and no identifier leaves the restricted layers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyspark.sql import functions as F
+
+from phm import cli
+from phm.config import load_config
+from phm.governance.leaks import Canary, leak_hits
+from phm.ingest.contracts import load_contracts
+from phm.runtime.catalog import Catalog
+from phm.tables import JOB_RUNS, QOF_PREVALENCE, QUARANTINE, RESTRICTED_LAYERS
+
+from ..conftest import TEST_CONFIG, test_overrides
+
+pytestmark = pytest.mark.slow
+
+
+STAGES = ["load_reference", "generate", "ingest"]
+
+
+@pytest.fixture(scope="module")
+def refreshed(tmp_path_factory, spark):
+    """The CLI refresh, once for the module: (exit code, base folder, CLI arguments, config)."""
+    base = tmp_path_factory.mktemp("sample")
+    overrides = [*test_overrides(base), "synthetic.canaries=8"]
+    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+    code = cli.main(["refresh", *arguments])
+    return code, base, arguments, load_config(str(TEST_CONFIG), overrides)
+
+
+@pytest.fixture(scope="module")
+def sample(refreshed, spark):
+    code, _, _, config = refreshed
+    assert code == 0
+    return config, Catalog(spark, config.resolve(config.paths.warehouse))
+
+
+def test_refresh_runs_every_stage_and_status_reports_it(refreshed, capsys):
+    code, base, arguments, _ = refreshed
+    assert code == 0
+    assert cli.main(["status", "--json", *arguments]) == 0
+    status = json.loads(capsys.readouterr().out)
+    tables = {t["name"]: t for t in status["tables"]}
+    assert tables[QOF_PREVALENCE.name]["rows"] == 210  # 21 registers x 10 deciles
+    assert tables[JOB_RUNS.name]["rows"] == 1 + len(STAGES)
+    runs = {r["job"]: r for r in status["runs"]}
+    assert {runs[name]["status"] for name in ["refresh", *STAGES]} == {"succeeded"}
+    assert {runs[name]["parent_run_id"] for name in STAGES} == {runs["refresh"]["run_id"]}
+    assert tables["silver.inpatient"]["run_id"] == runs["ingest"]["run_id"]
+    assert (base / "landing" / "gp_events" / "2026-03").is_dir()
+    assert len(list((base / "logs").glob("*.log"))) == 1 + len(STAGES)
+    docs = list((base / "reports" / runs["ingest"]["run_id"] / "data_docs").rglob("*.html"))
+    assert any(p.name == "index.html" for p in docs) and len(docs) > 10
+
+
+def test_every_source_is_ingested(sample):
+    config, catalog = sample
+    for contract in load_contracts(config.resolve(config.ingest.sources)).values():
+        if contract.source == "programme":
+            continue  # the tiny sample may have no referrals
+        assert catalog.read(contract.silver_table).count() > 0, contract.source
+
+
+def test_quarantine_holds_exactly_the_injected_defects(sample, spark):
+    config, catalog = sample
+    injected = spark.read.parquet(config.resolve(config.paths.truth) + "/injected_defects")
+    quarantined = catalog.read(QUARANTINE.name).where(F.col("period") != "static")
+    assert quarantined.where(F.col("record_id").isNull()).count() == 0
+    expected = {(r.source, r.record_id) for r in injected.select("source", "record_id").distinct().collect()}
+    got = {(r.source, r.record_id) for r in quarantined.select("source", "record_id").distinct().collect()}
+    assert len(expected) >= 20 and injected.select("defect").distinct().count() >= 5  # the test can fail
+    assert got - expected == set(), "clean rows were quarantined"
+    assert expected - got == set(), "injected defects were accepted"
+    duplicates = injected.where("defect = 'exact_duplicate'").select("source", "record_id")
+    for contract in load_contracts(config.resolve(config.ingest.sources)).values():
+        if contract.kind == "activity" and catalog.exists(contract.silver_table):  # first copies kept, once
+            silver = catalog.read(contract.silver_table).select(F.col(contract.record_id).alias("record_id"))
+            kept = silver.join(duplicates.where(F.col("source") == contract.source), "record_id")
+            assert kept.count() == kept.distinct().count()
+
+
+def test_no_canary_identifier_outside_the_restricted_layers(sample, spark):
+    config, catalog = sample
+    people = spark.read.parquet(config.resolve(config.paths.truth) + "/canaries").collect()
+    canaries = [Canary(p.nhs_number, p.forename, p.surname, p.date_of_birth.isoformat(),
+                       tuple(x for x in (p.postcode, p.new_postcode) if x)) for p in people]  # fmt: skip
+    assert len(canaries) == 8
+    searched = []
+    for info in catalog.list_tables():
+        if info.name.split(".")[0] in RESTRICTED_LAYERS:
+            continue
+        assert leak_hits(catalog.read(info.name), canaries) == [], info.name
+        searched.append(info.name)
+    assert {"silver.gp_registrations", "silver.inpatient", "silver.quarantine", "mart.data_quality"} <= set(searched)
+    # and the search does find them where they are meant to be
+    assert leak_hits(catalog.read("vault.identity"), canaries)
