@@ -159,6 +159,11 @@ def main() -> None:
             results.append(result)
             print(f"  {result['stage']}: median {result['median_seconds']}s, peak {result['median_peak_rss_gb']} GB",
                   flush=True)  # fmt: skip
+        write_results(out, results)  # after each size, so a long run leaves what it has measured
+    print((out / "results.md").read_text())
+
+
+def write_results(out: Path, results: list[dict]) -> None:
     document = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * PAGE / 1e9, 1),
@@ -166,12 +171,15 @@ def main() -> None:
         "results": results,
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(document, indent=2))
-    lines = ["| stage | people | median s | s per 100k | peak RSS GB | runs |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| stage | people | median s | s per 100k | peak RSS GB | loaded | runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results:
+        loaded = r["runs"][-1].get("loaded") or ""
         lines.append(f"| {r['stage']} | {r['people']:,} | {r['median_seconds']} | {r['seconds_per_100k_people']} | "
-                     f"{r['median_peak_rss_gb']} | {len(r['runs'])} |")  # fmt: skip
+                     f"{r['median_peak_rss_gb']} | {loaded} | {len(r['runs'])} |")  # fmt: skip
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,33 +14,40 @@ from phm.ingest import pseudonymise
 from phm.ingest.contracts import RuleSpec, SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, plan_loads, schema_drift
 from phm.ingest.outputs import age_band
-from phm.ingest.reader import parse_csv_line
+from phm.ingest.reader import landed_rows
 from phm.ingest.rules import compile_rule, evaluate
 from phm.ingest.standardise import clean_text, standardise
 
 REPO = Path(__file__).resolve().parents[2]
-HEADER = ["id", "name", "when"]
+LINES = [
+    (b"a1,Ann,2026-01-02", {"id": "a1", "name": "Ann", "when": "2026-01-02"}, None),
+    (b'a2,"Smith, Jo",2026-01-02', {"id": "a2", "name": "Smith, Jo", "when": "2026-01-02"}, None),
+    (b"a3,,2026-01-02\r", {"id": "a3", "name": None, "when": "2026-01-02"}, None),
+    (b"   ", None, None),  # blank: not a row
+    (b"a4,Ann", None, "2 fields where the header has 3"),
+    (b"a5,An,n,2026-01-02", None, "4 fields where the header has 3"),
+    (b'a6,"Ann,2026-01-02', None, "bad quoting"),
+    (b"a7,\xff\xfeAnn,2026-01-02", None, "not UTF-8 (byte 3)"),
+]
 
 
-@pytest.mark.parametrize(
-    ("line", "fields", "error"),
-    [
-        (b"a1,Ann,2026-01-02", {"id": "a1", "name": "Ann", "when": "2026-01-02"}, None),
-        (b'a2,"Smith, Jo",2026-01-02', {"id": "a2", "name": "Smith, Jo", "when": "2026-01-02"}, None),
-        (b"a3,,2026-01-02", {"id": "a3", "name": None, "when": "2026-01-02"}, None),
-        (b"a4,Ann", None, "2 fields where the header has 3"),
-        (b"a5,An,n,2026-01-02", None, "4 fields where the header has 3"),
-        (b'a6,"Ann,2026-01-02', None, "bad quoting"),
-        (b"a7,\xff\xfeAnn,2026-01-02", None, "not UTF-8 (byte 3)"),
-    ],
-)
-def test_csv_lines_parse_or_say_why_not(line, fields, error):
-    parsed, raw, problem = parse_csv_line(line, HEADER)
-    assert parsed == fields
-    if error is None:
-        assert raw is None and problem is None
-    else:
-        assert problem.startswith(error) and raw is not None and raw.startswith(line[:3].decode())
+def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark, tmp_path):
+    path = tmp_path / "demo" / "2026-01" / "a.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\n".join([b"id,name,when", *[line for line, _, _ in LINES]]) + b"\n")
+    landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.csv", "sum", 1, ("id", "name", "when"))
+    got = {r.line_number: r for r in landed_rows(spark, [landed], {"demo": "csv"}, 2).collect()}
+    expected_numbers = [n for n, (line, _, _) in enumerate(LINES, start=2) if line.strip()]
+    assert sorted(got) == expected_numbers
+    for number in expected_numbers:
+        line, fields, error = LINES[number - 2]
+        row = got[number]
+        assert (row.source, row.period, row.file, row.checksum) == ("demo", "2026-01", "demo/2026-01/a.csv", "sum")
+        if error is None:
+            assert row.fields == fields and row.raw_line is None and row.parse_error is None
+        else:
+            assert row.fields is None and row.parse_error.startswith(error)
+            assert row.raw_line.startswith(line[:3].decode())
 
 
 def test_cleaning_follows_data_dictionary_formats(spark):

@@ -1,11 +1,14 @@
 """Read delivered files as they are: every line (CSV) or row (Parquet) as text, with its position.
 
-Runs in Spark tasks (mapInPandas over a frame of files), one file at a time,
-so line numbers are exact and a bad line never stops the file: a line with
+Python reads each file whole in a Spark task (mapInPandas over a frame of
+files, one file at a time), so line numbers are exact, and hands the JVM
+only the text of each line; splitting on commas, counting fields against
+the file's header and building the column map happen in Spark SQL. Only
+lines with a quote character are parsed by Python's csv module. A line with
 the wrong number of fields, broken quoting or bytes that are not UTF-8 is
-kept with its raw text and a parse error (ingest quarantines it). Blank
-lines are not rows. Parquet values are turned into text (ISO dates) so every
-source lands in bronze the same way.
+kept with its raw text and a parse error (ingest quarantines it); a bad line
+never stops the file. Blank lines are not rows. Parquet values are turned
+into text (ISO dates) so every source lands in bronze the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from collections.abc import Iterator
 import pandas as pd
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from phm.ingest.landing import LandedFile
-from phm.tables import LANDED_ROWS
 
-BATCH_ROWS = 50_000
+BATCH_ROWS = 200_000
 FILE_SCHEMA = T.StructType(
     [
         T.StructField("source", T.StringType(), False),
@@ -32,73 +35,101 @@ FILE_SCHEMA = T.StructType(
         T.StructField("format", T.StringType(), False),
     ]
 )
+LINE_SCHEMA = T.StructType(
+    [
+        T.StructField("file", T.StringType(), False),
+        T.StructField("line_number", T.LongType(), False),
+        T.StructField("text", T.StringType(), True),  # the line (CSV); null for Parquet rows
+        T.StructField("values", T.ArrayType(T.StringType()), True),  # parsed here: quoted lines, Parquet rows
+        T.StructField("read_error", T.StringType(), True),
+    ]
+)
 
 
-def parse_csv_line(line: bytes, header: list[str]) -> tuple[dict[str, str | None] | None, str | None, str | None]:
-    """(fields by column, raw line if unparseable, parse error) for one physical CSV line."""
+def csv_lines(data: bytes) -> Iterator[tuple[int, str, list[str] | None, str | None]]:
+    """(line number, text, values if parsed here, error) for every non-blank line after the header."""
     try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, line.decode("utf-8", errors="replace"), f"not UTF-8 (byte {exc.start})"
-    if '"' in text:
-        try:
-            values = next(csv.reader([text], strict=True))
-        except (csv.Error, StopIteration) as exc:
-            return None, text, f"bad quoting ({exc})"
-    else:
-        values = text.split(",")
-    if len(values) != len(header):
-        return None, text, f"{len(values)} fields where the header has {len(header)}"
-    return {h: (v if v != "" else None) for h, v in zip(header, values, strict=True)}, None, None
-
-
-def _csv_rows(path: str) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
-    with open(path, "rb") as handle:
-        header_line = handle.readline().rstrip(b"\r\n").decode("utf-8", errors="replace").lstrip("\ufeff")
-        header = [c.strip().strip('"') for c in header_line.split(",")]
-        for number, line in enumerate(handle, start=2):
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
+        text = data.decode("utf-8")
+        lines: list[str] | list[bytes] = text.split("\n")
+        decoded = True
+    except UnicodeDecodeError:
+        lines = data.split(b"\n")
+        decoded = False
+    for number in range(2, len(lines) + 1):
+        line = lines[number - 1]
+        if not decoded:
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield number, line.decode("utf-8", errors="replace").rstrip("\r"), None, f"not UTF-8 (byte {exc.start})"
                 continue
-            fields, raw, error = parse_csv_line(line, header)
-            yield number, fields, raw, error
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        if '"' in line:
+            try:
+                yield number, line, next(csv.reader([line], strict=True)), None
+            except (csv.Error, StopIteration) as exc:
+                yield number, line, None, f"bad quoting ({exc})"
+            continue
+        yield number, line, None, None
 
 
-def _parquet_rows(path: str) -> Iterator[tuple[int, dict | None, str | None, str | None]]:
-    table = pq.read_table(path)
-    frame = table.to_pandas(date_as_object=True)
-    as_text = {c: frame[c].map(lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v))
-               for c in frame.columns}  # fmt: skip
-    columns = list(frame.columns)
-    for i in range(len(frame)):
-        yield i + 1, {c: as_text[c].iat[i] for c in columns}, None, None
+def _parquet_rows(path: str) -> Iterator[tuple[int, None, list[str | None], None]]:
+    frame = pq.read_table(path).to_pandas(date_as_object=True)
+    as_text = [[None if v is None or (isinstance(v, float) and v != v) else str(v) for v in frame[c]]
+               for c in frame.columns]  # fmt: skip
+    for i, values in enumerate(zip(*as_text, strict=True)):
+        yield i + 1, None, list(values), None
 
 
 def read_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """mapInPandas body: files in, bronze rows (LANDED_ROWS without the audit column) out."""
+    """mapInPandas body: files in, LINE_SCHEMA rows out."""
+    columns = LINE_SCHEMA.fieldNames()
     for files in batches:
         for f in files.itertuples(index=False):
-            rows = _parquet_rows(f.path) if f.format == "parquet" else _csv_rows(f.path)
+            if f.format == "parquet":
+                rows: Iterator[tuple] = _parquet_rows(f.path)
+            else:
+                with open(f.path, "rb") as handle:
+                    rows = csv_lines(handle.read())
             buffer: list[tuple] = []
-            for number, fields, raw, error in rows:
-                buffer.append((f.source, f.period, f.file, number, f.checksum, fields, raw, error))
+            for row in rows:
+                buffer.append((f.file, *row))
                 if len(buffer) >= BATCH_ROWS:
-                    yield _frame(buffer)
+                    yield pd.DataFrame(buffer, columns=columns)
                     buffer = []
             if buffer:
-                yield _frame(buffer)
-
-
-def _frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=[f.name for f in LANDED_ROWS.schema.fields])
+                yield pd.DataFrame(buffer, columns=columns)
 
 
 def landed_rows(spark: SparkSession, files: list[LandedFile], formats: dict[str, str], parallelism: int) -> DataFrame:
-    """Every row of `files` as bronze rows, read in parallel (one file per task at a time)."""
-    frame = pd.DataFrame(
-        [(f.source, f.period, f.file, f.path, f.checksum, formats[f.source]) for f in files],
-        columns=FILE_SCHEMA.fieldNames(),
+    """Every row of `files` as bronze rows (LANDED_ROWS without the audit column), read in parallel."""
+    listing = spark.createDataFrame(
+        [(f.source, f.period, f.file, f.path, f.checksum, formats[f.source]) for f in files], FILE_SCHEMA
     )
-    listing = spark.createDataFrame(frame, FILE_SCHEMA)
-    partitions = max(1, min(len(files), parallelism))
-    return listing.repartition(partitions).mapInPandas(read_files, LANDED_ROWS.schema)
+    headers = spark.createDataFrame(
+        [(f.file, f.source, f.period, f.checksum, list(f.columns)) for f in files],
+        "file string, source string, period string, checksum string, header array<string>",
+    )
+    lines = listing.repartition(max(1, min(len(files), parallelism))).mapInPandas(read_files, LINE_SCHEMA)
+    rows = lines.join(F.broadcast(headers), "file")
+    values = F.coalesce(F.col("values"), F.split(F.col("text"), ",", -1))
+    error = F.coalesce(
+        F.col("read_error"),
+        F.when(
+            F.size(values) != F.size("header"),
+            F.format_string("%d fields where the header has %d", F.size(values), F.size("header")),
+        ),
+    )
+    fields = F.map_from_arrays(F.col("header"), F.transform(values, lambda v: F.when(v != "", v)))
+    return rows.select(
+        "source",
+        "period",
+        "file",
+        "line_number",
+        "checksum",
+        F.when(error.isNull(), fields).alias("fields"),
+        F.when(error.isNotNull(), F.col("text")).alias("raw_line"),
+        error.alias("parse_error"),
+    )

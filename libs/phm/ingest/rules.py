@@ -12,9 +12,10 @@ others; Great Expectations counts every copy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.identifiers import nhs_number_is_valid
@@ -31,6 +32,7 @@ class CompiledRule:
     passes: Column  # true when the row passes (never null)
     helpers: dict[str, Column]  # derived columns the predicate and the expectation read
     value_set: list[str] | None = None  # resolved `values_from` of an in_set rule
+    prepare: Callable[[DataFrame], DataFrame] | None = None  # adds helpers that need more than one row
 
 
 def helper_name(rule: RuleSpec) -> str:
@@ -64,15 +66,36 @@ def compile_rule(rule: RuleSpec, values: list[str] | None = None) -> CompiledRul
         helpers[helper_name(rule)] = F.floor(F.months_between(F.col("_period_end"), col) / 12).cast("int")
         ok = F.col(helper_name(rule)).between(rule.min, rule.max)
     elif check == "unique":
-        keys = [F.col(c) for c in rule.columns]
-        order = Window.partitionBy(*keys).orderBy("file", "line_number")
-        helpers[helper_name(rule)] = F.when(
-            F.greatest(*[k.isNull() for k in keys]) if len(keys) > 1 else keys[0].isNull(), F.lit(1)
-        ).otherwise(F.row_number().over(order))
-        ok = F.col(helper_name(rule)) == 1
+        return CompiledRule(rule, F.col(helper_name(rule)), {}, values, _first_copies(rule))
     else:  # pragma: no cover - the contract model only admits CHECKS
         raise ValueError(f"unknown check {check}")
     return CompiledRule(rule, F.coalesce(ok, F.lit(True)), helpers, values)
+
+
+def _first_copies(rule: RuleSpec) -> Callable[[DataFrame], DataFrame]:
+    """Adds the rule's helper: true for a row whose key is unique or that is its key's first copy.
+
+    Keys seen more than once are found by an aggregate (few, usually) and joined back, which is far
+    cheaper than sorting every row by key in a window.
+    """
+    names = list(rule.columns)
+    renamed = [f"_key_{i}" for i in range(len(names))]
+
+    def prepare(frame: DataFrame) -> DataFrame:
+        present = frame.where(F.greatest(*[F.col(c).isNotNull() for c in names]) if len(names) > 1
+                              else F.col(names[0]).isNotNull())  # fmt: skip
+        repeated = (
+            present.groupBy(*[F.col(c).alias(r) for c, r in zip(names, renamed, strict=True)])
+            .agg(F.count(F.lit(1)).alias("_copies"), F.min(F.struct("file", "line_number")).alias("_first"))
+            .where(F.col("_copies") > 1)
+            .drop("_copies")
+        )
+        on = [F.col(c) == F.col(r) for c, r in zip(names, renamed, strict=True)]
+        joined = frame.join(repeated, on, "left")
+        first = F.col("_first").isNull() | (F.struct("file", "line_number") == F.col("_first"))
+        return joined.withColumn(helper_name(rule), first).drop("_first", *renamed)
+
+    return prepare
 
 
 def compile_rules(contract: SourceContract, value_sets: dict[str, list[str]]) -> list[CompiledRule]:
@@ -86,6 +109,8 @@ def evaluate(frame: DataFrame, rules: list[CompiledRule]) -> DataFrame:
     (or the line was malformed), else `accept`; warn-only failures are accepted with `_warnings`.
     """
     for rule in rules:
+        if rule.prepare is not None:
+            frame = rule.prepare(frame)
         for name, column in rule.helpers.items():
             frame = frame.withColumn(name, column)
     failing = [F.when(F.col("parse_error").isNotNull(), F.lit(MALFORMED_RULE))]
