@@ -109,6 +109,7 @@ def run(ctx: JobContext) -> None:
         log.info("ingest: wrote and accounted in %.1fs", time.monotonic() - started)
         ctx.rows_in = sum(a["rows_in"] for a in accounting)
         ctx.rows_quarantined = sum(a["rows_quarantined"] for a in accounting)
+        ctx.rows_out = sum(a["rows_accepted"] for a in accounting)
         log.info(
             "ingest: %d rows in, %d accepted, %d quarantined (%d with warnings)",
             ctx.rows_in,

@@ -4,6 +4,7 @@ ingest's quarantine is exactly the injected defects and no identifier leaves the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
@@ -99,3 +100,6 @@ def test_no_canary_identifier_outside_the_restricted_layers(sample, spark):
     assert {"silver.gp_registrations", "silver.inpatient", "silver.quarantine", "mart.data_quality"} <= set(searched)
     # and the search does find them where they are meant to be
     assert leak_hits(catalog.read("vault.identity"), canaries)
+    reports = Path(config.resolve(config.paths.reports))
+    pages = "\n".join(p.read_text(errors="replace") for p in reports.rglob("*.html"))  # Data Docs
+    assert pages and not [c for c in canaries for value in (c.nhs_number, c.surname) if value in pages]
