@@ -262,3 +262,14 @@ def test_leak_search_finds_identifiers_in_any_formatting(spark):
     assert "canary 0 NHS number in note" in hits
     assert "canary 0 forename in name" in hits and "canary 0 surname in surname" in hits
     assert "canary 0 date of birth in date_of_birth" in hits and "canary 0 date of birth with postcode" in hits
+
+
+def test_compound_keys_with_a_missing_part_are_not_duplicates(spark):
+    spec = {"name": "key", "check": "unique", "columns": ["id", "code"], "action": "quarantine", "reason": "r"}
+    rule = compile_rule(RuleSpec.model_validate(spec))
+    frame = spark.createDataFrame(
+        [("f", 2, "a", "X"), ("f", 3, "a", "X"), ("f", 4, "a", None), ("f", 5, "a", None), ("g", 2, "a", "Y")],
+        "file string, line_number long, id string, code string",
+    ).withColumn("parse_error", F.lit(None).cast("string"))
+    got = {r.line_number: r._outcome for r in evaluate(frame, [rule]).where("file = 'f'").collect()}
+    assert got == {2: "accept", 3: "quarantine", 4: "accept", 5: "accept"}

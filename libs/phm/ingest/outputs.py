@@ -114,12 +114,11 @@ def to_quarantine(
 
 
 def file_accounting(flagged: DataFrame) -> DataFrame:
-    """Per file: rows in, accepted, quarantined, warned (fail rows count as in only: the run stops)."""
+    """Per file: rows in, accepted, quarantined, warned (a row failing a `fail` rule stops the run first)."""
     outcome = F.col("_outcome")
     return flagged.groupBy("source", "period", "file", "checksum").agg(
         F.count(F.lit(1)).alias("rows_in"),
         F.sum((outcome == "accept").cast("long")).alias("rows_accepted"),
         F.sum((outcome == "quarantine").cast("long")).alias("rows_quarantined"),
         F.sum(((outcome == "accept") & (F.size("_warnings") > 0)).cast("long")).alias("rows_warned"),
-        F.sum((outcome == "fail").cast("long")).alias("rows_failed"),
     )

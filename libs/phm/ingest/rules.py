@@ -82,8 +82,10 @@ def _first_copies(rule: RuleSpec) -> Callable[[DataFrame], DataFrame]:
     renamed = [f"_key_{i}" for i in range(len(names))]
 
     def prepare(frame: DataFrame) -> DataFrame:
-        present = frame.where(F.greatest(*[F.col(c).isNotNull() for c in names]) if len(names) > 1
-                              else F.col(names[0]).isNotNull())  # fmt: skip
+        complete = F.lit(True)
+        for name in names:  # a key with a missing part identifies nothing (as in SQL)
+            complete = complete & F.col(name).isNotNull()
+        present = frame.where(complete)
         repeated = (
             present.groupBy(*[F.col(c).alias(r) for c, r in zip(names, renamed, strict=True)])
             .agg(F.count(F.lit(1)).alias("_copies"), F.min(F.struct("file", "line_number")).alias("_first"))
