@@ -246,21 +246,13 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id
 
     accounting = [r.asDict() for r in _union([file_accounting(f) for f in evaluated.values()]).collect()]
     _check_accounting(catalog, contracts, plan, accounting)
-    sizes = {f.file: f.size_bytes for f in plan.files}
+    # every planned file, even one with a header and no rows, so that the next run knows it is loaded
+    counted = {a["file"]: a for a in accounting}
+    counts = ("rows_in", "rows_accepted", "rows_quarantined", "rows_warned")
     files = spark.createDataFrame(
         [
-            (
-                a["source"],
-                a["period"],
-                a["file"],
-                a["checksum"],
-                sizes[a["file"]],
-                a["rows_in"],
-                a["rows_accepted"],
-                a["rows_quarantined"],
-                a["rows_warned"],
-            )
-            for a in accounting
+            (f.source, f.period, f.file, f.checksum, f.size_bytes, *(counted.get(f.file, {}).get(k, 0) for k in counts))
+            for f in plan.files
         ],
         "source string, period string, file string, checksum string, size_bytes long, rows_in long, "
         "rows_accepted long, rows_quarantined long, rows_warned long",

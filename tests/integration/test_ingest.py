@@ -54,6 +54,7 @@ def crafted(base: Path):
     write(landing / "local_authority" / "static" / "lsoa_imd.csv", LSOAS)
     deliver(landing, "2026-01", JANUARY)
     deliver(landing, "2026-02", FEBRUARY)
+    deliver(landing, "2026-03", [])  # a month with no spells: a header only
     return load_config(str(TEST_CONFIG), test_overrides(base)), landing
 
 
@@ -134,6 +135,7 @@ def test_every_file_is_accounted_for_in_bronze_ledger_and_quality_mart(shared, s
     january = files["inpatient/2026-01/spells.csv"]
     assert (january.rows_in, january.rows_accepted, january.rows_quarantined, january.rows_warned) == (6, 2, 4, 1)
     assert files["inpatient/2026-02/spells.csv"].rows_in == 1
+    assert files["inpatient/2026-03/spells.csv"].rows_in == 0  # recorded, so not loaded again
     bronze = catalog.read(LANDED_ROWS.name).where("source = 'inpatient'")
     assert bronze.count() == 7
     malformed = bronze.where("line_number = 5 AND period = '2026-01'").first()
