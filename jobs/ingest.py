@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -332,10 +333,7 @@ def _in(column: str, values: list[str]) -> str:
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
-    return out
+    return reduce(DataFrame.unionByName, frames)
 
 
 if __name__ == "__main__":

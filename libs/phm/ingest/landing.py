@@ -10,6 +10,7 @@ file API, so landing must be a filesystem the driver and executors can read
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,8 +99,6 @@ def scan_landing(landing: str | Path, contract: SourceContract) -> list[LandedFi
 
 
 def check_period_name(landed: LandedFile) -> None:
-    import re
-
     if landed.period != STATIC_PERIOD and not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", landed.period):
         raise SchemaMismatchError(
             f"{landed.file}: period folder {landed.period!r} is not YYYY-MM (or {STATIC_PERIOD!r}); "
