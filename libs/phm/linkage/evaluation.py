@@ -1,0 +1,142 @@
+"""Linkage measured against the truth store (evaluation code only; the pipeline never reads the truth).
+
+Definitions (per record: its true person and its predicted person):
+- pairwise precision / recall / F1 over record pairs: a true pair has both
+  records of one true person, a predicted pair both in one predicted person;
+  counted from cluster sizes (sum of n*(n-1)/2), never by listing pairs;
+- missed link: a record outside its true person's main predicted person (the
+  one holding most of that person's records; ties: the smaller id);
+- split person: a true person whose records are in more than one predicted person;
+- falsely merged person: a true person sharing a predicted person with
+  another true person.
+Each is reported overall and within groups (source, ethnicity, age band, IMD
+quintile); within a group, pairs count when both records are in the group, so
+group precision ignores merges across groups, which the overall figure holds.
+The NHS-number-only baseline links records with equal valid NHS numbers and
+leaves every other record alone.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from phm.identifiers import nhs_number_is_valid
+
+OVERALL = "overall"
+GROUPS = ("source", "ethnicity", "age_band", "imd_quintile")
+METRICS = (
+    "records",
+    "persons",
+    "true_pairs",
+    "predicted_pairs",
+    "true_positive_pairs",
+    "precision",
+    "recall",
+    "f1",
+    "missed_link_records",
+    "missed_link_rate",
+    "split_persons",
+    "falsely_merged_persons",
+    "false_merge_rate",
+)
+
+
+def nhs_number_baseline(identity: DataFrame) -> DataFrame:
+    """(source, record_id, person_id): equal valid NHS numbers linked, every other record on its own."""
+    valid = nhs_number_is_valid(F.col("nhs_number"))
+    person = F.when(valid, F.concat(F.lit("N"), F.col("nhs_number"))).otherwise(
+        F.concat_ws("|", F.lit("R"), F.col("source"), F.col("record_id"))
+    )
+    return identity.select("source", "record_id", person.alias("person_id"))
+
+
+def labelled(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame) -> DataFrame:
+    """Each linked record with its true person, its flags and the groups it is reported in."""
+    records = links.select("source", "record_id", "person_id").join(
+        record_truth.select("source", "record_id", "true_person_id"), ["source", "record_id"]
+    )
+    cell = Window.partitionBy("true_person_id", "person_id")
+    by_person = Window.partitionBy("true_person_id")
+    by_cluster = Window.partitionBy("person_id")
+    flagged = (
+        records.withColumn("_cell", F.count(F.lit(1)).over(cell))
+        .withColumn(
+            "_main",
+            F.first("person_id").over(
+                by_person.orderBy(F.col("_cell").desc(), F.col("person_id")).rowsBetween(
+                    Window.unboundedPreceding, Window.unboundedFollowing
+                )
+            ),
+        )
+        .withColumn("missed_link", F.col("person_id") != F.col("_main"))
+        .withColumn("split", F.size(F.collect_set("person_id").over(by_person)) > 1)
+        .withColumn("_in_merged_cluster", F.size(F.collect_set("true_person_id").over(by_cluster)) > 1)
+        .withColumn("falsely_merged", F.max("_in_merged_cluster").over(by_person))
+        .drop("_cell", "_main", "_in_merged_cluster")
+    )
+    groups = person_truth.select(
+        "true_person_id", "ethnicity", "age_band", F.col("imd_quintile").cast("string").alias("imd_quintile")
+    )
+    return flagged.join(groups, "true_person_id", "left")
+
+
+def metrics(flagged: DataFrame, group: str | None = None) -> DataFrame:
+    """One row per group value (or one overall row) with METRICS."""
+    keys = [F.col(group).cast("string").alias("group_value")] if group else [F.lit(OVERALL).alias("group_value")]
+    with_group = flagged.select(*keys, "true_person_id", "person_id", "missed_link", "split", "falsely_merged")
+    pairs = _pairs(with_group)
+    persons = with_group.groupBy("group_value", "true_person_id").agg(
+        F.max("split").alias("split"), F.max("falsely_merged").alias("falsely_merged")
+    )
+    person_counts = persons.groupBy("group_value").agg(
+        F.count(F.lit(1)).alias("persons"),
+        F.sum(F.col("split").cast("long")).alias("split_persons"),
+        F.sum(F.col("falsely_merged").cast("long")).alias("falsely_merged_persons"),
+    )
+    record_counts = with_group.groupBy("group_value").agg(
+        F.count(F.lit(1)).alias("records"), F.sum(F.col("missed_link").cast("long")).alias("missed_link_records")
+    )
+    out = record_counts.join(person_counts, "group_value").join(pairs, "group_value")
+    precision = _ratio(F.col("true_positive_pairs"), F.col("predicted_pairs"))
+    recall = _ratio(F.col("true_positive_pairs"), F.col("true_pairs"))
+    return (
+        out.withColumn("precision", precision)
+        .withColumn("recall", recall)
+        .withColumn("f1", _ratio(2 * F.col("precision") * F.col("recall"), F.col("precision") + F.col("recall")))
+        .withColumn("missed_link_rate", _ratio(F.col("missed_link_records"), F.col("records")))
+        .withColumn("false_merge_rate", _ratio(F.col("falsely_merged_persons"), F.col("persons")))
+        .select(F.lit(group or OVERALL).alias("scope"), "group_value", *METRICS)
+    )
+
+
+def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame, method: str) -> DataFrame:
+    """Every scope's metrics for one linkage (`method` names it: the model, or the baseline)."""
+    flagged = labelled(links, record_truth, person_truth).cache()
+    parts = [metrics(flagged)] + [metrics(flagged, group) for group in GROUPS]
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out.select(F.lit(method).alias("method"), "*")
+
+
+def _pairs(with_group: DataFrame) -> DataFrame:
+    def pairs_of(*keys: str) -> DataFrame:
+        n = F.col("n")
+        return (
+            with_group.groupBy("group_value", *keys)
+            .agg(F.count(F.lit(1)).alias("n"))
+            .groupBy("group_value")
+            .agg(F.sum(n * (n - 1) / 2).cast("long").alias("pairs"))
+        )
+
+    return (
+        pairs_of("true_person_id")
+        .withColumnRenamed("pairs", "true_pairs")
+        .join(pairs_of("person_id").withColumnRenamed("pairs", "predicted_pairs"), "group_value")
+        .join(pairs_of("true_person_id", "person_id").withColumnRenamed("pairs", "true_positive_pairs"), "group_value")
+    )
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    return F.when(denominator > 0, numerator / denominator)

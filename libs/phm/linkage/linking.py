@@ -1,0 +1,183 @@
+"""Edges between profiles and the clusters they make: the deterministic pass, Splink, connected components.
+
+Two ways to link:
+- `link_all`: every profile against every other (first run, a retrained model
+  or a requested full relink);
+- `link_new`: only profiles not seen before, against each other and against
+  the profiles already linked (the monthly increment). Existing persons enter
+  the graph as one node each, so a new profile that matches two persons merges
+  them, and nothing already linked is split.
+Both return clusters of every current profile for `person_ids.assign`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from splink import Linker
+from splink.clustering import cluster_pairwise_predictions_at_threshold
+
+from phm.linkage.model import comparable, number_only
+from phm.linkage.profiles import deterministic_keys
+
+DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = "deterministic", "probabilistic", "identical_identifiers", "unlinked"
+EDGE_COLUMNS = ("profile_id_l", "profile_id_r", "match_probability", "match_weight", "method")
+# Splink's match weight at probability 1 is unbounded; deterministic edges carry this instead.
+DETERMINISTIC_WEIGHT = 99.0
+
+
+@dataclass
+class Linked:
+    clusters: DataFrame  # profile_id, cluster_id, record_count: every current profile
+    edges: DataFrame  # EDGE_COLUMNS, at or above the threshold (profile_id_r may be a person_id in link_new)
+    scored: DataFrame  # every scored comparison: match_weight, match_probability (for the quality report)
+
+
+def deterministic_edges(profiles: DataFrame, among: DataFrame | None = None) -> DataFrame:
+    """Profiles with equal deterministic keys, each tied to the lowest profile of its key.
+
+    With `among` (the new profiles), only keys that occur among them are tied.
+    """
+    keyed = deterministic_keys(profiles)
+    if among is not None:
+        keyed = keyed.join(keyed.join(among.select("profile_id"), "profile_id", "left_semi").select("key"), "key", "left_semi")
+    anchors = keyed.groupBy("key").agg(F.min("profile_id").alias("_anchor"))
+    return (
+        keyed.join(anchors, "key")
+        .where(F.col("profile_id") != F.col("_anchor"))
+        .select(
+            F.col("_anchor").alias("profile_id_l"),
+            F.col("profile_id").alias("profile_id_r"),
+            F.lit(1.0).alias("match_probability"),
+            F.lit(DETERMINISTIC_WEIGHT).alias("match_weight"),
+            F.lit(DETERMINISTIC).alias("method"),
+        )
+    )
+
+
+def probabilistic_edges(scored: DataFrame, threshold: float) -> DataFrame:
+    return scored.where(F.col("match_probability") >= threshold).select(
+        "profile_id_l", "profile_id_r", "match_probability", "match_weight", F.lit(PROBABILISTIC).alias("method")
+    )
+
+
+def link_all(linker: Linker, profiles: DataFrame, threshold: float) -> Linked:
+    scored = linker.inference.predict().as_spark_dataframe()
+    edges = deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold))
+    nodes = profiles.select("profile_id")
+    clusters = attach_number_only(connected_components(linker, nodes, edges, "profile_id"), profiles)
+    return Linked(_with_record_counts(clusters, profiles), edges, scored)
+
+
+def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold: float) -> Linked:
+    """Link profiles absent from `previous` (profile_id, person_id) to each other and to existing persons."""
+    api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
+    new = profiles.join(previous, "profile_id", "left_anti")
+    known = profiles.join(previous.select("profile_id"), "profile_id", "left_semi")
+    new_sdf, known_sdf = (api.register(comparable(df)) for df in (new, known))
+    scored = (
+        linker.inference.predict_within(new_sdf)
+        .as_spark_dataframe()
+        .unionByName(linker.inference.predict_between(new_sdf, known_sdf).as_spark_dataframe())
+    )
+    edges = deterministic_edges(profiles, among=new).unionByName(probabilistic_edges(scored, threshold))
+    person_of = previous.select(F.col("profile_id").alias("_pid"), F.col("person_id").alias("_person"))
+    # Ends that are existing profiles become their person's node.
+    graph_edges = edges
+    for side in ("profile_id_l", "profile_id_r"):
+        graph_edges = (
+            graph_edges.join(person_of, graph_edges[side] == person_of["_pid"], "left")
+            .withColumn(side, F.coalesce("_person", side))
+            .drop("_pid", "_person")
+        )
+    nodes = new.select(F.col("profile_id").alias("node_id")).unionByName(
+        previous.select(F.col("person_id").alias("node_id")).distinct()
+    )
+    node_clusters = connected_components(
+        linker,
+        nodes,
+        graph_edges.select(F.col("profile_id_l").alias("node_id_l"), F.col("profile_id_r").alias("node_id_r")),
+        "node_id",
+    ).withColumnRenamed("node_id", "_node")
+    new_clusters = new.select("profile_id").join(node_clusters, F.col("profile_id") == F.col("_node")).drop("_node")
+    known_clusters = (
+        known.select("profile_id")
+        .join(previous, "profile_id")
+        .join(node_clusters, F.col("person_id") == F.col("_node"))
+        .select("profile_id", "cluster_id")
+    )
+    clusters = attach_number_only(new_clusters.unionByName(known_clusters), profiles)
+    return Linked(_with_record_counts(clusters, profiles), edges, scored)
+
+
+def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
+    """A cluster of number-only profiles joins the one cluster that holds its valid NHS number.
+
+    Number-only profiles (an NHS number and nothing else, e.g. GP clinical
+    events) cannot be scored; if every fuller profile with the same valid number
+    is in one cluster, they belong there. A number found in two clusters is
+    ambiguous and its number-only profiles stay on their own.
+    """
+    kinds = profiles.select("profile_id", "nhs_number", "nhs_number_valid", number_only().alias("_number_only"))
+    labelled = clusters.select("profile_id", "cluster_id").join(kinds, "profile_id")
+    alone = (
+        labelled.groupBy("cluster_id")
+        .agg(F.min(F.col("_number_only") & F.col("nhs_number_valid")).alias("_alone"), F.max("nhs_number").alias("nhs_number"))
+        .where("_alone")
+        .select(F.col("cluster_id").alias("_from"), "nhs_number")
+    )
+    homes = (
+        labelled.where(~F.col("_number_only") & F.col("nhs_number_valid"))
+        .groupBy("nhs_number")
+        .agg(F.countDistinct("cluster_id").alias("_homes"), F.min("cluster_id").alias("_to"))
+        .where("_homes = 1")
+    )
+    moves = alone.join(homes, "nhs_number").select("_from", "_to")
+    return (
+        clusters.join(moves, clusters["cluster_id"] == moves["_from"], "left")
+        .withColumn("cluster_id", F.coalesce("_to", "cluster_id"))
+        .drop("_from", "_to")
+    )
+
+
+def connected_components(linker: Linker, nodes: DataFrame, edges: DataFrame, node_id: str) -> DataFrame:
+    """(node_id, cluster_id) for every node; edges are node_id_l / node_id_r pairs (all accepted)."""
+    left, right = f"{node_id}_l", f"{node_id}_r"
+    api = linker._db_api
+    result = cluster_pairwise_predictions_at_threshold(
+        api.register(nodes.select(node_id)),
+        api.register(edges.select(left, right)),
+        db_api=api,
+        node_id_column_name=node_id,
+        edge_id_column_name_left=left,
+        edge_id_column_name_right=right,
+    )
+    return result.as_spark_dataframe().select(node_id, "cluster_id")
+
+
+def profile_link_details(profiles: DataFrame, edges: DataFrame) -> DataFrame:
+    """How each profile linked: its strongest edge and method; identical identifiers or unlinked otherwise."""
+    ends = edges.select(F.col("profile_id_l").alias("profile_id"), "match_probability", "method").unionByName(
+        edges.select(F.col("profile_id_r").alias("profile_id"), "match_probability", "method")
+    )
+    best = ends.groupBy("profile_id").agg(
+        F.max("match_probability").alias("match_probability"),
+        F.max(F.col("method") == DETERMINISTIC).alias("_deterministic"),
+    )
+    method = (
+        F.when(F.col("_deterministic"), F.lit(DETERMINISTIC))
+        .when(F.col("match_probability").isNotNull(), F.lit(PROBABILISTIC))
+        .when(F.col("record_count") > 1, F.lit(IDENTICAL))
+        .otherwise(F.lit(UNLINKED))
+    )
+    return (
+        profiles.select("profile_id", "record_count")
+        .join(best, "profile_id", "left")
+        .select("profile_id", method.alias("link_method"), "match_probability")
+    )
+
+
+def _with_record_counts(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
+    return clusters.join(profiles.select("profile_id", "record_count"), "profile_id")

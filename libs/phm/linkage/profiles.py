@@ -1,0 +1,132 @@
+"""Identity profiles: the distinct identifier combinations that linkage compares.
+
+Most source records of a person carry exactly the same identifiers (their GP
+events, their outpatient appointments, every month's registration row), so
+linkage compares each distinct combination once, a *profile*, and maps every
+record to its profile. A profile's id is a hash of the record's keyed
+pseudonyms (never of the identifiers themselves), so it reveals nothing
+without the pseudonymisation key.
+
+Comparison columns derived here (FACTS.md "Linkage realities"):
+- `nhs_number_valid`: the number passes the modulus-11 check digit;
+- `forename_forms`: the forename plus its formal name(s) from the nickname
+  list (configs/linkage/nicknames.csv), so BOB and ROBERT share a form;
+- `surnames`: every surname seen with the profile's valid NHS number and date
+  of birth (a name change leaves records under the earlier surname);
+- `postcode_sector` / `postcode_district`: the postcode without its last two
+  characters / its outward code.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from phm.errors import SchemaMismatchError
+from phm.identifiers import nhs_number_is_valid
+
+# The identifiers linkage compares (vault.identity columns) and the pseudonyms that name them.
+IDENTIFIERS = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
+PSEUDONYMISED = ("nhs_number", "forename", "surname", "date_of_birth", "postcode")
+
+
+def profile_id(record: DataFrame) -> Column:
+    """A stable id for a combination of identifiers, from their keyed pseudonyms (sex is not identifying)."""
+    parts = [F.coalesce(F.col(f"{name}_pseudonym"), F.lit("")) for name in PSEUDONYMISED]
+    return F.sha2(F.concat_ws("|", *parts, F.coalesce(F.col("sex"), F.lit(""))), 256).substr(1, 32)
+
+
+def linkage_records(identity: DataFrame) -> DataFrame:
+    """vault.identity -> (source, record_id, profile_id, identifiers): one row per identity record."""
+    return identity.select(
+        "source",
+        "record_id",
+        profile_id(identity).alias("profile_id"),
+        *IDENTIFIERS,
+    )
+
+
+def profiles(records: DataFrame, nicknames: DataFrame) -> DataFrame:
+    """One row per distinct profile with its record count, sources and the comparison columns."""
+    grouped = records.groupBy("profile_id").agg(
+        *[F.first(name).alias(name) for name in IDENTIFIERS],
+        F.count(F.lit(1)).alias("record_count"),
+        F.array_sort(F.collect_set("source")).alias("sources"),
+    )
+    sex = F.when(F.col("sex").isin("M", "F"), F.col("sex"))  # U(nknown) compares as missing
+    with_columns = grouped.select(
+        "profile_id",
+        "nhs_number",
+        nhs_number_is_valid(F.col("nhs_number")).alias("nhs_number_valid"),
+        "forename",
+        "surname",
+        "date_of_birth",
+        sex.alias("sex"),
+        "postcode",
+        postcode_sector(F.col("postcode")).alias("postcode_sector"),
+        postcode_district(F.col("postcode")).alias("postcode_district"),
+        "record_count",
+        "sources",
+    )
+    return _with_known_surnames(_with_forename_forms(with_columns, nicknames))
+
+
+def postcode_sector(postcode: Column) -> Column:
+    """'LS1 4AB' -> 'LS1 4' (standardised postcodes have one space before the inward code)."""
+    return F.when(F.length(postcode) >= 6, postcode.substr(F.lit(1), F.length(postcode) - 2))
+
+
+def postcode_district(postcode: Column) -> Column:
+    return F.when(postcode.contains(" "), F.substring_index(postcode, " ", 1))
+
+
+def deterministic_keys(profile: DataFrame) -> DataFrame:
+    """(profile_id, key): profiles with equal keys link without a model (the deterministic pass).
+
+    The key is a valid NHS number with the date of birth. A profile with a valid
+    number but no date of birth (GP clinical events carry the number alone)
+    takes the key of the one date of birth seen with its number, or the number
+    alone if none is; a number seen with two dates of birth leaves it unkeyed.
+    """
+    valid = profile.where(F.col("nhs_number_valid"))
+    dates = (
+        valid.where(F.col("date_of_birth").isNotNull())
+        .groupBy("nhs_number")
+        .agg(F.countDistinct("date_of_birth").alias("_dates"), F.min("date_of_birth").alias("_only_date"))
+    )
+    number = F.col("nhs_number")
+    key = (
+        F.when(F.col("date_of_birth").isNotNull(), F.concat_ws("|", number, F.col("date_of_birth").cast("string")))
+        .when(F.col("_dates").isNull(), F.concat_ws("|", number, F.lit("")))
+        .when(F.col("_dates") == 1, F.concat_ws("|", number, F.col("_only_date").cast("string")))
+    )
+    return valid.join(dates, "nhs_number", "left").select("profile_id", key.alias("key")).where(F.col("key").isNotNull())
+
+
+def read_nicknames(spark: SparkSession, path: str) -> DataFrame:
+    """The nickname list (formal,nickname), upper case like the standardised names."""
+    table = spark.read.csv(path, header=True)
+    if sorted(table.columns) != ["formal", "nickname"]:
+        raise SchemaMismatchError(f"{path}: expected the columns formal,nickname; found {','.join(table.columns)}")
+    return table.select(F.upper(F.trim("formal")).alias("formal"), F.upper(F.trim("nickname")).alias("nickname"))
+
+
+def _with_forename_forms(profile: DataFrame, nicknames: DataFrame) -> DataFrame:
+    formal_of = nicknames.groupBy(F.col("nickname").alias("forename")).agg(F.collect_set("formal").alias("_formal"))
+    joined = profile.join(F.broadcast(formal_of), "forename", "left")
+    forms = F.when(
+        F.col("forename").isNotNull(),
+        F.array_sort(F.array_union(F.array(F.col("forename")), F.coalesce(F.col("_formal"), F.array()))),
+    )
+    return joined.withColumn("forename_forms", forms).drop("_formal")
+
+
+def _with_known_surnames(profile: DataFrame) -> DataFrame:
+    keyed = profile.join(deterministic_keys(profile), "profile_id", "left")
+    known = (
+        keyed.where(F.col("key").isNotNull() & F.col("surname").isNotNull())
+        .groupBy("key")
+        .agg(F.array_sort(F.collect_set("surname")).alias("_known"))
+    )
+    surnames = F.when(F.col("surname").isNotNull(), F.coalesce(F.col("_known"), F.array(F.col("surname"))))
+    return keyed.join(known, "key", "left").withColumn("surnames", surnames).drop("key", "_known")
