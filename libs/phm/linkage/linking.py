@@ -22,7 +22,12 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 from phm.linkage.model import comparable, number_only
 from phm.linkage.profiles import deterministic_keys
 
-DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = "deterministic", "probabilistic", "identical_identifiers", "unlinked"
+DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = (
+    "deterministic",
+    "probabilistic",
+    "identical_identifiers",
+    "unlinked",
+)
 EDGE_COLUMNS = ("profile_id_l", "profile_id_r", "match_probability", "match_weight", "method")
 # Splink's match weight at probability 1 is unbounded; deterministic edges carry this instead.
 DETERMINISTIC_WEIGHT = 99.0
@@ -42,7 +47,9 @@ def deterministic_edges(profiles: DataFrame, among: DataFrame | None = None) -> 
     """
     keyed = deterministic_keys(profiles)
     if among is not None:
-        keyed = keyed.join(keyed.join(among.select("profile_id"), "profile_id", "left_semi").select("key"), "key", "left_semi")
+        keyed = keyed.join(
+            keyed.join(among.select("profile_id"), "profile_id", "left_semi").select("key"), "key", "left_semi"
+        )
     anchors = keyed.groupBy("key").agg(F.min("profile_id").alias("_anchor"))
     return (
         keyed.join(anchors, "key")
@@ -124,7 +131,10 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
     labelled = clusters.select("profile_id", "cluster_id").join(kinds, "profile_id")
     alone = (
         labelled.groupBy("cluster_id")
-        .agg(F.min(F.col("_number_only") & F.col("nhs_number_valid")).alias("_alone"), F.max("nhs_number").alias("nhs_number"))
+        .agg(
+            F.min(F.col("_number_only") & F.col("nhs_number_valid")).alias("_alone"),
+            F.max("nhs_number").alias("nhs_number"),
+        )
         .where("_alone")
         .select(F.col("cluster_id").alias("_from"), "nhs_number")
     )

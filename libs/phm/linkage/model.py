@@ -94,18 +94,14 @@ def comparisons() -> list[cl.CustomComparison]:
         "year(date_of_birth_l) = year(date_of_birth_r) AND month(date_of_birth_l) = day(date_of_birth_r) "
         "AND day(date_of_birth_l) = month(date_of_birth_r)"
     )
-    dob_one_character = (
-        "damerau_levenshtein(cast(date_of_birth_l AS string), cast(date_of_birth_r AS string)) <= 1"
-    )
+    dob_one_character = "damerau_levenshtein(cast(date_of_birth_l AS string), cast(date_of_birth_r AS string)) <= 1"
     return [
         cl.CustomComparison(
             output_column_name="nhs_number",
             comparison_description="NHS number",
             comparison_levels=[
                 cll.NullLevel("nhs_number"),
-                cll.CustomLevel(
-                    "nhs_number_l = nhs_number_r AND nhs_number_valid_l", "Exact match, valid number"
-                ),
+                cll.CustomLevel("nhs_number_l = nhs_number_r AND nhs_number_valid_l", "Exact match, valid number"),
                 cll.DamerauLevenshteinLevel("nhs_number", 1),
                 cll.ElseLevel(),
             ],
@@ -211,9 +207,13 @@ def load_model(path: Path) -> dict[str, Any]:
     try:
         model = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: cannot read the linkage model ({exc}); retrain with --set linkage.retrain=true")
+        raise ModelFileError(
+            f"{path}: cannot read the linkage model ({exc}); retrain with --set linkage.retrain=true"
+        ) from exc
     if model.get("unique_id_column_name") != UNIQUE_ID or "comparisons" not in model:
-        raise ModelFileError(f"{path}: not a linkage model of this platform; retrain with --set linkage.retrain=true")
+        raise ModelFileError(
+            f"{path}: not a linkage model of this platform; retrain with --set linkage.retrain=true"
+        ) from exc
     return model
 
 

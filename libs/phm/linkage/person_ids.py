@@ -28,7 +28,9 @@ class PersonIdCollisionError(RuntimeError):
 
 def mint(founder: Column, salt: Column | None = None) -> Column:
     """A new person id: 'P' + 15 hex characters of a hash of the cluster's lowest profile id."""
-    text = F.concat(F.lit("person|"), founder) if salt is None else F.concat(F.lit("person|"), founder, F.lit("|"), salt)
+    text = (
+        F.concat(F.lit("person|"), founder) if salt is None else F.concat(F.lit("person|"), founder, F.lit("|"), salt)
+    )
     return F.concat(F.lit("P"), F.upper(F.sha2(text, 256).substr(1, 15)))
 
 
@@ -54,9 +56,7 @@ def assign(clusters: DataFrame, previous: DataFrame | None, run_id: str) -> tupl
     earlier_ids = previous.select(F.col("person_id").alias("minted")).distinct()
     minted = founders.join(kept, "cluster_id", "left_anti").withColumn("minted", mint(F.col("founder")))
     # A split-off cluster's lowest profile may have founded an earlier id: salt with the run to stay new.
-    reused = minted.join(earlier_ids, "minted", "left_semi").withColumn(
-        "minted", mint(F.col("founder"), F.lit(run_id))
-    )
+    reused = minted.join(earlier_ids, "minted", "left_semi").withColumn("minted", mint(F.col("founder"), F.lit(run_id)))
     minted = minted.join(reused.select("cluster_id"), "cluster_id", "left_anti").unionByName(reused)
     ids = kept.select("cluster_id", F.col("kept_id").alias("person_id")).unionByName(
         minted.select("cluster_id", F.col("minted").alias("person_id"))
@@ -67,9 +67,7 @@ def assign(clusters: DataFrame, previous: DataFrame | None, run_id: str) -> tupl
 
 
 def check_unique(assigned: DataFrame) -> None:
-    clashes = (
-        assigned.groupBy("person_id").agg(F.countDistinct("cluster_id").alias("clusters")).where("clusters > 1")
-    )
+    clashes = assigned.groupBy("person_id").agg(F.countDistinct("cluster_id").alias("clusters")).where("clusters > 1")
     if clashes.limit(1).count():
         raise PersonIdCollisionError("two clusters were given the same person_id; nothing was written")
 

@@ -100,7 +100,9 @@ def deterministic_keys(profile: DataFrame) -> DataFrame:
         .when(F.col("_dates").isNull(), F.concat_ws("|", number, F.lit("")))
         .when(F.col("_dates") == 1, F.concat_ws("|", number, F.col("_only_date").cast("string")))
     )
-    return valid.join(dates, "nhs_number", "left").select("profile_id", key.alias("key")).where(F.col("key").isNotNull())
+    return (
+        valid.join(dates, "nhs_number", "left").select("profile_id", key.alias("key")).where(F.col("key").isNotNull())
+    )
 
 
 def read_nicknames(spark: SparkSession, path: str) -> DataFrame:
