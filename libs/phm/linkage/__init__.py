@@ -1,1 +1,1 @@
-"""Record linkage: identity profiles, the Splink model, clustering, stable person ids, evaluation (work in progress, issue 5)."""
+"""Record linkage: identity profiles, Splink model, clustering, stable person ids, evaluation (issue 5, in progress)."""

@@ -211,9 +211,7 @@ def load_model(path: Path) -> dict[str, Any]:
             f"{path}: cannot read the linkage model ({exc}); retrain with --set linkage.retrain=true"
         ) from exc
     if model.get("unique_id_column_name") != UNIQUE_ID or "comparisons" not in model:
-        raise ModelFileError(
-            f"{path}: not a linkage model of this platform; retrain with --set linkage.retrain=true"
-        ) from exc
+        raise ModelFileError(f"{path}: not a linkage model of this platform; retrain with --set linkage.retrain=true")
     return model
 
 
