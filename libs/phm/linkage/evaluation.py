@@ -18,6 +18,8 @@ leaves every other record alone.
 
 from __future__ import annotations
 
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -114,10 +116,7 @@ def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame,
     """Every scope's metrics for one linkage (`method` names it: the model, or the baseline)."""
     flagged = labelled(links, record_truth, person_truth).cache()
     parts = [metrics(flagged)] + [metrics(flagged, group) for group in GROUPS]
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out.select(F.lit(method).alias("method"), "*")
+    return reduce(DataFrame.unionByName, parts).select(F.lit(method).alias("method"), "*")
 
 
 def _pairs(with_group: DataFrame) -> DataFrame:
