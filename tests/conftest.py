@@ -26,7 +26,15 @@ os.environ["PHM_PSEUDONYM_KEY"] = TEST_KEY_HEX
 
 def test_overrides(base: Path) -> list[str]:
     """--set overrides that keep the repository as root but send every output under `base`."""
-    return [f"paths.root={REPO}"] + [f"paths.{key}={base / key}" for key in OUTPUT_PATHS]
+    return (
+        [f"paths.root={REPO}"]
+        + [f"paths.{key}={base / key}" for key in OUTPUT_PATHS]
+        + [
+            f"linkage.model={base / 'models' / 'linkage.json'}",
+            f"mlflow.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+            f"mlflow.artifact_location={base / 'mlartifacts'}",
+        ]
+    )
 
 
 test_overrides.__test__ = False  # a helper, not a test

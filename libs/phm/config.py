@@ -149,6 +149,19 @@ class IngestConfig(StrictModel):
     data_docs: StrictBool = Field(True, description="Write Great Expectations Data Docs under reports/<run_id>/.")
 
 
+class LinkageConfig(StrictModel):
+    """`phm run link`: the Splink model, when to retrain or relink everything, the match threshold."""
+
+    model: str = Field("models/linkage/model.json", description="The trained model (JSON), reused by refreshes.")
+    retrain: StrictBool = Field(False, description="Train a new model even if `model` exists (then relink all).")
+    full_relink: StrictBool = Field(False, description="Score every profile again, not only the new ones.")
+    threshold: float = Field(0.9, gt=0.0, lt=1.0, description="Match probability at which two profiles link.")
+    training_profiles: int = Field(200_000, ge=100, description="Profiles sampled to train on (seeded).")
+    u_max_pairs: float = Field(5e6, ge=1e4, description="Random pairs for u estimation.")
+    seed: int = 20261123
+    nicknames: str = Field("configs/linkage/nicknames.csv", description="formal,nickname pairs for forenames.")
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -167,6 +180,7 @@ class PhmConfig(StrictModel):
     reference: ReferenceConfig = ReferenceConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
     ingest: IngestConfig = IngestConfig()
+    linkage: LinkageConfig = LinkageConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -195,7 +209,12 @@ class PhmConfig(StrictModel):
 
 
 # Paths that must exist before any job starts: (dotted key, description).
-REQUIRED_INPUT_PATHS = ("reference.qof_prevalence_csv", "synthetic.calibration", "ingest.sources")
+REQUIRED_INPUT_PATHS = (
+    "reference.qof_prevalence_csv",
+    "synthetic.calibration",
+    "ingest.sources",
+    "linkage.nicknames",
+)
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PhmConfig:

@@ -207,6 +207,150 @@ DATA_QUALITY = TableSpec(
     ),
 )
 
+LINKAGE_PROFILES = TableSpec(
+    name="silver.linkage_profiles",
+    grain="one row per distinct identity profile (combination of identifiers) seen by linkage",
+    description=(
+        "Linkage state: each profile's person_id and how it linked. The profile id is a hash of keyed "
+        "pseudonyms, so this holds no identifier; the next refresh keeps person_ids stable from it."
+    ),
+    keys=("profile_id",),
+    schema=T.StructType(
+        [
+            T.StructField("profile_id", T.StringType(), False),
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("record_count", T.LongType(), False),
+            T.StructField("sources", T.ArrayType(T.StringType()), False),
+            T.StructField("link_method", T.StringType(), False),
+            T.StructField("match_probability", T.DoubleType(), True),
+            T.StructField("linkage_run_id", T.StringType(), False),
+        ]
+    ),
+)
+
+PERSON_LINK = TableSpec(
+    name="silver.person_link",
+    grain="one row per accepted identity-bearing source record",
+    description=(
+        "Which person each source record belongs to, the match probability of its profile's strongest "
+        "link, how it linked (deterministic, probabilistic, identical_identifiers, unlinked) and the run."
+    ),
+    keys=("source", "record_id"),
+    partition_by=("source",),
+    schema=T.StructType(
+        [
+            T.StructField("source", T.StringType(), False),
+            T.StructField("period", T.StringType(), False),
+            T.StructField("record_id", T.StringType(), False),
+            T.StructField("profile_id", T.StringType(), False),
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("match_probability", T.DoubleType(), True),
+            T.StructField("link_method", T.StringType(), False),
+            T.StructField("linkage_run_id", T.StringType(), False),
+        ]
+    ),
+)
+
+PERSON_ID_HISTORY = TableSpec(
+    name="silver.person_id_history",
+    grain="one row per person_id change of a linkage run (merge, move or split), appended",
+    description=(
+        "Every change to the person_id of records already linked: merged into another person, records "
+        "moved to another existing person, or split off to a new one; never silent."
+    ),
+    keys=("linkage_run_id", "person_id_from", "person_id_to"),
+    schema=T.StructType(
+        [
+            T.StructField("linkage_run_id", T.StringType(), False),
+            T.StructField("event", T.StringType(), False),
+            T.StructField("person_id_from", T.StringType(), False),
+            T.StructField("person_id_to", T.StringType(), False),
+            T.StructField("records", T.LongType(), False),
+            T.StructField("profiles", T.LongType(), False),
+            T.StructField("recorded_at", T.TimestampType(), False),
+        ]
+    ),
+)
+
+PERSON = TableSpec(
+    name="gold.person",
+    grain="one row per linked person",
+    description=(
+        "The person index: age and age band at the reference date (the end of the latest loaded period), "
+        "sex, ethnicity, current GP practice, PCN and place, LSOA and IMD, from the best available values "
+        "(the latest GP registration record first, then any source). No direct identifier."
+    ),
+    keys=("person_id",),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("age", T.IntegerType(), True),
+            T.StructField("age_band", T.StringType(), True),
+            T.StructField("sex", T.StringType(), True),
+            T.StructField("ethnicity", T.StringType(), True),
+            T.StructField("practice_code", T.StringType(), True),
+            T.StructField("pcn_code", T.StringType(), True),
+            T.StructField("place_code", T.StringType(), True),
+            T.StructField("lsoa_code", T.StringType(), True),
+            T.StructField("imd_decile", T.IntegerType(), True),
+            T.StructField("imd_quintile", T.IntegerType(), True),
+            T.StructField("gp_registered", T.BooleanType(), False),
+            T.StructField("deceased", T.BooleanType(), False),
+            T.StructField("death_period", T.StringType(), True),
+            T.StructField("records", T.LongType(), False),
+            T.StructField("sources", T.ArrayType(T.StringType()), False),
+        ]
+    ),
+)
+
+LINKAGE_QUALITY = TableSpec(
+    name="mart.linkage_quality",
+    grain="one row per linkage run x measure x group (no truth: what a real ICS can see)",
+    description=(
+        "Each linkage run's quality without truth: match-weight distribution, cluster-size distribution, "
+        "records and unlinked records per source, link methods, comparisons per blocking rule."
+    ),
+    keys=("linkage_run_id", "measure", "group_value"),
+    schema=T.StructType(
+        [
+            T.StructField("linkage_run_id", T.StringType(), False),
+            T.StructField("measure", T.StringType(), False),
+            T.StructField("group_value", T.StringType(), False),
+            T.StructField("value", T.DoubleType(), False),
+        ]
+    ),
+)
+
+LINKAGE_EVALUATION = TableSpec(
+    name="mart.linkage_evaluation",
+    grain="one row per evaluated linkage run x method (the model, the NHS-number baseline) x scope x group",
+    description=(
+        "Linkage measured against the synthetic truth store (evaluation only): pairwise precision, recall "
+        "and F1, missed links, split and falsely merged persons, overall and by source, ethnicity, age "
+        "band and IMD quintile, beside the NHS-number-only baseline on the same records."
+    ),
+    keys=("linkage_run_id", "method", "scope", "group_value"),
+    schema=T.StructType(
+        [
+            T.StructField("linkage_run_id", T.StringType(), False),
+            T.StructField("method", T.StringType(), False),
+            T.StructField("scope", T.StringType(), False),
+            T.StructField("group_value", T.StringType(), True),
+            *[
+                T.StructField(n, T.LongType(), True)
+                for n in ("records", "persons", "true_pairs", "predicted_pairs", "true_positive_pairs")
+            ],
+            *[T.StructField(n, T.DoubleType(), True) for n in ("precision", "recall", "f1")],
+            T.StructField("missed_link_records", T.LongType(), True),
+            T.StructField("missed_link_rate", T.DoubleType(), True),
+            T.StructField("split_persons", T.LongType(), True),
+            T.StructField("falsely_merged_persons", T.LongType(), True),
+            T.StructField("false_merge_rate", T.DoubleType(), True),
+        ]
+    ),
+)
+
 # Layers that hold direct identifiers; everything else must hold pseudonyms only (leak tests search it).
 RESTRICTED_LAYERS = ("bronze", "vault")
 
@@ -238,5 +382,19 @@ def all_specs() -> list[TableSpec]:
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
 
 
-for _spec in (JOB_RUNS, QOF_PREVALENCE, LANDED_ROWS, INGEST_FILES, QUARANTINE, IDENTITY, DATA_QUALITY):
+for _spec in (
+    JOB_RUNS,
+    QOF_PREVALENCE,
+    LANDED_ROWS,
+    INGEST_FILES,
+    QUARANTINE,
+    IDENTITY,
+    DATA_QUALITY,
+    LINKAGE_PROFILES,
+    PERSON_LINK,
+    PERSON_ID_HISTORY,
+    PERSON,
+    LINKAGE_QUALITY,
+    LINKAGE_EVALUATION,
+):
     register(_spec)

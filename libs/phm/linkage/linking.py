@@ -64,15 +64,57 @@ def deterministic_edges(profiles: DataFrame, among: DataFrame | None = None) -> 
     )
 
 
-def probabilistic_edges(scored: DataFrame, threshold: float) -> DataFrame:
-    return scored.where(F.col("match_probability") >= threshold).select(
+def probabilistic_edges(scored: DataFrame, threshold: float, profiles: DataFrame) -> DataFrame:
+    """Scored pairs at or above the threshold, less those that would give one person two valid NHS numbers."""
+    accepted = scored.where(F.col("match_probability") >= threshold).select(
         "profile_id_l", "profile_id_r", "match_probability", "match_weight", F.lit(PROBABILISTIC).alias("method")
+    )
+    return without_number_conflicts(accepted, profiles)
+
+
+def without_number_conflicts(edges: DataFrame, profiles: DataFrame) -> DataFrame:
+    """Edges that cannot join two different valid NHS numbers directly or through one profile.
+
+    A valid NHS number belongs to one person (single-digit errors and adjacent
+    transpositions fail the modulus-11 check), so an edge between profiles with
+    different valid numbers is dropped; and a profile without a valid number
+    (e.g. an A&E record with no number, scored against twins at one address)
+    keeps only its edges to the number it matches best (highest match weight;
+    ties: the lower number), so it cannot bridge two numbered persons. Chains
+    of two or more unnumbered profiles can still bridge; the evaluation counts
+    what remains as false merges.
+    """
+    numbers = profiles.select("profile_id", F.when(F.col("nhs_number_valid"), F.col("nhs_number")).alias("_number"))
+    ends = edges.join(
+        numbers.withColumnRenamed("profile_id", "profile_id_l").withColumnRenamed("_number", "_number_l"),
+        "profile_id_l",
+        "left",
+    ).join(
+        numbers.withColumnRenamed("profile_id", "profile_id_r").withColumnRenamed("_number", "_number_r"),
+        "profile_id_r",
+        "left",
+    )
+    consistent = ends.where(
+        F.col("_number_l").isNull() | F.col("_number_r").isNull() | (F.col("_number_l") == F.col("_number_r"))
+    )
+    # Each end without a number, with the number at the other end of each edge.
+    one_sided = consistent.where(F.col("_number_l").isNull() != F.col("_number_r").isNull())
+    free_end = F.when(F.col("_number_l").isNull(), F.col("profile_id_l")).otherwise(F.col("profile_id_r"))
+    number = F.coalesce(F.col("_number_l"), F.col("_number_r"))
+    by_number = one_sided.groupBy(free_end.alias("_free"), number.alias("_to")).agg(F.max("match_weight").alias("_w"))
+    best = by_number.groupBy("_free").agg(F.min(F.struct(-F.col("_w"), F.col("_to")))["_to"].alias("_best"))
+    checked = consistent.withColumn("_free", F.when(F.col("_number_l").isNull() != F.col("_number_r").isNull(),
+                                                    free_end)).withColumn("_to", number)  # fmt: skip
+    return (
+        checked.join(best, "_free", "left")
+        .where(F.col("_best").isNull() | (F.col("_to") == F.col("_best")))
+        .select(*EDGE_COLUMNS)
     )
 
 
 def link_all(linker: Linker, profiles: DataFrame, threshold: float) -> Linked:
     scored = linker.inference.predict().as_spark_dataframe()
-    edges = deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold))
+    edges = deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold, profiles))
     nodes = profiles.select("profile_id")
     clusters = attach_number_only(connected_components(linker, nodes, edges, "profile_id"), profiles)
     return Linked(_with_record_counts(clusters, profiles), edges, scored)
@@ -89,7 +131,7 @@ def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold
         .as_spark_dataframe()
         .unionByName(linker.inference.predict_between(new_sdf, known_sdf).as_spark_dataframe())
     )
-    edges = deterministic_edges(profiles, among=new).unionByName(probabilistic_edges(scored, threshold))
+    edges = deterministic_edges(profiles, among=new).unionByName(probabilistic_edges(scored, threshold, profiles))
     person_of = previous.select(F.col("profile_id").alias("_pid"), F.col("person_id").alias("_person"))
     # Ends that are existing profiles become their person's node.
     graph_edges = edges

@@ -37,9 +37,10 @@ def profile_id(record: DataFrame) -> Column:
 
 
 def linkage_records(identity: DataFrame) -> DataFrame:
-    """vault.identity -> (source, record_id, profile_id, identifiers): one row per identity record."""
+    """vault.identity -> (source, period, record_id, profile_id, identifiers): one row per identity record."""
     return identity.select(
         "source",
+        "period",
         "record_id",
         profile_id(identity).alias("profile_id"),
         *IDENTIFIERS,

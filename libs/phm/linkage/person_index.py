@@ -1,0 +1,115 @@
+"""gold.person: one row per linked person from the best available values.
+
+Best values (the order a PHM analyst would trust them):
+- date of birth and sex: the most frequent value among the person's GP
+  registration records, else among all their records (ties: the earlier date,
+  F before M); only age and age band leave the vault;
+- GP practice and registration status: the latest GP registration record
+  (by effective date, then delivery); deregistered means no current practice;
+- LSOA and IMD: the latest GP registration record that has them;
+- ethnicity: the latest stated ethnicity in GP records ("Not stated" only if
+  nothing else was ever recorded);
+- death: any death registration (its month only).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from phm.ingest.outputs import age_band
+
+GP_SOURCE = "gp_registrations"
+DEATHS_SOURCE = "deaths"
+NOT_STATED = "Not stated"
+
+
+def person_index(
+    links: DataFrame,
+    identity: DataFrame,
+    registrations: DataFrame,
+    deaths: DataFrame,
+    practices: DataFrame,
+    reference_date: str,
+) -> DataFrame:
+    """links: silver.person_link; identity: vault.identity; the others their silver tables."""
+    linked = links.select("source", "record_id", "person_id")
+    totals = linked.groupBy("person_id").agg(
+        F.count(F.lit(1)).alias("records"), F.array_sort(F.collect_set("source")).alias("sources")
+    )
+    demographics = linked.join(identity.select("source", "record_id", "date_of_birth", "sex"), ["source", "record_id"])
+    gp_first = (F.col("source") == GP_SOURCE).cast("int")
+    date_of_birth = _most_frequent(demographics, "date_of_birth", gp_first)
+    sex = _most_frequent(demographics.where(F.col("sex").isin("M", "F")), "sex", gp_first)
+
+    gp = linked.where(F.col("source") == GP_SOURCE).join(
+        registrations.select("record_id", "record_type", "ethnicity", "lsoa_code", "imd_decile", "practice_code",
+                             "effective_date", "period", "line_number"),
+        "record_id",
+    )  # fmt: skip
+    latest = [F.col("effective_date").desc_nulls_last(), F.col("period").desc(), F.col("line_number").desc()]
+    current = _first(gp, latest).select(
+        "person_id",
+        (F.col("record_type") != "deregistration").alias("gp_registered"),
+        F.when(F.col("record_type") != "deregistration", F.col("practice_code")).alias("practice_code"),
+    )
+    area = _first(gp.where(F.col("lsoa_code").isNotNull()), latest).select("person_id", "lsoa_code", "imd_decile")
+    stated = F.when(F.col("ethnicity") == NOT_STATED, 0).otherwise(1)
+    ethnicity = _first(gp.where(F.col("ethnicity").isNotNull()), [stated.desc(), *latest]).select(
+        "person_id", "ethnicity"
+    )
+    died = (
+        linked.where(F.col("source") == DEATHS_SOURCE)
+        .join(deaths.select("record_id", "date_of_death"), "record_id")
+        .groupBy("person_id")
+        .agg(F.min("date_of_death").alias("_date_of_death"))
+    )
+    units = practices.select("practice_code", "pcn_code", "place_code").dropDuplicates(["practice_code"])
+
+    reference = F.to_date(F.lit(reference_date))
+    at = F.least(reference, F.coalesce(F.col("_date_of_death"), reference))
+    age = F.floor(F.months_between(at, F.col("date_of_birth")) / 12).cast("int")
+    return (
+        totals.join(date_of_birth, "person_id", "left")
+        .join(sex, "person_id", "left")
+        .join(current, "person_id", "left")
+        .join(area, "person_id", "left")
+        .join(ethnicity, "person_id", "left")
+        .join(died, "person_id", "left")
+        .join(F.broadcast(units), "practice_code", "left")
+        .select(
+            "person_id",
+            reference.alias("reference_date"),
+            F.when(age >= 0, age).alias("age"),
+            age_band(F.when(age >= 0, age)).alias("age_band"),
+            "sex",
+            "ethnicity",
+            "practice_code",
+            "pcn_code",
+            "place_code",
+            "lsoa_code",
+            F.col("imd_decile").cast("int").alias("imd_decile"),
+            F.ceil(F.col("imd_decile") / 2).cast("int").alias("imd_quintile"),
+            F.coalesce(F.col("gp_registered"), F.lit(False)).alias("gp_registered"),
+            F.col("_date_of_death").isNotNull().alias("deceased"),
+            F.date_format("_date_of_death", "yyyy-MM").alias("death_period"),
+            "records",
+            "sources",
+        )
+    )
+
+
+def _most_frequent(records: DataFrame, column: str, preference: Column) -> DataFrame:
+    """(person_id, column): the value most frequent among preferred records, then among all (ties: smaller)."""
+    counts = (
+        records.where(F.col(column).isNotNull())
+        .groupBy("person_id", column)
+        .agg(F.sum(preference).alias("_preferred"), F.count(F.lit(1)).alias("_n"))
+    )
+    order = [F.col("_preferred").desc(), F.col("_n").desc(), F.col(column)]
+    return _first(counts, order).select("person_id", column)
+
+
+def _first(df: DataFrame, order: list[Column]) -> DataFrame:
+    window = Window.partitionBy("person_id").orderBy(*order)
+    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")

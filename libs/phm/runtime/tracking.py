@@ -1,0 +1,37 @@
+"""MLflow tracking for jobs: one experiment per kind of work, runs tagged with the platform's run id.
+
+Only counts, settings and pseudonymised or aggregate artifacts are logged
+(never an identifier: the leak tests search MLflow too).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+
+from phm.config import PhmConfig
+
+
+def experiment_name(config: PhmConfig, kind: str) -> str:
+    return f"{config.mlflow.experiment_prefix}-{kind}"
+
+
+@contextmanager
+def tracked_run(config: PhmConfig, kind: str, run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run in the `kind` experiment, named and tagged with the platform run id."""
+    uri = config.tracking_uri
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    name = experiment_name(config, kind)
+    if mlflow.get_experiment_by_name(name) is None:
+        artifacts = config.resolve(config.mlflow.artifact_location)
+        location = artifacts if "://" in artifacts else Path(os.path.abspath(artifacts)).as_uri()
+        mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
+    mlflow.set_experiment(name)
+    with mlflow.start_run(run_name=run_id, tags={"phm.run_id": run_id, "phm.environment": config.environment}) as run:
+        yield run

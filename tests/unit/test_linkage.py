@@ -1,0 +1,287 @@
+"""Linkage logic on hand-made records: profiles, the deterministic pass, every comparison level and blocking
+rule, the NHS-number conflict veto, clustering, stable person ids, gold.person and the truth evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+from splink import Linker
+
+from phm.linkage import model as linkage_model
+from phm.linkage.evaluation import evaluate, nhs_number_baseline
+from phm.linkage.linking import attach_number_only, deterministic_edges, without_number_conflicts
+from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
+from phm.linkage.person_index import person_index
+from phm.linkage.profiles import deterministic_keys, profiles, read_nicknames
+
+REPO = Path(__file__).resolve().parents[2]
+A, B, C, D = "9990000018", "9990000026", "9990000034", "9990000042"  # valid (modulus 11)
+INVALID = "9990000019"
+RECORD = "source string, period string, record_id string, profile_id string, nhs_number string, forename string, " \
+         "surname string, date_of_birth date, sex string, postcode string"  # fmt: skip
+
+
+def records(spark, rows):
+    """(profile_id, nhs, forename, surname, dob, sex, postcode) -> linkage records, one per row."""
+    full = [("gp_registrations", "2026-01", f"r{i}", *row) for i, row in enumerate(rows)]
+    return spark.createDataFrame(full, RECORD)
+
+
+def nicknames(spark):
+    return read_nicknames(spark, str(REPO / "configs" / "linkage" / "nicknames.csv"))
+
+
+def by_id(df, key="profile_id"):
+    return {r[key]: r for r in df.collect()}
+
+
+def test_nicknames_config_is_read_upper_case_and_checked(spark, tmp_path):
+    names = by_id(nicknames(spark).where(F.col("nickname") == "BOB"), "formal")
+    assert "ROBERT" in names
+    bad = tmp_path / "n.csv"
+    bad.write_text("name,short\nRobert,Bob\n")
+    with pytest.raises(Exception, match="expected the columns formal,nickname"):
+        read_nicknames(spark, str(bad))
+
+
+def test_profiles_derive_forms_known_surnames_and_postcode_parts(spark):
+    rows = [
+        ("p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
+        ("p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
+        ("p2", A, "ROBERT", "JONES", date(1950, 1, 2), "U", "LS1 4AB"),  # same number and DOB: a name change
+        ("p3", INVALID, "ANN", "SMITH", None, "F", None),
+    ]
+    got = by_id(profiles(records(spark, rows), nicknames(spark)))
+    assert got["p1"].record_count == 2 and got["p1"].sources == ["gp_registrations"]
+    assert "ROBERT" in got["p1"].forename_forms and "BOB" in got["p1"].forename_forms
+    assert got["p1"].surnames == ["JONES", "SMITH"] == got["p2"].surnames
+    assert (got["p1"].postcode_sector, got["p1"].postcode_district) == ("LS1 4", "LS1")
+    assert got["p2"].sex is None  # U compares as missing
+    assert got["p3"].nhs_number_valid is False and got["p3"].surnames == ["SMITH"]
+
+
+def test_deterministic_keys_need_a_valid_number_and_one_date_of_birth(spark):
+    rows = [
+        ("a1", A, "ANN", "X", date(1950, 1, 2), "F", None),
+        ("a2", A, None, None, None, None, None),  # number only: takes the number's one DOB
+        ("b1", B, "BO", "Y", date(1960, 1, 1), "M", None),
+        ("b2", B, "BO", "Y", date(1961, 1, 1), "M", None),
+        ("b3", B, None, None, None, None, None),  # number seen with two DOBs: ambiguous, unkeyed
+        ("c1", C, None, None, None, None, None),  # number never seen with a DOB: keyed by number alone
+        ("x1", INVALID, "CY", "Z", date(1970, 1, 1), "F", None),  # invalid number: never keyed
+    ]
+    keys = {r.profile_id: r.key for r in deterministic_keys(profiles(records(spark, rows), nicknames(spark))).collect()}
+    assert keys == {"a1": f"{A}|1950-01-02", "a2": f"{A}|1950-01-02", "b1": f"{B}|1960-01-01",
+                    "b2": f"{B}|1961-01-01", "c1": f"{C}|"}  # fmt: skip
+    edges = deterministic_edges(profiles(records(spark, rows), nicknames(spark))).collect()
+    assert [(e.profile_id_l, e.profile_id_r, e.match_probability) for e in edges] == [("a1", "a2", 1.0)]
+
+
+# Each comparison's levels, highest first; gamma = number of non-null levels below it (null = -1).
+COMPARISON_CASES = [
+    # (left, right, {comparison: expected gamma})
+    (
+        (A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
+        (A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
+        {"nhs_number": 2, "forename": 4, "surname": 4, "date_of_birth": 4, "sex": 1, "postcode": 3},
+    ),
+    (
+        (INVALID, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
+        (INVALID, "ROBERT", "SMYTH", date(1950, 2, 1), "F", "LS1 4XY"),
+        {"nhs_number": 1, "forename": 3, "surname": 1, "date_of_birth": 3, "sex": 0, "postcode": 2},
+    ),
+    (
+        (A, "JONATHAN", "MARTIN", date(1950, 1, 2), "M", "LS1 4AB"),
+        ("9990000081", "JONATHON", "MARTYN", date(1950, 1, 3), None, "LS1 9ZZ"),
+        {"nhs_number": 1, "forename": 2, "surname": 2, "date_of_birth": 2, "sex": -1, "postcode": 1},
+    ),
+    (
+        (A, "MARIA", "MARTIN", date(1950, 1, 2), "F", "LS1 4AB"),
+        (B, "MARTHA", "MARTENS", date(1950, 8, 30), "F", "M1 1AA"),
+        {"nhs_number": 0, "forename": 1, "surname": 1, "date_of_birth": 1, "postcode": 0},
+    ),
+    (
+        (None, "ANN", "LEE", date(1950, 1, 2), "F", None),
+        (B, "ZOE", "KHAN", date(1980, 8, 30), "F", "M1 1AA"),
+        {"nhs_number": -1, "forename": 0, "surname": 0, "date_of_birth": 0, "postcode": -1},
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def comparison_linker(spark):
+    rows = [(f"l{i}", *left) for i, (left, _, _) in enumerate(COMPARISON_CASES)]
+    rows += [(f"r{i}", *right) for i, (_, right, _) in enumerate(COMPARISON_CASES)]
+    profile = profiles(records(spark, rows), nicknames(spark))
+    settings = dataclasses.replace(linkage_model.settings(), retain_intermediate_calculation_columns=True)
+    api = linkage_model.spark_api(spark)
+    return Linker(api.register(linkage_model.comparable(profile)), settings, log_level=logging.WARNING), profile, api
+
+
+@pytest.mark.parametrize("case", range(len(COMPARISON_CASES)))
+def test_each_comparison_level(comparison_linker, case):
+    linker, profile, api = comparison_linker
+    left = profile.where(F.col("profile_id") == f"l{case}").select(*linkage_model.MODEL_COLUMNS)
+    right = profile.where(F.col("profile_id") == f"r{case}").select(*linkage_model.MODEL_COLUMNS)
+    scored = linker.inference.score_pair(api.register(left), api.register(right)).as_spark_dataframe().first()
+    expected = COMPARISON_CASES[case][2]
+    assert {name: scored[f"gamma_{name}"] for name in expected} == expected
+
+
+BLOCKING_PROFILES = [
+    ("n1", A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
+    ("n2", A, "X", "Y", date(1990, 5, 5), "F", "M1 1AA"),  # same number only: rule 1
+    ("d1", None, "JO", "BROWN", date(1960, 3, 3), "F", "B1 1AA"),
+    ("d2", None, "JOANNE", "BROWN", date(1960, 3, 3), "F", "B9 9ZZ"),  # dob + surname: rule 2
+    ("f1", None, "PETER", "PAN", date(1970, 4, 4), "M", "C1 1AA"),
+    ("f2", None, "PETER", "PANN", date(1970, 4, 4), "M", "C9 9ZZ"),  # dob + forename: rule 3
+    ("s1", None, "KIM", "LO", date(1980, 6, 6), "F", "D1 2AB"),
+    ("s2", None, "KIMBERLY", "LOWE", date(1980, 6, 6), "F", "D1 2XY"),  # dob + sector: rule 4
+    ("m1", None, "SAM", "HILL", date(1990, 7, 7), "M", "E1 3AB"),
+    ("m2", None, "SAM", "HILL", date(1991, 7, 8), "M", "E1 9ZZ"),  # names + district: rule 5
+    ("z1", None, "UNA", "ZED", date(2000, 1, 1), "F", "F1 1AA"),  # nothing shared with anyone
+]
+
+
+def test_each_prediction_blocking_rule_finds_its_pair_and_nothing_else(spark):
+    profile = profiles(records(spark, BLOCKING_PROFILES), nicknames(spark))
+    api = linkage_model.spark_api(spark)
+    linker = Linker(api.register(linkage_model.comparable(profile)), linkage_model.settings(),
+                    log_level=logging.WARNING)  # fmt: skip
+    pairs = linker.inference.predict().as_spark_dataframe().select("profile_id_l", "profile_id_r", "match_key")
+    found = {(r.profile_id_l, r.profile_id_r): int(r.match_key) for r in pairs.collect()}
+    assert found == {("n1", "n2"): 0, ("d1", "d2"): 1, ("f1", "f2"): 2, ("s1", "s2"): 3, ("m1", "m2"): 4}
+
+
+def test_number_conflicts_are_vetoed(spark):
+    rows = [
+        ("a", A, "T", "TWIN", date(2000, 1, 1), "F", "LS1 4AB"),
+        ("b", B, "T", "TWIN", date(2000, 1, 1), "F", "LS1 4AB"),  # the twin
+        ("x", None, None, None, date(2000, 1, 1), "F", "LS1 4AB"),  # no number, no name: matches both
+        ("y", None, "T", "TWIN", date(2000, 1, 1), "F", None),
+    ]
+    profile = profiles(records(spark, rows), nicknames(spark))
+    edges = spark.createDataFrame(
+        [("a", "b", 0.95, 5.0, "probabilistic"), ("a", "x", 0.97, 6.0, "probabilistic"),
+         ("b", "x", 0.99, 7.0, "probabilistic"), ("x", "y", 0.95, 5.0, "probabilistic")],
+        "profile_id_l string, profile_id_r string, match_probability double, match_weight double, method string",
+    )  # fmt: skip
+    kept = {(r.profile_id_l, r.profile_id_r) for r in without_number_conflicts(edges, profile).collect()}
+    assert kept == {("b", "x"), ("x", "y")}  # a-b: two valid numbers; x keeps its best number (b's)
+
+
+def test_number_only_profiles_join_the_one_cluster_holding_their_number(spark):
+    rows = [
+        ("a1", A, "ANN", "X", date(1950, 1, 2), "F", None),
+        ("a2", A, None, None, None, None, None),
+        ("b1", B, "BO", "Y", date(1960, 1, 1), "M", None),
+        ("b2", B, "BO", "Y", date(1961, 1, 1), "M", None),
+        ("b3", B, None, None, None, None, None),
+    ]
+    profile = profiles(records(spark, rows), nicknames(spark))
+    clusters = spark.createDataFrame(
+        [("a1", "c1"), ("a2", "c2"), ("b1", "c3"), ("b2", "c4"), ("b3", "c5")], "profile_id string, cluster_id string"
+    )
+    got = {r.profile_id: r.cluster_id for r in attach_number_only(clusters, profile).collect()}
+    assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5"}  # B is in two clusters: b3 stays
+
+
+CLUSTERS = "profile_id string, cluster_id string, record_count long"
+PREVIOUS = "profile_id string, person_id string"
+
+
+def test_person_ids_are_minted_then_kept_and_every_change_is_recorded(spark):
+    first = spark.createDataFrame([("p1", "c1", 5), ("p2", "c1", 1), ("p3", "c2", 2), ("p4", "c3", 1)], CLUSTERS)
+    assigned, history = assign(first, None, "run1")
+    ids = {r.profile_id: r.person_id for r in assigned.collect()}
+    assert ids["p1"] == ids["p2"] != ids["p3"] != ids["p4"] and history.count() == 0
+    assert all(i.startswith("P") and len(i) == 16 for i in ids.values())
+    previous = spark.createDataFrame(list(ids.items()), PREVIOUS)
+
+    # a new profile joins person 1; p3 and p4 now link (merge); same ids otherwise
+    second = spark.createDataFrame(
+        [("p1", "k1", 5), ("p2", "k1", 1), ("p5", "k1", 1), ("p3", "k2", 2), ("p4", "k2", 1)], CLUSTERS
+    )
+    assigned, history = assign(second, previous, "run2")
+    now = {r.profile_id: r.person_id for r in assigned.collect()}
+    assert now["p1"] == now["p2"] == now["p5"] == ids["p1"]
+    assert now["p3"] == now["p4"] == ids["p3"]  # the larger person keeps its id
+    assert [tuple(r) for r in history.collect()] == [(MERGE, ids["p4"], ids["p3"], 1, 1)]
+
+    # p2 is split off on its own, and p4 moves back to... a new cluster with p3's other half
+    third = spark.createDataFrame(
+        [("p1", "x1", 5), ("p5", "x1", 1), ("p2", "x2", 1), ("p3", "x3", 2), ("p4", "x1", 1)], CLUSTERS
+    )
+    assigned, history = assign(third, spark.createDataFrame(list(now.items()), PREVIOUS), "run3")
+    later = {r.profile_id: r.person_id for r in assigned.collect()}
+    assert later["p1"] == ids["p1"] and later["p3"] == ids["p3"]
+    assert later["p2"] not in set(ids.values())  # a new id, never a reused one
+    events = {(r.event, r.person_id_from, r.person_id_to) for r in history.collect()}
+    assert events == {(SPLIT, ids["p1"], later["p2"]), (MOVE, ids["p3"], ids["p1"])}
+
+
+def test_person_index_takes_the_best_available_values(spark):
+    links = spark.createDataFrame(
+        [("gp_registrations", "g1", "P1"), ("gp_registrations", "g2", "P1"), ("ae", "e1", "P1"),
+         ("deaths", "d1", "P1"), ("ae", "e2", "P2")],
+        "source string, record_id string, person_id string",
+    )  # fmt: skip
+    identity = spark.createDataFrame(
+        [("gp_registrations", "g1", date(1950, 6, 1), "F"), ("gp_registrations", "g2", date(1950, 6, 1), "F"),
+         ("ae", "e1", date(1950, 1, 6), "M"), ("deaths", "d1", date(1950, 1, 6), "M"),
+         ("ae", "e2", date(2000, 3, 31), "U")],
+        "source string, record_id string, date_of_birth date, sex string",
+    )  # fmt: skip
+    registrations = spark.createDataFrame(
+        [("g1", "registration", "Asian or Asian British", "L1", 3, "Q1", date(2020, 1, 1), "2026-01", 2),
+         ("g2", "address_change", "Not stated", None, None, "Q1", date(2026, 1, 5), "2026-01", 3)],
+        "record_id string, record_type string, ethnicity string, lsoa_code string, imd_decile int, "
+        "practice_code string, effective_date date, period string, line_number long",
+    )  # fmt: skip
+    deaths = spark.createDataFrame([("d1", date(2026, 2, 10))], "record_id string, date_of_death date")
+    practices = spark.createDataFrame([("Q1", "U1", "PL1")], "practice_code string, pcn_code string, place_code string")
+    got = by_id(person_index(links, identity, registrations, deaths, practices, "2026-03-31"), "person_id")
+    p1, p2 = got["P1"], got["P2"]
+    assert (p1.age, p1.age_band, p1.sex, p1.ethnicity) == (75, "75-79", "F", "Asian or Asian British")
+    assert (p1.practice_code, p1.pcn_code, p1.place_code, p1.gp_registered) == ("Q1", "U1", "PL1", True)
+    assert (p1.lsoa_code, p1.imd_decile, p1.imd_quintile) == ("L1", 3, 2)
+    assert (p1.deceased, p1.death_period, p1.records) == (True, "2026-02", 4)
+    assert p1.sources == ["ae", "deaths", "gp_registrations"]
+    assert (p2.age, p2.sex, p2.gp_registered, p2.practice_code, p2.deceased) == (26, None, False, None, False)
+
+
+def test_evaluation_counts_pairs_misses_splits_and_merges(spark):
+    truth = spark.createDataFrame(
+        [("s", "r1", "T1"), ("s", "r2", "T1"), ("s", "r3", "T1"), ("s", "r4", "T2"), ("s", "r5", "T3")],
+        "source string, record_id string, true_person_id string",
+    )
+    people = spark.createDataFrame(
+        [("T1", "White", "20-24", 1), ("T2", "Mixed", "20-24", 1), ("T3", "White", "90+", 5)],
+        "true_person_id string, ethnicity string, age_band string, imd_quintile int",
+    )
+    # r3 split off from T1; T2 and T3 falsely merged
+    links = spark.createDataFrame(
+        [("s", "r1", "A"), ("s", "r2", "A"), ("s", "r3", "B"), ("s", "r4", "C"), ("s", "r5", "C")],
+        "source string, record_id string, person_id string",
+    )
+    rows = {(r.scope, r.group_value): r for r in evaluate(links, truth, people, "model").collect()}
+    overall = rows[("overall", "overall")]
+    assert (overall.true_pairs, overall.predicted_pairs, overall.true_positive_pairs) == (3, 2, 1)
+    assert overall.precision == pytest.approx(0.5) and overall.recall == pytest.approx(1 / 3)
+    assert (overall.missed_link_records, overall.split_persons, overall.falsely_merged_persons) == (1, 1, 2)
+    white = rows[("ethnicity", "White")]
+    assert (white.records, white.true_pairs, white.predicted_pairs, white.falsely_merged_persons) == (4, 3, 1, 1)
+
+
+def test_nhs_number_baseline_links_only_equal_valid_numbers(spark):
+    identity = spark.createDataFrame(
+        [("s", "r1", A), ("t", "r2", A), ("s", "r3", INVALID), ("t", "r4", INVALID), ("s", "r5", None)],
+        "source string, record_id string, nhs_number string",
+    )
+    got = {r.record_id: r.person_id for r in nhs_number_baseline(identity).collect()}
+    assert got["r1"] == got["r2"] and len({got["r3"], got["r4"], got["r5"], got["r1"]}) == 4
