@@ -139,8 +139,10 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         )
         catalog.overwrite(LINKAGE_PROFILES.name, state)
         state = catalog.read(LINKAGE_PROFILES.name)
-        links = records.join(state.select("profile_id", "person_id", "match_probability", "link_method"), "profile_id")
-        catalog.overwrite(PERSON_LINK.name, links.withColumn("linkage_run_id", F.lit(ctx.run_id)))
+        links = records.select("source", "period", "record_id", "profile_id").join(
+            state.select("profile_id", "person_id", "match_probability", "link_method", "linkage_run_id"), "profile_id"
+        )
+        catalog.overwrite(PERSON_LINK.name, links)
         links = catalog.read(PERSON_LINK.name)
         catalog.append(
             PERSON_ID_HISTORY.name,

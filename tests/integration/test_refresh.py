@@ -21,7 +21,7 @@ from ..conftest import TEST_CONFIG, test_overrides
 pytestmark = pytest.mark.slow
 
 
-STAGES = ["load_reference", "generate", "ingest"]
+STAGES = ["load_reference", "generate", "ingest", "link", "evaluate_linkage"]
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from datetime import datetime
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from phm.errors import MissingTableError, SchemaMismatchError
 from phm.tables import RUN_ID_COLUMN, TableSpec, all_specs, get_spec
@@ -165,7 +166,7 @@ class Catalog:
         wrong_type = sorted(
             f"{c} (expected {expected[c].simpleString()}, got {actual[c].simpleString()})"
             for c in set(expected) & set(actual)
-            if expected[c] != actual[c]
+            if _ignoring_nulls(expected[c]) != _ignoring_nulls(actual[c])
         )
         if missing or extra or wrong_type:
             parts = []
@@ -179,7 +180,9 @@ class Catalog:
                 f"cannot write {spec.name}: {'; '.join(parts)}; present columns {sorted(actual)}. "
                 "Fix the job's output or the declaration in phm.tables"
             )
-        return df.select(*expected, F.lit(self.run_id or "unknown").alias(RUN_ID_COLUMN))
+        # Types equal but for the nullability of nested elements (collect_set makes array<string not null>).
+        columns = [F.col(c) if expected[c] == actual[c] else F.col(c).cast(expected[c]).alias(c) for c in expected]
+        return df.select(*columns, F.lit(self.run_id or "unknown").alias(RUN_ID_COLUMN))
 
     def _written(self, name: str) -> int:
         last = self._delta(name).history(1).select("version", "operationMetrics").first()
@@ -220,3 +223,14 @@ class _CommitMetadata:
             self.spark.conf.unset(COMMIT_METADATA_CONF)
         else:
             self.spark.conf.set(COMMIT_METADATA_CONF, self.previous)
+
+
+def _ignoring_nulls(data_type: T.DataType) -> T.DataType:
+    """The type with every nested element, value and field nullable (so only the shape is compared)."""
+    if isinstance(data_type, T.ArrayType):
+        return T.ArrayType(_ignoring_nulls(data_type.elementType), True)
+    if isinstance(data_type, T.MapType):
+        return T.MapType(_ignoring_nulls(data_type.keyType), _ignoring_nulls(data_type.valueType), True)
+    if isinstance(data_type, T.StructType):
+        return T.StructType([T.StructField(f.name, _ignoring_nulls(f.dataType), True) for f in data_type.fields])
+    return data_type

@@ -20,9 +20,8 @@ def experiment_name(config: PhmConfig, kind: str) -> str:
     return f"{config.mlflow.experiment_prefix}-{kind}"
 
 
-@contextmanager
-def tracked_run(config: PhmConfig, kind: str, run_id: str) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run in the `kind` experiment, named and tagged with the platform run id."""
+def use_experiment(config: PhmConfig, kind: str) -> str:
+    """Point MLflow at the configured store and the `kind` experiment (created if new); its id."""
     uri = config.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +31,19 @@ def tracked_run(config: PhmConfig, kind: str, run_id: str) -> Iterator[mlflow.Ac
         artifacts = config.resolve(config.mlflow.artifact_location)
         location = artifacts if "://" in artifacts else Path(os.path.abspath(artifacts)).as_uri()
         mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
-    mlflow.set_experiment(name)
+    return mlflow.set_experiment(name).experiment_id
+
+
+def run_for(config: PhmConfig, kind: str, run_id: str) -> str | None:
+    """The MLflow run id of a platform run (tag phm.run_id), if it was tracked."""
+    experiment = use_experiment(config, kind)
+    found = mlflow.search_runs([experiment], filter_string=f"tags.`phm.run_id` = '{run_id}'", output_format="list")
+    return found[0].info.run_id if found else None
+
+
+@contextmanager
+def tracked_run(config: PhmConfig, kind: str, run_id: str) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run in the `kind` experiment, named and tagged with the platform run id."""
+    use_experiment(config, kind)
     with mlflow.start_run(run_name=run_id, tags={"phm.run_id": run_id, "phm.environment": config.environment}) as run:
         yield run

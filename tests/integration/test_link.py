@@ -1,0 +1,146 @@
+"""`phm run link` on the tiny synthetic ICS, delivered in two instalments as a monthly refresh would be:
+every record linked once, person_ids stable across the refresh with every change in the history, gold.person,
+the quality measures, the model reused, MLflow tracked, and the truth evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from pyspark.sql import functions as F
+
+from phm.config import load_config
+from phm.runtime.catalog import Catalog
+from phm.runtime.jobs import discover_jobs, run_job
+from phm.runtime.tracking import run_for
+from phm.tables import (
+    IDENTITY,
+    LINKAGE_EVALUATION,
+    LINKAGE_PROFILES,
+    LINKAGE_QUALITY,
+    PERSON,
+    PERSON_ID_HISTORY,
+    PERSON_LINK,
+)
+
+from ..conftest import TEST_CONFIG, test_overrides
+
+pytestmark = pytest.mark.slow
+FIRST_UNTIL = "2026-01"
+
+
+def stages(config, spark, *names):
+    jobs = discover_jobs()
+    for name in names:
+        result = run_job(jobs[name], config, spark)
+        assert result.status == "succeeded", result.error
+
+
+@pytest.fixture(scope="module")
+def linked(tmp_path_factory, spark):
+    """Periods up to January linked; a snapshot taken; then the rest delivered, ingested, linked and evaluated."""
+    base = tmp_path_factory.mktemp("link")
+    first = load_config(str(TEST_CONFIG), [*test_overrides(base), f"synthetic.until={FIRST_UNTIL}"])
+    stages(first, spark, "load_reference", "generate", "ingest", "link")
+    catalog = Catalog(spark, first.resolve(first.paths.warehouse))
+    before = {
+        "links": {(r.source, r.record_id): r.person_id for r in catalog.read(PERSON_LINK.name).collect()},
+        "run": catalog.read(PERSON_LINK.name).first().linkage_run_id,
+        "model": (base / "models" / "linkage.json").read_text(),
+    }
+    config = load_config(str(TEST_CONFIG), test_overrides(base))
+    stages(config, spark, "generate", "ingest", "link", "evaluate_linkage")
+    return config, catalog, before
+
+
+def test_every_identity_record_is_linked_exactly_once(linked):
+    _, catalog, _ = linked
+    links = catalog.read(PERSON_LINK.name)
+    identity = catalog.read(IDENTITY.name)
+    assert links.count() == identity.count() == links.select("source", "record_id").distinct().count()
+    assert links.join(identity, ["source", "record_id"], "anti").count() == 0
+    assert links.select("linkage_run_id").distinct().count() == 1
+    assert {r.link_method for r in links.select("link_method").distinct().collect()} <= {
+        "deterministic", "probabilistic", "identical_identifiers", "unlinked"}  # fmt: skip
+    persons = catalog.read(PERSON.name)
+    assert persons.count() == links.select("person_id").distinct().count()
+    assert (
+        catalog.read(LINKAGE_PROFILES.name).select("profile_id").distinct().count()
+        == links.select("profile_id").distinct().count()
+    )
+
+
+def test_the_refresh_keeps_person_ids_and_records_every_change(linked):
+    _, catalog, before = linked
+    now = {(r.source, r.record_id): r.person_id for r in catalog.read(PERSON_LINK.name).collect()}
+    history = catalog.read(PERSON_ID_HISTORY.name)
+    second_run = catalog.read(PERSON_LINK.name).first().linkage_run_id
+    assert second_run != before["run"]
+    assert history.where(F.col("linkage_run_id") == before["run"]).count() == 0  # a first run changes nothing
+    changed_from = {r.person_id_from for r in history.where(F.col("linkage_run_id") == second_run).collect()}
+    assert len(before["links"]) > 1000 and len(now) > len(before["links"])
+    kept = [key for key, person in before["links"].items() if now[key] == person]
+    moved = [key for key, person in before["links"].items() if now[key] != person]
+    # nothing changes silently: every record whose person changed left a person named in the history
+    assert all(before["links"][key] in changed_from for key in moved)
+    assert len(kept) / len(before["links"]) > 0.99
+
+
+def test_the_refresh_reuses_the_saved_model_and_tracks_both_runs(linked):
+    config, catalog, before = linked
+    path = config.resolve(config.linkage.model)
+    with open(path) as f:
+        assert f.read() == before["model"]
+    model = json.loads(before["model"])
+    assert model["unique_id_column_name"] == "profile_id" and len(model["comparisons"]) == 6
+    first = run_for(config, "linkage", before["run"])
+    second = run_for(config, "linkage", catalog.read(PERSON_LINK.name).first().linkage_run_id)
+    assert first and second
+    client = mlflow.MlflowClient()
+    trained, refreshed = client.get_run(first), client.get_run(second)
+    assert trained.data.params["trained"] == "True" and refreshed.data.params["trained"] == "False"
+    artifacts = {a.path for a in client.list_artifacts(first, "charts")}
+    assert artifacts == {"charts/match_weights.html", "charts/m_u_parameters.html"}
+    chart = client.download_artifacts(first, "charts/match_weights.html")
+    with open(chart) as f:
+        page = f.read()
+    assert "cdn.jsdelivr" not in page.split("<body>")[1] or "vega@" in page  # the libraries are inline
+    assert refreshed.data.metrics["persons.all"] > 0 and "truth.f1" in refreshed.data.metrics
+
+
+def test_quality_measures_are_recorded_for_each_run(linked):
+    _, catalog, before = linked
+    quality = catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == before["run"])
+    first = {(r.measure, r.group_value): r.value for r in quality.collect()}
+    assert sum(v for (m, _), v in first.items() if m == "comparisons") > 0  # blocking analysis of a full run
+    assert first[("identity_records", "all")] == len(before["links"])
+    assert sum(v for (m, _), v in first.items() if m == "cluster_profiles") == first[("persons", "all")]
+    assert first[("records", "gp_registrations")] > 0 and ("unlinked_rate", "ae") in first
+    assert sum(v for (m, _), v in first.items() if m == "match_weight") == first[("scored_comparisons", "all")]
+
+
+def test_gold_person_has_one_row_per_person_and_no_identifier(linked):
+    _, catalog, _ = linked
+    persons = catalog.read(PERSON.name)
+    assert set(persons.columns) & {"nhs_number", "forename", "surname", "date_of_birth", "postcode"} == set()
+    summary = persons.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.avg(F.col("gp_registered").cast("int")).alias("registered"),
+        F.avg(F.col("age").isNotNull().cast("int")).alias("aged"),
+        F.avg(F.col("imd_decile").isNotNull().cast("int")).alias("with_imd"),
+    ).first()
+    assert summary.n == persons.select("person_id").distinct().count()
+    assert summary.registered > 0.8 and summary.aged > 0.95 and summary.with_imd > 0.8
+
+
+def test_evaluation_against_truth_beats_the_nhs_number_baseline(linked):
+    _, catalog, _ = linked
+    rows = catalog.read(LINKAGE_EVALUATION.name).collect()
+    overall = {r.method: r for r in rows if r.scope == "overall"}
+    model, baseline = overall["splink"], overall["nhs_number_only"]
+    assert model.records == baseline.records == catalog.read(PERSON_LINK.name).count()
+    assert model.f1 >= 0.98 and model.precision >= 0.98 and model.recall > baseline.recall
+    assert model.false_merge_rate <= 0.01 and model.missed_link_rate <= 0.01
+    scopes = {(r.method, r.scope) for r in rows}
+    assert {("splink", s) for s in ("source", "ethnicity", "age_band", "imd_quintile")} <= scopes
