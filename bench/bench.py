@@ -79,8 +79,13 @@ LAST_PERIOD_BUT_ONE = "2026-02"  # configs/base.yaml: 36 monthly periods ending 
 
 
 def _phm(stage: str, base: Path, size: int, *extra: str) -> list[str]:
-    overrides = [f"synthetic.population={size}", *extra] + [
-        f"paths.{key}={base / key}" for key in ("landing", "truth", "warehouse", "reports", "logs", "checkpoints")
+    overrides = [
+        f"synthetic.population={size}",
+        *extra,
+        *[f"paths.{key}={base / key}" for key in ("landing", "truth", "warehouse", "reports", "logs", "checkpoints")],
+        f"linkage.model={base / 'models' / 'linkage.json'}",
+        f"mlflow.tracking_uri=sqlite:///{base / 'mlflow.db'}",
+        f"mlflow.artifact_location={base / 'mlartifacts'}",
     ]
     args = [*PHM, "run", stage, "--config", "configs/bench.yaml"]
     for override in overrides:
@@ -88,25 +93,36 @@ def _phm(stage: str, base: Path, size: int, *extra: str) -> list[str]:
     return args
 
 
-def _ingest_summary(log: Path) -> str | None:
-    """What ingest logged it loaded ("N rows in, ... accepted, ... quarantined" or "nothing new ...")."""
-    lines = [
-        line
-        for line in log.read_text().splitlines()
-        if "ingest: " in line and ("rows in," in line or "nothing new" in line)
-    ]
-    return lines[-1].split("ingest: ", 1)[1] if lines else None
+# What each stage logs about what it did: (logger prefix, words in the line).
+SUMMARIES = {
+    "ingest": ("ingest: ", ("rows in,", "nothing new")),
+    "link": ("link: ", ("persons (",)),
+    "evaluate_linkage": ("evaluate_linkage: ", ("F1 ",)),
+}
+
+
+def _summary(stage: str, log: Path) -> str | None:
+    """The stage's last summary line (e.g. "N rows in, ... accepted, ... quarantined")."""
+    if stage not in SUMMARIES:
+        return None
+    prefix, words = SUMMARIES[stage]
+    lines = [line for line in log.read_text().splitlines() if prefix in line and any(w in line for w in words)]
+    return lines[-1].split(prefix, 1)[1] if lines else None
 
 
 def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
     """The population refresh's stages at one size, as a monthly schedule would run them:
-    generate all but the last month, ingest it, deliver the last month, ingest that, ingest again."""
+    generate all but the last month, ingest and link it (training the linkage model), deliver the last
+    month, ingest and link that, ingest again (nothing new), and measure the linkage against the truth."""
     steps = [
         ("generate", "generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"]),
         ("ingest", "ingest (35 months)", []),
+        ("link", "link (35 months, training the model)", []),
         ("generate", "generate (1 more month)", []),
         ("ingest", "ingest (monthly increment)", []),
+        ("link", "link (monthly increment)", []),
         ("ingest", "ingest (nothing new)", []),
+        ("evaluate_linkage", "evaluate_linkage", []),
     ]
     runs: dict[str, list[dict]] = {label: [] for _, label, _ in steps}
     for repeat in range(repeats):
@@ -123,8 +139,8 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
                 run["calibration_within"] = sum(f["within"] for f in calibration)
                 run["calibration_figures"] = len(calibration)
                 run["landing_gb"] = round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9, 2)
-            if stage == "ingest":
-                run["loaded"] = _ingest_summary(log)
+            if stage in SUMMARIES:
+                run["summary"] = _summary(stage, log)
             runs[label].append(run)
         shutil.rmtree(base, ignore_errors=True)
     results = []
@@ -172,13 +188,13 @@ def write_results(out: Path, results: list[dict]) -> None:
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(document, indent=2))
     lines = [
-        "| stage | people | median s | s per 100k | peak RSS GB | loaded | runs |",
+        "| stage | people | median s | s per 100k | peak RSS GB | what it did | runs |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        loaded = r["runs"][-1].get("loaded") or ""
+        summary = r["runs"][-1].get("summary") or ""
         lines.append(f"| {r['stage']} | {r['people']:,} | {r['median_seconds']} | {r['seconds_per_100k_people']} | "
-                     f"{r['median_peak_rss_gb']} | {loaded} | {len(r['runs'])} |")  # fmt: skip
+                     f"{r['median_peak_rss_gb']} | {summary} | {len(r['runs'])} |")  # fmt: skip
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

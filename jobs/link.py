@@ -28,7 +28,7 @@ from splink.blocking_analysis import count_comparisons_from_blocking_rules
 
 from phm.errors import UserError
 from phm.linkage import model as linkage_model
-from phm.linkage.linking import link_all, link_new, profile_link_details
+from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links
 from phm.linkage.person_ids import assign, check_unique
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import linkage_records, profiles, read_nicknames
@@ -77,11 +77,13 @@ def run(ctx: JobContext) -> None:
 def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path, timings: dict[str, float]) -> None:
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
     settings = config.linkage
-    previous = (
-        catalog.read(LINKAGE_PROFILES.name).select("profile_id", "person_id")
+    # Staged: this run overwrites the table it starts from.
+    earlier = (
+        stage(spark, catalog.read(LINKAGE_PROFILES.name), staging / "earlier")
         if catalog.exists(LINKAGE_PROFILES.name)
         else None
     )
+    previous = earlier.select("profile_id", "person_id") if earlier is not None else None
     model_path = Path(config.resolve(settings.model))
     trained = settings.retrain or not model_path.exists()
     mlflow.log_params(
@@ -124,9 +126,12 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         history = stage(spark, history, staging / "history")
 
     with _timed(timings, "write"):
+        details = profile_link_details(profile, edges)
+        if not full:
+            details = with_earlier_links(details, earlier)
         state = (
             assigned.join(profile.select("profile_id", "record_count", "sources"), "profile_id")
-            .join(profile_link_details(profile, edges), "profile_id")
+            .join(details, "profile_id")
             .select(
                 "profile_id",
                 "person_id",

@@ -14,7 +14,12 @@ from splink import Linker
 
 from phm.linkage import model as linkage_model
 from phm.linkage.evaluation import evaluate, nhs_number_baseline
-from phm.linkage.linking import attach_number_only, deterministic_edges, without_number_conflicts
+from phm.linkage.linking import (
+    attach_number_only,
+    deterministic_edges,
+    with_earlier_links,
+    without_number_conflicts,
+)
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import deterministic_keys, profiles, read_nicknames
@@ -189,6 +194,23 @@ def test_number_only_profiles_join_the_one_cluster_holding_their_number(spark):
     )
     got = {r.profile_id: r.cluster_id for r in attach_number_only(clusters, profile).collect()}
     assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5"}  # B is in two clusters: b3 stays
+
+
+def test_a_refresh_keeps_each_earlier_profiles_strongest_link(spark):
+    schema = "profile_id string, link_method string, match_probability double"
+    now = spark.createDataFrame(
+        [("a", "unlinked", None), ("b", "probabilistic", 0.95), ("c", "identical_identifiers", None),
+         ("d", "probabilistic", 0.99), ("n", "probabilistic", 0.92)],
+        schema,
+    )  # fmt: skip
+    earlier = spark.createDataFrame(
+        [("a", "probabilistic", 0.97), ("b", "deterministic", 1.0), ("c", "unlinked", None),
+         ("d", "probabilistic", 0.91)],
+        schema,
+    )  # fmt: skip
+    got = {r.profile_id: (r.link_method, r.match_probability) for r in with_earlier_links(now, earlier).collect()}
+    assert got == {"a": ("probabilistic", 0.97), "b": ("deterministic", 1.0), "c": ("identical_identifiers", None),
+                   "d": ("probabilistic", 0.99), "n": ("probabilistic", 0.92)}  # fmt: skip
 
 
 CLUSTERS = "profile_id string, cluster_id string, record_count long"

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from splink import Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
-from phm.linkage.model import comparable, number_only
+from phm.linkage.model import TF_COLUMNS, comparable, number_only
 from phm.linkage.profiles import deterministic_keys
 
 DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = (
@@ -126,6 +126,10 @@ def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold
     new = profiles.join(previous, "profile_id", "left_anti")
     known = profiles.join(previous.select("profile_id"), "profile_id", "left_semi")
     new_sdf, known_sdf = (api.register(comparable(df)) for df in (new, known))
+    # predict_within / predict_between take term frequencies only from registered tables: compute them
+    # over every profile (the linker's input), as predict() would.
+    for column in TF_COLUMNS:
+        linker.table_management.compute_tf_table(column)
     scored = (
         linker.inference.predict_within(new_sdf)
         .as_spark_dataframe()
@@ -228,6 +232,28 @@ def profile_link_details(profiles: DataFrame, edges: DataFrame) -> DataFrame:
         profiles.select("profile_id", "record_count")
         .join(best, "profile_id", "left")
         .select("profile_id", method.alias("link_method"), "match_probability")
+    )
+
+
+def with_earlier_links(details: DataFrame, earlier: DataFrame) -> DataFrame:
+    """A refresh scores only new profiles: an earlier profile keeps its strongest link of any run.
+
+    details: this run's profile_link_details; earlier: the last run's
+    (profile_id, link_method, match_probability).
+    """
+    before = earlier.select(
+        "profile_id", F.col("link_method").alias("_method"), F.col("match_probability").alias("_probability")
+    )
+    methods = [F.col("link_method"), F.col("_method")]
+    method = (
+        F.when(F.array_contains(F.array(*methods), DETERMINISTIC), F.lit(DETERMINISTIC))
+        .when(F.array_contains(F.array(*methods), PROBABILISTIC), F.lit(PROBABILISTIC))
+        .otherwise(F.col("link_method"))
+    )
+    return details.join(before, "profile_id", "left").select(
+        "profile_id",
+        method.alias("link_method"),
+        F.greatest("match_probability", "_probability").alias("match_probability"),
     )
 
 

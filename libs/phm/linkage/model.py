@@ -57,6 +57,9 @@ MODEL_COLUMNS = (
     "postcode_district",
 )
 
+# Comparisons whose exact-match level is term-frequency adjusted (see comparisons()).
+TF_COLUMNS = ("forename", "surname", "postcode")
+
 PREDICTION_BLOCKING_RULES = (
     block_on("nhs_number"),
     block_on("date_of_birth", "surname"),
