@@ -69,6 +69,11 @@ def run(ctx: JobContext) -> None:
                 records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
                 nicknames = read_nicknames(spark, config.resolve(settings.nicknames))
                 profile = stage(spark, profiles(records, nicknames), staging / "profiles")
+            if _nothing_new(catalog, records, settings):
+                mlflow.set_tag("phm.outcome", "nothing new")
+                log.info("link: every identity record is already linked with the same identifiers; nothing to do")
+                ctx.rows_out = 0
+                return
             _link(ctx, records, profile, staging, timings)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -86,11 +91,12 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
     previous = earlier.select("profile_id", "person_id") if earlier is not None else None
     model_path = Path(config.resolve(settings.model))
     trained = settings.retrain or not model_path.exists()
+    full = previous is None or trained or settings.full_relink
     mlflow.log_params(
         {
             "threshold": settings.threshold,
             "trained": trained,
-            "full_relink": previous is None or trained or settings.full_relink,
+            "full_relink": full,
             "training_profiles": settings.training_profiles,
             "u_max_pairs": settings.u_max_pairs,
             "seed": settings.seed,
@@ -105,9 +111,8 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
     model = linkage_model.load_model(model_path)
     linker = linkage_model.linker_for(spark, profile, model)
 
-    full = previous is None or trained or settings.full_relink
     with _timed(timings, "blocking_analysis"):
-        comparisons = _comparisons(linker, profile, previous, full)
+        comparisons = _comparisons(linker, profile) if full else {}
     for rule, n in comparisons.items():
         log.info("link: blocking rule %s: %d comparisons", rule, n)
     with _timed(timings, "predict_and_cluster"):
@@ -166,15 +171,13 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
              ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
 
 
-def _comparisons(linker, profile: DataFrame, previous: DataFrame | None, full: bool) -> dict[str, int]:
+def _comparisons(linker, profile: DataFrame) -> dict[str, int]:
     """Comparisons each prediction rule adds (exact counts, before predicting) on a full run.
 
     A refresh scores only the new profiles, so it reports the comparisons it
     scored (the quality table's scored_comparisons) rather than recounting
     every block of the population.
     """
-    if not full:
-        return {}
     api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
     counted = count_comparisons_from_blocking_rules(
         api.register(linkage_model.comparable(profile)),
@@ -184,6 +187,15 @@ def _comparisons(linker, profile: DataFrame, previous: DataFrame | None, full: b
         record_sample_proportion=1.0,
     )
     return {c["blocking_rule"]: int(c["marginal_comparison_count"]) for c in counted}
+
+
+def _nothing_new(catalog, records: DataFrame, settings) -> bool:
+    """The last run linked exactly these records with these identifiers, and no relink is asked for."""
+    if settings.retrain or settings.full_relink or not catalog.exists(PERSON_LINK.name):
+        return False
+    linked = catalog.read(PERSON_LINK.name).select("source", "record_id", "profile_id")
+    now = records.select("source", "record_id", "profile_id")
+    return not now.exceptAll(linked).limit(1).count() and not linked.exceptAll(now).limit(1).count()
 
 
 def _person(catalog, links: DataFrame, reference_date: str) -> DataFrame:

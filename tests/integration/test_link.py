@@ -51,6 +51,10 @@ def linked(tmp_path_factory, spark):
     }
     config = load_config(str(TEST_CONFIG), test_overrides(base))
     stages(config, spark, "generate", "ingest", "link", "evaluate_linkage")
+    written = [PERSON_LINK.name, LINKAGE_PROFILES.name, PERSON_ID_HISTORY.name, PERSON.name, LINKAGE_QUALITY.name]
+    versions = {name: catalog.version(name) for name in written}
+    stages(config, spark, "link")  # nothing new
+    before["unchanged"] = versions == {name: catalog.version(name) for name in written}
     return config, catalog, before
 
 
@@ -85,6 +89,10 @@ def test_the_refresh_keeps_person_ids_and_records_every_change(linked):
     # nothing changes silently: every record whose person changed left a person named in the history
     assert all(before["links"][key] in changed_from for key in moved)
     assert len(kept) / len(before["links"]) > 0.99
+
+
+def test_a_run_with_nothing_new_writes_nothing(linked):
+    assert linked[2]["unchanged"]
 
 
 def test_the_refresh_reuses_the_saved_model_and_tracks_both_runs(linked):

@@ -187,13 +187,19 @@ def test_number_only_profiles_join_the_one_cluster_holding_their_number(spark):
         ("b1", B, "BO", "Y", date(1960, 1, 1), "M", None),
         ("b2", B, "BO", "Y", date(1961, 1, 1), "M", None),
         ("b3", B, None, None, None, None, None),
+        ("x1", INVALID, "CY", "Z", date(1970, 1, 1), "F", None),
+        ("x2", INVALID, None, None, None, None, None),  # the same wrong number as x1's registration
+        ("y1", C, None, None, None, None, None),  # a number no fuller profile has
     ]
     profile = profiles(records(spark, rows), nicknames(spark))
     clusters = spark.createDataFrame(
-        [("a1", "c1"), ("a2", "c2"), ("b1", "c3"), ("b2", "c4"), ("b3", "c5")], "profile_id string, cluster_id string"
-    )
+        [("a1", "c1"), ("a2", "c2"), ("b1", "c3"), ("b2", "c4"), ("b3", "c5"), ("x1", "c6"), ("x2", "c7"),
+         ("y1", "c8")],
+        "profile_id string, cluster_id string",
+    )  # fmt: skip
     got = {r.profile_id: r.cluster_id for r in attach_number_only(clusters, profile).collect()}
-    assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5"}  # B is in two clusters: b3 stays
+    # B is in two clusters: b3 stays alone, as does y1
+    assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5", "x1": "c6", "x2": "c6", "y1": "c8"}
 
 
 def test_a_refresh_keeps_each_earlier_profiles_strongest_link(spark):

@@ -166,26 +166,25 @@ def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold
 
 
 def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
-    """A cluster of number-only profiles joins the one cluster that holds its valid NHS number.
+    """A cluster of number-only profiles joins the one cluster that holds its NHS number.
 
     Number-only profiles (an NHS number and nothing else, e.g. GP clinical
-    events) cannot be scored; if every fuller profile with the same valid number
-    is in one cluster, they belong there. A number found in two clusters is
+    events) cannot be scored; if every fuller profile with the same number is
+    in one cluster, they belong there. This holds for a number that fails the
+    check digit too: a GP system that holds a wrong number puts it on the
+    patient's registration and events alike. A number found in two clusters is
     ambiguous and its number-only profiles stay on their own.
     """
-    kinds = profiles.select("profile_id", "nhs_number", "nhs_number_valid", number_only().alias("_number_only"))
+    kinds = profiles.select("profile_id", "nhs_number", number_only().alias("_number_only"))
     labelled = clusters.select("profile_id", "cluster_id").join(kinds, "profile_id")
     alone = (
         labelled.groupBy("cluster_id")
-        .agg(
-            F.min(F.col("_number_only") & F.col("nhs_number_valid")).alias("_alone"),
-            F.max("nhs_number").alias("nhs_number"),
-        )
+        .agg(F.min("_number_only").alias("_alone"), F.max("nhs_number").alias("nhs_number"))
         .where("_alone")
         .select(F.col("cluster_id").alias("_from"), "nhs_number")
     )
     homes = (
-        labelled.where(~F.col("_number_only") & F.col("nhs_number_valid"))
+        labelled.where(~F.col("_number_only") & F.col("nhs_number").isNotNull())
         .groupBy("nhs_number")
         .agg(F.countDistinct("cluster_id").alias("_homes"), F.min("cluster_id").alias("_to"))
         .where("_homes = 1")
