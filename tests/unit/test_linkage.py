@@ -190,16 +190,20 @@ def test_number_only_profiles_join_the_one_cluster_holding_their_number(spark):
         ("x1", INVALID, "CY", "Z", date(1970, 1, 1), "F", None),
         ("x2", INVALID, None, None, None, None, None),  # the same wrong number as x1's registration
         ("y1", C, None, None, None, None, None),  # a number no fuller profile has
+        ("t1", "9990000010", None, None, None, None, None),  # A with its check digit mistyped
+        ("t2", "9990000081", None, None, None, None, None),  # A with its last two digits swapped
+        ("t3", "9990000028", None, None, None, None, None),  # one digit from A and one from B: ambiguous
     ]
     profile = profiles(records(spark, rows), nicknames(spark))
     clusters = spark.createDataFrame(
         [("a1", "c1"), ("a2", "c2"), ("b1", "c3"), ("b2", "c4"), ("b3", "c5"), ("x1", "c6"), ("x2", "c7"),
-         ("y1", "c8")],
+         ("y1", "c8"), ("t1", "c9"), ("t2", "c10"), ("t3", "c11")],
         "profile_id string, cluster_id string",
     )  # fmt: skip
     got = {r.profile_id: r.cluster_id for r in attach_number_only(clusters, profile).collect()}
-    # B is in two clusters: b3 stays alone, as does y1
-    assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5", "x1": "c6", "x2": "c6", "y1": "c8"}
+    # B is in two clusters: b3 stays alone, as does y1 (valid: not a keying error)
+    assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5", "x1": "c6", "x2": "c6", "y1": "c8",
+                   "t1": "c1", "t2": "c1", "t3": "c11"}  # fmt: skip
 
 
 def test_a_refresh_keeps_each_earlier_profiles_strongest_link(spark):

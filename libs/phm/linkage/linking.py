@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from splink import Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
@@ -169,32 +169,74 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
     """A cluster of number-only profiles joins the one cluster that holds its NHS number.
 
     Number-only profiles (an NHS number and nothing else, e.g. GP clinical
-    events) cannot be scored; if every fuller profile with the same number is
-    in one cluster, they belong there. This holds for a number that fails the
-    check digit too: a GP system that holds a wrong number puts it on the
-    patient's registration and events alike. A number found in two clusters is
-    ambiguous and its number-only profiles stay on their own.
+    events) cannot be scored. If every fuller profile with the same number is
+    in one cluster, they belong there; this holds for a number that fails the
+    check digit too (a GP system that holds a wrong number puts it on the
+    registration and the events alike). A number that fails the check digit
+    and is held by no fuller profile is a keying error: it joins the one
+    cluster holding a valid number one substitution or one adjacent
+    transposition away (the errors the check digit exists to catch). A number
+    found in two clusters, or near two, is ambiguous and stays on its own.
     """
-    kinds = profiles.select("profile_id", "nhs_number", number_only().alias("_number_only"))
+    kinds = profiles.select("profile_id", "nhs_number", "nhs_number_valid", number_only().alias("_number_only"))
     labelled = clusters.select("profile_id", "cluster_id").join(kinds, "profile_id")
     alone = (
         labelled.groupBy("cluster_id")
-        .agg(F.min("_number_only").alias("_alone"), F.max("nhs_number").alias("nhs_number"))
+        .agg(
+            F.min("_number_only").alias("_alone"),
+            F.max("nhs_number").alias("nhs_number"),
+            F.max("nhs_number_valid").alias("_valid"),
+        )
         .where("_alone")
-        .select(F.col("cluster_id").alias("_from"), "nhs_number")
+        .select(F.col("cluster_id").alias("_from"), "nhs_number", "_valid")
     )
-    homes = (
-        labelled.where(~F.col("_number_only") & F.col("nhs_number").isNotNull())
-        .groupBy("nhs_number")
-        .agg(F.countDistinct("cluster_id").alias("_homes"), F.min("cluster_id").alias("_to"))
-        .where("_homes = 1")
+    fuller = labelled.where(~F.col("_number_only") & F.col("nhs_number").isNotNull())
+    homes = _unique_home(fuller.select("nhs_number", "cluster_id"), "nhs_number")
+    exact = alone.join(homes, "nhs_number").select("_from", "_to")
+    mistyped = alone.where(~F.col("_valid")).join(homes, "nhs_number", "left_anti")
+    near = mistyped.select("_from", F.explode(_one_edit_keys(F.col("nhs_number"), typed=True)).alias("_key"))
+    valid_keys = (
+        fuller.where(F.col("nhs_number_valid"))
+        .select("nhs_number", "cluster_id")
+        .distinct()
+        .select("cluster_id", F.explode(_one_edit_keys(F.col("nhs_number"), typed=False)).alias("_key"))
     )
-    moves = alone.join(homes, "nhs_number").select("_from", "_to")
+    corrected = _unique_home(near.join(valid_keys, "_key").select("_from", "cluster_id"), "_from").select(
+        "_from", "_to"
+    )
+    moves = exact.unionByName(corrected)
     return (
         clusters.join(moves, clusters["cluster_id"] == moves["_from"], "left")
         .withColumn("cluster_id", F.coalesce("_to", "cluster_id"))
         .drop("_from", "_to")
     )
+
+
+def _unique_home(pairs: DataFrame, key: str) -> DataFrame:
+    """(key, _to): keys found in exactly one cluster."""
+    return (
+        pairs.groupBy(key)
+        .agg(F.countDistinct("cluster_id").alias("_homes"), F.min("cluster_id").alias("_to"))
+        .where("_homes = 1")
+        .drop("_homes")
+    )
+
+
+def _one_edit_keys(number: Column, typed: bool) -> Column:
+    """Join keys that meet when two 10-digit numbers differ by one substitution or one adjacent transposition.
+
+    Both sides give the number with each position masked (equal masks: one
+    substitution apart); the typed (wrong) number also gives each adjacent
+    transposition, which meets the valid number itself.
+    """
+    masks = [F.concat(number.substr(1, i), F.lit("_"), number.substr(i + 2, 10)) for i in range(10)]
+    if not typed:
+        return F.array(*masks, number)
+    swaps = [
+        F.concat(number.substr(1, i), number.substr(i + 2, 1), number.substr(i + 1, 1), number.substr(i + 3, 10))
+        for i in range(9)
+    ]
+    return F.array(*masks, *swaps)
 
 
 def connected_components(linker: Linker, nodes: DataFrame, edges: DataFrame, node_id: str) -> DataFrame:
