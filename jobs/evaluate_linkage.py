@@ -52,6 +52,13 @@ def run(ctx: JobContext) -> None:
     if len(run_ids) != 1:
         raise RuntimeError(f"silver.person_link holds {len(run_ids)} linkage runs; it must hold exactly one")
     linkage_run_id = run_ids[0]
+    if (
+        catalog.exists(LINKAGE_EVALUATION.name)
+        and catalog.read(LINKAGE_EVALUATION.name).where(F.col("linkage_run_id") == linkage_run_id).limit(1).count()
+    ):
+        log.info("evaluate_linkage: linkage run %s is already evaluated; nothing to do", linkage_run_id)
+        ctx.rows_out = 0
+        return
     record_truth = spark.read.parquet(str(truth / "record_person"))
     person_truth = _with_band_labels(spark.read.parquet(str(truth / "person")), config)
     identity = catalog.read(IDENTITY.name).join(links.select("source", "record_id"), ["source", "record_id"], "semi")
