@@ -26,8 +26,6 @@ def configure_console(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
     # py4j chatters at INFO about every gateway call.
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    # MLflow announces its database migrations at INFO on every first use.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ Only counts, settings and pseudonymised or aggregate artifacts are logged
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,9 @@ from pathlib import Path
 import mlflow
 
 from phm.config import PhmConfig
+
+# MLflow sets its loggers to INFO when imported and announces its database migrations on every first use.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 def experiment_name(config: PhmConfig, kind: str) -> str:
