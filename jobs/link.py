@@ -22,16 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from splink.blocking_analysis import count_comparisons_from_blocking_rules
 
-from phm.errors import UserError
+from phm.errors import SchemaMismatchError, UserError
 from phm.linkage import model as linkage_model
 from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links
 from phm.linkage.person_ids import assign, check_unique
 from phm.linkage.person_index import person_index
-from phm.linkage.profiles import linkage_records, profiles, read_nicknames
+from phm.linkage.profiles import linkage_records, profiles
 from phm.linkage.quality import quality
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -162,12 +162,12 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
     with _timed(timings, "quality"):
         measures = quality(ctx.run_id, scored, edges, links, history, comparisons)
         catalog.append(LINKAGE_QUALITY.name, measures)
-        _log_quality(catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == ctx.run_id), timings)
+        totals = _log_quality(catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == ctx.run_id), timings)
     ctx.rows_in = records.count()
-    ctx.rows_out = links.count()
+    ctx.rows_out = int(totals["identity_records"])
     if ctx.rows_out != ctx.rows_in:
         raise RuntimeError(f"link: {ctx.rows_in} identity records in, {ctx.rows_out} linked: a defect")
-    log.info("link: %d records -> %d persons (%s)", ctx.rows_out, catalog.read(PERSON.name).count(),
+    log.info("link: %d records -> %d persons (%s)", ctx.rows_out, int(totals["persons"]),
              ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
 
 
@@ -187,6 +187,14 @@ def _comparisons(linker, profile: DataFrame) -> dict[str, int]:
         record_sample_proportion=1.0,
     )
     return {c["blocking_rule"]: int(c["marginal_comparison_count"]) for c in counted}
+
+
+def read_nicknames(spark: SparkSession, path: str) -> DataFrame:
+    """The nickname list (formal,nickname), upper case like the standardised names."""
+    table = spark.read.csv(path, header=True)
+    if sorted(table.columns) != ["formal", "nickname"]:
+        raise SchemaMismatchError(f"{path}: expected the columns formal,nickname; found {','.join(table.columns)}")
+    return table.select(F.upper(F.trim("formal")).alias("formal"), F.upper(F.trim("nickname")).alias("nickname"))
 
 
 def _nothing_new(catalog, records: DataFrame, settings) -> bool:
@@ -234,7 +242,8 @@ def _log_model(linker, model: dict) -> None:
     mlflow.log_metric("probability_two_random_records_match", model["probability_two_random_records_match"])
 
 
-def _log_quality(measures: DataFrame, timings: dict[str, float]) -> None:
+def _log_quality(measures: DataFrame, timings: dict[str, float]) -> dict[str, float]:
+    """Log the run's quality measures (a few hundred rows) to MLflow; return its totals (group "all")."""
     rows = measures.collect()
     metrics = {f"seconds_{k}": v for k, v in timings.items()}
     for r in rows:
@@ -247,6 +256,7 @@ def _log_quality(measures: DataFrame, timings: dict[str, float]) -> None:
          "value": [r.value for r in rows]},
         "quality/linkage_quality.json",
     )  # fmt: skip
+    return {r.measure: r.value for r in rows if r.group_value == "all"}
 
 
 def _metric_name(text: str) -> str:

@@ -22,7 +22,8 @@ from phm.linkage.linking import (
 )
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
 from phm.linkage.person_index import person_index
-from phm.linkage.profiles import deterministic_keys, profiles, read_nicknames
+from phm.linkage.profiles import deterministic_keys, profiles
+from phm_jobs.link import read_nicknames
 
 REPO = Path(__file__).resolve().parents[2]
 A, B, C, D = "9990000018", "9990000026", "9990000034", "9990000042"  # valid (modulus 11)

@@ -19,10 +19,9 @@ Comparison columns derived here (FACTS.md "Linkage realities"):
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from phm.errors import SchemaMismatchError
 from phm.identifiers import nhs_number_is_valid
 
 # The identifiers linkage compares (vault.identity columns) and the pseudonyms that name them.
@@ -104,14 +103,6 @@ def deterministic_keys(profile: DataFrame) -> DataFrame:
     return (
         valid.join(dates, "nhs_number", "left").select("profile_id", key.alias("key")).where(F.col("key").isNotNull())
     )
-
-
-def read_nicknames(spark: SparkSession, path: str) -> DataFrame:
-    """The nickname list (formal,nickname), upper case like the standardised names."""
-    table = spark.read.csv(path, header=True)
-    if sorted(table.columns) != ["formal", "nickname"]:
-        raise SchemaMismatchError(f"{path}: expected the columns formal,nickname; found {','.join(table.columns)}")
-    return table.select(F.upper(F.trim("formal")).alias("formal"), F.upper(F.trim("nickname")).alias("nickname"))
 
 
 def _with_forename_forms(profile: DataFrame, nicknames: DataFrame) -> DataFrame:

@@ -23,9 +23,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.linkage.linking import UNLINKED
+from phm.linkage.person_index import GP_SOURCE
 
 WEIGHT_RANGE = (-20, 30)
-GP_SOURCE = "gp_registrations"
 
 
 def quality(
