@@ -15,7 +15,7 @@ import json
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -29,6 +29,8 @@ from pydantic import (
 )
 
 from phm.errors import ConfigError
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 DEFAULT_CONFIG = "configs/local.yaml"
 CONFIG_ENV_VAR = "PHM_CONFIG"
@@ -162,6 +164,14 @@ class LinkageConfig(StrictModel):
     nicknames: str = Field("configs/linkage/nicknames.csv", description="formal,nickname pairs for forenames.")
 
 
+class PersonModelConfig(StrictModel):
+    """`phm run build_person_model` and `phm run segment`: where their definitions live."""
+
+    codelists: str = Field("configs/codelists", description="conditions/*.yaml, flags/*.yaml, observations.yaml.")
+    unit_costs: str = Field("configs/unit_costs.yaml", description="The cost of each contact in gold.events.")
+    segmentation: str = Field("configs/segmentation.yaml", description="CMS, eFI, Bridges to Health, HIU.")
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -181,6 +191,7 @@ class PhmConfig(StrictModel):
     synthetic: SyntheticConfig = SyntheticConfig()
     ingest: IngestConfig = IngestConfig()
     linkage: LinkageConfig = LinkageConfig()
+    person_model: PersonModelConfig = PersonModelConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -214,6 +225,9 @@ REQUIRED_INPUT_PATHS = (
     "synthetic.calibration",
     "ingest.sources",
     "linkage.nicknames",
+    "person_model.codelists",
+    "person_model.unit_costs",
+    "person_model.segmentation",
 )
 
 
@@ -237,6 +251,18 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(_describe(exc, origin, path)) from None
     _check_input_paths(config, origin, path)
     return config
+
+
+def load_definitions(path: str, model: type[ModelT]) -> ModelT:
+    """One definitions file (code list, unit costs, ...) validated by `model`; ConfigError names file and key."""
+    if not Path(path).is_file():
+        raise ConfigError(f"config error: no file at {path}; restore it from the checkout or fix the configured path")
+    try:
+        return model.model_validate(_read_yaml(Path(path)))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"config error: {path}: {key}: {first['msg'].lower()}; fix the value") from None
 
 
 def _inheritance_chain(path: Path) -> list[Path]:

@@ -352,6 +352,163 @@ LINKAGE_EVALUATION = TableSpec(
 )
 
 # Layers that hold direct identifiers; everything else must hold pseudonyms only (leak tests search it).
+EVENTS = TableSpec(
+    name="gold.events",
+    grain="one row per activity record of every source (a social care package: its start record, with its end)",
+    description=(
+        "The person timeline: every contact with every service (GP, acute, A&E, outpatient, community, mental "
+        "health, social care, programme, death) with its date, codes, admission method, length of stay, cost "
+        "from the unit-cost table and flags (emergency, ACSC, fall). Pseudonymous: keyed by person_id."
+    ),
+    keys=("source", "record_id"),
+    partition_by=("service",),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            *[
+                T.StructField(name, kind, name not in ("source", "record_id", "service", "activity", "event_date"))
+                for name, kind in (
+                    ("source", T.StringType()),
+                    ("record_id", T.StringType()),
+                    ("period", T.StringType()),
+                    ("service", T.StringType()),
+                    ("activity", T.StringType()),
+                    ("setting", T.StringType()),
+                    ("event_date", T.DateType()),
+                    ("end_date", T.DateType()),
+                    ("code_system", T.StringType()),
+                    ("code", T.StringType()),
+                    ("procedure_code", T.StringType()),
+                    ("value", T.DoubleType()),
+                    ("value2", T.DoubleType()),
+                    ("admission_method", T.StringType()),
+                    ("length_of_stay", T.IntegerType()),
+                    ("age_at_event", T.IntegerType()),
+                    ("cost", T.DoubleType()),
+                    ("daily_cost", T.DoubleType()),
+                )
+            ],
+            T.StructField("emergency", T.BooleanType(), False),
+            T.StructField("acsc", T.BooleanType(), False),
+            T.StructField("fall", T.BooleanType(), False),
+        ]
+    ),
+)
+
+CONDITIONS = TableSpec(
+    name="gold.conditions",
+    grain="one row per person x condition current at the reference date",
+    description=(
+        "Condition registers from the code lists (configs/codelists/conditions/): first and last recorded "
+        "date, the source that recorded it first, how many records and which sources; resolved conditions "
+        "and those outside a rule's window or age are left out."
+    ),
+    keys=("person_id", "condition"),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("condition", T.StringType(), False),
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("first_recorded", T.DateType(), False),
+            T.StructField("first_source", T.StringType(), False),
+            T.StructField("last_recorded", T.DateType(), False),
+            T.StructField("records", T.LongType(), False),
+            T.StructField("sources", T.ArrayType(T.StringType()), False),
+        ]
+    ),
+)
+
+OBSERVATIONS = TableSpec(
+    name="gold.observations",
+    grain="one row per reading (GP event) of a configured observation, on or before the reference date",
+    description=(
+        "Blood pressure (value systolic, value2 diastolic), HbA1c, BMI and smoking status (category): every "
+        "reading, implausible ones kept and flagged, the latest plausible reading per person flagged is_latest."
+    ),
+    keys=("source", "record_id", "observation"),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("observation", T.StringType(), False),
+            T.StructField("event_date", T.DateType(), False),
+            T.StructField("value", T.DoubleType(), True),
+            T.StructField("value2", T.DoubleType(), True),
+            T.StructField("category", T.StringType(), True),
+            T.StructField("unit", T.StringType(), True),
+            T.StructField("plausible", T.BooleanType(), False),
+            T.StructField("is_latest", T.BooleanType(), False),
+            T.StructField("source", T.StringType(), False),
+            T.StructField("record_id", T.StringType(), False),
+        ]
+    ),
+)
+
+SEGMENTS = TableSpec(
+    name="gold.segments",
+    grain="one row per living person at the reference date",
+    description=(
+        "Bridges to Health segment (the single highest-need one), current conditions and the number of "
+        "long-term conditions, Cambridge Multimorbidity Score, electronic frailty index (65+), social care "
+        "running, emergency admissions and A&E attendances in the last 12 months, high-intensity use and "
+        "annual cost; with the person's age, sex, ethnicity, IMD quintile, practice, PCN and place."
+    ),
+    keys=("person_id",),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("age", T.IntegerType(), True),
+            T.StructField("age_band", T.StringType(), True),
+            T.StructField("sex", T.StringType(), True),
+            T.StructField("ethnicity", T.StringType(), True),
+            T.StructField("imd_quintile", T.IntegerType(), True),
+            T.StructField("practice_code", T.StringType(), True),
+            T.StructField("pcn_code", T.StringType(), True),
+            T.StructField("place_code", T.StringType(), True),
+            T.StructField("segment", T.StringType(), False),
+            T.StructField("segment_label", T.StringType(), False),
+            T.StructField("segment_order", T.IntegerType(), False),
+            T.StructField("conditions", T.ArrayType(T.StringType()), False),
+            T.StructField("long_term_conditions", T.IntegerType(), False),
+            T.StructField("cms_score", T.DoubleType(), False),
+            T.StructField("efi_deficits", T.IntegerType(), True),
+            T.StructField("efi_score", T.DoubleType(), True),
+            T.StructField("efi_category", T.StringType(), True),
+            T.StructField("social_care", T.ArrayType(T.StringType()), False),
+            T.StructField("emergency_admissions_12m", T.IntegerType(), False),
+            T.StructField("ae_attendances_12m", T.IntegerType(), False),
+            T.StructField("high_intensity_user", T.BooleanType(), False),
+            T.StructField("annual_cost", T.DoubleType(), False),
+        ]
+    ),
+)
+
+CONDITION_ASCERTAINMENT = TableSpec(
+    name="mart.condition_ascertainment",
+    grain="one row per evaluated reference date x condition x IMD quintile (and 'all')",
+    description=(
+        "Recorded prevalence (gold.conditions over living persons) beside true prevalence (the synthetic "
+        "truth store: evaluation only; true_coded: true cases the GP has coded by then), and the ratio of recorded to "
+        "true cases, overall and by IMD quintile."
+    ),
+    keys=("reference_date", "condition", "imd_quintile"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("condition", T.StringType(), False),
+            T.StructField("imd_quintile", T.StringType(), False),
+            T.StructField("persons", T.LongType(), False),
+            T.StructField("recorded", T.LongType(), False),
+            T.StructField("recorded_prevalence", T.DoubleType(), True),
+            T.StructField("true_persons", T.LongType(), False),
+            T.StructField("true_cases", T.LongType(), False),
+            T.StructField("true_coded", T.LongType(), False),
+            T.StructField("true_prevalence", T.DoubleType(), True),
+            T.StructField("recorded_to_true", T.DoubleType(), True),
+        ]
+    ),
+)
+
 RESTRICTED_LAYERS = ("bronze", "vault")
 
 _REGISTRY: dict[str, TableSpec] = {}
@@ -396,5 +553,10 @@ for _spec in (
     PERSON,
     LINKAGE_QUALITY,
     LINKAGE_EVALUATION,
+    EVENTS,
+    CONDITIONS,
+    OBSERVATIONS,
+    SEGMENTS,
+    CONDITION_ASCERTAINMENT,
 ):
     register(_spec)

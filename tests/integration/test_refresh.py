@@ -10,35 +10,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from phm import cli
-from phm.config import load_config
 from phm.governance.leaks import Canary, leak_hits
 from phm.ingest.contracts import load_contracts
-from phm.runtime.catalog import Catalog
 from phm.tables import JOB_RUNS, QOF_PREVALENCE, QUARANTINE, RESTRICTED_LAYERS
 
-from ..conftest import TEST_CONFIG, test_overrides
+from .conftest import STAGES
 
 pytestmark = pytest.mark.slow
-
-
-STAGES = ["load_reference", "generate", "ingest", "link", "evaluate_linkage"]
-
-
-@pytest.fixture(scope="module")
-def refreshed(tmp_path_factory, spark):
-    """The CLI refresh, once for the module: (exit code, base folder, CLI arguments, config)."""
-    base = tmp_path_factory.mktemp("sample")
-    overrides = [*test_overrides(base), "synthetic.canaries=8"]
-    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
-    code = cli.main(["refresh", *arguments])
-    return code, base, arguments, load_config(str(TEST_CONFIG), overrides)
-
-
-@pytest.fixture(scope="module")
-def sample(refreshed, spark):
-    code, _, _, config = refreshed
-    assert code == 0
-    return config, Catalog(spark, config.resolve(config.paths.warehouse))
 
 
 def test_refresh_runs_every_stage_and_status_reports_it(refreshed, capsys):

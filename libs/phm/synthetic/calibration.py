@@ -7,13 +7,9 @@ a typo in a key or a share that does not add up fails at start.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field, model_validator
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
-
-from phm.config import StrictModel
-from phm.errors import ConfigError
+from phm.config import StrictModel, load_definitions
 
 AGE_BAND_COUNT = 7
 # Every source extract the generator writes. The order is part of each record id's key: append only.
@@ -197,18 +193,7 @@ class Calibration(StrictModel):
 
 def load_calibration(path: str) -> Calibration:
     """Read and validate the calibration file; ConfigError names the key and the file."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config error: synthetic.calibration: no file at {path}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"config error: {path}: not valid YAML; fix the syntax") from None
-    try:
-        return Calibration.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"config error: {path}: {key}: {first['msg'].lower()}; fix the value") from None
+    return load_definitions(path, Calibration)
 
 
 def _check_sum(key: str, total: float) -> None:

@@ -1,0 +1,72 @@
+"""Recorded vs true prevalence: `phm run evaluate_person_model`.
+
+Evaluation only (it reads the synthetic truth store; on real data leave it
+out with refresh.exclude): for each condition the truth store knows, the
+recorded prevalence in gold.conditions over the living persons of
+gold.person, beside the true prevalence over the truth's living, registered
+people, overall and by IMD quintile, into mart.condition_ascertainment. The
+gap is what case finding is for: undiagnosed conditions, and the deprivation
+gradient in how much is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from pyspark.sql import functions as F
+
+from phm.errors import UserError
+from phm.person.evaluation import ascertainment
+from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.script import main_for
+from phm.tables import CONDITION_ASCERTAINMENT, CONDITIONS, PERSON
+
+log = logging.getLogger("phm.jobs.evaluate_person_model")
+
+SPEC = JobSpec(
+    name="evaluate_person_model",
+    description="recorded (gold.conditions) vs true prevalence by IMD quintile, from the synthetic truth store",
+    outputs=(CONDITION_ASCERTAINMENT.name,),
+    depends_on=("build_person_model",),
+)
+
+
+def run(ctx: JobContext) -> None:
+    config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
+    truth = Path(config.resolve(config.paths.truth))
+    if not (truth / "person_condition").exists():
+        raise UserError(
+            f"evaluate_person_model: no truth store at {truth} (the synthetic generator writes it); "
+            "on real data leave this stage out with refresh.exclude: [evaluate_person_model]"
+        )
+    if not catalog.exists(CONDITIONS.name):
+        raise UserError("evaluate_person_model: gold.conditions does not exist; run `phm run build_person_model`")
+    conditions = catalog.read(CONDITIONS.name)
+    reference_date = str(conditions.agg(F.max("reference_date")).first()[0])
+    result = ascertainment(
+        catalog.read(PERSON.name),
+        conditions,
+        spark.read.parquet(str(truth / "person")),
+        spark.read.parquet(str(truth / "person_condition")),
+        reference_date,
+    )
+    catalog.overwrite(CONDITION_ASCERTAINMENT.name, result, replace_where=f"reference_date = '{reference_date}'")
+    overall = (
+        catalog.read(CONDITION_ASCERTAINMENT.name)
+        .where((F.col("reference_date") == reference_date) & (F.col("imd_quintile") == "all"))
+        .orderBy("condition")
+        .collect()
+    )
+    log.info(
+        "evaluate_person_model: recorded / true prevalence at %s: %s",
+        reference_date,
+        "; ".join(
+            f"{r.condition} {100 * (r.recorded_prevalence or 0):.1f}% / {100 * (r.true_prevalence or 0):.1f}%"
+            for r in overall
+        ),
+    )
+
+
+if __name__ == "__main__":
+    main_for(SPEC.name)

@@ -1,0 +1,69 @@
+"""Population segmentation at the reference date: `phm run segment`.
+
+Reads gold.person, gold.conditions and gold.events and writes gold.segments:
+one row per living person with the Bridges to Health segment, long-term
+conditions, Cambridge Multimorbidity Score, electronic frailty index,
+high-intensity use and annual cost (definitions: person_model.segmentation,
+each with its source in phm.segmentation). The segment x risk-tier matrix
+follows once risk tiers exist (the risk stratification stage).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import functions as F
+
+from phm.config import load_definitions
+from phm.errors import UserError
+from phm.person.definitions import load_codelists
+from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.script import main_for
+from phm.segmentation.definitions import Segmentation, check_against_codelists
+from phm.segmentation.segments import build_segments
+from phm.tables import CONDITIONS, EVENTS, PERSON, SEGMENTS
+
+log = logging.getLogger("phm.jobs.segment")
+
+SPEC = JobSpec(
+    name="segment",
+    description="gold person model -> gold.segments (Bridges to Health, CMS, eFI, high-intensity use, annual cost)",
+    outputs=(SEGMENTS.name,),
+    depends_on=("build_person_model",),
+)
+
+
+def run(ctx: JobContext) -> None:
+    config, catalog = ctx.config, ctx.catalog
+    path = config.resolve(config.person_model.segmentation)
+    segmentation = load_definitions(path, Segmentation)
+    codelists = load_codelists(f"{config.resolve(config.person_model.codelists)}/conditions")
+    check_against_codelists(segmentation, codelists, path)
+    for needed in (PERSON.name, CONDITIONS.name, EVENTS.name):
+        if not catalog.exists(needed):
+            raise UserError(f"segment: {needed} does not exist; run `phm run build_person_model` first")
+    person = catalog.read(PERSON.name)
+    conditions = catalog.read(CONDITIONS.name)
+    reference_date = str(
+        conditions.agg(F.max("reference_date")).first()[0] or person.agg(F.max("reference_date")).first()[0]
+    )
+    segments = build_segments(person, conditions, catalog.read(EVENTS.name), codelists, segmentation, reference_date)
+    catalog.overwrite(SEGMENTS.name, segments)
+    sizes = (
+        catalog.read(SEGMENTS.name)
+        .groupBy("segment_order", "segment")
+        .agg(F.count(F.lit(1)).alias("people"), F.sum("annual_cost").alias("cost"))
+        .orderBy("segment_order")
+        .collect()
+    )
+    people = sum(r["people"] for r in sizes)
+    log.info(
+        "segment: %d living persons at %s: %s",
+        people,
+        reference_date,
+        "; ".join(f"{r['segment']} {100 * r['people'] / people:.1f}%" for r in sizes),
+    )
+
+
+if __name__ == "__main__":
+    main_for(SPEC.name)

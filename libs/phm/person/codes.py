@@ -1,0 +1,64 @@
+"""Matching coded events to code lists: SNOMED CT concepts exactly, ICD-10 by prefix.
+
+An ICD-10 code such as "I10X" or "E119" (4 characters, no dot, X-padded)
+matches a list entry that is any of its prefixes ("E11", "E119", "E1", "E").
+Each event's candidate keys are exploded and equi-joined to a broadcast
+table of list entries, so matching costs one join whatever the list sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from phm.person.definitions import ICD10, SNOMED, CodeList
+
+INCLUDE, EXCLUDE, RESOLVED = "include", "exclude", "resolved"
+ICD10_KEY_LENGTHS = (1, 2, 3, 4)
+
+
+def codelist_entries(spark, codelists: Iterable[CodeList]) -> DataFrame:
+    """(codelist, code_system, code_key, entry): one row per code of each list, by what the code means."""
+    rows = []
+    for codelist in codelists:
+        rows += [(codelist.name, SNOMED, code, INCLUDE) for code in codelist.snomed]
+        rows += [(codelist.name, SNOMED, code, RESOLVED) for code in codelist.resolved_snomed]
+        rows += [(codelist.name, ICD10, code, INCLUDE) for code in codelist.icd10]
+        rows += [(codelist.name, ICD10, code, EXCLUDE) for code in codelist.icd10_exclude]
+    schema = "codelist string, code_system string, code_key string, entry string"
+    return spark.createDataFrame(rows, schema).distinct()
+
+
+def _candidate_keys() -> Column:
+    code = F.col("code")
+    icd_prefixes = F.array(*[F.substring(code, 1, n) for n in ICD10_KEY_LENGTHS])
+    return (
+        F.when(F.col("code_system") == SNOMED, F.array(code))
+        .when(F.col("code_system") == ICD10, F.array_distinct(icd_prefixes))
+        .otherwise(F.array().cast("array<string>"))
+    )
+
+
+def match_codes(events: DataFrame, codelists: Iterable[CodeList], keep: Iterable[str]) -> DataFrame:
+    """Each event (with `code_system`, `code`) x each list it belongs to: `keep` columns, codelist, entry.
+
+    entry is "include" (a diagnosis code) or "resolved"; an ICD-10 code that matches one of the list's
+    exclusions (e.g. C44 from cancer) is not a match.
+    """
+    keep = list(keep)
+    entries = F.broadcast(codelist_entries(events.sparkSession, codelists))
+    candidates = (
+        events.where(F.col("code").isNotNull())
+        .select(*keep, "code_system", F.explode(_candidate_keys()).alias("code_key"))
+        .where(F.col("code_key") != "")
+    )
+    matched = candidates.join(entries, ["code_system", "code_key"])
+    excluded = matched.where(F.col("entry") == EXCLUDE).select(*keep, "codelist").distinct()
+    return (
+        matched.where(F.col("entry") != EXCLUDE)
+        .join(excluded, [*keep, "codelist"], "left_anti")
+        .select(*keep, "codelist", "entry")
+        .distinct()
+    )

@@ -1,0 +1,71 @@
+"""Condition registers from coded events: gold.conditions, person x condition current at a date.
+
+Definitions: the code lists in configs/codelists/conditions/ (each names its
+source: QOF v46 business rules, ICD-10, Payne 2020 for the Cambridge
+Multimorbidity Score conditions). Rules, as QOF applies them:
+- "ever": a code recorded on or before the date, unless a "resolved" code
+  was recorded after the latest diagnosis code (then the condition is
+  resolved, as QOF's *RES_COD clusters work);
+- "within_years": the latest code within that many years before the date;
+- min_age: the person is at least that old at the date (register ages).
+GP events (SNOMED CT) and hospital spells (ICD-10 primary diagnosis) both
+count: hospital coding finds conditions the GP record lacks. Only what is
+dated on or before `as_of` is used, so the same function serves any index
+date without looking ahead.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from phm.person.codes import INCLUDE, RESOLVED, match_codes
+from phm.person.definitions import CodeList
+
+EVENT_KEY = ("source", "record_id")
+
+
+def condition_codes(events: DataFrame, codelists: dict[str, CodeList]) -> DataFrame:
+    """Every coded event that belongs to a condition: person_id, source, record_id, event_date, condition, entry."""
+    coded = events.where(F.col("code").isNotNull()).select(*EVENT_KEY, "person_id", "event_date", "code_system", "code")
+    return match_codes(coded, codelists.values(), keep=(*EVENT_KEY, "person_id", "event_date")).withColumnRenamed(
+        "codelist", "condition"
+    )
+
+
+def conditions_at(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeList], as_of: str) -> DataFrame:
+    """Current conditions at `as_of`: person_id, condition, first_recorded, first_source, last_recorded, records,
+    sources. `codes` from condition_codes; `ages` has person_id and age (at `as_of`)."""
+    date = F.lit(as_of).cast("date")
+    known = codes.where(F.col("event_date") <= date)
+    diagnoses = (
+        known.where(F.col("entry") == INCLUDE)
+        .groupBy("person_id", "condition")
+        .agg(
+            F.min("event_date").alias("first_recorded"),
+            F.min_by("source", F.struct("event_date", "source")).alias("first_source"),
+            F.max("event_date").alias("last_recorded"),
+            F.count(F.lit(1)).alias("records"),
+            F.array_sort(F.collect_set("source")).alias("sources"),
+        )
+    )
+    resolved = (
+        known.where(F.col("entry") == RESOLVED)
+        .groupBy("person_id", "condition")
+        .agg(F.max("event_date").alias("_resolved"))
+    )
+    rules = codes.sparkSession.createDataFrame(
+        [(c.name, c.years if c.rule == "within_years" else None, c.min_age) for c in codelists.values()],
+        "condition string, _years int, _min_age int",
+    )
+    current = (
+        diagnoses.join(resolved, ["person_id", "condition"], "left")
+        .join(F.broadcast(rules), "condition")
+        .join(ages.select("person_id", F.col("age").alias("_age")), "person_id", "left")
+        .where(F.col("_resolved").isNull() | (F.col("_resolved") <= F.col("last_recorded")))
+        .where(F.col("_years").isNull() | (F.col("last_recorded") > F.add_months(date, -12 * F.col("_years"))))
+        .where(F.col("_min_age").isNull() | (F.col("_age") >= F.col("_min_age")))
+    )
+    return current.select(
+        "person_id", "condition", "first_recorded", "first_source", "last_recorded", "records", "sources"
+    )

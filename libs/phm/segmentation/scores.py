@@ -1,0 +1,116 @@
+"""Multimorbidity and frailty scores at a reference date.
+
+- Cambridge Multimorbidity Score: Payne RA, Mendonca SC, Elliott MN et al.
+  Development and validation of the Cambridge Multimorbidity Score. CMAJ
+  2020;192(5):E107-E114. General outcome weights (configs/segmentation.yaml):
+  the sum of the weights of the person's current conditions; a weight shared
+  by several conditions (anxiety/depression) counts once; cancer only if
+  first recorded in the last 5 years.
+- Electronic Frailty Index: Clegg A, Bates C, Young J et al. Development and
+  validation of an electronic frailty index using routine primary care
+  electronic health record data. Age Ageing 2016;45(3):353-360. 36 equally
+  weighted deficits; score = deficits present / 36 (deficits that no source
+  can measure stay in the denominator, as published); categories fit <= 0.12,
+  mild <= 0.24, moderate <= 0.36, severe above; ages 65+ only.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from phm.person.codes import INCLUDE, match_codes
+from phm.person.definitions import CodeList
+from phm.segmentation.definitions import EFI_CATEGORIES, CambridgeMultimorbidityScore, ElectronicFrailtyIndex
+
+
+def cambridge_multimorbidity_score(conditions: DataFrame, cms: CambridgeMultimorbidityScore, as_of: str) -> DataFrame:
+    """person_id, cms_score for everyone with at least one weighted condition (others score 0)."""
+    rows = [
+        (condition, index, entry.weight, entry.first_recorded_within_years)
+        for index, entry in enumerate(cms.weights)
+        for condition in entry.conditions
+    ]
+    entries = conditions.sparkSession.createDataFrame(rows, "condition string, entry int, weight double, years int")
+    recent = F.col("years").isNull() | (
+        F.col("first_recorded") > F.add_months(F.lit(as_of).cast("date"), -12 * F.col("years"))
+    )
+    return (
+        conditions.join(F.broadcast(entries), "condition")
+        .where(recent)
+        .select("person_id", "entry", "weight")
+        .distinct()
+        .groupBy("person_id")
+        .agg(F.round(F.sum("weight"), 2).alias("cms_score"))
+    )
+
+
+def efi_deficits(
+    events: DataFrame, conditions: DataFrame, social_care_running: DataFrame, efi: ElectronicFrailtyIndex, as_of: str
+) -> DataFrame:
+    """person_id, deficit: each eFI deficit present at `as_of` (from current conditions, codes ever recorded
+    before it, or social care services running on it)."""
+    spark = events.sparkSession
+    date = F.lit(as_of).cast("date")
+    by_condition = spark.createDataFrame(
+        [(c, name) for name, d in efi.deficits.items() for c in d.conditions], "condition string, deficit string"
+    )
+    from_conditions = conditions.join(F.broadcast(by_condition), "condition").select("person_id", "deficit")
+    code_lists = [
+        CodeList(
+            name=name,
+            description=name,
+            version="efi",
+            source=efi.source,
+            snomed=d.snomed,
+            icd10=d.icd10,
+            rule="within_years" if d.within_years else "ever",
+            years=d.within_years,
+        )
+        for name, d in efi.deficits.items()
+        if d.snomed or d.icd10
+    ]
+    windows = spark.createDataFrame(
+        [(name, d.within_years) for name, d in efi.deficits.items()], "deficit string, _years int"
+    )
+    coded = events.where(F.col("code").isNotNull() & (F.col("event_date") <= date))
+    from_codes = (
+        match_codes(coded, code_lists, keep=("source", "record_id", "person_id", "event_date"))
+        .where(F.col("entry") == INCLUDE)
+        .withColumnRenamed("codelist", "deficit")
+        .join(F.broadcast(windows), "deficit")
+        .where(F.col("_years").isNull() | (F.col("event_date") > F.add_months(date, -12 * F.col("_years"))))
+        .select("person_id", "deficit")
+    )
+    by_service = spark.createDataFrame(
+        [(s, name) for name, d in efi.deficits.items() for s in d.social_care], "service string, deficit string"
+    )
+    from_care = social_care_running.join(F.broadcast(by_service), "service").select("person_id", "deficit")
+    return from_conditions.unionByName(from_codes).unionByName(from_care).distinct()
+
+
+def efi_category(score: Column, efi: ElectronicFrailtyIndex) -> Column:
+    bounds = efi.categories
+    return (
+        F.when(score.isNull(), None)
+        .when(score <= bounds["fit"], "fit")
+        .when(score <= bounds["mild"], "mild")
+        .when(score <= bounds["moderate"], "moderate")
+        .otherwise("severe")
+    )
+
+
+def efi_rank(category: Column) -> Column:
+    """fit 0, mild 1, moderate 2, severe 3 (null stays null)."""
+    return F.array_position(F.array(*[F.lit(c) for c in EFI_CATEGORIES]), category) - 1
+
+
+def electronic_frailty_index(deficits: DataFrame, ages: DataFrame, efi: ElectronicFrailtyIndex) -> DataFrame:
+    """person_id, efi_deficits, efi_score, efi_category for everyone aged min_age+ in `ages` (person_id, age)."""
+    counts = deficits.groupBy("person_id").agg(F.count(F.lit(1)).alias("efi_deficits"))
+    eligible = ages.where(F.col("age") >= efi.min_age).select("person_id")
+    scored = eligible.join(counts, "person_id", "left").withColumn(
+        "efi_deficits", F.coalesce(F.col("efi_deficits"), F.lit(0)).cast("int")
+    )
+    score = F.round(F.col("efi_deficits") / len(efi.deficits), 4)
+    return scored.withColumn("efi_score", score).withColumn("efi_category", efi_category(F.col("efi_score"), efi))

@@ -1,0 +1,184 @@
+"""gold.segments: one row per living person at the reference date, with Bridges to Health segment and scores.
+
+Bridges to Health: Lynn J, Straube BM, Bell KM, Jencks SF, Kambic RT.
+Using population segmentation to provide better health care for all: the
+"Bridges to Health" model. Milbank Q 2007;85(2):185-208, as adapted for NHS
+population health management (FACTS.md): each person goes to the single
+highest-need segment, in the configured priority order. The rules
+(configs/segmentation.yaml) combine current conditions, eFI category,
+running social care, emergency admissions and A&E attendances in the last
+12 months, age and the number of long-term conditions. High-intensity use:
+NHS England's High Intensity Use programme (5+ A&E attendances in a year).
+Annual cost: every contact's cost in the 12 months to the reference date;
+social care packages and placements by their days in that window.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from phm.person.definitions import CodeList
+from phm.segmentation.definitions import Criteria, Segmentation
+from phm.segmentation.scores import (
+    cambridge_multimorbidity_score,
+    efi_deficits,
+    efi_rank,
+    electronic_frailty_index,
+)
+
+PERSON_COLUMNS = (
+    "person_id",
+    "age",
+    "age_band",
+    "sex",
+    "ethnicity",
+    "imd_quintile",
+    "practice_code",
+    "pcn_code",
+    "place_code",
+)
+
+
+def year_before(as_of: str) -> tuple[Column, Column]:
+    """(first day, last day) of the 12 months ending on `as_of`."""
+    end = F.lit(as_of).cast("date")
+    return F.date_add(F.add_months(end, -12), 1), end
+
+
+def activity_in_year(events: DataFrame, as_of: str) -> DataFrame:
+    """person_id, emergency_admissions_12m, ae_attendances_12m, annual_cost (spans pro rata to their days)."""
+    first, last = year_before(as_of)
+    span_start = F.greatest(F.col("event_date"), first)
+    span_end = F.least(F.coalesce(F.col("end_date"), last), last)
+    span_days = F.greatest(F.datediff(span_end, span_start) + 1, F.lit(0))
+    is_span = F.col("daily_cost").isNotNull()
+    in_year = F.col("event_date").between(first, last)
+    cost = F.when(is_span, F.col("daily_cost") * span_days).when(in_year, F.col("cost")).otherwise(F.lit(0.0))
+    return (
+        events.where((is_span & (F.col("event_date") <= last)) | in_year)
+        .groupBy("person_id")
+        .agg(
+            F.count(F.when(in_year & F.col("emergency"), 1)).cast("int").alias("emergency_admissions_12m"),
+            F.count(F.when(in_year & (F.col("activity") == "ae_attendance"), 1))
+            .cast("int")
+            .alias("ae_attendances_12m"),
+            F.round(F.sum(cost), 2).alias("annual_cost"),
+        )
+    )
+
+
+def social_care_running(events: DataFrame, as_of: str) -> DataFrame:
+    """person_id, service: social care packages and placements running on `as_of`."""
+    date = F.lit(as_of).cast("date")
+    running = (F.col("event_date") <= date) & (F.col("end_date").isNull() | (F.col("end_date") >= date))
+    return (
+        events.where((F.col("service") == "social_care") & F.col("daily_cost").isNotNull() & running)
+        .select("person_id", F.col("setting").alias("service"))
+        .distinct()
+    )
+
+
+def _holds(criteria: Criteria) -> Column:
+    tests: list[Column] = [F.lit(True)]
+    if criteria.conditions:
+        tests.append(F.arrays_overlap(F.col("conditions"), F.array(*[F.lit(c) for c in criteria.conditions])))
+    if criteria.social_care:
+        tests.append(F.arrays_overlap(F.col("social_care"), F.array(*[F.lit(s) for s in criteria.social_care])))
+    if criteria.efi_category_at_least:
+        tests.append(
+            F.coalesce(efi_rank(F.col("efi_category")) >= efi_rank(F.lit(criteria.efi_category_at_least)), F.lit(False))
+        )
+    for column, minimum in (
+        ("emergency_admissions_12m", criteria.emergency_admissions_12m),
+        ("ae_attendances_12m", criteria.ae_attendances_12m),
+        ("long_term_conditions", criteria.long_term_conditions),
+        ("age", criteria.age_at_least),
+    ):
+        if minimum is not None:
+            tests.append(F.coalesce(F.col(column) >= minimum, F.lit(False)))
+    if criteria.age_below is not None:
+        tests.append(F.coalesce(F.col("age") < criteria.age_below, F.lit(False)))
+    held = tests[0]
+    for test in tests[1:]:
+        held = held & test
+    return held
+
+
+def bridges_segment(people: DataFrame, segmentation: Segmentation) -> DataFrame:
+    """Adds segment, segment_label and segment_order (1 = highest need) from the columns the rules read."""
+    segments = segmentation.bridges_to_health.segments
+    chosen: Column = F.lit(None).cast("int")
+    for order in range(len(segments), 0, -1):  # the first segment whose rule holds wins
+        rule = segments[order - 1].any
+        holds = _holds(rule[0])
+        for alternative in rule[1:]:
+            holds = holds | _holds(alternative)
+        chosen = F.when(holds, F.lit(order)).otherwise(chosen)
+    names = F.array(*[F.lit(s.name) for s in segments])
+    labels = F.array(*[F.lit(s.label) for s in segments])
+    return (
+        people.withColumn("segment_order", chosen)
+        .withColumn("segment", F.element_at(names, F.col("segment_order")))
+        .withColumn("segment_label", F.element_at(labels, F.col("segment_order")))
+    )
+
+
+def build_segments(
+    person: DataFrame,
+    conditions: DataFrame,
+    events: DataFrame,
+    codelists: dict[str, CodeList],
+    segmentation: Segmentation,
+    as_of: str,
+) -> DataFrame:
+    """gold.segments rows for the living persons of gold.person, at `as_of` (the reference date)."""
+    spark = person.sparkSession
+    living = person.where(~F.col("deceased")).select(*PERSON_COLUMNS)
+    long_term = spark.createDataFrame(
+        [(name, codelist.long_term_condition) for name, codelist in codelists.items()], "condition string, _ltc boolean"
+    )
+    held = (
+        conditions.join(F.broadcast(long_term), "condition")
+        .groupBy("person_id")
+        .agg(
+            F.array_sort(F.collect_list("condition")).alias("conditions"),
+            F.count(F.when(F.col("_ltc"), 1)).cast("int").alias("long_term_conditions"),
+        )
+    )
+    running = social_care_running(events, as_of)
+    efi = segmentation.electronic_frailty_index
+    frailty = electronic_frailty_index(
+        efi_deficits(events, conditions, running, efi, as_of), living.select("person_id", "age"), efi
+    )
+    people = (
+        living.join(held, "person_id", "left")
+        .join(
+            cambridge_multimorbidity_score(conditions, segmentation.cambridge_multimorbidity_score, as_of),
+            "person_id",
+            "left",
+        )
+        .join(frailty, "person_id", "left")
+        .join(activity_in_year(events, as_of), "person_id", "left")
+        .join(
+            running.groupBy("person_id").agg(F.array_sort(F.collect_set("service")).alias("social_care")),
+            "person_id",
+            "left",
+        )
+        .fillna(
+            {
+                "long_term_conditions": 0,
+                "cms_score": 0.0,
+                "emergency_admissions_12m": 0,
+                "ae_attendances_12m": 0,
+                "annual_cost": 0.0,
+            }
+        )
+        .withColumn("conditions", F.coalesce(F.col("conditions"), F.array().cast("array<string>")))
+        .withColumn("social_care", F.coalesce(F.col("social_care"), F.array().cast("array<string>")))
+        .withColumn(
+            "high_intensity_user",
+            F.col("ae_attendances_12m") >= segmentation.high_intensity_use.ae_attendances_12m,
+        )
+    )
+    return bridges_segment(people, segmentation).withColumn("reference_date", F.lit(as_of).cast("date"))

@@ -1,0 +1,34 @@
+"""The sample population refreshed once for the whole suite (as `make run` does it, through the CLI) and shared
+by every module that checks what a refresh wrote."""
+
+from __future__ import annotations
+
+import pytest
+
+from phm import cli
+from phm.config import load_config
+from phm.runtime.catalog import Catalog
+
+from ..conftest import TEST_CONFIG, test_overrides
+
+STAGES = [
+    "load_reference", "generate", "ingest", "link", "evaluate_linkage", "build_person_model", "evaluate_person_model",
+    "segment",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def refreshed(tmp_path_factory, spark):
+    """The CLI refresh, once: (exit code, base folder, CLI arguments, config)."""
+    base = tmp_path_factory.mktemp("sample")
+    overrides = [*test_overrides(base), "synthetic.canaries=8"]
+    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+    code = cli.main(["refresh", *arguments])
+    return code, base, arguments, load_config(str(TEST_CONFIG), overrides)
+
+
+@pytest.fixture(scope="session")
+def sample(refreshed, spark):
+    code, _, _, config = refreshed
+    assert code == 0
+    return config, Catalog(spark, config.resolve(config.paths.warehouse))
