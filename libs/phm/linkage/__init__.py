@@ -1,1 +1,1 @@
-"""Record linkage: identity profiles, Splink model, clustering, stable person ids, evaluation (issue 5, in progress)."""
+"""Record linkage: identity profiles, Splink model, clustering, stable person ids, evaluation."""

@@ -1,0 +1,1 @@
+"""Population segmentation: Bridges to Health, Cambridge Multimorbidity Score, electronic frailty index."""
