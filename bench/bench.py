@@ -98,6 +98,8 @@ SUMMARIES = {
     "ingest": ("ingest: ", ("rows in,", "nothing new")),
     "link": ("link: ", ("persons (",)),
     "evaluate_linkage": ("evaluate_linkage: ", ("F1 ",)),
+    "build_person_model": ("build_person_model: ", ("events,",)),
+    "segment": ("segment: ", ("living persons",)),
 }
 
 
@@ -113,7 +115,8 @@ def _summary(stage: str, log: Path) -> str | None:
 def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
     """The population refresh's stages at one size, as a monthly schedule would run them:
     generate all but the last month, ingest and link it (training the linkage model), deliver the last
-    month, ingest and link that, ingest again (nothing new), and measure the linkage against the truth."""
+    month, ingest and link that, ingest again (nothing new), measure the linkage against the truth, build the
+    person model, segment the population and compare recorded with true prevalence."""
     steps = [
         ("generate", "generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"]),
         ("ingest", "ingest (35 months)", []),
@@ -123,6 +126,9 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
         ("link", "link (monthly increment)", []),
         ("ingest", "ingest (nothing new)", []),
         ("evaluate_linkage", "evaluate_linkage", []),
+        ("build_person_model", "build_person_model", []),
+        ("segment", "segment", []),
+        ("evaluate_person_model", "evaluate_person_model", []),
     ]
     runs: dict[str, list[dict]] = {label: [] for _, label, _ in steps}
     for repeat in range(repeats):

@@ -42,9 +42,14 @@ def run(ctx: JobContext) -> None:
     for needed in (PERSON_LINK.name, PERSON.name):
         if not catalog.exists(needed):
             raise UserError(f"build_person_model: {needed} does not exist; run `phm run link` first")
+    contracts = load_contracts(config.resolve(config.ingest.sources))
+    sources = [c.silver_table for s, c in contracts.items() if s in BUILDERS and catalog.exists(c.silver_table)]
+    if ctx.unchanged_since_last_success((PERSON_LINK.name, PERSON.name, *sources)):
+        log.info("build_person_model: person links, gold.person and the silver tables are unchanged; nothing to do")
+        ctx.rows_out = 0
+        return
     person = catalog.read(PERSON.name)
     reference_date = str(person.agg(F.max("reference_date")).first()[0])
-    contracts = load_contracts(config.resolve(config.ingest.sources))
     silver = {
         source: catalog.read(contract.silver_table)
         for source, contract in contracts.items()

@@ -42,6 +42,10 @@ def run(ctx: JobContext) -> None:
         )
     if not catalog.exists(CONDITIONS.name):
         raise UserError("evaluate_person_model: gold.conditions does not exist; run `phm run build_person_model`")
+    if ctx.unchanged_since_last_success((CONDITIONS.name, PERSON.name)):
+        log.info("evaluate_person_model: gold.conditions is unchanged since its last evaluation; nothing to do")
+        ctx.rows_out = 0
+        return
     conditions = catalog.read(CONDITIONS.name)
     reference_date = str(conditions.agg(F.max("reference_date")).first()[0])
     result = ascertainment(

@@ -214,9 +214,18 @@ class PhmConfig(StrictModel):
         return uri
 
     def digest(self) -> str:
-        """A stable hash of the effective configuration, recorded in the run ledger."""
+        """A stable hash of the effective configuration and of the definition files it points at (contracts,
+        code lists, costs, ...), recorded in the run ledger: equal digests mean the same definitions."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        digest = hashlib.sha256(canonical.encode())
+        for key in REQUIRED_INPUT_PATHS:
+            section, _, name = key.partition(".")
+            root = Path(self.resolve(getattr(getattr(self, section), name)))
+            files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+            for path in files:
+                if path.is_file():
+                    digest.update(f"{path.relative_to(root.parent)}\0".encode() + path.read_bytes())
+        return digest.hexdigest()[:16]
 
 
 # Paths that must exist before any job starts: (dotted key, description).

@@ -12,7 +12,18 @@ from pyspark.sql import functions as F
 from phm import cli
 from phm.governance.leaks import Canary, leak_hits
 from phm.ingest.contracts import load_contracts
-from phm.tables import JOB_RUNS, QOF_PREVALENCE, QUARANTINE, RESTRICTED_LAYERS
+from phm.runtime.jobs import discover_jobs, run_job
+from phm.tables import (
+    CONDITION_ASCERTAINMENT,
+    CONDITIONS,
+    EVENTS,
+    JOB_RUNS,
+    OBSERVATIONS,
+    QOF_PREVALENCE,
+    QUARANTINE,
+    RESTRICTED_LAYERS,
+    SEGMENTS,
+)
 
 from .conftest import STAGES
 
@@ -81,3 +92,14 @@ def test_no_canary_identifier_outside_the_restricted_layers(sample, spark):
     reports = Path(config.resolve(config.paths.reports))
     pages = "\n".join(p.read_text(errors="replace") for p in reports.rglob("*.html"))  # Data Docs
     assert pages and not [c for c in canaries for value in (c.nhs_number, c.surname) if value in pages]
+
+
+def test_a_second_refresh_with_nothing_new_writes_no_person_model(sample, spark):
+    config, catalog = sample
+    written = (EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name)
+    before = {name: catalog.version(name) for name in written}
+    jobs = discover_jobs()
+    for stage in ("build_person_model", "evaluate_person_model", "segment"):
+        result = run_job(jobs[stage], config, spark)
+        assert (result.status, result.rows_out) == ("succeeded", 0), stage
+    assert {name: catalog.version(name) for name in written} == before

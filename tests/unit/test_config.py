@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,16 @@ def test_digest_is_stable_and_changes_with_the_config():
     changed = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.shuffle_partitions=5"])
     assert first.digest() == again.digest()
     assert first.digest() != changed.digest()
+
+
+def test_digest_covers_the_definition_files_the_config_points_at(tmp_path):
+    codelists = tmp_path / "codelists"
+    shutil.copytree(REPO / "configs" / "codelists", codelists)
+    config = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", f"person_model.codelists={codelists}"])
+    before = config.digest()
+    asthma = codelists / "conditions" / "asthma.yaml"
+    asthma.write_text(asthma.read_text().replace('"195967001"', '"195967001", "233678006"'))
+    assert config.digest() != before
 
 
 def test_unknown_key_names_the_key_the_file_and_the_valid_keys(tmp_path):

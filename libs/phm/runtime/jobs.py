@@ -61,6 +61,20 @@ class JobContext:
     rows_in: int | None = None
     rows_out: int | None = None  # set by jobs whose output is not tables (else counted from table writes)
     rows_quarantined: int | None = None
+    job: str = ""
+
+    def unchanged_since_last_success(self, inputs: tuple[str, ...]) -> bool:
+        """True if this job's last successful run read these tables at their current versions, with the same
+        configuration and definition files (its ledger digest): re-running would write the same. The inputs are
+        recorded as read either way, so the next run can tell too."""
+        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(self.job)
+        current = {name: self.catalog.version(name) for name in inputs}
+        for name in inputs:
+            if current[name] is not None:
+                self.catalog.read(name, version=current[name])
+        if last is None or last.config_digest != self.config.digest() or None in current.values():
+            return False
+        return all((last.input_versions or {}).get(name) == version for name, version in current.items())
 
 
 @dataclass(frozen=True)
@@ -146,7 +160,7 @@ def run_job(
         ledger.start(record)
         log.info("%s: started (run %s)", job.spec.name, run_id)
         started = time.monotonic()
-        ctx = JobContext(config=config, spark=spark, catalog=catalog, run_id=run_id)
+        ctx = JobContext(config=config, spark=spark, catalog=catalog, run_id=run_id, job=job.spec.name)
         try:
             job.run(ctx)
         except BaseException as exc:

@@ -77,6 +77,14 @@ class Ledger:
                 log.info("ledger update for %s met a concurrent write; retrying", record.run_id)
                 time.sleep(0.5 * attempt)
 
+    def last_succeeded(self, job: str) -> Row | None:
+        """The latest succeeded run of `job`, or None."""
+        catalog = self._catalog("ledger-read")
+        if not catalog.exists(JOB_RUNS.name):
+            return None
+        runs = self.spark.read.format("delta").load(catalog.path(JOB_RUNS.name))
+        return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
+
     def _catalog(self, run_id: str) -> Catalog:
         return Catalog(self.spark, self.warehouse, run_id=run_id)
 
