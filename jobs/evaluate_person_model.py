@@ -17,6 +17,7 @@ from pathlib import Path
 from pyspark.sql import functions as F
 
 from phm.errors import UserError
+from phm.person.definitions import load_codelists
 from phm.person.evaluation import ascertainment
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -46,6 +47,7 @@ def run(ctx: JobContext) -> None:
         log.info("evaluate_person_model: gold.conditions is unchanged since its last evaluation; nothing to do")
         ctx.rows_out = 0
         return
+    codelists = f"{config.resolve(config.person_model.codelists)}/conditions"
     conditions = catalog.read(CONDITIONS.name)
     reference_date = str(conditions.agg(F.max("reference_date")).first()[0])
     result = ascertainment(
@@ -54,6 +56,7 @@ def run(ctx: JobContext) -> None:
         spark.read.parquet(str(truth / "person")),
         spark.read.parquet(str(truth / "person_condition")),
         reference_date,
+        {name: c.min_age for name, c in load_codelists(codelists).items() if c.min_age},
     )
     catalog.overwrite(CONDITION_ASCERTAINMENT.name, result, replace_where=f"reference_date = '{reference_date}'")
     overall = (

@@ -490,13 +490,14 @@ def test_ascertainment_compares_recorded_with_true_prevalence(spark):
     )
     truth_person = spark.createDataFrame(
         [
-            ("t1", 1, d("2000-01-01"), None),
-            ("t2", 2, d("2000-01-01"), None),
-            ("t3", 10, d("2000-01-01"), None),
-            ("t4", 9, d("2000-01-01"), d("2025-01-01")),  # dead
-            ("t5", 9, d("2026-04-01"), None),  # registered after the reference date
+            ("t1", 1, d("2000-01-01"), None, d("1960-01-01")),
+            ("t2", 2, d("2000-01-01"), None, d("1960-01-01")),
+            ("t3", 10, d("2000-01-01"), None, d("1960-01-01")),
+            ("t4", 9, d("2000-01-01"), d("2025-01-01"), d("1960-01-01")),  # dead
+            ("t5", 9, d("2026-04-01"), None, d("1960-01-01")),  # registered after the reference date
+            ("t6", 1, d("2000-01-01"), None, d("2010-01-01")),  # 16: under the register's age
         ],
-        "true_person_id string, imd_decile int, registered_on date, death_date date",
+        "true_person_id string, imd_decile int, registered_on date, death_date date, date_of_birth date",
     )
     truth_conditions = spark.createDataFrame(
         [
@@ -504,15 +505,16 @@ def test_ascertainment_compares_recorded_with_true_prevalence(spark):
             ("t2", "diabetes", d("2020-01-01"), None),  # undiagnosed
             ("t3", "diabetes", d("2020-01-01"), d("2026-04-01")),  # coded after the reference date
             ("t4", "diabetes", d("2020-01-01"), d("2020-01-01")),
+            ("t6", "diabetes", d("2020-01-01"), d("2020-01-01")),
         ],
         "true_person_id string, condition string, onset_date date, diagnosed_date date",
     )
     got = {
         r.imd_quintile: (r.persons, r.recorded, r.true_persons, r.true_cases, r.true_coded, r.recorded_to_true)
-        for r in ascertainment(person, conditions, truth_person, truth_conditions, AS_OF).collect()
+        for r in ascertainment(person, conditions, truth_person, truth_conditions, AS_OF, {"diabetes": 17}).collect()
     }
     assert got == {
-        "1": (2, 1, 2, 2, 1, 0.5),
+        "1": (2, 1, 3, 2, 1, 0.5),
         "5": (1, 1, 1, 1, 0, 1.0),
-        "all": (3, 2, 3, 3, 1, 2 / 3),
+        "all": (3, 2, 4, 3, 1, 2 / 3),
     }

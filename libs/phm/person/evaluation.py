@@ -4,7 +4,8 @@ Recorded: persons of gold.person alive at the reference date, and their
 current conditions in gold.conditions, grouped by gold.person's IMD quintile.
 True: the truth store's people registered and alive at the reference date,
 their conditions with onset on or before it (true_coded: also diagnosed by
-then), grouped by the IMD quintile of the LSOA they were generated in.
+then), grouped by the IMD quintile of the LSOA they were generated in; a
+register's minimum age (e.g. depression 18+) applies to both sides.
 Both overall ("all") and by quintile; only conditions the truth store knows.
 """
 
@@ -31,20 +32,35 @@ def _population(frame: DataFrame, name: str) -> DataFrame:
 
 
 def ascertainment(
-    person: DataFrame, conditions: DataFrame, truth_person: DataFrame, truth_conditions: DataFrame, as_of: str
+    person: DataFrame,
+    conditions: DataFrame,
+    truth_person: DataFrame,
+    truth_conditions: DataFrame,
+    as_of: str,
+    min_ages: dict[str, int] | None = None,
 ) -> DataFrame:
     date = F.lit(as_of).cast("date")
+    age = F.floor(F.months_between(date, F.col("date_of_birth")) / 12)
+    minimum = (
+        F.coalesce(
+            F.create_map(*[F.lit(x) for kv in (min_ages or {}).items() for x in kv])[F.col("condition")], F.lit(0)
+        )
+        if min_ages
+        else F.lit(0)
+    )
     living = person.where(~F.col("deceased")).select("person_id", "imd_quintile")
     truth_living = truth_person.where(
         (F.col("registered_on") <= date) & (F.col("death_date").isNull() | (F.col("death_date") > date))
-    ).select("true_person_id", ((F.col("imd_decile") + 1) / 2).cast("int").alias("imd_quintile"))
+    ).select("true_person_id", ((F.col("imd_decile") + 1) / 2).cast("int").alias("imd_quintile"), age.alias("_age"))
     known = [r[0] for r in truth_conditions.select("condition").distinct().collect()]
     recorded = _by_quintile(
         conditions.where(F.col("condition").isin(known)).join(living, "person_id"),
         F.count(F.lit(1)).alias("recorded"),
     )
     true_cases = _by_quintile(
-        truth_conditions.where(F.col("onset_date") <= date).join(truth_living, "true_person_id"),
+        truth_conditions.where(F.col("onset_date") <= date)
+        .join(truth_living, "true_person_id")
+        .where(F.col("_age") >= minimum),
         F.count(F.lit(1)).alias("true_cases"),
         F.count(F.when(F.col("diagnosed_date") <= date, 1)).alias("true_coded"),
     )
