@@ -41,29 +41,45 @@ def _texts(df: DataFrame) -> list[tuple[str, Column]]:
 
 
 def leak_hits(df: DataFrame, canaries: list[Canary]) -> list[str]:
-    """Descriptions of every canary identifier found in `df` (empty when clean), one pass over the data."""
-    texts = _texts(df)
-    checks: list[tuple[str, Column]] = []
-    for i, canary in enumerate(canaries):
-        for name, text in texts:
-            upper = F.upper(text)
-            for form in nhs_number_forms(canary.nhs_number):
-                checks.append((f"canary {i} NHS number in {name}", F.instr(text, form) > 0))
-            for kind, value in (("forename", canary.forename), ("surname", canary.surname)):
-                pattern = rf"(^|[^A-Z]){_escape(value.upper())}($|[^A-Z])"
-                checks.append((f"canary {i} {kind} in {name}", upper.rlike(pattern)))
-            if "birth" in name.lower() or "dob" in name.lower():
-                checks.append((f"canary {i} date of birth in {name}", F.instr(text, canary.date_of_birth) > 0))
-        row_text = F.upper(F.concat_ws("|", *[t for _, t in texts]))
-        together = F.instr(row_text, canary.date_of_birth) > 0
-        near = F.lit(False)
-        for postcode in canary.postcodes:
-            near = near | (F.instr(row_text, postcode.upper()) > 0)
-        checks.append((f"canary {i} date of birth with postcode", together & near))
-    if not checks:
+    """Descriptions of every canary identifier found in `df` (empty when clean).
+
+    One pass with every canary folded into one pattern per column and kind (a clean table, the usual case,
+    costs a few regular expressions per column, not a few per canary and column); only if that pass finds
+    something does a second pass say which canary and which column.
+    """
+    if not canaries:
         return []
+    texts = _texts(df)
+    if not _hits(df, _checks(texts, [("a canary", canaries)])):
+        return []
+    return _hits(df, _checks(texts, [(f"canary {i}", [canary]) for i, canary in enumerate(canaries)]))
+
+
+def _checks(texts: list[tuple[str, Column]], groups: list[tuple[str, list[Canary]]]) -> list[tuple[str, Column]]:
+    """(label, condition) per named group of canaries and column."""
+    checks: list[tuple[str, Column]] = []
+    for who, group in groups:
+        numbers = "|".join(_escape(form) for c in group for form in nhs_number_forms(c.nhs_number))
+        names = {kind: "|".join(_escape(getattr(c, kind).upper()) for c in group) for kind in ("forename", "surname")}
+        births = "|".join(_escape(c.date_of_birth) for c in group)
+        for name, text in texts:
+            checks.append((f"{who} NHS number in {name}", text.rlike(numbers)))
+            for kind, pattern in names.items():
+                checks.append((f"{who} {kind} in {name}", F.upper(text).rlike(rf"(^|[^A-Z])({pattern})($|[^A-Z])")))
+            if "birth" in name.lower() or "dob" in name.lower():
+                checks.append((f"{who} date of birth in {name}", text.rlike(births)))
+        row_text = F.upper(F.concat_ws("|", *[t for _, t in texts]))
+        for canary in group:
+            near = F.lit(False)
+            for postcode in canary.postcodes:
+                near = near | (F.instr(row_text, postcode.upper()) > 0)
+            checks.append((f"{who} date of birth with postcode", (F.instr(row_text, canary.date_of_birth) > 0) & near))
+    return checks
+
+
+def _hits(df: DataFrame, checks: list[tuple[str, Column]]) -> list[str]:
     counts = df.agg(*[F.sum(condition.cast("int")).alias(f"c{j}") for j, (_, condition) in enumerate(checks)]).first()
-    return [label for j, (label, _) in enumerate(checks) if counts and (counts[f"c{j}"] or 0) > 0]
+    return sorted({label for j, (label, _) in enumerate(checks) if counts and (counts[f"c{j}"] or 0) > 0})
 
 
 def _escape(text: str) -> str:
