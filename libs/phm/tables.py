@@ -365,29 +365,24 @@ EVENTS = TableSpec(
     schema=T.StructType(
         [
             T.StructField("person_id", T.StringType(), False),
-            *[
-                T.StructField(name, kind, name not in ("source", "record_id", "service", "activity", "event_date"))
-                for name, kind in (
-                    ("source", T.StringType()),
-                    ("record_id", T.StringType()),
-                    ("period", T.StringType()),
-                    ("service", T.StringType()),
-                    ("activity", T.StringType()),
-                    ("setting", T.StringType()),
-                    ("event_date", T.DateType()),
-                    ("end_date", T.DateType()),
-                    ("code_system", T.StringType()),
-                    ("code", T.StringType()),
-                    ("procedure_code", T.StringType()),
-                    ("value", T.DoubleType()),
-                    ("value2", T.DoubleType()),
-                    ("admission_method", T.StringType()),
-                    ("length_of_stay", T.IntegerType()),
-                    ("age_at_event", T.IntegerType()),
-                    ("cost", T.DoubleType()),
-                    ("daily_cost", T.DoubleType()),
-                )
-            ],
+            T.StructField("source", T.StringType(), False),
+            T.StructField("record_id", T.StringType(), False),
+            T.StructField("period", T.StringType(), True),
+            T.StructField("service", T.StringType(), False),
+            T.StructField("activity", T.StringType(), False),
+            T.StructField("setting", T.StringType(), True),
+            T.StructField("event_date", T.DateType(), False),
+            T.StructField("end_date", T.DateType(), True),
+            T.StructField("code_system", T.StringType(), True),
+            T.StructField("code", T.StringType(), True),
+            T.StructField("procedure_code", T.StringType(), True),
+            T.StructField("value", T.DoubleType(), True),
+            T.StructField("value2", T.DoubleType(), True),
+            T.StructField("admission_method", T.StringType(), True),
+            T.StructField("length_of_stay", T.IntegerType(), True),
+            T.StructField("age_at_event", T.IntegerType(), True),
+            T.StructField("cost", T.DoubleType(), True),
+            T.StructField("daily_cost", T.DoubleType(), True),
             T.StructField("emergency", T.BooleanType(), False),
             T.StructField("acsc", T.BooleanType(), False),
             T.StructField("fall", T.BooleanType(), False),
@@ -443,6 +438,11 @@ OBSERVATIONS = TableSpec(
     ),
 )
 
+# gold.person's attributes that gold.segments carries, so profiles need no join.
+SEGMENT_PERSON_ATTRIBUTES = (
+    "age", "age_band", "sex", "ethnicity", "imd_quintile", "practice_code", "pcn_code", "place_code",
+)  # fmt: skip
+
 SEGMENTS = TableSpec(
     name="gold.segments",
     grain="one row per living person at the reference date",
@@ -457,14 +457,7 @@ SEGMENTS = TableSpec(
         [
             T.StructField("person_id", T.StringType(), False),
             T.StructField("reference_date", T.DateType(), False),
-            T.StructField("age", T.IntegerType(), True),
-            T.StructField("age_band", T.StringType(), True),
-            T.StructField("sex", T.StringType(), True),
-            T.StructField("ethnicity", T.StringType(), True),
-            T.StructField("imd_quintile", T.IntegerType(), True),
-            T.StructField("practice_code", T.StringType(), True),
-            T.StructField("pcn_code", T.StringType(), True),
-            T.StructField("place_code", T.StringType(), True),
+            *[PERSON.schema[name] for name in SEGMENT_PERSON_ATTRIBUTES],
             T.StructField("segment", T.StringType(), False),
             T.StructField("segment_label", T.StringType(), False),
             T.StructField("segment_order", T.IntegerType(), False),

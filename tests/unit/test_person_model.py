@@ -247,9 +247,20 @@ def test_social_care_packages_pair_starts_with_ends_one_to_one(spark, definition
         ("s4", "2025-01", "Start", "home_care", d("2025-01-05"), None, 5.0, 140.0, 90),
         ("s5", "2025-01", "Start", "home_care", d("2025-01-20"), None, 5.0, 140.0, 90),
         ("e5", "2025-02", "End", "home_care", None, d("2025-02-01"), 5.0, 140.0, 90),
+        ("s6", "2025-03", "Start", "home_care", None, None, 1.0, 7.0, 50),  # no start date: dated by its month
     ]
     silver = {"social_care": spark.createDataFrame(rows, SOCIAL_CARE)}
-    owners = [("s1", "p"), ("e1", "p"), ("s2", "p"), ("s3", "p"), ("e0", "p"), ("s4", "q"), ("s5", "q"), ("e5", "q")]
+    owners = [
+        ("s1", "p"),
+        ("e1", "p"),
+        ("s2", "p"),
+        ("s3", "p"),
+        ("e0", "p"),
+        ("s4", "q"),
+        ("s5", "q"),
+        ("e5", "q"),
+        ("s6", "r"),
+    ]
     built = build_events(silver, {"social_care": "event_ref"}, links(spark, "social_care", owners), definitions, AS_OF)
     got = {r.record_id: (r.activity, r.end_date, r.daily_cost, r.cost) for r in built.collect()}
     assert got == {
@@ -259,6 +270,7 @@ def test_social_care_packages_pair_starts_with_ends_one_to_one(spark, definition
         "e0": ("care_end_without_start", None, None, 0.0),
         "s4": ("care_package", None, 20.0, 20.0 * 451),
         "s5": ("care_package", d("2025-02-01"), 20.0, 20.0 * 13),
+        "s6": ("care_package", None, 1.0, 396.0),
     }
 
 

@@ -123,3 +123,22 @@ def test_nhs_number_capacity_is_checked():
 
     with pytest.raises(ConfigError, match=r"synthetic.population: 1,000,000 people need more NHS numbers"):
         make_plan(1, 1_000_000, 5000, date(2026, 3, 31), 12, CALIBRATION, QOF)
+
+
+def test_frailty_deficits_are_distinct_per_person_and_rise_with_age():
+    from phm.synthetic.activity import _frailty_deficits
+
+    block = generate_block(0, plan(population=4000, block=4000))
+    start = np.datetime64("2025-04-01", "D")
+    first_day = np.full(len(block), start)
+    alive = np.full(len(block), 365)
+    rows = _frailty_deficits(block, plan(population=4000, block=4000), first_day, alive, np.ones(len(block)))[0]
+    assert not rows.duplicated(["row", "code"]).any()
+    assert set(rows["code"]) <= set(CALIBRATION.frailty.deficit_snomed)
+    assert ((rows["event_date"] >= start) & (rows["event_date"] < start + np.timedelta64(365, "D"))).all()
+    per_person = rows.groupby("row").size().reindex(range(len(block)), fill_value=0)
+    by_band = per_person.groupby(block["age_band"].to_numpy()).mean()
+    expected = np.asarray(CALIBRATION.frailty.deficits_per_person_by_age)
+    assert by_band[0] == by_band[1] == 0
+    assert by_band[6] > by_band[5] > by_band[4] > by_band[3]
+    np.testing.assert_allclose(by_band[4], expected[4], rtol=0.15)

@@ -21,7 +21,8 @@ Costs:
   closes the latest started). Its daily cost is the weekly cost / 7 (or the
   configured unit cost when the record has none) and `cost` is the daily cost
   x its days up to the end or the reference date. An end record with no
-  start is kept as its own event.
+  start is kept as its own event. A record without its date is dated by the
+  first day of the month it was delivered in.
 GP registrations are demographics, not activity: they are in gold.person.
 """
 
@@ -31,34 +32,17 @@ from collections.abc import Callable
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from phm.person.codes import INCLUDE, match_codes
 from phm.person.definitions import ICD10, SNOMED, PersonModelDefinitions, UnitCosts
+from phm.tables import EVENTS
 
 Builder = Callable[[DataFrame, str, UnitCosts, str], DataFrame]
+FLAGS = ("emergency", "acsc", "fall")
 SOCIAL_CARE_SERVICES = ("home_care", "residential_home", "nursing_home")
-EVENT_FIELDS = [
-    ("source", T.StringType()),
-    ("record_id", T.StringType()),
-    ("period", T.StringType()),
-    ("service", T.StringType()),
-    ("activity", T.StringType()),
-    ("setting", T.StringType()),
-    ("event_date", T.DateType()),
-    ("end_date", T.DateType()),
-    ("code_system", T.StringType()),
-    ("code", T.StringType()),
-    ("procedure_code", T.StringType()),
-    ("value", T.DoubleType()),
-    ("value2", T.DoubleType()),
-    ("admission_method", T.StringType()),
-    ("length_of_stay", T.IntegerType()),
-    ("age_at_event", T.IntegerType()),
-    ("cost", T.DoubleType()),
-    ("daily_cost", T.DoubleType()),
-]
+# The columns each source's builder produces (gold.events without person_id and the flags added later).
+EVENT_FIELDS = [(f.name, f.dataType) for f in EVENTS.schema.fields if f.name not in ("person_id", *FLAGS)]
 
 
 def _shape(frame: DataFrame, record_id: str, **columns: Column) -> DataFrame:
@@ -156,6 +140,11 @@ def _social_care(frame: DataFrame, record_id: str, costs: UnitCosts, reference_d
         .otherwise(F.coalesce(F.col("hours_per_week"), F.lit(0.0)) * costs.home_care_hour)
     )
     daily = F.coalesce(F.col("weekly_cost"), fallback_weekly) / 7
+    # The contract lets a record's own date be missing; the month it was delivered in stands in for it.
+    delivered = F.to_date(F.concat(F.col("period"), F.lit("-01")))
+    frame = frame.withColumn("start_date", F.coalesce("start_date", delivered)).withColumn(
+        "end_date", F.when(F.lower("record_type") == "end", F.coalesce("end_date", delivered))
+    )
     starts = frame.where(F.lower("record_type") == "start")
     ends = frame.where(F.lower("record_type") == "end").select(
         F.col("person_id").alias("_person"),

@@ -26,18 +26,7 @@ from phm.segmentation.scores import (
     efi_rank,
     electronic_frailty_index,
 )
-
-PERSON_COLUMNS = (
-    "person_id",
-    "age",
-    "age_band",
-    "sex",
-    "ethnicity",
-    "imd_quintile",
-    "practice_code",
-    "pcn_code",
-    "place_code",
-)
+from phm.tables import SEGMENT_PERSON_ATTRIBUTES
 
 
 def year_before(as_of: str) -> tuple[Column, Column]:
@@ -134,7 +123,7 @@ def build_segments(
 ) -> DataFrame:
     """gold.segments rows for the living persons of gold.person, at `as_of` (the reference date)."""
     spark = person.sparkSession
-    living = person.where(~F.col("deceased")).select(*PERSON_COLUMNS)
+    living = person.where(~F.col("deceased")).select("person_id", *SEGMENT_PERSON_ATTRIBUTES)
     long_term = spark.createDataFrame(
         [(name, codelist.long_term_condition) for name, codelist in codelists.items()], "condition string, _ltc boolean"
     )

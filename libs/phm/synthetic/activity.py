@@ -20,6 +20,9 @@ Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
 - Adult social care: home care packages and care home placements starting
   at age-specific yearly rates (raised with dementia; learning disability
   brings long-running packages), with weekly costs from the unit costs.
+- Frailty deficits (calibration `frailty`): coded falls, mobility, memory,
+  hearing, incontinence ... problems in older people, more in the sicker, so
+  the electronic frailty index has something to count beyond conditions.
 - The historical programme (programme.py): enrolled people's emergency
   admissions after referral are thinned by their true relative effect.
 """
@@ -46,6 +49,7 @@ KIND_SOURCE = {
     "hba1c": "gp_events",
     "bmi": "gp_events",
     "smoking": "gp_events",
+    "frailty_deficit": "gp_events",
     "emergency": "inpatient",
     "elective": "inpatient",
     "ae": "ae",
@@ -216,6 +220,7 @@ def generate_events(
     frames.extend(_social_care(people, plan, rng, first_day, alive_days, last_day))
     frames.extend(_observations(people, plan, rng, spread, diagnosed_count))
     frames.extend(_diagnoses(people, plan))
+    frames.extend(_frailty_deficits(people, plan, first_day, alive_days, relative_h))
 
     # Registration (its first record) and death: one each.
     add("registration", np.arange(n), registered)
@@ -313,6 +318,28 @@ def _social_care(people, plan, rng, first_day, alive_days, last_day):
         frames.append(_frame("care_end", rows[ended], end[ended], code=kind[ended], value=hours[ended],
                              value2=weekly[ended], end_date=end[ended]))  # fmt: skip
     return frames
+
+
+def _frailty_deficits(people, plan, first_day, alive_days, relative_h) -> list[pd.DataFrame]:
+    """Coded frailty deficits (falls, mobility, memory, hearing ... beyond the conditions): a Poisson number of
+    distinct deficits per person by age band, more for the sicker (relative emergency factor ** exponent,
+    normalised to keep each band's mean), each coded once at a date in the person's time in the window."""
+    frailty = plan.calibration.frailty
+    rng = np.random.default_rng([plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM, 2])
+    codes = np.asarray(frailty.deficit_snomed)
+    band = people["age_band"].to_numpy()
+    weight = relative_h**frailty.health_exponent
+    weight = weight / np.mean(weight)
+    counts = np.minimum(rng.poisson(np.asarray(frailty.deficits_per_person_by_age)[band] * weight), len(codes))
+    rows = np.repeat(np.arange(len(people)), counts)
+    if not len(rows):
+        return []
+    # distinct deficits per person: the first `count` of a random permutation of the codes
+    order = np.argsort(rng.random((len(people), len(codes))), axis=1)
+    position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    chosen = codes[order[rows, position]]
+    dates = first_day[rows] + (rng.random(len(rows)) * np.maximum(alive_days[rows], 1)).astype(np.int64) * DAY
+    return [_frame("frailty_deficit", rows, dates, code=chosen)]
 
 
 def _diagnoses(people: pd.DataFrame, plan: PopulationPlan) -> list[pd.DataFrame]:

@@ -85,6 +85,12 @@ class ObservationCalibration(StrictModel):
     readings_per_year_without: float = Field(ge=0)
 
 
+class FrailtyCalibration(StrictModel):
+    deficits_per_person_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+    health_exponent: float = Field(ge=0)
+    deficit_snomed: list[str] = Field(min_length=1)
+
+
 class EmergencyRates(StrictModel):
     age_group_lower_bounds: list[int]
     least_deprived: list[float]
@@ -184,6 +190,7 @@ class Calibration(StrictModel):
     geography: GeographyCalibration
     health: HealthCalibration
     observations: ObservationCalibration
+    frailty: FrailtyCalibration
     activity: ActivityCalibration
     unit_costs_gbp: dict[str, float]
     identifiers: IdentifierCalibration
