@@ -12,7 +12,6 @@ linkage run's MLflow run.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import mlflow
 from pyspark.sql import DataFrame
@@ -24,6 +23,7 @@ from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.tracking import run_for, tracked_run
 from phm.synthetic.calibration import load_calibration
+from phm.synthetic.truth import truth_store
 from phm.tables import IDENTITY, LINKAGE_EVALUATION, PERSON_LINK
 
 log = logging.getLogger("phm.jobs.evaluate_linkage")
@@ -39,12 +39,7 @@ MODEL, BASELINE = "splink", "nhs_number_only"
 
 def run(ctx: JobContext) -> None:
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
-    truth = Path(config.resolve(config.paths.truth))
-    if not (truth / "record_person").exists():
-        raise UserError(
-            f"evaluate_linkage: no truth store at {truth} (the synthetic generator writes it); "
-            "on real data leave this stage out with refresh.exclude: [evaluate_linkage]"
-        )
+    truth = truth_store(config, SPEC.name, "record_person")
     if not catalog.exists(PERSON_LINK.name):
         raise UserError("evaluate_linkage: silver.person_link does not exist; run `phm run link` first")
     links = catalog.read(PERSON_LINK.name)

@@ -12,7 +12,6 @@ gradient in how much is recorded.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from pyspark.sql import functions as F
 
@@ -21,6 +20,7 @@ from phm.person.definitions import load_codelists
 from phm.person.evaluation import ascertainment
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
+from phm.synthetic.truth import truth_store
 from phm.tables import CONDITION_ASCERTAINMENT, CONDITIONS, PERSON
 
 log = logging.getLogger("phm.jobs.evaluate_person_model")
@@ -35,12 +35,7 @@ SPEC = JobSpec(
 
 def run(ctx: JobContext) -> None:
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
-    truth = Path(config.resolve(config.paths.truth))
-    if not (truth / "person_condition").exists():
-        raise UserError(
-            f"evaluate_person_model: no truth store at {truth} (the synthetic generator writes it); "
-            "on real data leave this stage out with refresh.exclude: [evaluate_person_model]"
-        )
+    truth = truth_store(config, SPEC.name, "person_condition")
     if not catalog.exists(CONDITIONS.name):
         raise UserError("evaluate_person_model: gold.conditions does not exist; run `phm run build_person_model`")
     if ctx.unchanged_since_last_success((CONDITIONS.name, PERSON.name)):

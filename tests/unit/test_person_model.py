@@ -530,3 +530,11 @@ def test_ascertainment_compares_recorded_with_true_prevalence(spark):
         "5": (1, 1, 1, 1, 0, 1.0),
         "all": (3, 2, 4, 3, 1, 2 / 3),
     }
+
+
+def test_evaluation_jobs_say_how_to_run_without_a_truth_store(fresh_config):
+    from phm.errors import UserError
+    from phm.synthetic.truth import truth_store
+
+    with pytest.raises(UserError, match=r"evaluate_person_model: no truth store at .*refresh.exclude: \[evaluate_pe"):
+        truth_store(fresh_config, "evaluate_person_model", "person_condition")

@@ -18,11 +18,24 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from phm.errors import UserError
 from phm.synthetic.population import PopulationPlan, condition_columns
+
+
+def truth_store(config, job: str, needs: str) -> Path:
+    """The truth store folder for an evaluation job; a UserError if it lacks `needs` (e.g. on real data)."""
+    truth = Path(config.resolve(config.paths.truth))
+    if not (truth / needs).exists():
+        raise UserError(
+            f"{job}: no truth store at {truth} (the synthetic generator writes it); "
+            f"on real data leave this stage out with refresh.exclude: [{job}]"
+        )
+    return truth
 
 
 def person_truth(people: DataFrame, factors: DataFrame, plan: PopulationPlan) -> DataFrame:
