@@ -44,7 +44,7 @@ def run(ctx: JobContext) -> None:
             raise UserError(f"build_person_model: {needed} does not exist; run `phm run link` first")
     contracts = load_contracts(config.resolve(config.ingest.sources))
     sources = [c.silver_table for s, c in contracts.items() if s in BUILDERS and catalog.exists(c.silver_table)]
-    if ctx.unchanged_since_last_success((PERSON_LINK.name, PERSON.name, *sources)):
+    if ctx.unchanged_since_last_success((PERSON_LINK.name, PERSON.name, *sources), SPEC.outputs):
         log.info("build_person_model: person links, gold.person and the silver tables are unchanged; nothing to do")
         ctx.rows_out = 0
         return

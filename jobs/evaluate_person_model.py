@@ -38,7 +38,7 @@ def run(ctx: JobContext) -> None:
     truth = truth_store(config, SPEC.name, "person_condition")
     if not catalog.exists(CONDITIONS.name):
         raise UserError("evaluate_person_model: gold.conditions does not exist; run `phm run build_person_model`")
-    if ctx.unchanged_since_last_success((CONDITIONS.name, PERSON.name)):
+    if ctx.unchanged_since_last_success((CONDITIONS.name, PERSON.name), SPEC.outputs):
         log.info("evaluate_person_model: gold.conditions is unchanged since its last evaluation; nothing to do")
         ctx.rows_out = 0
         return

@@ -42,7 +42,7 @@ def run(ctx: JobContext) -> None:
     for needed in (PERSON.name, CONDITIONS.name, EVENTS.name):
         if not catalog.exists(needed):
             raise UserError(f"segment: {needed} does not exist; run `phm run build_person_model` first")
-    if ctx.unchanged_since_last_success((PERSON.name, CONDITIONS.name, EVENTS.name)):
+    if ctx.unchanged_since_last_success((PERSON.name, CONDITIONS.name, EVENTS.name), SPEC.outputs):
         log.info("segment: the person model is unchanged since the last segmentation; nothing to do")
         ctx.rows_out = 0
         return

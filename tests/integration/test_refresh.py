@@ -4,6 +4,7 @@ ingest's quarantine is exactly the injected defects and no identifier leaves the
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,8 @@ def test_a_second_refresh_with_nothing_new_writes_no_person_model(sample, spark)
         result = run_job(jobs[stage], config, spark)
         assert (result.status, result.rows_out) == ("succeeded", 0), stage
     assert {name: catalog.version(name) for name in written} == before
+    # an output that went missing is rebuilt, not skipped
+    segments = catalog.read(SEGMENTS.name).count()
+    shutil.rmtree(catalog.path(SEGMENTS.name))
+    result = run_job(jobs["segment"], config, spark)
+    assert result.status == "succeeded" and catalog.read(SEGMENTS.name).count() == segments == result.rows_out

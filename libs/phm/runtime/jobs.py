@@ -63,10 +63,12 @@ class JobContext:
     rows_quarantined: int | None = None
     job: str = ""
 
-    def unchanged_since_last_success(self, inputs: tuple[str, ...]) -> bool:
+    def unchanged_since_last_success(self, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> bool:
         """True if this job's last successful run read these tables at their current versions, with the same
-        configuration and definition files (its ledger digest): re-running would write the same. The inputs are
-        recorded as read either way, so the next run can tell too."""
+        configuration and definition files (its ledger digest), and its outputs are still there: re-running
+        would write the same. The inputs are recorded as read either way, so the next run can tell too."""
+        if not all(self.catalog.exists(name) for name in outputs):
+            return False
         last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(self.job)
         current = {name: self.catalog.version(name) for name in inputs}
         for name in inputs:
