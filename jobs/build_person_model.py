@@ -42,41 +42,30 @@ def run(ctx: JobContext) -> None:
     for needed in (PERSON_LINK.name, PERSON.name):
         if not catalog.exists(needed):
             raise UserError(f"build_person_model: {needed} does not exist; run `phm run link` first")
-    contracts = load_contracts(config.resolve(config.ingest.sources))
-    sources = [c.silver_table for s, c in contracts.items() if s in BUILDERS and catalog.exists(c.silver_table)]
-    if ctx.unchanged_since_last_success((PERSON_LINK.name, PERSON.name, *sources), SPEC.outputs):
+    contracts = {
+        source: contract
+        for source, contract in load_contracts(config.resolve(config.ingest.sources)).items()
+        if source in BUILDERS and catalog.exists(contract.silver_table)
+    }
+    tables = [contract.silver_table for contract in contracts.values()]
+    if ctx.unchanged_since_last_success((PERSON_LINK.name, PERSON.name, *tables), SPEC.outputs):
         log.info("build_person_model: person links, gold.person and the silver tables are unchanged; nothing to do")
         ctx.rows_out = 0
         return
-    person = catalog.read(PERSON.name)
-    reference_date = str(person.agg(F.max("reference_date")).first()[0])
-    silver = {
-        source: catalog.read(contract.silver_table)
-        for source, contract in contracts.items()
-        if source in BUILDERS and catalog.exists(contract.silver_table)
-    }
-    absent = sorted(set(BUILDERS) - set(silver))
+    if not contracts:
+        raise UserError("build_person_model: no activity source has been ingested; run `phm run ingest` first")
+    absent = sorted(set(BUILDERS) - set(contracts))
     if absent:
         log.warning(
             "build_person_model: no silver table yet for %s; their activity is not in gold.events", ", ".join(absent)
         )
-    if not silver:
-        raise UserError("build_person_model: no activity source has been ingested; run `phm run ingest` first")
-    rows_in = {source: frame.count() for source, frame in silver.items()}
-    events = build_events(
-        silver,
-        {s: contracts[s].record_id for s in silver},
-        catalog.read(PERSON_LINK.name),
-        definitions,
-        reference_date,
-    )
-    unlinked = events.where(F.col("person_id").isNull()).groupBy("source").count().collect()
-    if unlinked:
-        detail = ", ".join(f"{r['source']} {r['count']}" for r in unlinked)
-        raise UserError(
-            f"build_person_model: records with no person_link row ({detail}); run `phm run link` "
-            "after ingest so every accepted record is linked"
-        )
+    person = catalog.read(PERSON.name)
+    reference_date = str(person.agg(F.max("reference_date")).first()[0])
+    silver = {source: catalog.read(contract.silver_table) for source, contract in contracts.items()}
+    record_ids = {source: contract.record_id for source, contract in contracts.items()}
+    links = catalog.read(PERSON_LINK.name)
+    rows_in = _rows_and_unlinked(silver, record_ids, links)
+    events = build_events(silver, record_ids, links, definitions, reference_date)
     catalog.overwrite(EVENTS.name, events)
     written = catalog.read(EVENTS.name)
     _account(rows_in, written)
@@ -98,20 +87,44 @@ def run(ctx: JobContext) -> None:
     )
 
 
+def _rows_and_unlinked(silver: dict, record_ids: dict[str, str], links) -> dict[str, int]:
+    """Rows per silver table, in one pass over the record keys; a UserError if any has no person_link row
+    (checked on the keys, so the timeline itself is computed once, when it is written)."""
+    keys = None
+    for source, frame in silver.items():
+        part = frame.select(F.lit(source).alias("source"), F.col(record_ids[source]).cast("string").alias("record_id"))
+        keys = part if keys is None else keys.unionByName(part)
+    counts = (
+        keys.join(links.select("source", "record_id", F.lit(True).alias("_linked")), ["source", "record_id"], "left")
+        .groupBy("source")
+        .agg(F.count(F.lit(1)).alias("rows"), F.count(F.when(F.col("_linked").isNull(), 1)).alias("unlinked"))
+        .collect()
+    )
+    unlinked = [f"{r['source']} {r['unlinked']}" for r in counts if r["unlinked"]]
+    if unlinked:
+        raise UserError(
+            f"build_person_model: records with no person_link row ({', '.join(unlinked)}); run `phm run link` "
+            "after ingest so every accepted record is linked"
+        )
+    return {r["source"]: r["rows"] for r in counts}
+
+
 def _account(rows_in: dict[str, int], events) -> None:
     """Every silver row is an event, or a social care end record folded into its package (which says so)."""
-    counts = {r["source"]: r["count"] for r in events.groupBy("source").count().collect()}
-    folded = events.where(
-        (F.col("source") == "social_care")
-        & F.col("end_date").isNotNull()
-        & (F.col("activity") != "care_end_without_start")
-    ).count()
+    folded = (F.col("source") == "social_care") & F.col("end_date").isNotNull()
+    folded = folded & (F.col("activity") != "care_end_without_start")
+    counts = {
+        r["source"]: (r["events"], r["folded"])
+        for r in events.groupBy("source")
+        .agg(F.count(F.lit(1)).alias("events"), F.count(F.when(folded, 1)).alias("folded"))
+        .collect()
+    }
     for source, rows in rows_in.items():
-        expected = rows - (folded if source == "social_care" else 0)
-        if counts.get(source, 0) != expected:
+        events_of, folded_of = counts.get(source, (0, 0))
+        if events_of != rows - folded_of:
             raise RuntimeError(
-                f"build_person_model: silver.{source} has {rows} rows but gold.events {counts.get(source, 0)} "
-                f"(expected {expected}); an event builder lost or duplicated rows"
+                f"build_person_model: silver.{source} has {rows} rows but gold.events {events_of} "
+                f"(expected {rows - folded_of}); an event builder lost or duplicated rows"
             )
 
 

@@ -79,10 +79,10 @@ class Ledger:
 
     def last_succeeded(self, job: str) -> Row | None:
         """The latest succeeded run of `job`, or None."""
-        catalog = self._catalog("ledger-read")
+        catalog = Catalog(self.spark, self.warehouse)
         if not catalog.exists(JOB_RUNS.name):
             return None
-        runs = self.spark.read.format("delta").load(catalog.path(JOB_RUNS.name))
+        runs = self.spark.read.format("delta").load(catalog.path(JOB_RUNS.name))  # not a run input
         return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
 
     def _catalog(self, run_id: str) -> Catalog:

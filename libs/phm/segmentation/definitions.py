@@ -33,7 +33,6 @@ class Deficit(StrictModel):
     snomed: list[Snomed] = Field(default_factory=list)
     icd10: list[IcdPrefix] = Field(default_factory=list)
     social_care: list[Name] = Field(default_factory=list)
-    within_years: int | None = Field(None, ge=1)
     unavailable: str | None = Field(None, description="Why the deficit cannot be measured from the sources.")
 
     @model_validator(mode="after")

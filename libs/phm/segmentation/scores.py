@@ -57,30 +57,15 @@ def efi_deficits(
     )
     from_conditions = conditions.join(F.broadcast(by_condition), "condition").select("person_id", "deficit")
     code_lists = [
-        CodeList(
-            name=name,
-            description=name,
-            version="efi",
-            source=efi.source,
-            snomed=d.snomed,
-            icd10=d.icd10,
-            rule="within_years" if d.within_years else "ever",
-            years=d.within_years,
-        )
+        CodeList(name=name, description=name, version="efi", source=efi.source, snomed=d.snomed, icd10=d.icd10)
         for name, d in efi.deficits.items()
         if d.snomed or d.icd10
     ]
-    windows = spark.createDataFrame(
-        [(name, d.within_years) for name, d in efi.deficits.items()], "deficit string, _years int"
-    )
     coded = events.where(F.col("code").isNotNull() & (F.col("event_date") <= date))
     from_codes = (
-        match_codes(coded, code_lists, keep=("source", "record_id", "person_id", "event_date"))
+        match_codes(coded, code_lists, keep=("source", "record_id", "person_id"))
         .where(F.col("entry") == INCLUDE)
-        .withColumnRenamed("codelist", "deficit")
-        .join(F.broadcast(windows), "deficit")
-        .where(F.col("_years").isNull() | (F.col("event_date") > F.add_months(date, -12 * F.col("_years"))))
-        .select("person_id", "deficit")
+        .select("person_id", F.col("codelist").alias("deficit"))
     )
     by_service = spark.createDataFrame(
         [(s, name) for name, d in efi.deficits.items() for s in d.social_care], "service string, deficit string"
