@@ -26,6 +26,13 @@ INSTALL_REQUIRES = [
     "python-dateutil>=2.8",
     # The synthetic ICS draws names from Faker's locale lists (data only; sampling is seeded numpy).
     "faker>=30,<41",
+    # Risk models: LightGBM and a scikit-learn baseline, an optuna search, figures; skops is MLflow's safe
+    # (non-pickle) format for scikit-learn models.
+    "lightgbm>=4.5,<5",
+    "scikit-learn>=1.5,<2",
+    "optuna>=4,<6",
+    "matplotlib>=3.8,<4",
+    "skops>=0.10",
 ]
 
 EXTRAS_REQUIRE = {

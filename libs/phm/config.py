@@ -26,6 +26,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from phm.errors import ConfigError
@@ -172,6 +173,44 @@ class PersonModelConfig(StrictModel):
     segmentation: str = Field("configs/segmentation.yaml", description="CMS, eFI, Bridges to Health, HIU.")
 
 
+class RiskTiers(StrictModel):
+    """Risk tiers by percentile of the scored population: high at or above `high`, emerging at or above
+    `emerging`, low below."""
+
+    high: float = Field(95.0, gt=0.0, lt=100.0)
+    emerging: float = Field(80.0, gt=0.0, lt=100.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskTiers:
+        if self.emerging >= self.high:
+            raise ValueError(f"emerging ({self.emerging}) must be below high ({self.high})")
+        return self
+
+
+class RiskConfig(StrictModel):
+    """`phm run features`, `train_risk`, `score`: index dates, feature windows, model specs, tiers.
+
+    Index dates: scoring is the day after the reference date; validation is `follow_up_months` earlier (its
+    outcome is then fully observed); training dates step back by `follow_up_months` from there, as many as
+    `training_index_dates` with at least `min_history_months` of data before them. Features use only data
+    dated before an index date; the label is an emergency admission in the `follow_up_months` from it.
+    """
+
+    models: str = Field("models/risk", description="Model specs, one YAML per model.")
+    follow_up_months: int = Field(12, ge=1, le=60)
+    lookback_months: list[Annotated[int, Field(ge=1, le=120)]] = Field(default_factory=lambda: [3, 12, 24])
+    training_index_dates: int = Field(1, ge=1, le=10)
+    min_history_months: int = Field(12, ge=1, le=120)
+    tiers: RiskTiers = RiskTiers()
+    seed: int = 20261124
+
+    @model_validator(mode="after")
+    def _windows(self) -> RiskConfig:
+        if sorted(set(self.lookback_months)) != self.lookback_months:
+            raise ValueError(f"lookback_months must be distinct and ascending, got {self.lookback_months}")
+        return self
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -192,6 +231,7 @@ class PhmConfig(StrictModel):
     ingest: IngestConfig = IngestConfig()
     linkage: LinkageConfig = LinkageConfig()
     person_model: PersonModelConfig = PersonModelConfig()
+    risk: RiskConfig = RiskConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -237,6 +277,7 @@ REQUIRED_INPUT_PATHS = (
     "person_model.codelists",
     "person_model.unit_costs",
     "person_model.segmentation",
+    "risk.models",
 )
 
 

@@ -29,6 +29,9 @@ class TableSpec:
     description: str
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
+    # Wide tables whose further columns follow from configuration (gold.features: one per condition and
+    # window) declare their fixed columns and the one type every further column has.
+    further_columns_type: T.DataType | None = None
 
     @property
     def layer(self) -> str:
@@ -502,6 +505,146 @@ CONDITION_ASCERTAINMENT = TableSpec(
     ),
 )
 
+RISK_SPLITS = ("train", "validation", "score")
+
+FEATURES = TableSpec(
+    name="gold.features",
+    grain="one row per person x index date (training, validation and scoring dates)",
+    description=(
+        "Risk model features at each index date, from data dated strictly before it (age, sex, IMD, "
+        "conditions, CMS, eFI, latest observations, contacts, bed days and costs by service over the "
+        "configured windows, trends), the label (an emergency admission in the follow-up from the index date; "
+        "null on the scoring date), the split, and the attributes subgroups are reported by. Further columns: "
+        "one double per feature, named by what it counts (e.g. emergency_admissions_12m, condition_copd)."
+    ),
+    keys=("person_id", "index_date"),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("index_date", T.DateType(), False),
+            T.StructField("split", T.StringType(), False),
+            T.StructField("label", T.IntegerType(), True),
+            T.StructField("age_group", T.StringType(), True),
+            T.StructField("sex", T.StringType(), True),
+            T.StructField("ethnicity", T.StringType(), True),
+            T.StructField("imd_quintile", T.IntegerType(), True),
+            T.StructField("practice_code", T.StringType(), True),
+            T.StructField("pcn_code", T.StringType(), True),
+        ]
+    ),
+    further_columns_type=T.DoubleType(),
+)
+
+# The measures of a model on a set of people (phm.models.metrics): discrimination, calibration, top-k.
+PERFORMANCE_MEASURES = (
+    "auc", "auprc", "brier", "calibration_slope", "calibration_intercept", "mean_predicted", "observed_rate",
+    "ppv_top1", "sensitivity_top1", "ppv_top5", "sensitivity_top5", "ppv_top10", "sensitivity_top10",
+)  # fmt: skip
+
+RISK_MODEL_PERFORMANCE = TableSpec(
+    name="mart.risk_model_performance",
+    grain="one row per trained model version x subgroup (and 'all') on its validation index date",
+    description=(
+        "Each trained risk model's validation performance, overall and by IMD quintile, ethnicity, sex and "
+        "age band: AUC, AUPRC, Brier score, calibration slope and intercept, PPV and sensitivity in the top "
+        "1/5/10%; flagged where a subgroup's AUC is more than the configured margin below the overall."
+    ),
+    keys=("model_name", "model_version", "grouping", "group_value"),
+    schema=T.StructType(
+        [
+            T.StructField("model_name", T.StringType(), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("mlflow_run_id", T.StringType(), False),
+            T.StructField("index_date", T.DateType(), False),
+            T.StructField("grouping", T.StringType(), False),
+            T.StructField("group_value", T.StringType(), False),
+            T.StructField("persons", T.LongType(), False),
+            T.StructField("events", T.LongType(), False),
+            *[T.StructField(name, T.DoubleType(), True) for name in PERFORMANCE_MEASURES],
+            T.StructField("flagged", T.BooleanType(), False),
+        ]
+    ),
+)
+
+RISK_TIERS = ("high", "emerging", "low")
+
+RISK_SCORES = TableSpec(
+    name="gold.risk_scores",
+    grain="one row per living person x scored model (its champion version) at the scoring index date",
+    description=(
+        "Each person's probability of an emergency admission in the follow-up from the scoring date, from the "
+        "model's champion version (mlflow.pyfunc.spark_udf), its percentile in the scored population and tier "
+        "(high / emerging / low by the configured percentile cut-offs)."
+    ),
+    keys=("person_id", "model_name"),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("model_name", T.StringType(), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("index_date", T.DateType(), False),
+            T.StructField("probability", T.DoubleType(), False),
+            T.StructField("percentile", T.DoubleType(), False),
+            T.StructField("tier", T.StringType(), False),
+        ]
+    ),
+)
+
+SEGMENT_MATRIX = TableSpec(
+    name="mart.segment_matrix",
+    grain="one row per scored model x Bridges to Health segment x risk tier",
+    description=(
+        "The segment x risk-tier bubble matrix: people, annual cost, emergency admissions in the last 12 "
+        "months and expected admissions in the next (the sum of the probabilities) per cell, from "
+        "gold.segments and gold.risk_scores."
+    ),
+    keys=("model_name", "segment", "tier"),
+    schema=T.StructType(
+        [
+            T.StructField("model_name", T.StringType(), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("segment_order", T.IntegerType(), False),
+            T.StructField("segment", T.StringType(), False),
+            T.StructField("segment_label", T.StringType(), False),
+            T.StructField("tier", T.StringType(), False),
+            T.StructField("people", T.LongType(), False),
+            T.StructField("annual_cost", T.DoubleType(), False),
+            T.StructField("emergency_admissions_12m", T.LongType(), False),
+            T.StructField("expected_admitted_people", T.DoubleType(), False),
+        ]
+    ),
+)
+
+RISK_ORACLE_EVALUATION = TableSpec(
+    name="mart.risk_oracle_evaluation",
+    grain="one row per evaluated model version x index date (synthetic truth store: evaluation only)",
+    description=(
+        "A model's AUC beside the oracle AUC of the true probabilities on the same people and outcomes, and "
+        "its calibration against the true risk (slope and intercept of true on predicted log-odds, mean "
+        "absolute difference over predicted-risk deciles)."
+    ),
+    keys=("model_name", "model_version", "index_date"),
+    schema=T.StructType(
+        [
+            T.StructField("model_name", T.StringType(), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("index_date", T.DateType(), False),
+            T.StructField("persons", T.LongType(), False),
+            T.StructField("persons_with_truth", T.LongType(), False),
+            T.StructField("events", T.LongType(), False),
+            T.StructField("model_auc", T.DoubleType(), True),
+            T.StructField("oracle_auc", T.DoubleType(), True),
+            T.StructField("auc_gap", T.DoubleType(), True),
+            T.StructField("slope_vs_true_risk", T.DoubleType(), True),
+            T.StructField("intercept_vs_true_risk", T.DoubleType(), True),
+            T.StructField("decile_mean_abs_error", T.DoubleType(), True),
+            T.StructField("mean_predicted", T.DoubleType(), True),
+            T.StructField("mean_true_risk", T.DoubleType(), True),
+        ]
+    ),
+)
+
 RESTRICTED_LAYERS = ("bronze", "vault")
 
 _REGISTRY: dict[str, TableSpec] = {}
@@ -551,5 +694,10 @@ for _spec in (
     OBSERVATIONS,
     SEGMENTS,
     CONDITION_ASCERTAINMENT,
+    FEATURES,
+    RISK_MODEL_PERFORMANCE,
+    RISK_SCORES,
+    SEGMENT_MATRIX,
+    RISK_ORACLE_EVALUATION,
 ):
     register(_spec)

@@ -13,7 +13,7 @@ from ..conftest import TEST_CONFIG, test_overrides
 
 STAGES = [
     "load_reference", "generate", "ingest", "link", "evaluate_linkage", "build_person_model", "evaluate_person_model",
-    "segment",
+    "segment", "features", "train_risk", "evaluate_risk", "score",
 ]  # fmt: skip
 
 

@@ -18,11 +18,16 @@ from phm.tables import (
     CONDITION_ASCERTAINMENT,
     CONDITIONS,
     EVENTS,
+    FEATURES,
     JOB_RUNS,
     OBSERVATIONS,
     QOF_PREVALENCE,
     QUARANTINE,
     RESTRICTED_LAYERS,
+    RISK_MODEL_PERFORMANCE,
+    RISK_ORACLE_EVALUATION,
+    RISK_SCORES,
+    SEGMENT_MATRIX,
     SEGMENTS,
 )
 
@@ -95,12 +100,16 @@ def test_no_canary_identifier_outside_the_restricted_layers(sample, spark):
     assert pages and not [c for c in canaries for value in (c.nhs_number, c.surname) if value in pages]
 
 
-def test_a_second_refresh_with_nothing_new_writes_no_person_model(sample, spark):
+def test_a_second_refresh_with_nothing_new_writes_no_person_model_or_risk_model(sample, spark):
     config, catalog = sample
-    written = (EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name)
+    written = (EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name,
+               FEATURES.name, RISK_MODEL_PERFORMANCE.name, RISK_SCORES.name, SEGMENT_MATRIX.name,
+               RISK_ORACLE_EVALUATION.name)  # fmt: skip
     before = {name: catalog.version(name) for name in written}
     jobs = discover_jobs()
-    for stage in ("build_person_model", "evaluate_person_model", "segment"):
+    stages = ("build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score",
+              "evaluate_risk")  # fmt: skip
+    for stage in stages:
         result = run_job(jobs[stage], config, spark)
         assert (result.status, result.rows_out) == ("succeeded", 0), stage
     assert {name: catalog.version(name) for name in written} == before

@@ -162,11 +162,16 @@ class Catalog:
         expected = {f.name: f.dataType for f in spec.schema.fields}
         actual = {f.name: f.dataType for f in df.schema.fields if f.name != RUN_ID_COLUMN}
         missing = sorted(set(expected) - set(actual))
-        extra = sorted(set(actual) - set(expected))
+        further = [c for c in actual if c not in expected] if spec.further_columns_type is not None else []
+        extra = sorted(set(actual) - set(expected) - set(further))
         wrong_type = sorted(
             f"{c} (expected {expected[c].simpleString()}, got {actual[c].simpleString()})"
             for c in set(expected) & set(actual)
             if _ignoring_nulls(expected[c]) != _ignoring_nulls(actual[c])
+        ) + sorted(
+            f"{c} (further columns are {spec.further_columns_type.simpleString()}, got {actual[c].simpleString()})"
+            for c in further
+            if not isinstance(actual[c], T.NumericType | T.BooleanType)
         )
         if missing or extra or wrong_type:
             parts = []
@@ -182,6 +187,7 @@ class Catalog:
             )
         # Types equal but for the nullability of nested elements (collect_set makes array<string not null>).
         columns = [F.col(c) if expected[c] == actual[c] else F.col(c).cast(expected[c]).alias(c) for c in expected]
+        columns += [F.col(c).cast(spec.further_columns_type).alias(c) for c in further]
         return df.select(*columns, F.lit(self.run_id or "unknown").alias(RUN_ID_COLUMN))
 
     def _written(self, name: str) -> int:

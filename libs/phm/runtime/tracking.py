@@ -16,8 +16,10 @@ import mlflow
 
 from phm.config import PhmConfig
 
-# MLflow sets its loggers to INFO when imported and announces its database migrations on every first use.
+# MLflow sets its loggers to INFO when imported and announces its database migrations on every first use;
+# its download progress bars would fill job consoles and logs.
 logging.getLogger("mlflow").setLevel(logging.WARNING)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def experiment_name(config: PhmConfig, kind: str) -> str:
@@ -32,9 +34,12 @@ def use_experiment(config: PhmConfig, kind: str) -> str:
     mlflow.set_tracking_uri(uri)
     name = experiment_name(config, kind)
     if mlflow.get_experiment_by_name(name) is None:
-        artifacts = config.resolve(config.mlflow.artifact_location)
-        location = artifacts if "://" in artifacts else Path(os.path.abspath(artifacts)).as_uri()
-        mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
+        if uri.startswith(("http://", "https://")):  # a tracking server stores (and serves) the artifacts
+            mlflow.create_experiment(name)
+        else:
+            artifacts = config.resolve(config.mlflow.artifact_location)
+            location = artifacts if "://" in artifacts else Path(os.path.abspath(artifacts)).as_uri()
+            mlflow.create_experiment(name, artifact_location=f"{location}/{name}")
     return mlflow.set_experiment(name).experiment_id
 
 

@@ -1,0 +1,110 @@
+"""Risk models against the synthetic truth store: `phm run evaluate_risk`.
+
+Evaluation only (reads the truth store; on real data leave it out with
+refresh.exclude). For each model spec's champion: its predictions on the
+validation index date (through mlflow.pyfunc.spark_udf, as scoring does),
+the true probabilities of the same people, the model AUC beside the oracle
+AUC and the calibration against the true risk (phm.models.oracle), into
+mart.risk_oracle_evaluation and as oracle.* metrics on the champion's MLflow run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from phm.errors import UserError
+from phm.features.index_dates import VALIDATION
+from phm.models.oracle import oracle_measures, true_person_of, true_probability
+from phm.models.registry import CHAMPION, champion_of, model_inputs
+from phm.models.scoring import score_with_udf
+from phm.models.specs import load_model_specs
+from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.script import main_for
+from phm.runtime.tracking import use_experiment
+from phm.synthetic.truth import truth_store
+from phm.tables import FEATURES, PERSON_LINK, RISK_ORACLE_EVALUATION
+
+log = logging.getLogger("phm.jobs.evaluate_risk")
+
+SPEC = JobSpec(
+    name="evaluate_risk",
+    description="champion risk models vs the true probabilities of the synthetic truth store (oracle AUC)",
+    outputs=(RISK_ORACLE_EVALUATION.name,),
+    depends_on=("train_risk",),
+)
+
+
+def run(ctx: JobContext) -> None:
+    config, catalog, spark = ctx.config, ctx.catalog, ctx.spark
+    truth = truth_store(config, SPEC.name, "person")
+    specs = [spec for spec, _ in load_model_specs(config.resolve(config.risk.models)).values()]
+    if not catalog.exists(FEATURES.name):
+        raise UserError("evaluate_risk: gold.features does not exist; run `phm run features` first")
+    use_experiment(config, "risk")
+    client = MlflowClient()
+    champions = {spec.name: champion_of(client, spec.registered_model) for spec in specs}
+    evaluated = _evaluated(catalog)
+    current = {(name, str(c.version)) for name, c in champions.items() if c is not None}
+    if ctx.unchanged_since_last_success((FEATURES.name, PERSON_LINK.name), SPEC.outputs) and current <= evaluated:
+        log.info("evaluate_risk: features, links and champions are unchanged since the last evaluation; nothing to do")
+        ctx.rows_out = 0
+        return
+    validation = catalog.read(FEATURES.name).where(F.col("split") == VALIDATION)
+    truth_of = true_person_of(catalog.read(PERSON_LINK.name), spark.read.parquet(str(truth / "record_person")))
+    true_risk = spark.read.parquet(str(truth / "person")).select("true_person_id", "p_emergency_12m")
+    rows = []
+    for spec in specs:
+        champion = champions[spec.name]
+        if champion is None:
+            log.warning("evaluate_risk: %s has no %s; nothing to evaluate", spec.name, CHAMPION)
+            continue
+        uri = f"models:/{spec.registered_model}@{CHAMPION}"
+        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>", env_manager="local")
+        predicted = score_with_udf(validation, udf, model_inputs(uri)).select(
+            "person_id", "index_date", "label", "probability"
+        )
+        frame = predicted.join(truth_of, "person_id", "left").join(true_risk, "true_person_id", "left").toPandas()
+        known = frame[frame["p_emergency_12m"].notna()]
+        measures = oracle_measures(
+            known["label"].to_numpy(),
+            known["probability"].to_numpy(),
+            true_probability(known["p_emergency_12m"], config.risk.follow_up_months),
+        )
+        rows.append(
+            {
+                "model_name": spec.name,
+                "model_version": str(champion.version),
+                "index_date": frame["index_date"].iloc[0],
+                "persons": len(frame),
+                "persons_with_truth": len(known),
+                "events": int(frame["label"].sum()),
+                **measures,
+            }
+        )
+        for key, value in measures.items():
+            if value is not None:
+                client.log_metric(champion.run_id, f"oracle.{key}", value)
+        log.info(
+            "evaluate_risk: %s v%s: model AUC %.4f, oracle AUC %.4f (gap %.4f); slope vs true risk %.3f",
+            spec.name, champion.version, measures["model_auc"] or float("nan"), measures["oracle_auc"] or float("nan"),
+            measures["auc_gap"] or float("nan"), measures["slope_vs_true_risk"] or float("nan"),
+        )  # fmt: skip
+    if not rows:
+        raise UserError("evaluate_risk: no model has a champion yet; run `phm run train_risk` first")
+    result = spark.createDataFrame(rows, RISK_ORACLE_EVALUATION.schema)
+    catalog.merge(RISK_ORACLE_EVALUATION.name, result)
+
+
+def _evaluated(catalog) -> set[tuple[str, str]]:
+    if not catalog.exists(RISK_ORACLE_EVALUATION.name):
+        return set()
+    rows = catalog.read(RISK_ORACLE_EVALUATION.name).select("model_name", "model_version").distinct().collect()
+    return {(r.model_name, r.model_version) for r in rows}
+
+
+if __name__ == "__main__":
+    main_for(SPEC.name)

@@ -1,0 +1,208 @@
+"""Risk model training: `phm run train_risk`.
+
+For every spec in models/risk/: fit on the training index dates of
+gold.features, measure on the validation date (overall and by IMD quintile,
+ethnicity, sex and age group), log to MLflow (params, measures, figures, the
+Delta version of the features, signature), register the version with alias
+`candidate`, and promote it to `champion` only if it passes the spec's gate
+and beats the champion on the same validation rows (phm.models.registry).
+Validation performance goes to mart.risk_model_performance.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+
+from phm.errors import UserError
+from phm.features.index_dates import TRAIN, VALIDATION
+from phm.models import plots
+from phm.models.metrics import GROUPINGS, performance_by_group
+from phm.models.registry import CANDIDATE, CHAMPION, Decision, champion_auc, champion_of, decide
+from phm.models.specs import ModelSpec, load_model_specs
+from phm.models.training import fit, importance, predict
+from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.script import main_for
+from phm.runtime.tracking import use_experiment
+from phm.tables import FEATURES, PERFORMANCE_MEASURES, RISK_MODEL_PERFORMANCE, RUN_ID_COLUMN
+
+log = logging.getLogger("phm.jobs.train_risk")
+
+SPEC = JobSpec(
+    name="train_risk",
+    description="gold.features -> risk models in MLflow (candidate, champion if it passes the gate and wins)",
+    outputs=(RISK_MODEL_PERFORMANCE.name,),
+    depends_on=("features",),
+)
+EXPERIMENT = "risk"
+# Models are saved with skops (MLflow's safe default, not pickle); it loads only the types named here.
+SKOPS_TRUSTED_TYPES = {
+    "lightgbm": ("collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"),
+    "logistic_regression": ("numpy.dtype",),
+}
+
+
+def feature_columns(columns: list[str]) -> list[str]:
+    """The feature columns of gold.features: every column beyond the declared ones."""
+    declared = set(FEATURES.schema.fieldNames()) | {RUN_ID_COLUMN}
+    return [c for c in columns if c not in declared]
+
+
+def run(ctx: JobContext) -> None:
+    config, catalog = ctx.config, ctx.catalog
+    specs = load_model_specs(config.resolve(config.risk.models))
+    if not catalog.exists(FEATURES.name):
+        raise UserError("train_risk: gold.features does not exist; run `phm run features` first")
+    use_experiment(config, EXPERIMENT)
+    client = MlflowClient()
+    champions_exist = all(champion_of(client, spec.registered_model) for spec, _ in specs.values())
+    if ctx.unchanged_since_last_success((FEATURES.name,), SPEC.outputs) and champions_exist:
+        log.info("train_risk: gold.features and the model specs are unchanged since the last training; nothing to do")
+        ctx.rows_out = 0
+        return
+    version = catalog.version(FEATURES.name)
+    table = catalog.read(FEATURES.name, version=version)
+    available = feature_columns(table.columns)
+    frame = table.where(table.split.isin(TRAIN, VALIDATION)).drop(RUN_ID_COLUMN).toPandas()
+    train, validation = frame[frame["split"] == TRAIN], frame[frame["split"] == VALIDATION]
+    if train.empty or validation.empty:
+        raise UserError("train_risk: gold.features has no training or no validation rows; rerun `phm run features`")
+    trained = [
+        _train(ctx, client, spec, spec.select_features(available, path), train, validation, version)
+        for spec, path in specs.values()
+    ]
+    # Promotions only once every model trained: a failed run moves no champion.
+    for spec, model_version, decision, _ in trained:
+        if decision.promote:
+            client.set_registered_model_alias(spec.registered_model, CHAMPION, model_version)
+    performance = ctx.spark.createDataFrame(pd.concat([t[3] for t in trained], ignore_index=True)).select(
+        *RISK_MODEL_PERFORMANCE.schema.fieldNames()
+    )
+    catalog.merge(RISK_MODEL_PERFORMANCE.name, performance)
+
+
+def _train(
+    ctx: JobContext,
+    client: MlflowClient,
+    spec: ModelSpec,
+    columns: list[str],
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    features_version: int,
+) -> tuple[ModelSpec, str, Decision, pd.DataFrame]:
+    """Fit, measure, log and register one spec (alias candidate); the promotion decision is applied by run()."""
+    config = ctx.config
+    y_train, y_valid = train["label"].to_numpy(dtype=int), validation["label"].to_numpy(dtype=int)
+    tags = {"phm.run_id": ctx.run_id, "phm.environment": config.environment, "phm.model": spec.name}
+    with mlflow.start_run(run_name=f"{spec.name} {ctx.run_id}", tags=tags) as run:
+        model, params, searched = fit(spec, train[columns], y_train, config.risk.seed)
+        p = predict(model, validation[columns])
+        table = performance_by_group(validation.assign(y=y_valid, p=p), GROUPINGS, spec.gate.subgroup_auc_margin)
+        overall = table.iloc[0].to_dict()
+        mlflow.log_params(
+            {
+                "algorithm": spec.algorithm,
+                "features": len(columns),
+                **{f"param.{k}": v for k, v in params.items()},
+                "search_trials": spec.search.trials if spec.search else 0,
+                "follow_up_months": config.risk.follow_up_months,
+                "train_index_dates": ",".join(sorted({str(d) for d in train["index_date"]})),
+                "validation_index_date": str(validation["index_date"].iloc[0]),
+                "train_rows": len(train),
+                "train_events": int(y_train.sum()),
+                "validation_rows": len(validation),
+                "validation_events": int(y_valid.sum()),
+                "data.gold.features.version": features_version,
+                "data.gold.features.path": ctx.catalog.path(FEATURES.name),
+            }
+        )
+        if searched is not None:
+            mlflow.log_metric("search_holdout_auc", searched)
+        mlflow.log_metrics({k: float(overall[k]) for k in PERFORMANCE_MEASURES if overall[k] is not None})
+        mlflow.log_metrics(
+            {
+                f"{r.grouping}.{_metric_safe(r.group_value)}.{k}": float(getattr(r, k))
+                for r in table.iloc[1:].itertuples()
+                for k in ("auc", "calibration_slope", "calibration_intercept", "observed_rate", "mean_predicted")
+                if getattr(r, k) is not None and not pd.isna(getattr(r, k))
+            }
+        )
+        mlflow.log_text(table.to_csv(index=False), "subgroup_performance.csv")
+        mlflow.log_text("\n".join(columns) + "\n", "features.txt")
+        mlflow.log_figure(plots.roc_figure(y_valid, p, overall["auc"]), "roc.png")
+        mlflow.log_figure(plots.calibration_figure(plots.calibration_table(y_valid, p)), "calibration.png")
+        mlflow.log_figure(plots.importance_figure(importance(model, columns)), "feature_importance.png")
+        flagged = table[table["flagged"]]
+        flags = "; ".join(f"{r.grouping}={r.group_value} AUC {r.auc:.3f}" for r in flagged.itertuples()) or "none"
+        mlflow.set_tag("phm.subgroup_flags", flags)
+        if not flagged.empty:
+            log.warning("train_risk: %s: subgroups more than %s AUC below the overall %.3f: %s", spec.name,
+                        spec.gate.subgroup_auc_margin, overall["auc"], flags)  # fmt: skip
+        sample = validation[columns].head(200)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(sample, model.predict_proba(sample)),
+            pyfunc_predict_fn="predict_proba",
+            registered_model_name=spec.registered_model,
+            pip_requirements=_requirements(spec),
+            skops_trusted_types=list(SKOPS_TRUSTED_TYPES[spec.algorithm]),
+        )
+        version = str(info.registered_model_version)
+        client.set_registered_model_alias(spec.registered_model, CANDIDATE, version)
+        champion = champion_of(client, spec.registered_model)
+        measured = None
+        if champion is not None:
+            measured = (champion.version, *champion_auc(spec.registered_model, champion.version, validation, y_valid))
+            if measured[1] is not None:
+                mlflow.log_metric("champion_auc_same_rows", measured[1])
+        decision = decide(overall, spec.gate, measured)
+        mlflow.set_tags({"phm.promoted": str(decision.promote).lower(), "phm.promotion_reason": decision.reason})
+        client.set_model_version_tag(spec.registered_model, version, "promotion_reason", decision.reason)
+        log.info(
+            "train_risk: %s v%s: validation AUC %.4f, AUPRC %.4f, calibration slope %.3f, PPV top 5%% %.3f; %s: %s",
+            spec.name, version, overall["auc"] or float("nan"), overall["auprc"] or float("nan"),
+            overall["calibration_slope"] or float("nan"), overall["ppv_top5"] or float("nan"),
+            CHAMPION if decision.promote else "stays candidate", decision.reason,
+        )  # fmt: skip
+    return (
+        spec,
+        version,
+        decision,
+        table.assign(
+            model_name=spec.name,
+            model_version=version,
+            mlflow_run_id=run.info.run_id,
+            index_date=validation["index_date"].iloc[0],
+            persons=table["persons"].astype("int64"),
+            events=table["events"].astype("int64"),
+        ).replace({np.nan: None}),
+    )
+
+
+def _metric_safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\- /]", "_", value)
+
+
+def _requirements(spec: ModelSpec) -> list[str]:
+    """Pinned to what trained the model, so serving loads the same libraries (no inference at log time)."""
+    import sklearn
+    import skops
+
+    pins = [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
+            f"skops=={skops.__version__}"]  # fmt: skip
+    if spec.algorithm == "lightgbm":
+        import lightgbm
+
+        pins.append(f"lightgbm=={lightgbm.__version__}")
+    return pins
+
+
+if __name__ == "__main__":
+    main_for(SPEC.name)

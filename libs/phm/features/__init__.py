@@ -1,0 +1,1 @@
+"""Risk model features: person x index date, from data dated strictly before each index date."""

@@ -1,0 +1,256 @@
+"""gold.features: one row per person x index date, from data dated strictly before the index date.
+
+Features (each a double; see docs/risk.md):
+- demographics at the index date: age, female, imd_decile;
+- condition_<name>: the condition is current the day before the index date
+  (phm.person.conditions.conditions_at, the same rules as gold.conditions),
+  long_term_conditions, cms_score (Cambridge Multimorbidity Score, Payne 2020)
+  and efi_score / efi_deficits (electronic frailty index, Clegg 2016; 65+),
+  social_care_running;
+- latest_<observation>: the latest plausible reading before the index date;
+  <observation>_<category> for categorical ones (smoking status);
+- per window of w months before the index date: counts of emergency and
+  elective admissions, outpatient, A&E, GP, community and mental health
+  contacts, emergency admissions for ambulatory care sensitive conditions
+  (NHS Outcomes Framework 2.3.i) and falls, bed days and cost
+  (<name>_<w>m); trends: the yearly rate in the shortest window less that in
+  the longest (<name>_trend); days_since_emergency_admission.
+Label: 1 if an emergency admission is dated in the follow-up from the index
+date (index date included), else 0 (also for deaths without one); null on the
+scoring date. Population at an index date: persons seen in any source before
+it, not dead before it.
+
+The predictors of the Nuffield Trust / King's Fund combined predictive model
+and of NHS England's PARR++ (prior emergency use, conditions, age, sex,
+deprivation) are all here; which a model uses is its spec's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from phm.features.index_dates import SCORE, IndexPlan
+from phm.person.conditions import conditions_at
+from phm.person.definitions import CodeList, Observations
+from phm.segmentation.definitions import Segmentation
+from phm.segmentation.scores import cambridge_multimorbidity_score, efi_deficits, electronic_frailty_index
+from phm.segmentation.segments import social_care_running
+
+# What each activity feature counts, as a test on a gold.events row.
+ACTIVITY: dict[str, Callable[[], Column]] = {
+    "emergency_admissions": lambda: F.col("emergency"),
+    "elective_admissions": lambda: F.col("activity").isin("elective_admission", "day_case"),
+    "outpatient_attendances": lambda: F.col("activity") == "outpatient_attendance",
+    "ae_attendances": lambda: F.col("activity") == "ae_attendance",
+    "gp_consultations": lambda: F.col("activity") == "gp_consultation",
+    "community_contacts": lambda: F.col("activity") == "community_contact",
+    "mental_health_contacts": lambda: F.col("activity") == "mental_health_contact",
+    "acsc_emergency_admissions": lambda: F.col("emergency") & F.col("acsc"),
+    "falls": lambda: F.col("fall"),
+}
+TRENDS = ("emergency_admissions", "ae_attendances", "gp_consultations", "cost")
+ATTRIBUTES = ("age_group", "sex", "ethnicity", "imd_quintile", "practice_code", "pcn_code")
+FAR_FUTURE = "9999-12-31"
+
+
+def age_group(age: Column) -> Column:
+    """Broad age groups for subgroup reporting (the bands of NHS England's risk stratification guidance)."""
+    return (
+        F.when(age.isNull(), None)
+        .when(age < 18, "0-17")
+        .when(age < 45, "18-44")
+        .when(age < 65, "45-64")
+        .when(age < 75, "65-74")
+        .when(age < 85, "75-84")
+        .otherwise("85+")
+    )
+
+
+def index_frame(spark, plan: IndexPlan) -> DataFrame:
+    return spark.createDataFrame(plan.dates, "index_date date, split string")
+
+
+def population(person: DataFrame, events: DataFrame, index: DataFrame) -> DataFrame:
+    """person_id, index_date, split, age, sex, ... for persons seen before each index date and not dead before it.
+    Age at the index date: gold.person's age at its reference date less the whole years between."""
+    seen = events.groupBy("person_id").agg(
+        F.min("event_date").alias("_first_seen"),
+        F.min(F.when(F.col("activity") == "death", F.col("event_date"))).alias("_died"),
+    )
+    years_back = F.floor(F.months_between(F.col("reference_date"), F.date_sub(F.col("index_date"), 1)) / 12)
+    return (
+        person.join(seen, "person_id")
+        .crossJoin(F.broadcast(index))
+        .where(F.col("_first_seen") < F.col("index_date"))
+        .where(F.col("_died").isNull() | (F.col("_died") >= F.col("index_date")))
+        .withColumn("age", (F.col("age") - years_back).cast("int"))
+        .where(F.col("age").isNull() | (F.col("age") >= 0))
+        .withColumn("age_group", age_group(F.col("age")))
+        .select("person_id", "index_date", "split", "age", *ATTRIBUTES, "imd_decile")
+    )
+
+
+def _window_cost(first: Column, before: Column) -> Column:
+    """The cost falling in [first, before): a contact's cost if dated in it, a running service's daily cost
+    for its days in it (only days before `before` count, so a later end date tells nothing)."""
+    is_span = F.col("daily_cost").isNotNull()
+    span_start = F.greatest(F.col("event_date"), first)
+    span_end = F.least(F.coalesce(F.col("end_date"), F.lit(FAR_FUTURE).cast("date")), F.date_sub(before, 1))
+    span_days = F.greatest(F.datediff(span_end, span_start) + 1, F.lit(0))
+    in_window = (F.col("event_date") >= first) & (F.col("event_date") < before)
+    return F.when(is_span, F.col("daily_cost") * span_days).when(in_window, F.coalesce(F.col("cost"), F.lit(0.0)))
+
+
+def activity(events: DataFrame, index: DataFrame, plan: IndexPlan) -> DataFrame:
+    """Counts, bed days and cost per window before each index date, trends, and the label after it."""
+    idx = F.col("index_date")
+    longest = F.add_months(idx, -max(plan.windows))
+    follow_up_end = F.add_months(idx, plan.follow_up_months)
+    reaches_window = (F.col("event_date") >= longest) | (
+        F.col("daily_cost").isNotNull() & (F.coalesce(F.col("end_date"), F.lit(FAR_FUTURE).cast("date")) >= longest)
+    )
+    relevant = (
+        events.select(
+            "person_id", "event_date", "end_date", "activity", "emergency", "acsc", "fall", "cost", "daily_cost",
+            "length_of_stay",
+        )
+        .crossJoin(F.broadcast(index.select("index_date")))
+        .where((F.col("event_date") < follow_up_end) & reaches_window)
+    )  # fmt: skip
+    measures: list[Column] = []
+    for months in plan.windows:
+        first = F.add_months(idx, -months)
+        in_window = (F.col("event_date") >= first) & (F.col("event_date") < idx)
+        for name, test in ACTIVITY.items():
+            measures.append(F.count(F.when(in_window & test(), 1)).cast("double").alias(f"{name}_{months}m"))
+        admitted = in_window & F.col("length_of_stay").isNotNull()
+        measures.append(F.sum(F.when(admitted, F.col("length_of_stay"))).cast("double").alias(f"bed_days_{months}m"))
+        measures.append(F.round(F.sum(_window_cost(first, idx)), 2).alias(f"cost_{months}m"))
+    last_emergency = F.max(F.when(F.col("emergency") & (F.col("event_date") < idx), F.col("event_date")))
+    measures.append(F.datediff(idx, last_emergency).cast("double").alias("days_since_emergency_admission"))
+    in_follow_up = F.col("emergency") & (F.col("event_date") >= idx) & (F.col("event_date") < follow_up_end)
+    measures.append(F.max(F.when(in_follow_up, 1).otherwise(0)).cast("int").alias("label"))
+    return relevant.groupBy("person_id", "index_date").agg(*measures)
+
+
+def trends(plan: IndexPlan) -> list[Column]:
+    """Yearly rate in the shortest window less that in the longest: rising (>0) or falling use."""
+    if len(plan.windows) < 2:
+        return []
+    short, long = plan.windows[0], plan.windows[-1]
+    return [
+        F.round(F.col(f"{name}_{short}m") * 12 / short - F.col(f"{name}_{long}m") * 12 / long, 4).alias(f"{name}_trend")
+        for name in TRENDS
+    ]
+
+
+def conditions_and_scores(
+    codes: DataFrame,
+    events: DataFrame,
+    ages: DataFrame,
+    codelists: dict[str, CodeList],
+    segmentation: Segmentation,
+    plan: IndexPlan,
+) -> DataFrame:
+    """Per index date: condition flags, long-term conditions, CMS, eFI and social care the day before it."""
+    long_term = [name for name, c in codelists.items() if c.long_term_condition]
+    efi = segmentation.electronic_frailty_index
+    parts = []
+    for index_date, _ in plan.dates:
+        as_of = str(index_date - timedelta(days=1))
+        ages_then = ages.where(F.col("index_date") == F.lit(index_date)).select("person_id", "age")
+        current = conditions_at(codes, ages_then, codelists, as_of)
+        flags = current.groupBy("person_id").agg(
+            *[F.max(F.when(F.col("condition") == name, 1.0)).alias(f"condition_{name}") for name in sorted(codelists)],
+            F.count(F.when(F.col("condition").isin(long_term), 1)).cast("double").alias("long_term_conditions"),
+        )
+        running = social_care_running(events, as_of)
+        frailty = electronic_frailty_index(efi_deficits(events, current, running, efi, as_of), ages_then, efi)
+        parts.append(
+            ages_then.select("person_id")
+            .join(flags, "person_id", "left")
+            .join(cambridge_multimorbidity_score(current, segmentation.cambridge_multimorbidity_score, as_of),
+                  "person_id", "left")
+            .join(frailty.select("person_id", "efi_score", F.col("efi_deficits").cast("double")), "person_id", "left")
+            .join(running.select("person_id", F.lit(1.0).alias("social_care_running")).distinct(), "person_id", "left")
+            .withColumn("index_date", F.lit(index_date))
+        )  # fmt: skip
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
+def latest_observations(observations: DataFrame, index: DataFrame, definitions: Observations) -> DataFrame:
+    """latest_<name> (value) and <name>_<category> (1 if the latest category) before each index date."""
+    readings = (
+        observations.where(F.col("plausible"))
+        .crossJoin(F.broadcast(index.select("index_date")))
+        .where(F.col("event_date") < F.col("index_date"))
+        .groupBy("person_id", "index_date", "observation")
+        .agg(F.max_by(F.struct("value", "category"), F.struct("event_date", "record_id")).alias("_latest"))
+    )
+    columns = []
+    for name, spec in sorted(definitions.observations.items()):
+        this = F.col("observation") == name
+        if spec.categories:
+            for category in sorted(set(spec.categories.values())):
+                is_category = (F.col("_latest.category") == category).cast("double")
+                columns.append(F.max(F.when(this, is_category)).alias(f"{name}_{category}"))
+        else:
+            columns.append(F.max(F.when(this, F.col("_latest.value"))).alias(f"latest_{name}"))
+    return readings.groupBy("person_id", "index_date").agg(*columns)
+
+
+def build_features(
+    person: DataFrame,
+    events: DataFrame,
+    codes: DataFrame,
+    observations: DataFrame,
+    codelists: dict[str, CodeList],
+    observation_definitions: Observations,
+    segmentation: Segmentation,
+    plan: IndexPlan,
+) -> DataFrame:
+    """gold.features rows. `codes`: phm.person.conditions.condition_codes of `events`."""
+    index = index_frame(person.sparkSession, plan)
+    people = population(person, events, index)
+    counts = activity(events, index, plan)
+    clinical = conditions_and_scores(codes, events, people, codelists, segmentation, plan)
+    latest = latest_observations(observations, index, observation_definitions)
+    keys = ["person_id", "index_date"]
+    joined = people.join(counts, keys, "left").join(clinical, keys, "left").join(latest, keys, "left")
+    zero_if_absent = [
+        c
+        for c in joined.columns
+        if c.startswith("condition_")
+        or c in ("long_term_conditions", "cms_score", "social_care_running")
+        or any(c == f"{name}_{w}m" for name in (*ACTIVITY, "bed_days", "cost") for w in plan.windows)
+    ]
+    filled = joined.fillna(0.0, subset=zero_if_absent)
+    label = F.when(F.col("split") == SCORE, F.lit(None)).otherwise(F.coalesce(F.col("label"), F.lit(0)))
+    observation_columns = [c for c in latest.columns if c not in keys]
+    window_columns = [f"{name}_{w}m" for w in plan.windows for name in (*ACTIVITY, "bed_days", "cost")]
+    return filled.select(
+        *keys,
+        "split",
+        label.cast("int").alias("label"),
+        *ATTRIBUTES,
+        F.col("age").cast("double").alias("age"),
+        F.when(F.col("sex").isNotNull(), (F.col("sex") == "F").cast("double")).alias("female"),
+        F.col("imd_decile").cast("double").alias("imd_decile"),
+        *[f"condition_{name}" for name in sorted(codelists)],
+        "long_term_conditions",
+        F.coalesce(F.col("cms_score"), F.lit(0.0)).alias("cms_score"),
+        "efi_score",
+        "efi_deficits",
+        "social_care_running",
+        *observation_columns,
+        *window_columns,
+        *trends(plan),
+        "days_since_emergency_admission",
+    )

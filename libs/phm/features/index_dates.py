@@ -1,0 +1,76 @@
+"""Which index dates the risk models train, validate and score on, and which feature windows fit the history.
+
+The scoring date is the day after the reference date (the end of the latest
+loaded period). Validation is one follow-up earlier, so its outcome is fully
+observed; training dates step back one follow-up at a time, so a training
+outcome ends no later than the validation date and nothing a model learns
+from is later than the data it is validated on. A training date needs
+`min_history_months` of data before it; a feature window longer than the
+history before the earliest training date is dropped (its counts would mean
+less at training than at scoring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from dateutil.relativedelta import relativedelta
+
+from phm.config import RiskConfig
+from phm.errors import UserError
+
+TRAIN, VALIDATION, SCORE = "train", "validation", "score"
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    training: tuple[date, ...]
+    validation: date
+    scoring: date
+    windows: tuple[int, ...]
+    dropped_windows: tuple[int, ...]
+    history_start: date
+    follow_up_months: int
+
+    @property
+    def dates(self) -> list[tuple[date, str]]:
+        """(index date, split), earliest first."""
+        return [(d, TRAIN) for d in sorted(self.training)] + [(self.validation, VALIDATION), (self.scoring, SCORE)]
+
+
+def months_between(start: date, end: date) -> int:
+    """Whole months from `start` to `end` (negative if `end` is earlier)."""
+    months = (end.year - start.year) * 12 + end.month - start.month
+    return months - (1 if end.day < start.day else 0)
+
+
+def plan_index_dates(reference_date: date, history_start: date, risk: RiskConfig) -> IndexPlan:
+    """The index dates for data from `history_start` to `reference_date`; a UserError if the history is too short."""
+    scoring = reference_date + timedelta(days=1)
+    follow_up = relativedelta(months=risk.follow_up_months)
+    validation = scoring - follow_up
+    training = tuple(
+        d
+        for d in (
+            validation - relativedelta(months=k * risk.follow_up_months)
+            for k in range(1, 1 + risk.training_index_dates)
+        )
+        if months_between(history_start, d) >= risk.min_history_months
+    )
+    if not training:
+        needed = 2 * risk.follow_up_months + risk.min_history_months
+        raise UserError(
+            f"features: {months_between(history_start, scoring)} months of history ({history_start} to "
+            f"{reference_date}) is too short for risk models: training needs {needed} (risk.follow_up_months x 2 "
+            "+ risk.min_history_months); load more history or shorten risk.follow_up_months"
+        )
+    available = months_between(history_start, min(training))
+    windows = tuple(w for w in risk.lookback_months if w <= available)
+    if not windows:
+        raise UserError(
+            f"features: every window in risk.lookback_months {risk.lookback_months} is longer than the "
+            f"{available} months of history before the first training date {min(training)}; add a shorter one"
+        )
+    dropped = tuple(w for w in risk.lookback_months if w > available)
+    return IndexPlan(training, validation, scoring, windows, dropped, history_start, risk.follow_up_months)

@@ -1,0 +1,1 @@
+"""Risk models: specs, training, measures, MLflow registration and the champion gate."""

@@ -1,0 +1,85 @@
+"""The MLflow model registry: each spec's registered model, its `candidate` and `champion` aliases, and the gate.
+
+Every trained version gets the alias `candidate`. It becomes `champion` only
+if it passes the spec's gate (AUC, calibration slope) and beats the current
+champion's AUC, measured on the same validation rows, by at least
+min_improvement. The reason is recorded either way (run tag and model
+version tag), so a data scientist can see why a model was or was not promoted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from phm.models.specs import Gate
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    champion_auc: float | None = None
+
+
+def champion_of(client: MlflowClient, registered_model: str):
+    """The champion ModelVersion of a registered model, or None."""
+    try:
+        return client.get_model_version_by_alias(registered_model, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def model_inputs(model_uri: str) -> list[str]:
+    """The input column names of a logged model's signature."""
+    from mlflow.models import get_model_info
+
+    return get_model_info(model_uri).signature.inputs.input_names()
+
+
+def champion_auc(registered_model: str, champion_version: str, validation: pd.DataFrame, y) -> tuple[float | None, str]:
+    """The champion's AUC on the validation rows, or (None, why it cannot be measured)."""
+    import mlflow
+    from sklearn.metrics import roc_auc_score
+
+    uri = f"models:/{registered_model}/{champion_version}"
+    inputs = model_inputs(uri)
+    missing = [c for c in inputs if c not in validation.columns]
+    if missing:
+        return None, f"champion v{champion_version} needs features gold.features no longer has: {missing[:5]}"
+    probabilities = mlflow.sklearn.load_model(uri).predict_proba(validation[inputs])[:, 1]
+    return float(roc_auc_score(y, probabilities)), ""
+
+
+def decide(metrics: dict, gate: Gate, champion: tuple[str, float | None, str] | None) -> Decision:
+    """Whether a candidate with validation `metrics` becomes champion; champion = (version, auc, why unmeasured)."""
+    auc, slope = metrics.get("auc"), metrics.get("calibration_slope")
+    low, high = gate.calibration_slope
+    if auc is None or auc < gate.min_auc:
+        return Decision(False, f"validation AUC {_fmt(auc)} is below the gate's min_auc {gate.min_auc}")
+    if slope is None or not low <= slope <= high:
+        return Decision(False, f"calibration slope {_fmt(slope)} is outside the gate's range [{low}, {high}]")
+    if champion is None:
+        return Decision(True, f"passes the gate (AUC {auc:.4f}, slope {slope:.3f}) and there is no champion yet")
+    version, their_auc, unmeasured = champion
+    if their_auc is None:
+        return Decision(True, f"passes the gate (AUC {auc:.4f}, slope {slope:.3f}); {unmeasured}")
+    if auc >= their_auc + gate.min_improvement and auc > their_auc:
+        return Decision(
+            True, f"AUC {auc:.4f} beats champion v{version}'s {their_auc:.4f} on the same validation rows", their_auc
+        )
+    return Decision(
+        False,
+        f"AUC {auc:.4f} does not beat champion v{version}'s {their_auc:.4f} by min_improvement "
+        f"{gate.min_improvement} on the same validation rows",
+        their_auc,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"

@@ -1,0 +1,46 @@
+"""Whole-population scoring with a registered model, and the segment x risk-tier matrix.
+
+Scoring goes through mlflow.pyfunc.spark_udf, so the champion is served on
+the executors exactly as it was logged (its predict_proba), at any scale.
+Tiers: percentile of the scored population (percent_rank x 100) against the
+configured cut-offs (high, emerging; low below).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from phm.config import RiskTiers
+
+
+def score_with_udf(features: DataFrame, udf, inputs: list[str]) -> DataFrame:
+    """features + probability: the positive-class probability of the model behind `udf` (predict_proba)."""
+    return features.withColumn("probability", udf(F.struct(*[F.col(c) for c in inputs])).getItem(1))
+
+
+def tier(percentile: Column, tiers: RiskTiers) -> Column:
+    return F.when(percentile >= tiers.high, "high").when(percentile >= tiers.emerging, "emerging").otherwise("low")
+
+
+def with_tiers(scored: DataFrame, tiers: RiskTiers) -> DataFrame:
+    """Adds percentile (0-100, by model) and tier. Ties share a percentile (percent_rank)."""
+    by_model = Window.partitionBy("model_name").orderBy("probability")
+    percentile = F.round(F.percent_rank().over(by_model) * 100, 4)
+    return scored.withColumn("percentile", percentile).withColumn("tier", tier(F.col("percentile"), tiers))
+
+
+def segment_matrix(segments: DataFrame, scores: DataFrame) -> DataFrame:
+    """People, annual cost, emergency admissions in the last 12 months and expected admitted people (the sum of
+    probabilities) per model x segment x tier, over persons both segmented and scored."""
+    return (
+        segments.join(scores, "person_id")
+        .groupBy("model_name", "model_version", "reference_date", "segment_order", "segment", "segment_label", "tier")
+        .agg(
+            F.count(F.lit(1)).alias("people"),
+            F.round(F.sum("annual_cost"), 2).alias("annual_cost"),
+            F.sum("emergency_admissions_12m").cast("long").alias("emergency_admissions_12m"),
+            F.round(F.sum("probability"), 2).alias("expected_admitted_people"),
+        )
+    )

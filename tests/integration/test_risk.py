@@ -1,0 +1,237 @@
+"""Risk stratification on the refreshed tiny ICS: leak-free features and labels, models tracked, registered and
+gated in MLflow, the population scored with spark_udf, the segment x tier matrix, the oracle comparison, and the
+same against a real MLflow tracking server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import date
+
+import pytest
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from phm import cli
+from phm.config import load_config, load_definitions
+from phm.features.build import build_features
+from phm.features.index_dates import plan_index_dates
+from phm.models.registry import CANDIDATE, CHAMPION
+from phm.models.specs import load_model_specs
+from phm.person.conditions import condition_codes
+from phm.person.definitions import load_person_model_definitions
+from phm.runtime.catalog import Catalog
+from phm.segmentation.definitions import Segmentation
+from phm.tables import (
+    EVENTS,
+    FEATURES,
+    OBSERVATIONS,
+    PERSON,
+    RISK_MODEL_PERFORMANCE,
+    RISK_ORACLE_EVALUATION,
+    RISK_SCORES,
+    SEGMENT_MATRIX,
+    SEGMENTS,
+)
+
+from ..conftest import TEST_CONFIG, test_overrides
+
+pytestmark = pytest.mark.slow
+KEYS = ["person_id", "index_date"]
+
+
+def _client(config) -> MlflowClient:
+    return MlflowClient(tracking_uri=config.tracking_uri)
+
+
+def _specs(config):
+    return [spec for spec, _ in load_model_specs(config.resolve(config.risk.models)).values()]
+
+
+def test_labels_are_the_admissions_in_the_follow_up_of_each_index_date(sample):
+    config, catalog = sample
+    features = catalog.read(FEATURES.name)
+    assert features.count() == features.select(*KEYS).distinct().count() > 0
+    assert {r.split for r in features.select("split").distinct().collect()} == {"train", "validation", "score"}
+    assert features.where("split = 'score' AND label IS NOT NULL").count() == 0
+    assert features.where("split != 'score' AND label IS NULL").count() == 0
+    admissions = catalog.read(EVENTS.name).where("emergency").select("person_id", "event_date")
+    follow_up = config.risk.follow_up_months
+    expected = (
+        features.where("split != 'score'")
+        .select(*KEYS)
+        .join(admissions, "person_id", "left")
+        .groupBy(*KEYS)
+        .agg(
+            F.max(
+                (
+                    (F.col("event_date") >= F.col("index_date"))
+                    & (F.col("event_date") < F.add_months(F.col("index_date"), follow_up))
+                ).cast("int")
+            ).alias("expected")
+        )
+    )
+    compared = features.join(expected, KEYS).where(F.coalesce(F.col("expected"), F.lit(0)) != F.col("label"))
+    assert compared.count() == 0
+    assert features.where("split != 'score' AND label = 1").count() > 0  # the test can fail
+
+
+def test_features_do_not_change_when_everything_after_the_index_date_is_removed(sample, spark):
+    config, catalog = sample
+    stored = catalog.read(FEATURES.name)
+    person, events, observations = (catalog.read(n) for n in (PERSON.name, EVENTS.name, OBSERVATIONS.name))
+    first_period = events.agg(F.min("period")).first()[0]
+    plan = plan_index_dates(
+        person.agg(F.max("reference_date")).first()[0],
+        date(int(first_period[:4]), int(first_period[5:7]), 1),
+        config.risk,
+    )
+    cut = F.lit(plan.validation)
+    # The future removed: later events, later end dates of services running at the cut, later readings.
+    before = events.where(F.col("event_date") < cut).withColumn(
+        "end_date", F.when(F.col("end_date") < cut, F.col("end_date"))
+    )
+    definitions = load_person_model_definitions(config)
+    rebuilt = build_features(
+        person,
+        before,
+        condition_codes(before, definitions.conditions),
+        observations.where(F.col("event_date") < cut),
+        definitions.conditions,
+        definitions.observations,
+        load_definitions(config.resolve(config.person_model.segmentation), Segmentation),
+        plan,
+    )
+    columns = [c for c in rebuilt.columns if c not in ("label",)]
+    earlier = "split IN ('train', 'validation')"
+    got = rebuilt.where(earlier).select(*columns)
+    want = stored.where(earlier).select(*columns)
+    assert want.count() > 0
+    assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0
+
+
+def test_models_are_tracked_registered_and_promoted_with_their_reasons(sample):
+    config, catalog = sample
+    client = _client(config)
+    performance = catalog.read(RISK_MODEL_PERFORMANCE.name)
+    for spec in _specs(config):
+        champion = client.get_model_version_by_alias(spec.registered_model, CHAMPION)
+        candidate = client.get_model_version_by_alias(spec.registered_model, CANDIDATE)
+        assert str(champion.version) == str(candidate.version) == "1"
+        run = client.get_run(champion.run_id)
+        assert {"auc", "auprc", "brier", "calibration_slope", "calibration_intercept", "ppv_top5",
+                "sensitivity_top10"} <= set(run.data.metrics)  # fmt: skip
+        assert any(name.startswith("imd_quintile.") and name.endswith(".auc") for name in run.data.metrics)
+        assert run.data.params["data.gold.features.version"] == str(catalog.version(FEATURES.name))
+        assert "no champion yet" in run.data.tags["phm.promotion_reason"]
+        assert client.get_model_version(spec.registered_model, "1").tags["promotion_reason"]
+        artifacts = {a.path for a in client.list_artifacts(champion.run_id)}
+        assert {"roc.png", "calibration.png", "feature_importance.png", "subgroup_performance.csv",
+                "features.txt"} <= artifacts  # fmt: skip
+        rows = performance.where(F.col("model_name") == spec.name)
+        overall = rows.where("grouping = 'all'").first()
+        assert overall.model_version == "1" and overall.persons > 0 and 0.5 < overall.auc <= 1.0
+        assert overall.auc == pytest.approx(run.data.metrics["auc"])
+        assert {r.grouping for r in rows.select("grouping").distinct().collect()} == {
+            "all", "imd_quintile", "ethnicity", "sex", "age_group",
+        }  # fmt: skip
+
+
+def test_every_person_is_scored_by_the_champion_with_a_tier_and_the_matrix_adds_up(sample):
+    config, catalog = sample
+    scores = catalog.read(RISK_SCORES.name)
+    population = catalog.read(FEATURES.name).where("split = 'score'")
+    scored = [spec for spec in _specs(config) if spec.score]
+    assert scores.count() == population.count() * len(scored)
+    assert scores.join(population, "person_id", "left_anti").count() == 0
+    assert scores.where("probability < 0 OR probability > 1").count() == 0
+    tiers = {r.tier: r["count"] for r in scores.groupBy("tier").count().collect()}
+    people = sum(tiers.values())
+    assert tiers["high"] / people == pytest.approx(0.05, abs=0.01)
+    assert tiers["emerging"] / people == pytest.approx(0.15, abs=0.02)
+    champion = _client(config).get_model_version_by_alias(scored[0].registered_model, CHAMPION).version
+    assert {r.model_version for r in scores.select("model_version").distinct().collect()} == {str(champion)}
+    matrix = catalog.read(SEGMENT_MATRIX.name)
+    joined = catalog.read(SEGMENTS.name).join(scores, "person_id")
+    totals = matrix.agg(F.sum("people"), F.sum("annual_cost"), F.sum("expected_admitted_people")).first()
+    want = joined.agg(F.count("*"), F.sum("annual_cost"), F.sum("probability")).first()
+    assert totals[0] == want[0] > 0
+    assert totals[1] == pytest.approx(want[1], rel=1e-6) and totals[2] == pytest.approx(want[2], rel=1e-3)
+
+
+def test_champions_are_compared_with_the_oracle(sample):
+    config, catalog = sample
+    rows = catalog.read(RISK_ORACLE_EVALUATION.name).collect()
+    assert {r.model_name for r in rows} == {spec.name for spec in _specs(config)}
+    for row in rows:
+        assert row.persons_with_truth == row.persons > 0  # every linked person maps to a true person
+        assert 0.5 < row.oracle_auc <= 1 and row.auc_gap == pytest.approx(row.oracle_auc - row.model_auc)
+    client = _client(config)
+    champion = client.get_model_version_by_alias(_specs(config)[0].registered_model, CHAMPION)
+    assert "oracle.oracle_auc" in client.get_run(champion.run_id).data.metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """`mlflow server` on 127.0.0.1 with a SQL (sqlite) backend and an artifact folder; stopped afterwards."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+                time.sleep(1)
+        yield url, tmp_path / "server-artifacts"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_train_gate_and_score_against_a_tracking_server(sample, tracking_server, tmp_path, spark):
+    config, _ = sample
+    url, served_artifacts = tracking_server
+    base = tmp_path / "copy"
+    shutil.copytree(config.resolve(config.paths.warehouse), base / "warehouse")
+    overrides = [*test_overrides(base), f"mlflow.tracking_uri={url}"]
+    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+    assert cli.main(["run", "train_risk", *arguments]) == 0
+    assert cli.main(["run", "score", *arguments]) == 0
+    served = load_config(str(TEST_CONFIG), overrides)
+    client = MlflowClient(tracking_uri=url)
+    spec = next(s for s in _specs(served) if s.score)
+    assert str(client.get_model_version_by_alias(spec.registered_model, CHAMPION).version) == "1"
+    assert list(served_artifacts.rglob("MLmodel")), "the server stores the models' artifacts"
+    # Retrained on the same data with another seed: a new candidate, judged against the champion on the same rows.
+    assert cli.main(["run", "train_risk", *arguments, "--set", "risk.seed=7"]) == 0
+    candidate = client.get_model_version_by_alias(spec.registered_model, CANDIDATE)
+    assert str(candidate.version) == "2"
+    reason = client.get_run(candidate.run_id).data.tags["phm.promotion_reason"]
+    assert "champion v1" in reason and "on the same validation rows" in reason
+    champion = client.get_model_version_by_alias(spec.registered_model, CHAMPION).version
+    assert str(champion) == ("2" if "beats" in reason else "1")
+    catalog = Catalog(spark, served.resolve(served.paths.warehouse))
+    assert {r.model_version for r in catalog.read(RISK_SCORES.name).select("model_version").distinct().collect()} == {
+        "1"
+    }
