@@ -100,6 +100,10 @@ SUMMARIES = {
     "evaluate_linkage": ("evaluate_linkage: ", ("F1 ",)),
     "build_person_model": ("build_person_model: ", ("events,",)),
     "segment": ("segment: ", ("living persons",)),
+    "features": ("features: ", ("persons",)),
+    "train_risk": ("train_risk: ", ("validation AUC",)),
+    "score": ("score: ", ("high:",)),
+    "evaluate_risk": ("evaluate_risk: ", ("oracle AUC",)),
 }
 
 
@@ -116,7 +120,8 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
     """The population refresh's stages at one size, as a monthly schedule would run them:
     generate all but the last month, ingest and link it (training the linkage model), deliver the last
     month, ingest and link that, ingest again (nothing new), measure the linkage against the truth, build the
-    person model, segment the population and compare recorded with true prevalence."""
+    person model, segment the population and compare recorded with true prevalence, build the risk features,
+    train, score and compare the risk models with the oracle."""
     steps = [
         ("generate", "generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"]),
         ("ingest", "ingest (35 months)", []),
@@ -129,6 +134,10 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
         ("build_person_model", "build_person_model", []),
         ("segment", "segment", []),
         ("evaluate_person_model", "evaluate_person_model", []),
+        ("features", "features", []),
+        ("train_risk", "train_risk", []),
+        ("score", "score", []),
+        ("evaluate_risk", "evaluate_risk", []),
     ]
     runs: dict[str, list[dict]] = {label: [] for _, label, _ in steps}
     for repeat in range(repeats):
