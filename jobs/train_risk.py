@@ -104,7 +104,7 @@ def _train(
         model, params, searched = fit(spec, train[columns], y_train, config.risk.seed)
         p = predict(model, validation[columns])
         table = performance_by_group(validation.assign(y=y_valid, p=p), GROUPINGS, spec.gate.subgroup_auc_margin)
-        overall = table.iloc[0].to_dict()
+        overall = {k: (None if pd.isna(v) else v) for k, v in table.iloc[0].to_dict().items()}  # undefined: None
         mlflow.log_params(
             {
                 "algorithm": spec.algorithm,

@@ -315,6 +315,23 @@ def load_definitions(path: str, model: type[ModelT]) -> ModelT:
         raise ConfigError(f"config error: {path}: {key}: {first['msg'].lower()}; fix the value") from None
 
 
+def load_definitions_folder(folder: str, model: type[ModelT], what: str, setting: str) -> dict[str, tuple[ModelT, str]]:
+    """Every *.yaml in `folder` validated by `model`: name -> (definition, path). Each file must declare the
+    `name` it is called by; an empty folder is an error naming the `setting` that points at it."""
+    found: dict[str, tuple[ModelT, str]] = {}
+    paths = sorted(Path(folder).glob("*.yaml"))
+    if not paths:
+        raise ConfigError(f"config error: no {what} (*.yaml) in {folder}; point {setting} at them")
+    for path in paths:
+        definition = load_definitions(str(path), model)
+        if definition.name != path.stem:
+            raise ConfigError(
+                f"config error: {path}: declares {definition.name!r}; name the file {definition.name}.yaml"
+            )
+        found[definition.name] = (definition, str(path))
+    return found
+
+
 def _inheritance_chain(path: Path) -> list[Path]:
     chain: list[Path] = []
     current: Path | None = path

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from phm.config import StrictModel, load_definitions
+from phm.config import StrictModel, load_definitions_folder
 from phm.errors import ConfigError
 from phm.person.definitions import Name
 
@@ -77,13 +76,4 @@ class ModelSpec(StrictModel):
 
 def load_model_specs(folder: str) -> dict[str, tuple[ModelSpec, str]]:
     """Every *.yaml in `folder`: name -> (spec, path); a file must be named after the model it declares."""
-    specs: dict[str, tuple[ModelSpec, str]] = {}
-    paths = sorted(Path(folder).glob("*.yaml"))
-    if not paths:
-        raise ConfigError(f"config error: no model specs (*.yaml) in {folder}; point risk.models at them")
-    for path in paths:
-        spec = load_definitions(str(path), ModelSpec)
-        if spec.name != path.stem:
-            raise ConfigError(f"config error: {path}: declares {spec.name!r}; name the file {spec.name}.yaml")
-        specs[spec.name] = (spec, str(path))
-    return specs
+    return load_definitions_folder(folder, ModelSpec, "model specs", "risk.models")

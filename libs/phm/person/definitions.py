@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from phm.config import StrictModel, load_definitions
+from phm.config import StrictModel, load_definitions, load_definitions_folder
 from phm.errors import ConfigError
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
@@ -90,16 +90,8 @@ class UnitCosts(StrictModel):
 
 def load_codelists(folder: str) -> dict[str, CodeList]:
     """Every *.yaml in `folder` by name; a file must be named after the list it declares."""
-    lists: dict[str, CodeList] = {}
-    paths = sorted(Path(folder).glob("*.yaml"))
-    if not paths:
-        raise ConfigError(f"config error: no code lists (*.yaml) in {folder}; point person_model.codelists at them")
-    for path in paths:
-        codelist = load_definitions(str(path), CodeList)
-        if codelist.name != path.stem:
-            raise ConfigError(f"config error: {path}: declares {codelist.name!r}; name the file {codelist.name}.yaml")
-        lists[codelist.name] = codelist
-    return lists
+    found = load_definitions_folder(folder, CodeList, "code lists", "person_model.codelists")
+    return {name: codelist for name, (codelist, _) in found.items()}
 
 
 class PersonModelDefinitions(StrictModel):
