@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from phm.errors import UserError
 from phm.features.index_dates import VALIDATION
 from phm.models.oracle import oracle_measures, true_person_of, true_probability
-from phm.models.registry import CHAMPION, champion_of, model_inputs
-from phm.models.scoring import score_with_udf
+from phm.models.registry import CHAMPION, champion_of
+from phm.models.scoring import score_with_champion
 from phm.models.specs import load_model_specs
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -62,9 +61,7 @@ def run(ctx: JobContext) -> None:
         if champion is None:
             log.warning("evaluate_risk: %s has no %s; nothing to evaluate", spec.name, CHAMPION)
             continue
-        uri = f"models:/{spec.registered_model}@{CHAMPION}"
-        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>", env_manager="local")
-        predicted = score_with_udf(validation, udf, model_inputs(uri)).select(
+        predicted = score_with_champion(validation, spec.registered_model).select(
             "person_id", "index_date", "label", "probability"
         )
         frame = predicted.join(truth_of, "person_id", "left").join(true_risk, "true_person_id", "left").toPandas()

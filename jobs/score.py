@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from phm.errors import UserError
 from phm.features.index_dates import SCORE
-from phm.models.registry import CHAMPION, champion_of, model_inputs
-from phm.models.scoring import score_with_udf, segment_matrix, with_tiers
+from phm.models.registry import CHAMPION, champion_of
+from phm.models.scoring import score_with_champion, segment_matrix, with_tiers
 from phm.models.specs import load_model_specs
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -35,7 +34,7 @@ SPEC = JobSpec(
 
 
 def run(ctx: JobContext) -> None:
-    config, catalog, spark = ctx.config, ctx.catalog, ctx.spark
+    config, catalog = ctx.config, ctx.catalog
     specs = [spec for spec, _ in load_model_specs(config.resolve(config.risk.models)).values() if spec.score]
     for needed, stage in ((FEATURES.name, "features"), (SEGMENTS.name, "segment")):
         if not catalog.exists(needed):
@@ -60,9 +59,7 @@ def run(ctx: JobContext) -> None:
     scored = None
     for spec in specs:
         champion = champions[spec.name]
-        uri = f"models:/{spec.registered_model}@{CHAMPION}"
-        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="array<double>", env_manager="local")
-        part = score_with_udf(population, udf, model_inputs(uri)).select(
+        part = score_with_champion(population, spec.registered_model).select(
             "person_id",
             F.lit(spec.name).alias("model_name"),
             F.lit(str(champion.version)).alias("model_version"),
@@ -70,7 +67,7 @@ def run(ctx: JobContext) -> None:
             "probability",
         )
         scored = part if scored is None else scored.unionByName(part)
-        log.info("score: %s: champion v%s (%s)", spec.name, champion.version, uri)
+        log.info("score: %s: champion v%s of %s", spec.name, champion.version, spec.registered_model)
     catalog.overwrite(RISK_SCORES.name, with_tiers(scored, config.risk.tiers))
     scores = catalog.read(RISK_SCORES.name)
     catalog.overwrite(SEGMENT_MATRIX.name, segment_matrix(catalog.read(SEGMENTS.name), scores))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 import mlflow
 import numpy as np
@@ -48,6 +49,16 @@ SKOPS_TRUSTED_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class Trained:
+    """One spec's trained version, the gate's decision (applied once every spec has trained), its measures."""
+
+    spec: ModelSpec
+    version: str
+    decision: Decision
+    performance: pd.DataFrame
+
+
 def feature_columns(columns: list[str]) -> list[str]:
     """The feature columns of gold.features: every column beyond the declared ones."""
     declared = set(FEATURES.schema.fieldNames()) | {RUN_ID_COLUMN}
@@ -78,10 +89,10 @@ def run(ctx: JobContext) -> None:
         for spec, path in specs.values()
     ]
     # Promotions only once every model trained: a failed run moves no champion.
-    for spec, model_version, decision, _ in trained:
-        if decision.promote:
-            client.set_registered_model_alias(spec.registered_model, CHAMPION, model_version)
-    performance = ctx.spark.createDataFrame(pd.concat([t[3] for t in trained], ignore_index=True)).select(
+    for model in trained:
+        if model.decision.promote:
+            client.set_registered_model_alias(model.spec.registered_model, CHAMPION, model.version)
+    performance = ctx.spark.createDataFrame(pd.concat([m.performance for m in trained], ignore_index=True)).select(
         *RISK_MODEL_PERFORMANCE.schema.fieldNames()
     )
     catalog.merge(RISK_MODEL_PERFORMANCE.name, performance)
@@ -95,7 +106,7 @@ def _train(
     train: pd.DataFrame,
     validation: pd.DataFrame,
     features_version: int,
-) -> tuple[ModelSpec, str, Decision, pd.DataFrame]:
+) -> Trained:
     """Fit, measure, log and register one spec (alias candidate); the promotion decision is applied by run()."""
     config = ctx.config
     y_train, y_valid = train["label"].to_numpy(dtype=int), validation["label"].to_numpy(dtype=int)
@@ -171,7 +182,7 @@ def _train(
             overall["calibration_slope"] or float("nan"), overall["ppv_top5"] or float("nan"),
             CHAMPION if decision.promote else "stays candidate", decision.reason,
         )  # fmt: skip
-    return (
+    return Trained(
         spec,
         version,
         decision,

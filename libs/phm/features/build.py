@@ -224,17 +224,14 @@ def build_features(
     latest = latest_observations(observations, index, observation_definitions)
     keys = ["person_id", "index_date"]
     joined = people.join(counts, keys, "left").join(clinical, keys, "left").join(latest, keys, "left")
-    zero_if_absent = [
-        c
-        for c in joined.columns
-        if c.startswith("condition_")
-        or c in ("long_term_conditions", "cms_score", "social_care_running")
-        or any(c == f"{name}_{w}m" for name in (*ACTIVITY, "bed_days", "cost") for w in plan.windows)
-    ]
-    filled = joined.fillna(0.0, subset=zero_if_absent)
-    label = F.when(F.col("split") == SCORE, F.lit(None)).otherwise(F.coalesce(F.col("label"), F.lit(0)))
-    observation_columns = [c for c in latest.columns if c not in keys]
+    condition_columns = [f"condition_{name}" for name in sorted(codelists)]
     window_columns = [f"{name}_{w}m" for w in plan.windows for name in (*ACTIVITY, "bed_days", "cost")]
+    observation_columns = [c for c in latest.columns if c not in keys]
+    # Absent from a part means none: no condition, no contact, no score points (observations and eFI stay null).
+    filled = joined.fillna(
+        0.0, subset=[*condition_columns, "long_term_conditions", "cms_score", "social_care_running", *window_columns]
+    )
+    label = F.when(F.col("split") == SCORE, F.lit(None)).otherwise(F.coalesce(F.col("label"), F.lit(0)))
     return filled.select(
         *keys,
         "split",
@@ -243,9 +240,9 @@ def build_features(
         F.col("age").cast("double").alias("age"),
         F.when(F.col("sex").isNotNull(), (F.col("sex") == "F").cast("double")).alias("female"),
         F.col("imd_decile").cast("double").alias("imd_decile"),
-        *[f"condition_{name}" for name in sorted(codelists)],
+        *condition_columns,
         "long_term_conditions",
-        F.coalesce(F.col("cms_score"), F.lit(0.0)).alias("cms_score"),
+        "cms_score",
         "efi_score",
         "efi_deficits",
         "social_care_running",

@@ -15,9 +15,16 @@ from pyspark.sql.window import Window
 from phm.config import RiskTiers
 
 
-def score_with_udf(features: DataFrame, udf, inputs: list[str]) -> DataFrame:
-    """features + probability: the positive-class probability of the model behind `udf` (predict_proba)."""
-    return features.withColumn("probability", udf(F.struct(*[F.col(c) for c in inputs])).getItem(1))
+def score_with_champion(features: DataFrame, registered_model: str) -> DataFrame:
+    """features + probability: the positive-class probability (predict_proba) of the registered model's
+    champion, served through mlflow.pyfunc.spark_udf on the columns its signature names."""
+    import mlflow
+
+    from phm.models.registry import CHAMPION, model_inputs
+
+    uri = f"models:/{registered_model}@{CHAMPION}"
+    udf = mlflow.pyfunc.spark_udf(features.sparkSession, uri, result_type="array<double>", env_manager="local")
+    return features.withColumn("probability", udf(F.struct(*[F.col(c) for c in model_inputs(uri)])).getItem(1))
 
 
 def tier(percentile: Column, tiers: RiskTiers) -> Column:
