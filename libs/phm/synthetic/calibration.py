@@ -162,7 +162,7 @@ class IdentifierCalibration(StrictModel):
 
 class ProgrammeCalibration(StrictModel):
     adoption_share_of_practices: float = Field(ge=0, le=1)
-    start_months_after_history_start: int = Field(ge=0)
+    start_share_of_history: float = Field(ge=0, lt=1)
     eligible_min_age: int = Field(ge=0)
     eligible_min_conditions: int = Field(ge=0)
     referrals_per_year_of_eligible: float = Field(ge=0, le=1)

@@ -2,7 +2,7 @@
 
 Definitions (calibration.yaml `programme`; a synthetic device for impactability, shaped on how such
 programmes run in England):
-- A share of practices adopted it from a start date (months after the history start).
+- A share of practices adopted it (rounded, at least one) from a start date a share of the way into the history.
 - Eligible: registered and alive at the start, aged 65+ or with 2+ true conditions, in an adopting practice.
 - Referral: a yearly hazard whose odds rise with the person's true risk (confounding: clinicians refer the
   sicker), so a naive treated-versus-untreated comparison is biased; a share decline.
@@ -23,13 +23,38 @@ PROGRAMME_STREAM = 4
 
 
 def adopting_practices(practice_codes: np.ndarray, share: float, seed: int) -> frozenset[str]:
+    """A seeded choice of round(share x practices) practices, at least one when the share is positive.
+
+    A fixed count, not a coin per practice: a small ICS (the 20k sample has two practices) must still run it.
+    """
+    codes = np.asarray(practice_codes)
+    count = 0 if share == 0 else min(len(codes), max(1, round(share * len(codes))))
     rng = np.random.default_rng([seed, PROGRAMME_STREAM, 0])
-    return frozenset(np.asarray(practice_codes)[rng.random(len(practice_codes)) < share].tolist())
+    return frozenset(rng.choice(codes, count, replace=False).tolist())
 
 
 def programme_start(plan: PopulationPlan) -> np.datetime64:
-    months = plan.calibration.programme.start_months_after_history_start
+    """The first day of the month a configured share of the way into the history (so short test histories run it)."""
+    history_months = (plan.reference_date.year - plan.history_start.year) * 12 + (
+        plan.reference_date.month - plan.history_start.month + 1
+    )
+    months = round(plan.calibration.programme.start_share_of_history * history_months)
     return np.datetime64(plan.history_start, "M") + np.timedelta64(months, "M")
+
+
+def relative_effect(
+    age: np.ndarray, condition_count: np.ndarray, dementia: np.ndarray, end_of_life: np.ndarray, cal
+) -> np.ndarray:
+    """The true relative reduction of a person's emergency admission rate once enrolled, by group.
+
+    Later rules win: 80+ then 3+ conditions, dementia, and nothing at the end of life. Shared with the
+    oracle of targeting, which asks what the programme would do for anyone, enrolled or not.
+    """
+    effect = np.full(len(age), cal.effect_default)
+    effect = np.where(age >= 80, cal.effect_frail_elderly_80_plus, effect)
+    effect = np.where(condition_count >= 3, cal.effect_multimorbid_3_plus, effect)
+    effect = np.where(dementia, cal.effect_dementia, effect)
+    return np.where(end_of_life, cal.effect_end_of_life, effect)
 
 
 def assign_programme(people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
@@ -63,12 +88,7 @@ def assign_programme(people: pd.DataFrame, factors: pd.DataFrame, plan: Populati
     # True relative effect on the emergency admission rate, by group (applies once enrolled).
     dementia = people["onset_dementia"].notna().to_numpy() if "onset_dementia" in people else np.zeros(n, bool)
     end_of_life = ~np.isnat(death) & (death - referred_on <= 365 * DAY)
-    effect = np.full(n, cal.effect_default)
-    effect = np.where(age_at_start >= 80, cal.effect_frail_elderly_80_plus, effect)
-    effect = np.where(count >= 3, cal.effect_multimorbid_3_plus, effect)
-    effect = np.where(dementia, cal.effect_dementia, effect)
-    effect = np.where(end_of_life, cal.effect_end_of_life, effect)
-    effect = np.where(eligible, effect, 0.0)
+    effect = np.where(eligible, relative_effect(age_at_start, count, dementia, end_of_life, cal), 0.0)
 
     untreated = p
     treated = 1 - (1 - p) ** (1 - effect)  # rate x (1 - effect) on the 1 - exp(-rate) scale
