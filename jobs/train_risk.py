@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from phm.errors import UserError
+from phm.features.build import feature_columns
 from phm.features.index_dates import TRAIN, VALIDATION
 from phm.models import plots
 from phm.models.metrics import GROUPINGS, performance_by_group
@@ -57,12 +58,6 @@ class Trained:
     version: str
     decision: Decision
     performance: pd.DataFrame
-
-
-def feature_columns(columns: list[str]) -> list[str]:
-    """The feature columns of gold.features: every column beyond the declared ones."""
-    declared = set(FEATURES.schema.fieldNames()) | {RUN_ID_COLUMN}
-    return [c for c in columns if c not in declared]
 
 
 def run(ctx: JobContext) -> None:

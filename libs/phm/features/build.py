@@ -39,6 +39,7 @@ from phm.person.definitions import CodeList, Observations
 from phm.segmentation.definitions import Segmentation
 from phm.segmentation.scores import cambridge_multimorbidity_score, efi_deficits, electronic_frailty_index
 from phm.segmentation.segments import social_care_running
+from phm.tables import FEATURES, RUN_ID_COLUMN
 
 # What each activity feature counts, as a test on a gold.events row.
 ACTIVITY: dict[str, Callable[[], Column]] = {
@@ -55,6 +56,12 @@ ACTIVITY: dict[str, Callable[[], Column]] = {
 TRENDS = ("emergency_admissions", "ae_attendances", "gp_consultations", "cost")
 ATTRIBUTES = ("age_group", "sex", "ethnicity", "imd_quintile", "practice_code", "pcn_code")
 FAR_FUTURE = "9999-12-31"
+
+
+def feature_columns(columns: list[str]) -> list[str]:
+    """The feature columns of gold.features: every column beyond the declared ones."""
+    declared = set(FEATURES.schema.fieldNames()) | {RUN_ID_COLUMN}
+    return [c for c in columns if c not in declared]
 
 
 def age_group(age: Column) -> Column:

@@ -1,4 +1,4 @@
-"""Figures logged with each risk model: ROC curve, calibration by decile, feature importance."""
+"""Figures logged with each model: ROC curve, calibration by decile, feature importance, Qini curve."""
 
 from __future__ import annotations
 
@@ -45,5 +45,17 @@ def importance_figure(importance: pd.Series, top: int = 25):
     fig, ax = plt.subplots(figsize=(6, max(3, 0.25 * len(shown))))
     ax.barh(shown.index, shown.to_numpy())
     ax.set(xlabel="Importance", title="Feature importance")
+    fig.tight_layout()
+    return fig
+
+
+def qini_figure(share: np.ndarray, gain: np.ndarray, qini: float):
+    """The Qini curve (admissions avoided among the treated of the top share) and random targeting."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(share, gain, label=f"model (Qini {qini:.4f})")
+    ax.plot([0, 1], [0, gain[-1]], linestyle=":", color="grey", label="random")
+    ax.set(xlabel="Share targeted (highest predicted benefit first)", ylabel="Admissions avoided among the treated",
+           title="Qini curve, held-out people")  # fmt: skip
+    ax.legend(loc="lower right")
     fig.tight_layout()
     return fig

@@ -18,13 +18,20 @@ from phm.config import RiskTiers
 def score_with_champion(features: DataFrame, registered_model: str) -> DataFrame:
     """features + probability: the positive-class probability (predict_proba) of the registered model's
     champion, served through mlflow.pyfunc.spark_udf on the columns its signature names."""
+    from phm.models.registry import CHAMPION
+
+    served = serve(features, f"models:/{registered_model}@{CHAMPION}", "array<double>")
+    return features.withColumn("probability", served.getItem(1))
+
+
+def serve(features: DataFrame, model_uri: str, result_type: str) -> Column:
+    """A logged model's predictions over `features` (mlflow.pyfunc.spark_udf on the columns its signature names)."""
     import mlflow
 
-    from phm.models.registry import CHAMPION, model_inputs
+    from phm.models.registry import model_inputs
 
-    uri = f"models:/{registered_model}@{CHAMPION}"
-    udf = mlflow.pyfunc.spark_udf(features.sparkSession, uri, result_type="array<double>", env_manager="local")
-    return features.withColumn("probability", udf(F.struct(*[F.col(c) for c in model_inputs(uri)])).getItem(1))
+    udf = mlflow.pyfunc.spark_udf(features.sparkSession, model_uri, result_type=result_type, env_manager="local")
+    return udf(F.struct(*[F.col(c) for c in model_inputs(model_uri)]))
 
 
 def tier(percentile: Column, tiers: RiskTiers) -> Column:

@@ -59,19 +59,24 @@ class ModelSpec(StrictModel):
         return f"phm_{self.name}"
 
     def select_features(self, available: list[str], path: str) -> list[str]:
-        """The feature columns this spec names, in the table's order; ConfigError for a pattern matching none."""
-        chosen: list[str] = []
-        for pattern in self.features:
-            matched = fnmatch.filter(available, pattern)
-            if not matched:
-                raise ConfigError(
-                    f"config error: {path}: features: {pattern!r} matches no column of gold.features; "
-                    f"columns: {', '.join(available)}"
-                )
-            chosen += [m for m in matched if m not in chosen]
-        excluded = {c for pattern in self.exclude for c in fnmatch.filter(chosen, pattern)}
-        order = {name: i for i, name in enumerate(available)}
-        return sorted((c for c in chosen if c not in excluded), key=order.__getitem__)
+        return select_columns(self.features, self.exclude, available, path)
+
+
+def select_columns(features: list[str], exclude: list[str], available: list[str], path: str) -> list[str]:
+    """The columns `features` names (names or globs) less `exclude`, in the table's order; ConfigError for a
+    pattern matching none."""
+    chosen: list[str] = []
+    for pattern in features:
+        matched = fnmatch.filter(available, pattern)
+        if not matched:
+            raise ConfigError(
+                f"config error: {path}: features: {pattern!r} matches no column of gold.features; "
+                f"columns: {', '.join(available)}"
+            )
+        chosen += [m for m in matched if m not in chosen]
+    excluded = {c for pattern in exclude for c in fnmatch.filter(chosen, pattern)}
+    order = {name: i for i, name in enumerate(available)}
+    return sorted((c for c in chosen if c not in excluded), key=order.__getitem__)
 
 
 def load_model_specs(folder: str) -> dict[str, tuple[ModelSpec, str]]:
