@@ -33,6 +33,8 @@ INSTALL_REQUIRES = [
     "optuna>=4,<6",
     "matplotlib>=3.8,<4",
     "skops>=0.10",
+    # Impactability: T-, X- and DR-learners of uplift (econml's meta-learners over LightGBM).
+    "econml>=0.16,<0.18",
 ]
 
 EXTRAS_REQUIRE = {

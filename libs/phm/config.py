@@ -211,6 +211,48 @@ class RiskConfig(StrictModel):
         return self
 
 
+class Capacity(StrictModel):
+    """How many people each PCN's care coordinators can take on: `per_pcn`, or a PCN's own figure in `pcn`."""
+
+    per_pcn: int = Field(50, ge=0)
+    pcn: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
+
+    def of(self, pcn_code: str | None) -> int:
+        return self.pcn.get(pcn_code or "", self.per_pcn)
+
+
+class ImpactabilityConfig(StrictModel):
+    """`phm run train_impactability`, `evaluate_programme`, `target`: the historical programme and targeting.
+
+    The programme's referrals are gold.events rows of `programme_source` (code: enrolled / declined). Its
+    analysis emulates a trial at a baseline index date of gold.features: people `eligible` then at a practice
+    that referred anyone, treated if enrolled in the follow-up after the baseline, each followed up for
+    risk.follow_up_months from their referral (or a matched time zero). `exclusions` and `amenable` are Spark
+    SQL conditions over the targeting columns (docs/impactability.md lists them).
+    """
+
+    models: str = Field("models/impactability", description="Uplift model specs, one YAML per model.")
+    programme_source: str = "programme"
+    eligible: str = Field("age >= 65 OR long_term_conditions >= 2", description="Who the programme was for.")
+    exclusions: dict[str, str] = Field(
+        default_factory=lambda: {
+            "end_of_life": "array_contains(conditions, 'palliative_care')",
+            "already_enrolled": "programme_status = 'enrolled'",
+            "declined_within_a_year": "programme_status = 'declined' AND months_since_referral < 12",
+        }
+    )
+    amenable: str = Field(
+        "long_term_conditions >= 2 OR efi_category IN ('moderate', 'severe')",
+        description="Whom the intervention can help (e.g. ACSC conditions, frailty).",
+    )
+    capacity: Capacity = Capacity()
+    risk_model: str = Field("emergency_admission_gbm", description="The risk model whose champion scores risk.")
+    held_out_share: float = Field(0.3, gt=0.0, lt=1.0)
+    bootstrap: int = Field(200, ge=20, le=2000, description="Resamples for the effect estimates' intervals.")
+    caliper_sd: float = Field(0.2, gt=0.0, description="Matching caliper in SDs of the logit propensity.")
+    seed: int = 20261125
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -232,6 +274,7 @@ class PhmConfig(StrictModel):
     linkage: LinkageConfig = LinkageConfig()
     person_model: PersonModelConfig = PersonModelConfig()
     risk: RiskConfig = RiskConfig()
+    impactability: ImpactabilityConfig = ImpactabilityConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -278,6 +321,7 @@ REQUIRED_INPUT_PATHS = (
     "person_model.unit_costs",
     "person_model.segmentation",
     "risk.models",
+    "impactability.models",
 )
 
 

@@ -645,6 +645,180 @@ RISK_ORACLE_EVALUATION = TableSpec(
     ),
 )
 
+PROGRAMME_TRIAL = TableSpec(
+    name="gold.programme_trial",
+    grain="one row per person in the emulated trial of the historical programme",
+    description=(
+        "The historical programme as an emulated trial (phm.impactability.cohort): people eligible at the "
+        "baseline index date at a practice that referred anyone; treated if enrolled at a referral in the "
+        "recruitment window; time zero (the referral, or a seeded date in the window); an emergency admission "
+        "and their number in the follow-up from time zero and in the same span before; the propensity; the "
+        "held-out flag of the uplift models' evaluation. Baseline features are in gold.features."
+    ),
+    keys=("person_id",),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("baseline_date", T.DateType(), False),
+            T.StructField("role", T.StringType(), False),
+            T.StructField("treated", T.IntegerType(), False),
+            T.StructField("time_zero", T.DateType(), False),
+            T.StructField("outcome", T.IntegerType(), False),
+            T.StructField("outcome_count", T.IntegerType(), False),
+            T.StructField("prior", T.IntegerType(), False),
+            T.StructField("prior_count", T.IntegerType(), False),
+            T.StructField("propensity", T.DoubleType(), False),
+            T.StructField("held_out", T.BooleanType(), False),
+            T.StructField("pcn_code", T.StringType(), True),
+        ]
+    ),
+)
+
+PROGRAMME_EVALUATION = TableSpec(
+    name="mart.programme_evaluation",
+    grain="one row per estimation method of the programme's effect",
+    description=(
+        "The historical programme's average effect on the treated on the probability of an emergency "
+        "admission in the follow-up (negative: admissions prevented), by naive difference, naive before/after, "
+        "inverse probability weighting, propensity matching and weighted difference-in-differences, each with "
+        "a 95% bootstrap interval and the treated and comparators it used."
+    ),
+    keys=("method",),
+    schema=T.StructType(
+        [
+            T.StructField("method", T.StringType(), False),
+            T.StructField("baseline_date", T.DateType(), False),
+            T.StructField("follow_up_months", T.IntegerType(), False),
+            T.StructField("estimate", T.DoubleType(), True),
+            T.StructField("ci_low", T.DoubleType(), True),
+            T.StructField("ci_high", T.DoubleType(), True),
+            T.StructField("treated", T.LongType(), False),
+            T.StructField("comparators", T.LongType(), False),
+            T.StructField("mlflow_run_id", T.StringType(), False),
+        ]
+    ),
+)
+
+PROGRAMME_BALANCE = TableSpec(
+    name="mart.programme_balance",
+    grain="one row per baseline feature of the programme's propensity model",
+    description="Standardised mean difference (treated minus comparators) of each baseline feature before and "
+    "after propensity weighting: the balance the adjusted estimates rest on.",
+    keys=("feature",),
+    schema=T.StructType(
+        [
+            T.StructField("feature", T.StringType(), False),
+            T.StructField("smd_before", T.DoubleType(), False),
+            T.StructField("smd_after", T.DoubleType(), False),
+        ]
+    ),
+)
+
+UPLIFT_MODEL_PERFORMANCE = TableSpec(
+    name="mart.uplift_model_performance",
+    grain="one row per trained uplift model version",
+    description="Each uplift model version's Qini coefficient on the held-out people of the programme trial "
+    "(comparators weighted by the propensity's odds), the people and treated it was measured on, and whether "
+    "it was promoted to champion (and why).",
+    keys=("model_name", "model_version"),
+    schema=T.StructType(
+        [
+            T.StructField("model_name", T.StringType(), False),
+            T.StructField("model_version", T.StringType(), False),
+            T.StructField("mlflow_run_id", T.StringType(), False),
+            T.StructField("learner", T.StringType(), False),
+            T.StructField("held_out_people", T.LongType(), False),
+            T.StructField("held_out_treated", T.LongType(), False),
+            T.StructField("qini", T.DoubleType(), True),
+            T.StructField("promoted", T.BooleanType(), False),
+            T.StructField("reason", T.StringType(), False),
+        ]
+    ),
+)
+
+INTERVENTION_TARGETS = TableSpec(
+    name="mart.intervention_targets",
+    grain="one row per person chosen for the intervention (per PCN, up to its capacity)",
+    description=(
+        "Whom each PCN's care coordinators should take on: among the eligible and amenable, after the "
+        "exclusions, the people with the most expected emergency admissions avoided (risk x relative uplift), "
+        "up to the PCN's capacity; with their risk, predicted benefit and its model uncertainty, and the "
+        "expected admissions and cost avoided. Pseudonymous: person_id only."
+    ),
+    keys=("person_id",),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("pcn_code", T.StringType(), True),
+            T.StructField("practice_code", T.StringType(), True),
+            T.StructField("rank_in_pcn", T.IntegerType(), False),
+            T.StructField("index_date", T.DateType(), False),
+            T.StructField("risk", T.DoubleType(), False),
+            T.StructField("benefit", T.DoubleType(), False),
+            T.StructField("untreated_risk", T.DoubleType(), False),
+            T.StructField("relative_benefit", T.DoubleType(), False),
+            T.StructField("expected_admissions_avoided", T.DoubleType(), False),
+            T.StructField("expected_admissions_avoided_sd", T.DoubleType(), False),
+            T.StructField("expected_cost_avoided", T.DoubleType(), False),
+            T.StructField("risk_model", T.StringType(), False),
+            T.StructField("uplift_model", T.StringType(), False),
+        ]
+    ),
+)
+
+INTERVENTION_SUMMARY = TableSpec(
+    name="mart.intervention_summary",
+    grain="one row per PCN",
+    description=(
+        "Per PCN: capacity, candidates (eligible, amenable, not excluded), people excluded by each rule, people "
+        "chosen, and the expected emergency admissions and cost avoided with a 95% interval (model spread "
+        "across the uplift model's bags, taken as fully correlated, plus the outcomes' own variance); beside it "
+        "the expected admissions avoided had the same capacity gone to the highest risk instead."
+    ),
+    keys=("pcn_code",),
+    schema=T.StructType(
+        [
+            T.StructField("pcn_code", T.StringType(), False),
+            T.StructField("capacity", T.IntegerType(), False),
+            T.StructField("candidates", T.LongType(), False),
+            T.StructField("excluded", T.MapType(T.StringType(), T.LongType()), False),
+            T.StructField("chosen", T.LongType(), False),
+            T.StructField("expected_admissions_avoided", T.DoubleType(), False),
+            T.StructField("admissions_avoided_low", T.DoubleType(), False),
+            T.StructField("admissions_avoided_high", T.DoubleType(), False),
+            T.StructField("expected_cost_avoided", T.DoubleType(), False),
+            T.StructField("cost_avoided_low", T.DoubleType(), False),
+            T.StructField("cost_avoided_high", T.DoubleType(), False),
+            T.StructField("expected_admissions_avoided_by_risk_only", T.DoubleType(), False),
+        ]
+    ),
+)
+
+IMPACTABILITY_ORACLE_EVALUATION = TableSpec(
+    name="mart.impactability_oracle_evaluation",
+    grain="one row per measure x subject (synthetic truth store: evaluation only)",
+    description=(
+        "Impactability against the truth: each programme estimate beside the true average effect on the "
+        "treated (bias, whether its interval covers it); each uplift champion's Qini beside the oracle's "
+        "(ranking by true benefit) on the same held-out people and the correlation of predicted with true "
+        "benefit; the true admissions avoided by targeting on uplift and on risk alone at the same capacity."
+    ),
+    keys=("measure", "subject"),
+    schema=T.StructType(
+        [
+            T.StructField("measure", T.StringType(), False),
+            T.StructField("subject", T.StringType(), False),
+            T.StructField("value", T.DoubleType(), True),
+            T.StructField("truth", T.DoubleType(), True),
+            T.StructField("ratio_or_gap", T.DoubleType(), True),
+            T.StructField("ci_low", T.DoubleType(), True),
+            T.StructField("ci_high", T.DoubleType(), True),
+            T.StructField("covered", T.BooleanType(), True),
+            T.StructField("people", T.LongType(), True),
+        ]
+    ),
+)
+
 RESTRICTED_LAYERS = ("bronze", "vault")
 
 _REGISTRY: dict[str, TableSpec] = {}
@@ -698,6 +872,13 @@ for _spec in (
     RISK_MODEL_PERFORMANCE,
     RISK_SCORES,
     SEGMENT_MATRIX,
+    PROGRAMME_TRIAL,
+    PROGRAMME_EVALUATION,
+    PROGRAMME_BALANCE,
+    UPLIFT_MODEL_PERFORMANCE,
+    INTERVENTION_TARGETS,
+    INTERVENTION_SUMMARY,
+    IMPACTABILITY_ORACLE_EVALUATION,
     RISK_ORACLE_EVALUATION,
 ):
     register(_spec)

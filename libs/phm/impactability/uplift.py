@@ -1,0 +1,162 @@
+"""Uplift (heterogeneous effect) models of the historical programme, and their Qini evaluation.
+
+Learners (Künzel et al., PNAS 2019;116:4156; Kennedy, arXiv:2004.14497), from EconML on LightGBM:
+- t: one outcome model per arm; the effect is their difference;
+- x: the T-learner's imputed effects regressed per arm, blended by the propensity;
+- dr: doubly robust pseudo-outcomes (AIPW, cross-fitted) regressed on the features.
+Each is bagged (`bags` bootstrap fits, seeded): the mean is the prediction and the spread across bags
+its model uncertainty, which targeting carries into its intervals. Benefit = minus the effect: the
+reduction in the probability of an emergency admission over the follow-up if enrolled. The untreated
+risk (the comparator-arm outcome model) turns it into a relative benefit that targeting applies to the
+current risk score.
+
+Qini (Radcliffe 2007): rank people by predicted benefit; at each depth k the admissions avoided among the
+treated of the top k are g(k) = Y_C(k) * N_T(k) / N_C(k) - Y_T(k). In an observational trial comparators
+are weighted by the odds of the propensity (ATT weights), so Y_C and N_C are weighted sums. The Qini
+coefficient is the area between the curve and the straight line to g(n), per person; the oracle's Qini
+ranks the same people by their true benefit (the truth store; evaluation only).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from phm.config import StrictModel, load_definitions_folder
+from phm.models.specs import select_columns
+from phm.person.definitions import Name
+
+OUTPUT_COLUMNS = ("benefit", "benefit_sd", "untreated_risk")
+MISSING = -1.0
+
+
+class UpliftGate(StrictModel):
+    """A candidate becomes champion if its held-out Qini is at least `min_qini` and it beats the champion's
+    Qini on the same held-out people by `min_improvement`."""
+
+    min_qini: float = 0.0
+    min_improvement: float = Field(0.0, ge=0.0)
+
+
+class UpliftSpec(StrictModel):
+    name: Name
+    description: str
+    learner: Literal["t", "x", "dr"]
+    features: list[str] = Field(min_length=1, description="Feature names or glob patterns over gold.features.")
+    exclude: list[str] = Field(default_factory=list)
+    params: dict = Field(default_factory=dict, description="LightGBM parameters of every model of the learner.")
+    bags: int = Field(10, ge=1, le=100, description="Bootstrap fits; their spread is the model uncertainty.")
+    gate: UpliftGate = UpliftGate()
+
+    @property
+    def registered_model(self) -> str:
+        return f"phm_{self.name}"
+
+    def select_features(self, available: list[str], path: str) -> list[str]:
+        return select_columns(self.features, self.exclude, available, path)
+
+
+def load_uplift_specs(folder: str) -> dict[str, tuple[UpliftSpec, str]]:
+    return load_definitions_folder(folder, UpliftSpec, "uplift model specs", "impactability.models")
+
+
+def _learner(kind: str, params: dict, seed: int):
+    from econml.dr import DRLearner
+    from econml.metalearners import TLearner, XLearner
+    from lightgbm import LGBMClassifier, LGBMRegressor
+
+    settings = {"verbose": -1, "random_state": seed, "n_jobs": 1, **params}
+    if kind == "t":
+        return TLearner(models=LGBMRegressor(**settings))
+    if kind == "x":
+        return XLearner(models=LGBMRegressor(**settings), propensity_model=LGBMClassifier(**settings))
+    return DRLearner(
+        model_propensity=LGBMClassifier(**settings),
+        model_regression=LGBMRegressor(**settings),
+        model_final=LGBMRegressor(**settings),
+        cv=3,
+        random_state=seed,
+    )
+
+
+class BaggedUplift:
+    """`bags` learners fit on bootstrap resamples, and untreated-risk models (comparators only) beside them."""
+
+    def __init__(self, spec: UpliftSpec, columns: list[str]):
+        self.spec, self.columns = spec, columns
+        self.learners: list = []
+        self.untreated: list = []
+
+    def fit(self, x: pd.DataFrame, t: np.ndarray, y: np.ndarray, seed: int) -> BaggedUplift:
+        from lightgbm import LGBMRegressor
+
+        rng = np.random.default_rng(seed)
+        values = self._values(x)
+        for bag in range(self.spec.bags):
+            rows = rng.integers(0, len(t), len(t)) if self.spec.bags > 1 else np.arange(len(t))
+            learner = _learner(self.spec.learner, self.spec.params, seed + bag)
+            learner.fit(y[rows], t[rows], X=values[rows])
+            self.learners.append(learner)
+            comparators = rows[t[rows] == 0]
+            model = LGBMRegressor(verbose=-1, random_state=seed + bag, n_jobs=1, **self.spec.params)
+            self.untreated.append(model.fit(values[comparators], y[comparators]))
+        return self
+
+    def _values(self, x: pd.DataFrame) -> np.ndarray:
+        """The feature matrix; missing values (e.g. no BP ever recorded) as MISSING, since EconML's
+        cross-fitting refuses NaN (every feature of gold.features is a count, value or score >= 0)."""
+        return np.nan_to_num(x[self.columns].to_numpy(dtype=float), nan=MISSING)
+
+    def predict(self, x: pd.DataFrame) -> pd.DataFrame:
+        values = self._values(x)
+        benefits = np.column_stack([-np.ravel(learner.effect(values)) for learner in self.learners])
+        risks = np.column_stack([m.predict(values) for m in self.untreated])
+        return pd.DataFrame(
+            {
+                "benefit": benefits.mean(axis=1),
+                "benefit_sd": benefits.std(axis=1, ddof=1) if benefits.shape[1] > 1 else np.zeros(len(values)),
+                "untreated_risk": np.clip(risks.mean(axis=1), 1e-4, 1.0),
+            },
+            index=x.index,
+        )
+
+
+class UpliftModel(mlflow.pyfunc.PythonModel):
+    """The bagged model as an MLflow pyfunc: predict returns a DataFrame of OUTPUT_COLUMNS."""
+
+    def __init__(self, fitted: BaggedUplift):
+        self.fitted = fitted
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.fitted.predict(model_input)
+
+
+def qini_curve(score: np.ndarray, t: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(share of people, admissions avoided among the treated of the top share), best predicted benefit first."""
+    order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
+    t, y, w = np.asarray(t)[order], np.asarray(y, dtype=float)[order], np.asarray(w, dtype=float)[order]
+    n_t, y_t = np.cumsum(t == 1), np.cumsum(np.where(t == 1, y, 0.0))
+    n_c, y_c = np.cumsum(np.where(t == 0, w, 0.0)), np.cumsum(np.where(t == 0, w * y, 0.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gain = np.where(n_c > 0, y_c * n_t / n_c, 0.0) - y_t
+    share = np.arange(1, len(t) + 1) / len(t)
+    return np.concatenate([[0.0], share]), np.concatenate([[0.0], gain])
+
+
+def qini_coefficient(score: np.ndarray, t: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    """Area between the Qini curve and the random-targeting line, per person (admissions avoided per person
+    targeted, averaged over every depth)."""
+    share, gain = qini_curve(score, t, y, w)
+    return float(np.trapezoid(gain - share * gain[-1], share)) / len(t)
+
+
+def expected_qini(score: np.ndarray, true_benefit: np.ndarray) -> float:
+    """The Qini area with each person's true benefit in place of observed outcomes (truth store only)."""
+    order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
+    gain = np.concatenate([[0.0], np.cumsum(np.asarray(true_benefit, dtype=float)[order])])
+    share = np.arange(len(gain)) / (len(gain) - 1)
+    return float(np.trapezoid(gain - share * gain[-1], share)) / (len(gain) - 1)

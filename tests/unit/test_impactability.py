@@ -1,0 +1,207 @@
+"""Impactability logic on hand-built data: the emulated trial, the effect estimators against a known effect,
+Qini, the uplift learners, targeting rules and capacity, and the generator's effect rules."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phm.config import Capacity
+from phm.errors import ConfigError, UserError
+from phm.impactability.cohort import build_trial, plan_trial, referrals
+from phm.impactability.effects import Trial, estimate_effects, fit_propensity, match, overlap, smd
+from phm.impactability.targeting import apply_rules, choose, with_expected_avoided
+from phm.impactability.uplift import BaggedUplift, UpliftSpec, expected_qini, load_uplift_specs, qini_coefficient
+from phm.synthetic.calibration import load_calibration
+from phm.synthetic.programme import relative_effect
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- the emulated trial ----------------------------------------------------------------------------------------
+def test_trial_baseline_is_the_latest_index_date_with_a_full_window_and_follow_up():
+    dates = [date(2024, 4, 1), date(2025, 4, 1)]
+    plan = plan_trial(dates, date(2026, 4, 1), 12, date(2024, 4, 10))
+    assert (plan.baseline, plan.window_end, plan.window_days) == (date(2024, 4, 1), date(2025, 4, 1), 365)
+    with pytest.raises(UserError, match="no index date"):
+        plan_trial(dates, date(2026, 4, 1), 12, date(2025, 6, 1))  # referrals start after every usable baseline
+    with pytest.raises(UserError, match="no programme referral"):
+        plan_trial(dates, date(2026, 4, 1), 12, None)
+
+
+def _events(spark, rows):
+    return spark.createDataFrame(rows, "person_id string, source string, activity string, event_date date, "
+                                       "setting string, emergency boolean")  # fmt: skip
+
+
+def test_trial_roles_time_zero_and_outcomes(spark):
+    d = date
+    features = spark.createDataFrame(
+        [(p, d(2024, 4, 1), "P1" if p != "f" else "P2", age, ltc)
+         for p, age, ltc in [("a", 70.0, 0.0), ("b", 70.0, 3.0), ("c", 80.0, 1.0), ("d", 30.0, 0.0), ("e", 66.0, 0.0),
+                             ("f", 90.0, 4.0), ("g", 75.0, 0.0), ("h", 70.0, 2.0)]],
+        "person_id string, index_date date, practice_code string, age double, long_term_conditions double",
+    )  # fmt: skip
+    events = _events(spark, [
+        ("a", "programme", "programme_referral", d(2024, 6, 1), "enrolled", False),
+        ("a", "inpatient", "emergency_admission", d(2024, 1, 10), None, True),  # before time zero: prior
+        ("a", "inpatient", "emergency_admission", d(2024, 8, 1), None, True),  # after: outcome
+        ("a", "inpatient", "emergency_admission", d(2025, 7, 1), None, True),  # after the follow-up: neither
+        ("b", "programme", "programme_referral", d(2024, 9, 1), "declined", False),
+        ("c", "programme", "programme_referral", d(2025, 5, 1), "enrolled", False),  # after the window
+        ("d", "programme", "programme_referral", d(2024, 5, 1), "enrolled", False),  # not eligible (30, 0 LTCs)
+        ("e", "programme", "programme_referral", d(2024, 2, 1), "enrolled", False),  # before the baseline
+        ("g", "deaths", "death", d(2024, 4, 2), None, False),  # dies before any time zero in the window
+        ("h", "inpatient", "emergency_admission", d(2025, 1, 5), None, True),
+    ])  # fmt: skip
+    plan = plan_trial([d(2024, 4, 1)], d(2026, 4, 1), 12, d(2024, 2, 1))
+    trial, roles = build_trial(features, events, referrals(events, "programme"), plan,
+                               "age >= 65 OR long_term_conditions >= 2", seed=1)  # fmt: skip
+    got = {r.person_id: r for r in trial.collect()}
+    assert set(got) == {"a", "b", "c", "h"}  # f: practice P2 referred nobody; g died; d, e: see roles
+    assert (got["a"].treated, got["a"].time_zero, got["a"].outcome, got["a"].outcome_count, got["a"].prior) == (
+        1, d(2024, 6, 1), 1, 1, 1)  # fmt: skip
+    assert (got["b"].treated, got["b"].role, got["b"].time_zero) == (0, "comparator_declined", d(2024, 9, 1))
+    assert (got["c"].treated, got["c"].role) == (0, "comparator_referred_after_window")
+    assert d(2024, 4, 1) <= got["h"].time_zero < d(2025, 4, 1) and got["h"].role == "comparator"
+    assert got["h"].outcome == int(got["h"].time_zero <= d(2025, 1, 5))
+    assert {r.person_id: r.role for r in roles.collect()} == {
+        "a": "treated", "b": "comparator_declined", "c": "comparator_referred_after_window",
+        "d": "not_eligible_at_baseline", "e": "referred_before_baseline",
+    }  # fmt: skip
+
+
+# -- effect estimates ------------------------------------------------------------------------------------------
+def _confounded(n=6000, effect=-0.08, seed=3):
+    """Risk drives referral (confounding); the treated's admission probability falls by `effect`."""
+    rng = np.random.default_rng(seed)
+    risk_factor = rng.normal(size=n)
+    noise = rng.normal(size=n)
+    p0 = 1 / (1 + np.exp(-(-1.0 + 0.9 * risk_factor)))
+    t = (rng.random(n) < 1 / (1 + np.exp(-(-2.0 + 1.2 * risk_factor)))).astype(int)
+    y = (rng.random(n) < np.clip(p0 + effect * t, 0, 1)).astype(float)
+    prior = (rng.random(n) < p0).astype(float)
+    x = pd.DataFrame({"risk_factor": risk_factor, "noise": noise})
+    return Trial(x, t, y, prior)
+
+
+def test_adjusted_estimates_cover_a_known_effect_that_the_naive_difference_misses():
+    trial = _confounded()
+    e = fit_propensity(trial.x, trial.t, 0).predict_proba(trial.x)[:, 1]
+    table = estimate_effects(trial, e, caliper_sd=0.2, resamples=200, seed=0).set_index("method")
+    for method in ("ipw", "matched", "did_ipw", "naive_before_after"):
+        assert table.loc[method, "ci_low"] <= -0.08 <= table.loc[method, "ci_high"], method
+    assert table.loc["naive_difference", "estimate"] > 0.05  # the sicker were treated: it looks harmful
+    assert table.loc["naive_difference", "ci_low"] > -0.08
+    assert table.loc["naive_before_after", "comparators"] == 0
+    diagnostics = overlap(e, trial.t, trial.x)
+    assert diagnostics["max_abs_smd_before"] > 0.5 > 0.1 > diagnostics["max_abs_smd_after"]
+
+
+def test_propensity_on_heavy_tailed_counts_balances_them_after_weighting():
+    # Referral on the log of a heavy-tailed utilisation count: a raw-scale logistic regression gives the
+    # heaviest users propensities near 1 and over-corrects; the log1p scale restores balance.
+    rng = np.random.default_rng(3)
+    visits = rng.poisson(rng.lognormal(1.0, 1.2, 6000))
+    t = (rng.random(6000) < 1 / (1 + np.exp(-(np.log1p(visits) - 3.0)))).astype(int)
+    x = pd.DataFrame({"visits_12m": visits.astype(float), "age": rng.uniform(20, 90, 6000).round()})
+    e = fit_propensity(x, t, 0).predict_proba(x)[:, 1]
+    diagnostics = overlap(e, t, x)
+    assert diagnostics["max_abs_smd_before"] > 0.5 and diagnostics["max_abs_smd_after"] < 0.1
+
+
+def test_matching_respects_the_caliper_and_smd_is_zero_for_identical_arms():
+    e = np.array([0.1, 0.5, 0.9, 0.11, 0.52])
+    t = np.array([1, 1, 1, 0, 0])
+    treated, matched = match(e, t, caliper_sd=0.1)
+    assert list(zip(treated, matched, strict=True)) == [(0, 3), (1, 4)]  # 0.9 has no comparator near it
+    x = pd.DataFrame({"v": [1.0, 2.0, 1.0, 2.0]})
+    assert smd(x, np.array([1, 1, 0, 0])).iloc[0] == 0.0
+
+
+# -- Qini and uplift models ------------------------------------------------------------------------------------
+def test_qini_rewards_ranking_by_benefit_and_the_oracle_beats_random():
+    rng = np.random.default_rng(0)
+    n = 20000
+    benefit = rng.uniform(0, 0.3, n)
+    t = rng.integers(0, 2, n)
+    y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+    w = np.ones(n)
+    oracle, random_order = qini_coefficient(benefit, t, y, w), qini_coefficient(rng.random(n), t, y, w)
+    assert oracle > 0.005 and abs(random_order) < 0.001
+    assert qini_coefficient(-benefit, t, y, w) < -0.005  # ranked backwards
+    assert expected_qini(benefit, benefit) > expected_qini(rng.random(n), benefit)
+
+
+def test_bagged_t_learner_finds_who_benefits():
+    rng = np.random.default_rng(1)
+    n = 4000
+    x = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    benefit = np.where(x["a"] > 0, 0.25, 0.0)
+    t = rng.integers(0, 2, n)
+    y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+    spec = UpliftSpec(name="u", description="d", learner="t", features=["*"], bags=3,
+                      params={"n_estimators": 60, "num_leaves": 4, "min_child_samples": 50})  # fmt: skip
+    predicted = BaggedUplift(spec, ["a", "b"]).fit(x, t, y, seed=0).predict(x)
+    assert predicted["benefit"][x["a"] > 0].mean() - predicted["benefit"][x["a"] <= 0].mean() > 0.15
+    assert (predicted["benefit_sd"] >= 0).all() and predicted["untreated_risk"].between(0.3, 0.5).mean() > 0.9
+
+
+def test_shipped_uplift_specs_load():
+    specs = load_uplift_specs(str(REPO / "models/impactability"))
+    assert {spec.learner for spec, _ in specs.values()} == {"t", "x", "dr"}
+
+
+# -- targeting -------------------------------------------------------------------------------------------------
+def _targeting_frame(spark):
+    rows = [
+        ("p1", "N1", 70.0, 3, None, None, ["copd"], 0.30, 0.05, 0.01, 0.5),
+        ("p2", "N1", 82.0, 1, "severe", None, ["palliative_care"], 0.60, 0.10, 0.01, 0.5),
+        ("p3", "N1", 68.0, 2, None, "enrolled", [], 0.50, 0.10, 0.01, 0.5),
+        ("p4", "N1", 75.0, 2, None, None, [], 0.20, 0.10, 0.01, 0.5),
+        ("p5", "N1", 40.0, 0, None, None, [], 0.90, 0.10, 0.01, 0.5),
+        ("p6", "N2", 90.0, 4, "moderate", None, [], 0.10, 0.02, 0.01, 0.5),
+        ("p7", "N2", 66.0, 0, "fit", None, [], 0.40, 0.00, 0.00, 0.5),
+        ("p8", None, 88.0, 5, "severe", None, [], 0.80, 0.20, 0.01, 0.5),  # not registered at a practice
+    ]
+    return spark.createDataFrame(rows, "person_id string, pcn_code string, age double, long_term_conditions int, "
+                                 "efi_category string, programme_status string, conditions array<string>, risk double, "
+                                 "benefit double, benefit_sd double, untreated_risk double")  # fmt: skip
+
+
+def test_rules_count_each_person_against_the_first_rule_they_meet(spark):
+    ruled = apply_rules(
+        _targeting_frame(spark), "age >= 65 OR long_term_conditions >= 2",
+        "long_term_conditions >= 2 OR efi_category IN ('moderate', 'severe')",
+        {"end_of_life": "array_contains(conditions, 'palliative_care')", "enrolled": "programme_status = 'enrolled'"},
+    )  # fmt: skip
+    got = {r.person_id: r.excluded_by for r in ruled.collect()}
+    assert got == {"p1": None, "p2": "end_of_life", "p3": "enrolled", "p4": None, "p5": "not_eligible",
+                   "p6": None, "p7": "not_amenable", "p8": "no_pcn"}  # fmt: skip
+    with pytest.raises(ConfigError, match="impactability.amenable"):
+        apply_rules(_targeting_frame(spark), "true", "age >>= 3 (", {})
+
+
+def test_capacity_per_pcn_takes_the_most_admissions_avoided(spark):
+    valued = with_expected_avoided(_targeting_frame(spark).where("pcn_code IS NOT NULL"))  # as after apply_rules
+    chosen = choose(valued, "expected_admissions_avoided", Capacity(per_pcn=2, pcn={"N2": 1}))
+    got = sorted((r.pcn_code, r.rank_in_pcn, r.person_id) for r in chosen.collect())
+    # N1 by risk x benefit / untreated risk (0.5): p5 0.18, p2 0.12, p3 0.10, p4 0.04, p1 0.03; N2: p6 0.004, p7 0
+    assert got == [("N1", 1, "p5"), ("N1", 2, "p2"), ("N2", 1, "p6")]
+    by_risk = choose(valued, "risk", Capacity(per_pcn=1))
+    assert sorted(r.person_id for r in by_risk.collect()) == ["p5", "p7"]
+
+
+# -- the generator's truth ---------------------------------------------------------------------------------------
+def test_relative_effect_rules_apply_in_order():
+    cal = load_calibration(str(REPO / "configs/synthetic/calibration.yaml")).programme
+    effect = relative_effect(
+        np.array([70, 85, 85, 70, 90]), np.array([1, 1, 3, 4, 4]),
+        np.array([False, False, False, True, False]), np.array([False, False, False, False, True]), cal,
+    )  # fmt: skip
+    assert list(effect) == [cal.effect_default, cal.effect_frail_elderly_80_plus, cal.effect_multimorbid_3_plus,
+                            cal.effect_dementia, cal.effect_end_of_life]  # fmt: skip
