@@ -19,8 +19,12 @@ from phm.tables import (
     CONDITIONS,
     EVENTS,
     FEATURES,
+    IMPACTABILITY_ORACLE_EVALUATION,
+    INTERVENTION_TARGETS,
     JOB_RUNS,
     OBSERVATIONS,
+    PROGRAMME_EVALUATION,
+    PROGRAMME_TRIAL,
     QOF_PREVALENCE,
     QUARANTINE,
     RESTRICTED_LAYERS,
@@ -29,6 +33,7 @@ from phm.tables import (
     RISK_SCORES,
     SEGMENT_MATRIX,
     SEGMENTS,
+    UPLIFT_MODEL_PERFORMANCE,
 )
 
 from .conftest import STAGES
@@ -102,13 +107,18 @@ def test_no_canary_identifier_outside_the_restricted_layers(sample, spark):
 
 def test_a_second_refresh_with_nothing_new_writes_no_person_model_or_risk_model(sample, spark):
     config, catalog = sample
-    written = (EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name,
-               FEATURES.name, RISK_MODEL_PERFORMANCE.name, RISK_SCORES.name, SEGMENT_MATRIX.name,
-               RISK_ORACLE_EVALUATION.name)  # fmt: skip
+    written = (
+        EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name, FEATURES.name,
+        RISK_MODEL_PERFORMANCE.name, RISK_SCORES.name, SEGMENT_MATRIX.name, RISK_ORACLE_EVALUATION.name,
+        PROGRAMME_TRIAL.name, PROGRAMME_EVALUATION.name, UPLIFT_MODEL_PERFORMANCE.name, INTERVENTION_TARGETS.name,
+        IMPACTABILITY_ORACLE_EVALUATION.name,
+    )  # fmt: skip
     before = {name: catalog.version(name) for name in written}
     jobs = discover_jobs()
-    stages = ("build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score",
-              "evaluate_risk")  # fmt: skip
+    stages = (
+        "build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score", "evaluate_risk",
+        "evaluate_programme", "train_impactability", "target", "evaluate_impactability",
+    )  # fmt: skip
     for stage in stages:
         result = run_job(jobs[stage], config, spark)
         assert (result.status, result.rows_out) == ("succeeded", 0), stage

@@ -1,0 +1,132 @@
+"""Capacity-constrained targeting per PCN: `phm run target`.
+
+Scores everyone at the scoring date with the uplift champion of the best held-out Qini (through
+mlflow.pyfunc.spark_udf), applies the configured eligibility, amenability and exclusion rules, and
+chooses per PCN, up to its capacity, the people with the most expected emergency admissions avoided
+(risk champion's probability x relative benefit; phm.impactability.targeting), into
+mart.intervention_targets; per PCN totals with 95% intervals, and what targeting on risk alone would
+have avoided by the same models, into mart.intervention_summary.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dateutil.relativedelta import relativedelta
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from phm.errors import UserError
+from phm.features.index_dates import SCORE
+from phm.impactability.cohort import referrals
+from phm.impactability.targeting import NO_PCN, apply_rules, choose, pcn_summary, targeting_frame, with_expected_avoided
+from phm.impactability.uplift import OUTPUT_COLUMNS, load_uplift_specs
+from phm.models.registry import CHAMPION, champion_of
+from phm.models.scoring import serve
+from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.script import main_for
+from phm.runtime.tracking import use_experiment
+from phm.tables import EVENTS, FEATURES, INTERVENTION_SUMMARY, INTERVENTION_TARGETS, RISK_SCORES, SEGMENTS
+
+log = logging.getLogger("phm.jobs.target")
+
+SPEC = JobSpec(
+    name="target",
+    description="risk x uplift champions -> whom each PCN should take on, up to its capacity",
+    outputs=(INTERVENTION_TARGETS.name, INTERVENTION_SUMMARY.name),
+    depends_on=("score", "train_impactability"),
+)
+
+
+def best_uplift_champion(client: MlflowClient, folder: str) -> tuple[str, str, float]:
+    """(registered model, champion version, its held-out Qini) of the uplift spec whose champion scored best."""
+    found = []
+    for spec, _ in load_uplift_specs(folder).values():
+        champion = champion_of(client, spec.registered_model)
+        if champion is not None:
+            found.append((spec.registered_model, str(champion.version), float(champion.tags.get("qini", "nan"))))
+    if not found:
+        raise UserError(
+            f"target: no uplift model has a {CHAMPION}: none passed its gate yet; see the phm.promotion_reason tag "
+            "of the train_impactability runs in MLflow (experiment impactability)"
+        )
+    return max(found, key=lambda f: (f[2] == f[2], f[2]))  # NaN Qini last
+
+
+def run(ctx: JobContext) -> None:
+    config, catalog = ctx.config, ctx.catalog
+    settings = config.impactability
+    for needed, stage in ((RISK_SCORES.name, "score"), (SEGMENTS.name, "segment"), (FEATURES.name, "features")):
+        if not catalog.exists(needed):
+            raise UserError(f"target: {needed} does not exist; run `phm run {stage}` first")
+    use_experiment(config, "impactability")
+    uplift_model, uplift_version, qini = best_uplift_champion(MlflowClient(), config.resolve(settings.models))
+    risk = catalog.read(RISK_SCORES.name).where(F.col("model_name") == settings.risk_model)
+    risk_version = risk.select("model_version").first()
+    if risk_version is None:
+        raise UserError(f"target: gold.risk_scores has no scores of impactability.risk_model {settings.risk_model!r}")
+    models_used = f"{settings.risk_model} v{risk_version[0]}", f"{uplift_model} v{uplift_version}"
+    inputs = (RISK_SCORES.name, SEGMENTS.name, FEATURES.name, EVENTS.name)
+    if ctx.unchanged_since_last_success(inputs, SPEC.outputs) and _targeted_with(catalog) == models_used:
+        log.info("target: scores, segments, features and models %s are unchanged; nothing to do", models_used)
+        ctx.rows_out = 0
+        return
+    events = catalog.read(EVENTS.name)
+    scoring_features = catalog.read(FEATURES.name).where(F.col("split") == SCORE)
+    scoring_date = scoring_features.select("index_date").first()[0]
+    frame = targeting_frame(
+        catalog.read(SEGMENTS.name), risk, referrals(events, settings.programme_source), scoring_date
+    )
+    ruled = apply_rules(frame, settings.eligible, settings.amenable, settings.exclusions).cache()
+    candidates = (
+        ruled.where(F.col("excluded_by").isNull())
+        .select("person_id", "pcn_code", "practice_code", "risk")
+        .join(scoring_features.drop("pcn_code", "practice_code"), "person_id")
+    )
+    served = serve(
+        candidates, f"models:/{uplift_model}/{uplift_version}", ", ".join(f"{c} double" for c in OUTPUT_COLUMNS)
+    )
+    valued = with_expected_avoided(
+        candidates.withColumn("_uplift", served).select(
+            "person_id",
+            "pcn_code",
+            "practice_code",
+            "index_date",
+            "risk",
+            *[F.col(f"_uplift.{c}").alias(c) for c in OUTPUT_COLUMNS],
+        )
+    ).cache()
+    chosen = choose(valued, "expected_admissions_avoided", settings.capacity)
+    by_risk = choose(valued, "risk", settings.capacity)
+    year_ago = scoring_date - relativedelta(months=12)
+    cost = (
+        events.where(F.col("emergency") & (F.col("event_date") >= F.lit(year_ago))).agg(F.avg("cost")).first()[0] or 0.0
+    )
+    targets = chosen.withColumn("expected_cost_avoided", F.round(F.col("expected_admissions_avoided") * F.lit(cost), 2))
+    targets = targets.withColumn("risk_model", F.lit(models_used[0])).withColumn("uplift_model", F.lit(models_used[1]))
+    catalog.overwrite(INTERVENTION_TARGETS.name, targets.select(*INTERVENTION_TARGETS.schema.fieldNames()))
+    summary = pcn_summary(ruled, catalog.read(INTERVENTION_TARGETS.name), by_risk, settings.capacity, cost)
+    catalog.overwrite(INTERVENTION_SUMMARY.name, summary)
+    totals = catalog.read(INTERVENTION_SUMMARY.name).agg(
+        F.sum("chosen"), F.sum("expected_admissions_avoided"), F.sum("expected_admissions_avoided_by_risk_only"),
+        F.sum("expected_cost_avoided"),
+    ).first()  # fmt: skip
+    log.info("target: %s (held-out Qini %.4f) and %s: %d people chosen; expected admissions avoided %.1f (risk alone: "
+             "%.1f), cost avoided %.0f at %.0f per emergency admission", models_used[1], qini, models_used[0],
+             totals[0] or 0, totals[1] or 0, totals[2] or 0, totals[3] or 0, cost)  # fmt: skip
+    no_pcn = ruled.where(F.col("excluded_by") == NO_PCN).count()
+    if no_pcn:
+        log.info("target: %d people scored have no PCN (not registered at a practice) and were not considered", no_pcn)
+    valued.unpersist()
+    ruled.unpersist()
+
+
+def _targeted_with(catalog) -> tuple[str, str] | None:
+    if not catalog.exists(INTERVENTION_TARGETS.name):
+        return None
+    row = catalog.read(INTERVENTION_TARGETS.name).select("risk_model", "uplift_model").first()
+    return (row.risk_model, row.uplift_model) if row else None
+
+
+if __name__ == "__main__":
+    main_for(SPEC.name)
