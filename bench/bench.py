@@ -104,6 +104,10 @@ SUMMARIES = {
     "train_risk": ("train_risk: ", ("validation AUC",)),
     "score": ("score: ", ("high:",)),
     "evaluate_risk": ("evaluate_risk: ", ("oracle AUC",)),
+    "evaluate_programme": ("evaluate_programme: ", ("did_ipw:",)),
+    "train_impactability": ("train_impactability: ", ("held-out Qini",)),
+    "target": ("target: ", ("people chosen",)),
+    "evaluate_impactability": ("evaluate_impactability: ", ("targeting_true_admissions_avoided uplift",)),
 }
 
 
@@ -121,7 +125,8 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
     generate all but the last month, ingest and link it (training the linkage model), deliver the last
     month, ingest and link that, ingest again (nothing new), measure the linkage against the truth, build the
     person model, segment the population and compare recorded with true prevalence, build the risk features,
-    train, score and compare the risk models with the oracle."""
+    train, score and compare the risk models with the oracle, evaluate the historical programme, train the
+    uplift models, choose the targets per PCN and compare all three with the truth."""
     steps = [
         ("generate", "generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"]),
         ("ingest", "ingest (35 months)", []),
@@ -138,6 +143,10 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
         ("train_risk", "train_risk", []),
         ("score", "score", []),
         ("evaluate_risk", "evaluate_risk", []),
+        ("evaluate_programme", "evaluate_programme", []),
+        ("train_impactability", "train_impactability", []),
+        ("target", "target", []),
+        ("evaluate_impactability", "evaluate_impactability", []),
     ]
     runs: dict[str, list[dict]] = {label: [] for _, label, _ in steps}
     for repeat in range(repeats):
