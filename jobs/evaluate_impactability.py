@@ -6,7 +6,8 @@ Evaluation only (reads the truth store; on real data leave it out with refresh.e
   interval covers it;
 - each uplift champion on the held-out trial people: its Qini beside the oracle's (the same people ranked
   by true benefit) with observed outcomes, the same with true benefits in place of outcomes (expected
-  Qini), and the correlation of predicted with true benefit;
+  Qini), and the correlation of predicted with true benefit; beside it, the expected Qini of ranking by
+  the model's untreated risk alone (what a programme with one relative effect for everyone would give);
 - targeting: the true admissions avoided by the people mart.intervention_targets chose, beside those
   the same capacity would avoid if chosen on risk alone (same rules, same candidates).
 Into mart.impactability_oracle_evaluation, and as oracle.* metrics on the uplift champions' MLflow runs.
@@ -129,18 +130,29 @@ def _uplift(config, trial: pd.DataFrame) -> list[dict]:
         predicted = mlflow.pyfunc.load_model(f"models:/{spec.registered_model}/{champion.version}").predict(held_out)
         benefit = predicted["benefit"].to_numpy()
         qini, expected = qini_coefficient(benefit, t, y, w), expected_qini(benefit, held_out["true_benefit"])
-        correlation = float(np.corrcoef(benefit, held_out["true_benefit"])[0, 1]) if len(held_out) > 2 else None
-        subject = f"{spec.name} v{champion.version}"
+        # The baseline any uplift model must beat: ranking by the same model's untreated risk alone (the benefit
+        # of a programme with one relative effect for everyone is proportional to it).
+        by_risk = expected_qini(predicted["untreated_risk"].to_numpy(), held_out["true_benefit"])
+        ratios = {
+            "qini_ratio": qini / oracle_qini if oracle_qini else None,
+            "expected_qini_ratio": expected / oracle_expected if oracle_expected else None,
+            "benefit_correlation": float(np.corrcoef(benefit, held_out["true_benefit"])[0, 1])
+            if len(held_out) > 2
+            else None,
+        }
+        subject, people = f"{spec.name} v{champion.version}", len(held_out)
         rows += [
             {"measure": "qini_held_out", "subject": subject, "value": qini, "truth": oracle_qini,
-             "ratio_or_gap": qini / oracle_qini if oracle_qini else None, "people": len(held_out)},
+             "ratio_or_gap": ratios["qini_ratio"], "people": people},
             {"measure": "expected_qini_held_out", "subject": subject, "value": expected, "truth": oracle_expected,
-             "ratio_or_gap": expected / oracle_expected if oracle_expected else None, "people": len(held_out)},
-            {"measure": "benefit_correlation_held_out", "subject": subject, "value": correlation,
-             "people": len(held_out)},
+             "ratio_or_gap": ratios["expected_qini_ratio"], "people": people},
+            {"measure": "benefit_correlation_held_out", "subject": subject, "value": ratios["benefit_correlation"],
+             "people": people},
+            {"measure": "expected_qini_held_out", "subject": f"{subject} untreated risk alone", "value": by_risk,
+             "truth": oracle_expected, "ratio_or_gap": by_risk / oracle_expected if oracle_expected else None,
+             "people": people},
         ]  # fmt: skip
-        for key, value in (("qini_ratio", rows[-3]["ratio_or_gap"]), ("expected_qini_ratio", rows[-2]["ratio_or_gap"]),
-                           ("benefit_correlation", correlation)):  # fmt: skip
+        for key, value in ratios.items():
             if value is not None:
                 client.log_metric(champion.run_id, f"oracle.{key}", value)
     return rows

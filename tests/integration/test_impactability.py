@@ -96,3 +96,5 @@ def test_impactability_is_compared_with_the_truth(sample):
     targeting = {r.subject: r for r in rows if r.measure == "targeting_true_admissions_avoided"}
     assert set(targeting) == {"uplift", "risk_only"} and targeting["uplift"].value > 0
     assert any(r.measure == "qini_held_out" for r in rows)
+    baselines = [r for r in rows if r.subject.endswith("untreated risk alone")]
+    assert baselines and all(r.measure == "expected_qini_held_out" and r.truth > 0 for r in baselines)
