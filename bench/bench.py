@@ -108,6 +108,7 @@ SUMMARIES = {
     "train_impactability": ("train_impactability: ", ("held-out Qini",)),
     "target": ("target: ", ("people chosen",)),
     "evaluate_impactability": ("evaluate_impactability: ", ("targeting_true_admissions_avoided uplift",)),
+    "profile": ("profile: ", ("published rows suppressed",)),
 }
 
 
@@ -126,7 +127,7 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
     month, ingest and link that, ingest again (nothing new), measure the linkage against the truth, build the
     person model, segment the population and compare recorded with true prevalence, build the risk features,
     train, score and compare the risk models with the oracle, evaluate the historical programme, train the
-    uplift models, choose the targets per PCN and compare all three with the truth."""
+    uplift models, choose the targets per PCN and compare all three with the truth, and profile the population."""
     steps = [
         ("generate", "generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"]),
         ("ingest", "ingest (35 months)", []),
@@ -147,6 +148,7 @@ def bench_size(size: int, repeats: int, work: Path) -> list[dict]:
         ("train_impactability", "train_impactability", []),
         ("target", "target", []),
         ("evaluate_impactability", "evaluate_impactability", []),
+        ("profile", "profile", []),
     ]
     runs: dict[str, list[dict]] = {label: [] for _, label, _ in steps}
     for repeat in range(repeats):

@@ -97,7 +97,7 @@ def run(ctx: JobContext) -> None:
     frame = pd.DataFrame([{c: row.get(c) for c in columns} for row in rows])
     catalog.overwrite(
         IMPACTABILITY_ORACLE_EVALUATION.name,
-        spark.createDataFrame(frame.astype(object).where(frame.notna(), None), IMPACTABILITY_ORACLE_EVALUATION.schema),
+        catalog.from_pandas(IMPACTABILITY_ORACLE_EVALUATION.name, frame),
     )
 
 

@@ -253,6 +253,30 @@ class ImpactabilityConfig(StrictModel):
     seed: int = 20261125
 
 
+class DisclosureConfig(StrictModel):
+    """Disclosure control of published marts (phm.governance.disclosure): counts from 1 to `max_suppressed`
+    suppressed, the rest rounded to the nearest `rounding_base`."""
+
+    max_suppressed: int = Field(7, ge=0)
+    rounding_base: int = Field(5, ge=1)
+
+
+class ProfilingConfig(StrictModel):
+    """`phm run profile`: population profiles by tier and group, and inequality gradients across IMD deciles."""
+
+    system_code: str = Field("ICS", description="The area code of the whole system's rows.")
+    simulations: int = Field(1000, ge=100, le=100000, description="Draws for the SII / RII intervals.")
+    seed: int = 20261126
+    disclosure: DisclosureConfig = DisclosureConfig()
+
+
+class CohortsConfig(StrictModel):
+    """`phm run case_finding`: the case-finding cohorts, one YAML per cohort (phm.cohorts.case_finding)."""
+
+    definitions: str = Field("configs/cohorts", description="Cohort definitions, one YAML per cohort.")
+    lookback_months: int = Field(24, ge=1, le=120, description="How far back readings (bp, hba1c) reach.")
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -275,6 +299,8 @@ class PhmConfig(StrictModel):
     person_model: PersonModelConfig = PersonModelConfig()
     risk: RiskConfig = RiskConfig()
     impactability: ImpactabilityConfig = ImpactabilityConfig()
+    profiling: ProfilingConfig = ProfilingConfig()
+    cohorts: CohortsConfig = CohortsConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -322,6 +348,7 @@ REQUIRED_INPUT_PATHS = (
     "person_model.segmentation",
     "risk.models",
     "impactability.models",
+    "cohorts.definitions",
 )
 
 

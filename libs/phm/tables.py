@@ -674,6 +674,118 @@ PROGRAMME_TRIAL = TableSpec(
     ),
 )
 
+POPULATION_PROFILE = TableSpec(
+    name="mart.population_profile",
+    grain="one row per reference date x tier x area x breakdown x group x measure",
+    description=(
+        "Population profiles by tier (system, place, PCN) and by age band, sex, ethnicity and IMD quintile: "
+        "people, recorded prevalence of each condition (percent), emergency admissions and A&E attendances "
+        "in the last 12 months (per 1,000) and annual cost per head, crude with 95% intervals and directly "
+        "standardised to the European Standard Population 2013 (Dobson intervals). Published: counts 1-7 "
+        "suppressed, others rounded to 5, dependent values suppressed with them (column suppressed)."
+    ),
+    keys=("reference_date", "tier", "area_code", "breakdown", "group", "measure"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("tier", T.StringType(), False),
+            T.StructField("area_code", T.StringType(), False),
+            T.StructField("breakdown", T.StringType(), False),
+            T.StructField("group", T.StringType(), False),
+            T.StructField("measure", T.StringType(), False),
+            T.StructField("unit", T.StringType(), False),
+            T.StructField("numerator", T.LongType(), True),
+            T.StructField("denominator", T.LongType(), True),
+            T.StructField("value", T.DoubleType(), True),
+            T.StructField("ci_low", T.DoubleType(), True),
+            T.StructField("ci_high", T.DoubleType(), True),
+            T.StructField("standardised_value", T.DoubleType(), True),
+            T.StructField("standardised_ci_low", T.DoubleType(), True),
+            T.StructField("standardised_ci_high", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+INEQUALITIES = TableSpec(
+    name="mart.inequalities",
+    grain="one row per reference date x tier x area x measure",
+    description=(
+        "Slope and relative index of inequality across IMD deciles (most minus least deprived, fitted on the "
+        "deciles' ridits weighted by their people) of each profile measure, age-standardised where the profile "
+        "standardises it, with 95% simulated intervals; people rounded to 5."
+    ),
+    keys=("reference_date", "tier", "area_code", "measure"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("tier", T.StringType(), False),
+            T.StructField("area_code", T.StringType(), False),
+            T.StructField("measure", T.StringType(), False),
+            T.StructField("unit", T.StringType(), False),
+            T.StructField("standardised", T.BooleanType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("deciles", T.IntegerType(), False),
+            T.StructField("mean", T.DoubleType(), True),
+            T.StructField("sii", T.DoubleType(), True),
+            T.StructField("sii_ci_low", T.DoubleType(), True),
+            T.StructField("sii_ci_high", T.DoubleType(), True),
+            T.StructField("rii", T.DoubleType(), True),
+            T.StructField("rii_ci_low", T.DoubleType(), True),
+            T.StructField("rii_ci_high", T.DoubleType(), True),
+        ]
+    ),
+)
+
+COHORT_SUMMARY = TableSpec(
+    name="mart.cohort_summary",
+    grain="one row per reference date x cohort x PCN (and 'all')",
+    description=(
+        "Case-finding cohort sizes per PCN: people in the cohort and in its population, and the rate per 1,000 "
+        "of the population. Published: counts 1-7 suppressed, others rounded to 5, secondary suppression "
+        "across a cohort's PCNs (column suppressed)."
+    ),
+    keys=("reference_date", "cohort", "pcn_code"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("cohort", T.StringType(), False),
+            T.StructField("pcn_code", T.StringType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("population", T.LongType(), True),
+            T.StructField("per_1000", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+CASE_FINDING_EVALUATION = TableSpec(
+    name="mart.case_finding_evaluation",
+    grain="one row per reference date x cohort that looks for an undiagnosed condition",
+    description=(
+        "Each undiagnosed-condition cohort against the synthetic truth store (evaluation only): members, those "
+        "who truly have the condition (precision), the people living with it undiagnosed in the cohort's "
+        "population and the share found (recall), beside the undiagnosed prevalence of the population (the "
+        "precision of picking people at random)."
+    ),
+    keys=("reference_date", "cohort"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("cohort", T.StringType(), False),
+            T.StructField("condition", T.StringType(), False),
+            T.StructField("members", T.LongType(), False),
+            T.StructField("true_positives", T.LongType(), False),
+            T.StructField("precision", T.DoubleType(), True),
+            T.StructField("undiagnosed", T.LongType(), False),
+            T.StructField("found", T.LongType(), False),
+            T.StructField("recall", T.DoubleType(), True),
+            T.StructField("population", T.LongType(), False),
+            T.StructField("undiagnosed_prevalence", T.DoubleType(), True),
+        ]
+    ),
+)
+
 PROGRAMME_EVALUATION = TableSpec(
     name="mart.programme_evaluation",
     grain="one row per estimation method of the programme's effect",
@@ -880,5 +992,9 @@ for _spec in (
     INTERVENTION_SUMMARY,
     IMPACTABILITY_ORACLE_EVALUATION,
     RISK_ORACLE_EVALUATION,
+    POPULATION_PROFILE,
+    INEQUALITIES,
+    COHORT_SUMMARY,
+    CASE_FINDING_EVALUATION,
 ):
     register(_spec)

@@ -15,14 +15,18 @@ from phm.governance.leaks import Canary, leak_hits
 from phm.ingest.contracts import load_contracts
 from phm.runtime.jobs import discover_jobs, run_job
 from phm.tables import (
+    CASE_FINDING_EVALUATION,
+    COHORT_SUMMARY,
     CONDITION_ASCERTAINMENT,
     CONDITIONS,
     EVENTS,
     FEATURES,
     IMPACTABILITY_ORACLE_EVALUATION,
+    INEQUALITIES,
     INTERVENTION_TARGETS,
     JOB_RUNS,
     OBSERVATIONS,
+    POPULATION_PROFILE,
     PROGRAMME_EVALUATION,
     PROGRAMME_TRIAL,
     QOF_PREVALENCE,
@@ -111,13 +115,15 @@ def test_a_second_refresh_with_nothing_new_writes_no_person_model_or_risk_model(
         EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name, FEATURES.name,
         RISK_MODEL_PERFORMANCE.name, RISK_SCORES.name, SEGMENT_MATRIX.name, RISK_ORACLE_EVALUATION.name,
         PROGRAMME_TRIAL.name, PROGRAMME_EVALUATION.name, UPLIFT_MODEL_PERFORMANCE.name, INTERVENTION_TARGETS.name,
-        IMPACTABILITY_ORACLE_EVALUATION.name,
+        IMPACTABILITY_ORACLE_EVALUATION.name, POPULATION_PROFILE.name, INEQUALITIES.name, COHORT_SUMMARY.name,
+        CASE_FINDING_EVALUATION.name,
     )  # fmt: skip
     before = {name: catalog.version(name) for name in written}
     jobs = discover_jobs()
     stages = (
         "build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score", "evaluate_risk",
-        "evaluate_programme", "train_impactability", "target", "evaluate_impactability",
+        "evaluate_programme", "train_impactability", "target", "evaluate_impactability", "profile", "case_finding",
+        "evaluate_case_finding",
     )  # fmt: skip
     for stage in stages:
         result = run_job(jobs[stage], config, spark)

@@ -12,12 +12,11 @@ which is conservative) and the outcomes' own variance (sum of e(1-e)), combined 
 
 from __future__ import annotations
 
-from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from phm.config import Capacity
-from phm.errors import ConfigError
+from phm.rules import sql_condition
 
 # The columns exclusion, amenability and eligibility rules may use.
 TARGETING_COLUMNS = (
@@ -46,21 +45,6 @@ def targeting_frame(segments: DataFrame, risk: DataFrame, referred: DataFrame, s
     )
 
 
-def rule(frame: DataFrame, expression: str, key: str) -> Column:
-    """A configured Spark SQL condition over `frame`; ConfigError naming the key if it does not parse or names
-    a column the frame lacks (Spark parses and resolves it when a DataFrame uses it)."""
-    condition = F.expr(expression)
-    try:
-        _ = frame.select(condition.alias("_rule")).schema  # resolving the plan is the check
-    except (ParseException, AnalysisException) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise ConfigError(
-            f"config error: {key}: {expression!r} is not a Spark SQL condition over the targeting columns "
-            f"({', '.join(frame.columns)}): {first_line}"
-        ) from None
-    return condition
-
-
 def apply_rules(frame: DataFrame, eligible: str, amenable: str, exclusions: dict[str, str]) -> DataFrame:
     """frame + excluded_by (the first rule met: no_pcn, not_eligible, not_amenable or an exclusion's name; null
     for a candidate). no_pcn: not registered at a practice of a PCN, so no PCN can offer a place."""
@@ -71,7 +55,7 @@ def apply_rules(frame: DataFrame, eligible: str, amenable: str, exclusions: dict
               *[(name, f"coalesce({sql}, false)", f"impactability.exclusions.{name}")
                 for name, sql in exclusions.items()]]  # fmt: skip
     for name, sql, key in reversed(checks):  # the first rule in order wins
-        reason = F.when(rule(frame, sql, key), F.lit(name)).otherwise(reason)
+        reason = F.when(sql_condition(frame, sql, key, "the targeting columns"), F.lit(name)).otherwise(reason)
     return frame.withColumn("excluded_by", reason)
 
 

@@ -56,6 +56,13 @@ class Catalog:
         layer, _, entity = spec.name.partition(".")
         return f"{self.warehouse}/{layer}/{entity}"
 
+    def from_pandas(self, name: str, frame) -> DataFrame:
+        """A small pandas frame (an aggregate, an evaluation) as a DataFrame with the table's columns and
+        schema; missing values (NaN, NA, None) become nulls."""
+        schema = get_spec(name).schema
+        rows = frame[schema.names]
+        return self.spark.createDataFrame(rows.astype(object).where(rows.notna(), None), schema)
+
     def exists(self, name: str) -> bool:
         return DeltaTable.isDeltaTable(self.spark, self.path(name))
 

@@ -1,0 +1,1 @@
+"""Case-finding cohorts: YAML-declared rules over each person's record, lists per PCN."""

@@ -1,0 +1,76 @@
+"""Statistical disclosure control for every mart meant for publication.
+
+Policy (configured in `disclosure`, defaults from the NHS England / ONS practice for published health
+statistics that the issue sets): a count from 1 to `max_suppressed` (7) is suppressed, every other count is
+rounded to the nearest `rounding_base` (5); zero is published. Any rate, interval or value that rests on a
+suppressed count is suppressed with it (rates are computed from the unrounded counts first). Secondary
+suppression: within a set of cells that adds up to a published total (the groups of one breakdown), a
+single suppressed cell could be recovered by subtraction, so the smallest other non-zero cell of the set
+is suppressed too.
+
+Tables are small by the time they are published (aggregates), so this works on pandas frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+PRIMARY, SECONDARY = "primary", "secondary"
+
+
+def round_to(values: pd.Series, base: int) -> pd.Series:
+    """Rounded half up to the nearest `base` (so 2.5 x base goes up, as the published convention has it)."""
+    return (np.floor(values.astype(float) / base + 0.5) * base).astype("Int64")
+
+
+def primary_suppressed(counts: pd.Series, max_suppressed: int) -> pd.Series:
+    return counts.notna() & (counts >= 1) & (counts <= max_suppressed)
+
+
+def secondary_suppressed(frame: pd.DataFrame, suppressed: pd.Series, count: str, groups: Sequence[str]) -> pd.Series:
+    """Cells to suppress so that no set (rows sharing `groups`) has exactly one suppressed cell: the smallest
+    other non-zero, unsuppressed cell of such a set, repeated until none is left alone."""
+    suppressed = suppressed.copy()
+    more = pd.Series(False, index=frame.index)
+    while True:
+        added = False
+        for _, cells in frame.groupby(list(groups), dropna=False, sort=False):
+            if suppressed[cells.index].sum() != 1:
+                continue
+            open_cells = cells[~suppressed[cells.index] & (cells[count] > 0)]
+            if open_cells.empty:
+                continue
+            smallest = open_cells[count].idxmin()
+            suppressed[smallest] = more[smallest] = added = True
+        if not added:
+            return more
+
+
+def disclosure_control(
+    frame: pd.DataFrame,
+    counts: Sequence[str],
+    dependent: Sequence[str],
+    sets: Sequence[str],
+    max_suppressed: int = 7,
+    rounding_base: int = 5,
+) -> pd.DataFrame:
+    """`frame` made safe to publish: each count column in `counts` suppressed (null) or rounded; every column
+    in `dependent` (rates, intervals, values) nulled on a row where any count was suppressed; secondary
+    suppression within the rows sharing `sets`; a `suppressed` column says which rule applied (null: none)."""
+    result = frame.copy()
+    first = pd.Series(False, index=frame.index)
+    for column in counts:
+        first |= primary_suppressed(frame[column], max_suppressed)
+    second = pd.Series(False, index=frame.index)
+    for column in counts:
+        second |= secondary_suppressed(frame, first | second, column, sets) if sets else second
+    hidden = first | second
+    for column in counts:
+        result[column] = round_to(frame[column], rounding_base).mask(hidden)
+    for column in dependent:
+        result[column] = frame[column].astype(float).mask(hidden)
+    result["suppressed"] = np.where(first, PRIMARY, np.where(second, SECONDARY, None))
+    return result

@@ -1,0 +1,1 @@
+"""Population profiles (crude and age-standardised) and inequality indices."""
