@@ -1,4 +1,5 @@
-"""Population profiles and inequalities: `phm run profile`.
+"""Population profiles and inequalities: `phm run profile` (module not named profile.py: run as a script, it
+ would shadow the standard library's profile module that pyspark imports).
 
 Reads gold.segments (living people at the reference date, with their conditions, activity and cost) and
 gold.person (IMD decile), and writes, for the reference date:
