@@ -25,6 +25,15 @@ from phm.tables import COHORT_SUMMARY, EVENTS, OBSERVATIONS, SEGMENTS
 log = logging.getLogger("phm.jobs.case_finding")
 
 
+def cohort_columns_at(catalog, config, reference_date):
+    """The cohort columns of every living person of gold.segments at the reference date."""
+    segments = catalog.read(SEGMENTS.name).where(F.col("reference_date") == reference_date)
+    return cohort_columns(
+        segments, catalog.read(OBSERVATIONS.name), catalog.read(EVENTS.name), reference_date,
+        config.cohorts.lookback_months,
+    )  # fmt: skip
+
+
 def cohort_tables(config) -> tuple[str, ...]:
     """mart.cohort_<name> of every cohort defined (declared here, so the runner knows them before the run)."""
     specs = load_cohort_specs(config.resolve(config.cohorts.definitions))
@@ -56,13 +65,7 @@ def run(ctx: JobContext) -> None:
     reference_date = segments.agg(F.max("reference_date")).first()[0]
     if reference_date is None:
         raise UserError("case_finding: gold.segments is empty; run `phm run segment` on a loaded population")
-    columns = cohort_columns(
-        segments.where(F.col("reference_date") == reference_date),
-        catalog.read(OBSERVATIONS.name),
-        catalog.read(EVENTS.name),
-        reference_date,
-        config.cohorts.lookback_months,
-    ).cache()
+    columns = cohort_columns_at(catalog, config, reference_date).cache()
     summaries = []
     for name, (spec, path) in sorted(specs.items()):
         members = cohort_members(columns, spec, path)

@@ -14,13 +14,14 @@ import logging
 import pandas as pd
 from pyspark.sql import functions as F
 
-from phm.cohorts.case_finding import accuracy, cohort_columns, cohort_table, load_cohort_specs
+from phm.cohorts.case_finding import accuracy, cohort_table, load_cohort_specs
 from phm.errors import UserError
 from phm.models.oracle import true_person_of
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.synthetic.truth import truth_store
-from phm.tables import CASE_FINDING_EVALUATION, COHORT_SUMMARY, EVENTS, OBSERVATIONS, PERSON_LINK, SEGMENTS
+from phm.tables import CASE_FINDING_EVALUATION, COHORT_SUMMARY, PERSON_LINK
+from phm_jobs.case_finding import cohort_columns_at
 
 log = logging.getLogger("phm.jobs.evaluate_case_finding")
 
@@ -43,15 +44,8 @@ def run(ctx: JobContext) -> None:
         log.info("evaluate_case_finding: cohorts and linkage are unchanged; nothing to do")
         ctx.rows_out = 0
         return
-    segments = catalog.read(SEGMENTS.name)
     reference_date = catalog.read(COHORT_SUMMARY.name).agg(F.max("reference_date")).first()[0]
-    columns = cohort_columns(
-        segments.where(F.col("reference_date") == reference_date),
-        catalog.read(OBSERVATIONS.name),
-        catalog.read(EVENTS.name),
-        reference_date,
-        config.cohorts.lookback_months,
-    ).cache()
+    columns = cohort_columns_at(catalog, config, reference_date).cache()
     truth_of = true_person_of(catalog.read(PERSON_LINK.name), spark.read.parquet(str(truth / "record_person")))
     conditions = spark.read.parquet(str(truth / "person_condition")).where(F.col("onset_date") <= F.lit(reference_date))
     rows = []
