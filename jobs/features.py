@@ -9,7 +9,6 @@ emergency admission in the follow-up) where the follow-up is observed.
 from __future__ import annotations
 
 import logging
-from datetime import date
 
 from pyspark.sql import functions as F
 
@@ -19,6 +18,7 @@ from phm.features.build import build_features
 from phm.features.index_dates import months_between, plan_index_dates
 from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
+from phm.person.events import history_span
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.segmentation.definitions import Segmentation
@@ -47,13 +47,7 @@ def run(ctx: JobContext) -> None:
         ctx.rows_out = 0
         return
     person, events = catalog.read(PERSON.name), catalog.read(EVENTS.name)
-    reference_date, first_period = (
-        person.agg(F.max("reference_date")).first()[0],
-        events.agg(F.min("period")).first()[0],
-    )
-    if reference_date is None or first_period is None:
-        raise UserError("features: gold.person or gold.events is empty; load and link some extracts first")
-    history_start = date(int(first_period[:4]), int(first_period[5:7]), 1)
+    reference_date, history_start = history_span(person, events, "features")
     plan = plan_index_dates(reference_date, history_start, config.risk)
     if plan.dropped_windows:
         log.warning(

@@ -3,7 +3,7 @@
 For every model spec with `score: true`, loads `models:/<registered>@champion`
 with mlflow.pyfunc.spark_udf and scores every person at the scoring index date
 of gold.features into gold.risk_scores (probability, percentile, tier, model
-version); then the segment x risk-tier matrix into mart.segment_matrix.
+version); then the segment x risk-tier matrix into mart.segment_matrix (disclosure-controlled: profiling.disclosure).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from phm.errors import UserError
 from phm.features.index_dates import SCORE
 from phm.models.registry import CHAMPION, champion_of
-from phm.models.scoring import score_with_champion, segment_matrix, with_tiers
+from phm.models.scoring import published_segment_matrix, score_with_champion, segment_matrix, with_tiers
 from phm.models.specs import load_model_specs
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -70,7 +70,11 @@ def run(ctx: JobContext) -> None:
         log.info("score: %s: champion v%s of %s", spec.name, champion.version, spec.registered_model)
     catalog.overwrite(RISK_SCORES.name, with_tiers(scored, config.risk.tiers))
     scores = catalog.read(RISK_SCORES.name)
-    catalog.overwrite(SEGMENT_MATRIX.name, segment_matrix(catalog.read(SEGMENTS.name), scores))
+    rules = config.profiling.disclosure
+    matrix = published_segment_matrix(
+        segment_matrix(catalog.read(SEGMENTS.name), scores).toPandas(), rules.max_suppressed, rules.rounding_base
+    )
+    catalog.overwrite(SEGMENT_MATRIX.name, catalog.from_pandas(SEGMENT_MATRIX.name, matrix))
     for row in (
         scores.groupBy("model_name", "tier")
         .agg(F.count(F.lit(1)).alias("people"), F.avg("probability").alias("mean"))

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--if-missing", action="store_true", help="do nothing if a key is already configured")
     status = with_config(sub.add_parser("status", help="tables (version, rows, writer run) and recent runs"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--runs", type=int, default=20, help="how many recent runs to show (default 20)")
+    status.add_argument("--runs", type=int, default=40, help="recent runs to show (default 40: a whole refresh)")
     return parser
 
 

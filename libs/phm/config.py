@@ -268,6 +268,18 @@ class ProfilingConfig(StrictModel):
     simulations: int = Field(1000, ge=100, le=100000, description="Draws for the SII / RII intervals.")
     seed: int = 20261126
     disclosure: DisclosureConfig = DisclosureConfig()
+    undiagnosed: dict[str, float] = Field(
+        default_factory=dict,
+        description="Condition -> the national share of true cases not diagnosed (expected prevalence).",
+    )
+
+    @field_validator("undiagnosed")
+    @classmethod
+    def _shares(cls, shares: dict[str, float]) -> dict[str, float]:
+        wrong = {name: share for name, share in shares.items() if not 0 <= share < 1}
+        if wrong:
+            raise ValueError(f"undiagnosed shares must be in [0, 1): {wrong}")
+        return shares
 
 
 class CohortsConfig(StrictModel):
@@ -275,6 +287,24 @@ class CohortsConfig(StrictModel):
 
     definitions: str = Field("configs/cohorts", description="Cohort definitions, one YAML per cohort.")
     lookback_months: int = Field(24, ge=1, le=120, description="How far back readings (bp, hba1c) reach.")
+
+
+class ActuarialConfig(StrictModel):
+    """`phm run actuarial`: costs, concentration, segment transitions, projections, scenarios and a backtest."""
+
+    step_months: int = Field(12, ge=1, le=24, description="Months between the segmentation dates (12: yearly).")
+    min_history_months: int = Field(
+        12, ge=1, le=120, description="History a segmentation date needs before it (its 12 months of activity)."
+    )
+    horizon_steps: int = Field(5, ge=1, le=20, description="How many steps ahead the projection reaches.")
+    backtest_steps: int = Field(
+        2, ge=1, le=10, description="How far back the backtest starts (fewer if the history is too short)."
+    )
+    simulations: int = Field(500, ge=50, le=20000, description="Monte Carlo draws of the projection.")
+    interval: float = Field(0.95, gt=0.5, lt=1.0, description="Width of the projection intervals.")
+    max_age: int = Field(100, ge=90, le=120, description="Ages at or above this are one open-ended age.")
+    seed: int = 20261124
+    scenarios: str = Field("configs/scenarios", description="Scenario definitions, one YAML per scenario.")
 
 
 class RefreshConfig(StrictModel):
@@ -301,6 +331,7 @@ class PhmConfig(StrictModel):
     impactability: ImpactabilityConfig = ImpactabilityConfig()
     profiling: ProfilingConfig = ProfilingConfig()
     cohorts: CohortsConfig = CohortsConfig()
+    actuarial: ActuarialConfig = ActuarialConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:
@@ -349,6 +380,7 @@ REQUIRED_INPUT_PATHS = (
     "risk.models",
     "impactability.models",
     "cohorts.definitions",
+    "actuarial.scenarios",
 )
 
 

@@ -596,7 +596,8 @@ SEGMENT_MATRIX = TableSpec(
     description=(
         "The segment x risk-tier bubble matrix: people, annual cost, emergency admissions in the last 12 "
         "months and expected admissions in the next (the sum of the probabilities) per cell, from "
-        "gold.segments and gold.risk_scores."
+        "gold.segments and gold.risk_scores. Published: people 1-7 hide the cell, few admissions only the admissions, "
+        "counts rounded to 5, secondary suppression across a segment's tiers (column suppressed)."
     ),
     keys=("model_name", "segment", "tier"),
     schema=T.StructType(
@@ -608,10 +609,11 @@ SEGMENT_MATRIX = TableSpec(
             T.StructField("segment", T.StringType(), False),
             T.StructField("segment_label", T.StringType(), False),
             T.StructField("tier", T.StringType(), False),
-            T.StructField("people", T.LongType(), False),
-            T.StructField("annual_cost", T.DoubleType(), False),
-            T.StructField("emergency_admissions_12m", T.LongType(), False),
-            T.StructField("expected_admitted_people", T.DoubleType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("annual_cost", T.DoubleType(), True),
+            T.StructField("emergency_admissions_12m", T.LongType(), True),
+            T.StructField("expected_admitted_people", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
         ]
     ),
 )
@@ -733,6 +735,39 @@ INEQUALITIES = TableSpec(
             T.StructField("rii", T.DoubleType(), True),
             T.StructField("rii_ci_low", T.DoubleType(), True),
             T.StructField("rii_ci_high", T.DoubleType(), True),
+        ]
+    ),
+)
+
+EXPECTED_PREVALENCE = TableSpec(
+    name="mart.expected_prevalence",
+    grain="one row per reference date x tier x area x condition",
+    description=(
+        "Recorded against expected prevalence: expected recorded cases by indirect standardisation to the "
+        "system's recorded prevalence by age band and sex, the ratio of recorded to expected with exact 95% "
+        "limits, and where a national undiagnosed share is configured (profiling.undiagnosed), the expected "
+        "true cases and the undiagnosed gap (expected less recorded). Published: counts 1-7 suppressed, others "
+        "rounded to 5, secondary suppression across a tier's areas."
+    ),
+    keys=("reference_date", "tier", "area_code", "condition"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("tier", T.StringType(), False),
+            T.StructField("area_code", T.StringType(), False),
+            T.StructField("condition", T.StringType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("recorded", T.LongType(), True),
+            T.StructField("recorded_prevalence", T.DoubleType(), True),
+            T.StructField("expected_recorded", T.DoubleType(), True),
+            T.StructField("ratio", T.DoubleType(), True),
+            T.StructField("ratio_ci_low", T.DoubleType(), True),
+            T.StructField("ratio_ci_high", T.DoubleType(), True),
+            T.StructField("undiagnosed_share", T.DoubleType(), True),
+            T.StructField("expected_cases", T.DoubleType(), True),
+            T.StructField("expected_prevalence", T.DoubleType(), True),
+            T.StructField("undiagnosed_gap", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
         ]
     ),
 )
@@ -957,6 +992,170 @@ def get_spec(name: str) -> TableSpec:
         ) from None
 
 
+SEGMENT_HISTORY = TableSpec(
+    name="gold.segment_history",
+    grain="one row per living person x segmentation date (every actuarial.step_months back from the reference date)",
+    description=(
+        "The Bridges to Health segment each person was in at each past date, built as gold.segments is (the "
+        "persons living and seen by then, conditions current then, the 12 months of activity before it), with "
+        "the 12 months' cost, emergency admissions and their cost: the history the actuarial model learns from."
+    ),
+    keys=("person_id", "reference_date"),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("age", T.IntegerType(), True),
+            T.StructField("age_band", T.StringType(), True),
+            T.StructField("sex", T.StringType(), True),
+            T.StructField("segment", T.StringType(), False),
+            T.StructField("segment_order", T.IntegerType(), False),
+            T.StructField("emergency_admissions_12m", T.IntegerType(), False),
+            T.StructField("emergency_cost_12m", T.DoubleType(), False),
+            T.StructField("annual_cost", T.DoubleType(), False),
+        ]
+    ),
+)
+
+ACTUARIAL_COSTS = TableSpec(
+    name="mart.actuarial_costs",
+    grain="one row per segmentation date x breakdown (all, segment, age_sex, segment_age_group) x group",
+    description=(
+        "Cost per person (mean annual cost, normal 95% interval), total cost, shares of people and of cost, "
+        "emergency admissions and their rate per 1,000, by segment, age band x sex and segment x age group. "
+        "Published: counts 1-7 suppressed, others rounded to 5, secondary suppression within a breakdown; few "
+        "emergency admissions hide only the admissions (suppressed says which)."
+    ),
+    keys=("reference_date", "breakdown", "segment", "age_band", "age_group", "sex"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("breakdown", T.StringType(), False),
+            T.StructField("segment", T.StringType(), False),
+            T.StructField("age_band", T.StringType(), False),
+            T.StructField("age_group", T.StringType(), False),
+            T.StructField("sex", T.StringType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("total_cost", T.DoubleType(), True),
+            T.StructField("cost_per_person", T.DoubleType(), True),
+            T.StructField("cost_ci_low", T.DoubleType(), True),
+            T.StructField("cost_ci_high", T.DoubleType(), True),
+            T.StructField("share_of_people", T.DoubleType(), True),
+            T.StructField("share_of_cost", T.DoubleType(), True),
+            T.StructField("emergency_admissions", T.LongType(), True),
+            T.StructField("emergency_admissions_per_1000", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+COST_CONCENTRATION = TableSpec(
+    name="mart.cost_concentration",
+    grain="one row per segmentation date x top percent (1 to 100)",
+    description=(
+        "The share of all annual cost spent on the costliest 1% ... 100% of living people (the concentration "
+        "curve; top 1 / 5 / 20% in the log), and the Gini coefficient of cost; people rounded to 5, shares of "
+        "groups of 7 people or fewer suppressed."
+    ),
+    keys=("reference_date", "top_percent"),
+    schema=T.StructType(
+        [
+            T.StructField("reference_date", T.DateType(), False),
+            T.StructField("top_percent", T.IntegerType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("cost_share", T.DoubleType(), True),
+            T.StructField("gini", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+SEGMENT_TRANSITIONS = TableSpec(
+    name="mart.segment_transitions",
+    grain="one row per step (from_date, to_date) x age group (and 'all') x segment at the start x state at the end",
+    description=(
+        "The segment transition matrix from history: of the people in a segment at one date, how many were in "
+        "each segment at the next, died or were lost (not seen again), and the share of the row; by age group "
+        "at the start. Published: counts 1-7 suppressed, others rounded to 5, secondary suppression in a row."
+    ),
+    keys=("from_date", "to_date", "age_group", "from_segment", "to_state"),
+    schema=T.StructType(
+        [
+            T.StructField("from_date", T.DateType(), False),
+            T.StructField("to_date", T.DateType(), False),
+            T.StructField("age_group", T.StringType(), False),
+            T.StructField("from_segment", T.StringType(), False),
+            T.StructField("to_state", T.StringType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("share", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+_PROJECTED = [
+    T.StructField("segment", T.StringType(), False),
+    T.StructField("measure", T.StringType(), False),
+    T.StructField("median", T.DoubleType(), True),
+    T.StructField("low", T.DoubleType(), True),
+    T.StructField("high", T.DoubleType(), True),
+]
+
+ACTUARIAL_PROJECTION = TableSpec(
+    name="mart.actuarial_projection",
+    grain="one row per scenario (and baseline) x step x segment (each, died, all) x measure",
+    description=(
+        "Projected people, annual cost (constant prices) and emergency admissions per segment, from ageing, "
+        "segment transitions, deaths and entrants (phm.actuarial.projection): Monte Carlo median and interval "
+        "(actuarial.interval); for a scenario, its difference from the baseline draw by draw. Step 0 is the "
+        "observed base date (disclosure-controlled); people rounded to 5."
+    ),
+    keys=("scenario", "step", "segment", "measure"),
+    schema=T.StructType(
+        [
+            T.StructField("scenario", T.StringType(), False),
+            T.StructField("base_date", T.DateType(), False),
+            T.StructField("step", T.IntegerType(), False),
+            T.StructField("projection_date", T.DateType(), False),
+            *_PROJECTED,
+            T.StructField("difference_median", T.DoubleType(), True),
+            T.StructField("difference_low", T.DoubleType(), True),
+            T.StructField("difference_high", T.DoubleType(), True),
+            T.StructField("interval", T.DoubleType(), False),
+            T.StructField("simulations", T.IntegerType(), False),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+ACTUARIAL_BACKTEST = TableSpec(
+    name="mart.actuarial_backtest",
+    grain="one row per backtest step x segment (each, died, all) x measure",
+    description=(
+        "The projection made from an earlier base date with only what was known then, against what happened: "
+        "projected median and interval, actual, error and relative error, whether the interval covered the "
+        "actual, and the relative error of assuming no change (the base date's value). Actual counts are "
+        "disclosure-controlled before the errors are computed."
+    ),
+    keys=("base_date", "step", "segment", "measure"),
+    schema=T.StructType(
+        [
+            T.StructField("base_date", T.DateType(), False),
+            T.StructField("step", T.IntegerType(), False),
+            T.StructField("target_date", T.DateType(), False),
+            *_PROJECTED,
+            T.StructField("actual", T.DoubleType(), True),
+            T.StructField("error", T.DoubleType(), True),
+            T.StructField("relative_error", T.DoubleType(), True),
+            T.StructField("covered", T.BooleanType(), True),
+            T.StructField("no_change", T.DoubleType(), True),
+            T.StructField("no_change_relative_error", T.DoubleType(), True),
+            T.StructField("suppressed", T.StringType(), True),
+        ]
+    ),
+)
+
+
 def all_specs() -> list[TableSpec]:
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
 
@@ -994,7 +1193,14 @@ for _spec in (
     RISK_ORACLE_EVALUATION,
     POPULATION_PROFILE,
     INEQUALITIES,
+    EXPECTED_PREVALENCE,
     COHORT_SUMMARY,
     CASE_FINDING_EVALUATION,
+    SEGMENT_HISTORY,
+    ACTUARIAL_COSTS,
+    COST_CONCENTRATION,
+    SEGMENT_TRANSITIONS,
+    ACTUARIAL_PROJECTION,
+    ACTUARIAL_BACKTEST,
 ):
     register(_spec)

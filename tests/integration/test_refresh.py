@@ -15,11 +15,14 @@ from phm.governance.leaks import Canary, leak_hits
 from phm.ingest.contracts import load_contracts
 from phm.runtime.jobs import discover_jobs, run_job
 from phm.tables import (
+    ACTUARIAL_BACKTEST,
+    ACTUARIAL_PROJECTION,
     CASE_FINDING_EVALUATION,
     COHORT_SUMMARY,
     CONDITION_ASCERTAINMENT,
     CONDITIONS,
     EVENTS,
+    EXPECTED_PREVALENCE,
     FEATURES,
     IMPACTABILITY_ORACLE_EVALUATION,
     INEQUALITIES,
@@ -35,6 +38,7 @@ from phm.tables import (
     RISK_MODEL_PERFORMANCE,
     RISK_ORACLE_EVALUATION,
     RISK_SCORES,
+    SEGMENT_HISTORY,
     SEGMENT_MATRIX,
     SEGMENTS,
     UPLIFT_MODEL_PERFORMANCE,
@@ -115,15 +119,16 @@ def test_a_second_refresh_with_nothing_new_writes_no_person_model_or_risk_model(
         EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name, FEATURES.name,
         RISK_MODEL_PERFORMANCE.name, RISK_SCORES.name, SEGMENT_MATRIX.name, RISK_ORACLE_EVALUATION.name,
         PROGRAMME_TRIAL.name, PROGRAMME_EVALUATION.name, UPLIFT_MODEL_PERFORMANCE.name, INTERVENTION_TARGETS.name,
-        IMPACTABILITY_ORACLE_EVALUATION.name, POPULATION_PROFILE.name, INEQUALITIES.name, COHORT_SUMMARY.name,
-        CASE_FINDING_EVALUATION.name,
+        IMPACTABILITY_ORACLE_EVALUATION.name, POPULATION_PROFILE.name, INEQUALITIES.name, EXPECTED_PREVALENCE.name,
+        COHORT_SUMMARY.name,
+        CASE_FINDING_EVALUATION.name, SEGMENT_HISTORY.name, ACTUARIAL_PROJECTION.name, ACTUARIAL_BACKTEST.name,
     )  # fmt: skip
     before = {name: catalog.version(name) for name in written}
     jobs = discover_jobs()
     stages = (
         "build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score", "evaluate_risk",
         "evaluate_programme", "train_impactability", "target", "evaluate_impactability", "profile", "case_finding",
-        "evaluate_case_finding",
+        "evaluate_case_finding", "actuarial",
     )  # fmt: skip
     for stage in stages:
         result = run_job(jobs[stage], config, spark)

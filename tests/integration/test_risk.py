@@ -141,7 +141,7 @@ def test_models_are_tracked_registered_and_promoted_with_their_reasons(sample):
         }  # fmt: skip
 
 
-def test_every_person_is_scored_by_the_champion_with_a_tier_and_the_matrix_adds_up(sample):
+def test_every_person_is_scored_by_the_champion_with_a_tier_and_the_matrix_is_published_safely(sample):
     config, catalog = sample
     scores = catalog.read(RISK_SCORES.name)
     population = catalog.read(FEATURES.name).where("split = 'score'")
@@ -155,12 +155,25 @@ def test_every_person_is_scored_by_the_champion_with_a_tier_and_the_matrix_adds_
     assert tiers["emerging"] / people == pytest.approx(0.15, abs=0.02)
     champion = _client(config).get_model_version_by_alias(scored[0].registered_model, CHAMPION).version
     assert {r.model_version for r in scores.select("model_version").distinct().collect()} == {str(champion)}
-    matrix = catalog.read(SEGMENT_MATRIX.name)
-    joined = catalog.read(SEGMENTS.name).join(scores, "person_id")
-    totals = matrix.agg(F.sum("people"), F.sum("annual_cost"), F.sum("expected_admitted_people")).first()
-    want = joined.agg(F.count("*"), F.sum("annual_cost"), F.sum("probability")).first()
-    assert totals[0] == want[0] > 0
-    assert totals[1] == pytest.approx(want[1], rel=1e-6) and totals[2] == pytest.approx(want[2], rel=1e-3)
+    # every published cell of the bubble matrix is its exact figures, counts rounded to 5; the rest suppressed
+    rules = config.profiling.disclosure
+    matrix = catalog.read(SEGMENT_MATRIX.name).toPandas()
+    exact = (
+        catalog.read(SEGMENTS.name).join(scores, "person_id")
+        .groupBy("model_name", "segment", "tier")
+        .agg(F.count("*").alias("n"), F.sum("annual_cost").alias("cost"), F.sum("probability").alias("expected"))
+        .toPandas()
+    )  # fmt: skip
+    both = matrix.merge(exact, on=["model_name", "segment", "tier"], how="outer")
+    assert len(both) == len(exact) == len(matrix) > 0
+    shown = both[both["suppressed"].isna()]
+    assert len(shown) and ((shown["people"] - shown["n"]).abs() <= rules.rounding_base / 2).all()
+    assert shown["annual_cost"].to_numpy() == pytest.approx(shown["cost"].to_numpy(), rel=1e-6)
+    # expected admissions are published to 2 decimal places
+    assert shown["expected_admitted_people"].to_numpy() == pytest.approx(shown["expected"].to_numpy(), abs=0.0051)
+    hidden = both[both["suppressed"].isin(["primary", "secondary"])]
+    assert hidden[["people", "annual_cost"]].isna().all().all()
+    assert (hidden[hidden["suppressed"] == "primary"]["n"] <= rules.max_suppressed).all()
 
 
 def test_champions_are_compared_with_the_oracle(sample):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from phm.governance.disclosure import disclosure_control, round_to
+from phm.profiling.expected import expected_prevalence
 from phm.profiling.inequalities import ridits, slope_index
 from phm.profiling.profiles import band_counts, inequalities, profile
 from phm.profiling.standardise import (
@@ -135,3 +136,45 @@ def test_profile_counts_crude_and_standardised_values_by_hand(spark):
     assert cost[["area_code", "deciles", "people"]].values.tolist() == [["ICS", 4, 4]], gradients
     # cost by decile 1, 2, 9, 10 (one person each) = 100, 200, 300, 400: higher in the less deprived
     assert cost["sii"].item() < 0
+
+
+# -- expected prevalence -------------------------------------------------------------------------------------
+def test_expected_prevalence_by_indirect_age_sex_standardisation_by_hand():
+    rows = [  # tier, area, sex, esp band, people, cases
+        ("system", "ICS", "F", 10, 100, 10), ("system", "ICS", "M", 10, 100, 20),
+        ("pcn", "A", "F", 10, 60, 3), ("pcn", "A", "M", 10, 40, 12),
+        ("pcn", "B", "F", 10, 40, 7), ("pcn", "B", "M", 10, 60, 8),
+    ]  # fmt: skip
+    counts = pd.DataFrame(rows, columns=["tier", "area_code", "group", "esp_band", "people", "cond:hypertension"])
+    counts = pd.concat([counts.assign(breakdown="sex"), counts.assign(breakdown="all", group="all")])
+    table = expected_prevalence(counts, ["hypertension"], {"hypertension": 0.25}).set_index("area_code")
+    # system rates F 10%, M 20%: A expects 60 x 0.1 + 40 x 0.2 = 14 and records 15; B expects 4 + 12 = 16
+    assert table.loc["A", "expected_recorded"] == pytest.approx(14.0)
+    assert table.loc["A", "ratio"] == pytest.approx(15 / 14) and table.loc["B", "ratio"] == pytest.approx(15 / 16)
+    low, high = poisson_limits([15])
+    assert (table.loc["A", "ratio_ci_low"], table.loc["A", "ratio_ci_high"]) == pytest.approx(
+        (low[0] / 14, high[0] / 14)
+    )
+    # a quarter undiagnosed: A should have 14 / 0.75 = 18.67 true cases, 3.67 more than it records
+    assert table.loc["A", "expected_cases"] == pytest.approx(14 / 0.75)
+    assert table.loc["A", "undiagnosed_gap"] == pytest.approx(14 / 0.75 - 15)
+    assert table.loc["ICS", "ratio"] == pytest.approx(1.0) and table.loc["ICS", "undiagnosed_gap"] == pytest.approx(10)
+    assert table.loc["ICS", "expected_prevalence"] == pytest.approx(20.0)
+    without = expected_prevalence(counts, ["hypertension"], {}).set_index("area_code")
+    assert without.loc["A", "ratio"] == pytest.approx(15 / 14) and np.isnan(without.loc["A", "undiagnosed_gap"])
+
+
+def test_secondary_suppression_protects_groups_within_an_area_and_areas_within_a_tier():
+    cells = pd.DataFrame(
+        {
+            "area": ["A", "A", "B", "B", "C", "C"],
+            "group": ["g1", "g2"] * 3,
+            "people": [3, 50, 40, 60, 45, 70],
+        }
+    )
+    within_areas = disclosure_control(cells, counts=("people",), dependent=(), sets=("area",))
+    assert within_areas["suppressed"].tolist() == ["primary", "secondary", None, None, None, None]
+    # A's g1 could be had from the g1 total less B's and C's: B's (the smaller) goes; then A's g2 likewise
+    both = disclosure_control(cells, counts=("people",), dependent=(), sets=[("area",), ("group",)])
+    assert both["suppressed"].tolist() == ["primary", "secondary", "secondary", "secondary", None, None]
+    assert both["people"].tolist()[4:] == [45, 70] and both["people"].isna().sum() == 4

@@ -38,7 +38,7 @@ from phm.person.conditions import conditions_at
 from phm.person.definitions import CodeList, Observations
 from phm.segmentation.definitions import Segmentation
 from phm.segmentation.scores import cambridge_multimorbidity_score, efi_deficits, electronic_frailty_index
-from phm.segmentation.segments import social_care_running
+from phm.segmentation.segments import people_on, social_care_running
 from phm.tables import FEATURES, RUN_ID_COLUMN
 
 # What each activity feature counts, as a test on a gold.events row.
@@ -82,20 +82,10 @@ def index_frame(spark, plan: IndexPlan) -> DataFrame:
 
 
 def population(person: DataFrame, events: DataFrame, index: DataFrame) -> DataFrame:
-    """person_id, index_date, split, age, sex, ... for persons seen before each index date and not dead before it.
-    Age at the index date: gold.person's age at its reference date less the whole years between."""
-    seen = events.groupBy("person_id").agg(
-        F.min("event_date").alias("_first_seen"),
-        F.min(F.when(F.col("activity") == "death", F.col("event_date"))).alias("_died"),
-    )
-    years_back = F.floor(F.months_between(F.col("reference_date"), F.date_sub(F.col("index_date"), 1)) / 12)
+    """person_id, index_date, split, age, sex, ... for persons seen before each index date and not dead before it
+    (phm.segmentation.segments.people_on the day before)."""
     return (
-        person.join(seen, "person_id")
-        .crossJoin(F.broadcast(index))
-        .where(F.col("_first_seen") < F.col("index_date"))
-        .where(F.col("_died").isNull() | (F.col("_died") >= F.col("index_date")))
-        .withColumn("age", (F.col("age") - years_back).cast("int"))
-        .where(F.col("age").isNull() | (F.col("age") >= 0))
+        people_on(person, events, index.withColumn("as_of", F.date_sub(F.col("index_date"), 1)))
         .withColumn("age_group", age_group(F.col("age")))
         .select("person_id", "index_date", "split", "age", *ATTRIBUTES, "imd_decile")
     )

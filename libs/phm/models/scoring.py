@@ -8,11 +8,13 @@ configured cut-offs (high, emerging; low below).
 
 from __future__ import annotations
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from phm.config import RiskTiers
+from phm.governance.disclosure import disclosure_control_in_parts
 
 
 def score_with_champion(features: DataFrame, registered_model: str) -> DataFrame:
@@ -58,3 +60,11 @@ def segment_matrix(segments: DataFrame, scores: DataFrame) -> DataFrame:
             F.round(F.sum("probability"), 2).alias("expected_admitted_people"),
         )
     )
+
+
+def published_segment_matrix(matrix: pd.DataFrame, max_suppressed: int, rounding_base: int) -> pd.DataFrame:
+    """mart.segment_matrix made safe to publish (phm.governance.disclosure): people 1-7 hide the cell, few
+    emergency admissions hide only the admissions; counts rounded to 5; secondary suppression across a
+    segment's tiers (they add up to the segment's people, published in mart.actuarial_costs)."""
+    parts = [(("people",), ("annual_cost", "expected_admitted_people")), (("emergency_admissions_12m",), ())]
+    return disclosure_control_in_parts(matrix, parts, ("model_name", "segment"), max_suppressed, rounding_base)

@@ -29,11 +29,13 @@ GP registrations are demographics, not activity: they are in gold.person.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from phm.errors import UserError
 from phm.person.codes import INCLUDE, match_codes
 from phm.person.definitions import ICD10, SNOMED, PersonModelDefinitions, UnitCosts
 from phm.tables import EVENTS
@@ -287,3 +289,13 @@ def with_flags(events: DataFrame, definitions: PersonModelDefinitions) -> DataFr
         )
         .drop("_acsc", "_fall")
     )
+
+
+def history_span(person: DataFrame, events: DataFrame, job: str) -> tuple[date, date]:
+    """(reference date, first day of the first loaded period) of the person model; a UserError naming `job`
+    if it is empty."""
+    reference_date = person.agg(F.max("reference_date")).first()[0]
+    first_period = events.agg(F.min("period")).first()[0]
+    if reference_date is None or first_period is None:
+        raise UserError(f"{job}: gold.person or gold.events is empty; load and link some extracts first")
+    return reference_date, date(int(first_period[:4]), int(first_period[5:7]), 1)

@@ -12,7 +12,7 @@ from phm.tables import JOB_RUNS
 RUN_FIELDS = ("run_id", "job", "parent_run_id", "status", "started_at", "ended_at", "rows_out", "error")
 
 
-def collect_status(catalog: Catalog, recent_runs: int = 20) -> dict[str, Any]:
+def collect_status(catalog: Catalog, recent_runs: int = 40) -> dict[str, Any]:
     tables = [
         {
             "name": info.name,

@@ -15,9 +15,13 @@ social care packages and placements by their days in that window.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from phm.ingest.outputs import age_band
+from phm.person.conditions import conditions_at
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Criteria, Segmentation
 from phm.segmentation.scores import (
@@ -27,6 +31,27 @@ from phm.segmentation.scores import (
     electronic_frailty_index,
 )
 from phm.tables import SEGMENT_PERSON_ATTRIBUTES
+
+
+def people_on(person: DataFrame, events: DataFrame, dates: DataFrame) -> DataFrame:
+    """gold.person crossed with `dates` (a frame with an `as_of` date column, kept with its other columns): the
+    persons seen in any source on or before each date and not dead by it, with their age and age band then
+    (the age at gold.person's reference date less the whole years between; the not yet born are left out)."""
+    seen = events.groupBy("person_id").agg(
+        F.min("event_date").alias("_first_seen"),
+        F.min(F.when(F.col("activity") == "death", F.col("event_date"))).alias("_died"),
+    )
+    years_back = F.floor(F.months_between(F.col("reference_date"), F.col("as_of")) / 12)
+    return (
+        person.join(seen, "person_id")
+        .crossJoin(F.broadcast(dates))
+        .where(F.col("_first_seen") <= F.col("as_of"))
+        .where(F.col("_died").isNull() | (F.col("_died") > F.col("as_of")))
+        .withColumn("age", (F.col("age") - years_back).cast("int"))
+        .where(F.col("age").isNull() | (F.col("age") >= 0))
+        .withColumn("age_band", age_band(F.col("age")))
+        .drop("_first_seen", "_died")
+    )
 
 
 def year_before(as_of: str) -> tuple[Column, Column]:
@@ -171,3 +196,20 @@ def build_segments(
         )
     )
     return bridges_segment(people, segmentation).withColumn("reference_date", F.lit(as_of).cast("date"))
+
+
+def segments_at(
+    person: DataFrame,
+    events: DataFrame,
+    codes: DataFrame,
+    codelists: dict[str, CodeList],
+    segmentation: Segmentation,
+    as_of: str,
+) -> DataFrame:
+    """gold.segments rows as they would have been on an earlier date `as_of`: the persons living and seen by
+    then, their age then, the conditions current then (codes from phm.person.conditions.condition_codes) and
+    their activity in the 12 months to it. Practice, PCN and place stay the latest known."""
+    dates = person.sparkSession.createDataFrame([(date.fromisoformat(as_of),)], "as_of date")
+    people = people_on(person, events, dates).withColumn("deceased", F.lit(False))
+    current = conditions_at(codes, people.select("person_id", "age"), codelists, as_of)
+    return build_segments(people, current, events, codelists, segmentation, as_of)

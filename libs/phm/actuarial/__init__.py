@@ -1,0 +1,1 @@
+"""Actuarial cost models: segment history and transitions, cost concentration, projections, scenarios, backtest."""
