@@ -6,6 +6,11 @@ chooses per PCN, up to its capacity, the people with the most expected emergency
 (risk champion's probability x relative benefit; phm.impactability.targeting), into
 mart.intervention_targets; per PCN totals with 95% intervals, and what targeting on risk alone would
 have avoided by the same models, into mart.intervention_summary.
+
+While no uplift model has a champion (none has passed its gate: at a few hundred treated people the learners'
+benefits are noise), the lists are chosen on risk alone and each place is valued at risk x
+impactability.assumed_relative_benefit, an assumption that the outputs name in their uplift_model column and
+the log warns about; the refresh goes on rather than leaving PCNs without a list.
 """
 
 from __future__ import annotations
@@ -38,18 +43,16 @@ SPEC = JobSpec(
 )
 
 
-def best_uplift_champion(client: MlflowClient, folder: str) -> tuple[str, str, float]:
-    """(registered model, champion version, its held-out Qini) of the uplift spec whose champion scored best."""
+def best_uplift_champion(client: MlflowClient, folder: str) -> tuple[str, str, float] | None:
+    """(registered model, champion version, its held-out Qini) of the uplift spec whose champion scored best;
+    None if no uplift model has a champion."""
     found = []
     for spec, _ in load_uplift_specs(folder).values():
         champion = champion_of(client, spec.registered_model)
         if champion is not None:
             found.append((spec.registered_model, str(champion.version), float(champion.tags.get("qini", "nan"))))
     if not found:
-        raise UserError(
-            f"target: no uplift model has a {CHAMPION}: none passed its gate yet; see the phm.promotion_reason tag "
-            "of the train_impactability runs in MLflow (experiment impactability)"
-        )
+        return None
     return max(found, key=lambda f: (f[2] == f[2], f[2]))  # NaN Qini last
 
 
@@ -60,12 +63,20 @@ def run(ctx: JobContext) -> None:
         if not catalog.exists(needed):
             raise UserError(f"target: {needed} does not exist; run `phm run {stage}` first")
     use_experiment(config, "impactability")
-    uplift_model, uplift_version, qini = best_uplift_champion(MlflowClient(), config.resolve(settings.models))
+    best = best_uplift_champion(MlflowClient(), config.resolve(settings.models))
     risk = catalog.read(RISK_SCORES.name).where(F.col("model_name") == settings.risk_model)
     risk_version = risk.select("model_version").first()
     if risk_version is None:
         raise UserError(f"target: gold.risk_scores has no scores of impactability.risk_model {settings.risk_model!r}")
-    models_used = f"{settings.risk_model} v{risk_version[0]}", f"{uplift_model} v{uplift_version}"
+    assumed = settings.assumed_relative_benefit
+    uplift_used = f"{best[0]} v{best[1]}" if best else f"none: risk alone, assumed relative benefit {assumed:g}"
+    models_used = f"{settings.risk_model} v{risk_version[0]}", uplift_used
+    if best is None:
+        log.warning(
+            "target: no uplift model has a %s (none passed its gate; see the phm.promotion_reason tag of the "
+            "train_impactability runs in MLflow): choosing on risk alone, each place valued at risk x %g (an "
+            "assumption: impactability.assumed_relative_benefit)", CHAMPION, assumed,
+        )  # fmt: skip
     inputs = (RISK_SCORES.name, SEGMENTS.name, FEATURES.name, EVENTS.name)
     if ctx.unchanged_since_last_success(inputs, SPEC.outputs) and _targeted_with(catalog) == models_used:
         log.info("target: scores, segments, features and models %s are unchanged; nothing to do", models_used)
@@ -83,11 +94,15 @@ def run(ctx: JobContext) -> None:
         .select("person_id", "pcn_code", "practice_code", "risk")
         .join(scoring_features.drop("pcn_code", "practice_code"), "person_id")
     )
-    served = serve(
-        candidates, f"models:/{uplift_model}/{uplift_version}", ", ".join(f"{c} double" for c in OUTPUT_COLUMNS)
-    )
+    if best is not None:
+        uplift = serve(candidates, f"models:/{best[0]}/{best[1]}", ", ".join(f"{c} double" for c in OUTPUT_COLUMNS))
+    else:  # benefit / untreated risk = the assumed share; no model spread
+        uplift = F.struct(
+            (F.col("risk") * F.lit(assumed)).alias("benefit"), F.lit(0.0).alias("benefit_sd"),
+            F.col("risk").alias("untreated_risk"),
+        )  # fmt: skip
     valued = with_expected_avoided(
-        candidates.withColumn("_uplift", served).select(
+        candidates.withColumn("_uplift", uplift).select(
             "person_id",
             "pcn_code",
             "practice_code",
@@ -111,7 +126,8 @@ def run(ctx: JobContext) -> None:
         F.sum("chosen"), F.sum("expected_admissions_avoided"), F.sum("expected_admissions_avoided_by_risk_only"),
         F.sum("expected_cost_avoided"),
     ).first()  # fmt: skip
-    log.info("target: %s (held-out Qini %.4f) and %s: %d people chosen; expected admissions avoided %.1f (risk alone: "
+    qini = f"held-out Qini {best[2]:.4f}" if best else "no uplift champion"
+    log.info("target: %s (%s) and %s: %d people chosen; expected admissions avoided %.1f (risk alone: "
              "%.1f), cost avoided %.0f at %.0f per emergency admission", models_used[1], qini, models_used[0],
              totals[0] or 0, totals[1] or 0, totals[2] or 0, totals[3] or 0, cost)  # fmt: skip
     no_pcn = ruled.where(F.col("excluded_by") == NO_PCN).count()

@@ -247,6 +247,13 @@ class ImpactabilityConfig(StrictModel):
     )
     capacity: Capacity = Capacity()
     risk_model: str = Field("emergency_admission_gbm", description="The risk model whose champion scores risk.")
+    assumed_relative_benefit: float = Field(
+        0.10,
+        ge=0.0,
+        le=1.0,
+        description="Only while no uplift model has a champion: target on risk alone and value each place at "
+        "risk x this share of admissions avoided (an assumption, labelled as such in the outputs).",
+    )
     held_out_share: float = Field(0.3, gt=0.0, lt=1.0)
     bootstrap: int = Field(200, ge=20, le=2000, description="Resamples for the effect estimates' intervals.")
     caliper_sd: float = Field(0.2, gt=0.0, description="Matching caliper in SDs of the logit propensity.")
