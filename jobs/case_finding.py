@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from phm.cohorts.case_finding import cohort_columns, cohort_members, cohort_summary, cohort_table, load_cohort_specs
 from phm.errors import UserError
 from phm.governance.disclosure import disclosure_control
+from phm.person.definitions import load_person_model_definitions
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.tables import COHORT_SUMMARY, EVENTS, OBSERVATIONS, SEGMENTS
@@ -28,9 +29,10 @@ log = logging.getLogger("phm.jobs.case_finding")
 def cohort_columns_at(catalog, config, reference_date):
     """The cohort columns of every living person of gold.segments at the reference date."""
     segments = catalog.read(SEGMENTS.name).where(F.col("reference_date") == reference_date)
+    observation_names = list(load_person_model_definitions(config).observations.observations)
     return cohort_columns(
         segments, catalog.read(OBSERVATIONS.name), catalog.read(EVENTS.name), reference_date,
-        config.cohorts.lookback_months,
+        config.cohorts.lookback_months, observation_names,
     )  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """Case finding on the refreshed tiny ICS: one pseudonymised, ranked list per cohort, sizes published safely,
-and the undiagnosed-condition cohorts scored against the truth."""
+and the undiagnosed-condition and high-CVD-risk cohorts scored against the truth."""
 
 from __future__ import annotations
 
@@ -36,9 +36,13 @@ def test_every_cohort_has_a_ranked_pseudonymised_list_per_pcn_and_a_safe_summary
 def test_undiagnosed_condition_cohorts_find_the_undiagnosed_better_than_chance(sample):
     _, catalog = sample
     rows = {r.cohort: r for r in catalog.read(CASE_FINDING_EVALUATION.name).collect()}
-    assert set(rows) == {"undiagnosed_hypertension", "undiagnosed_diabetes"}
+    assert set(rows) == {"undiagnosed_hypertension", "undiagnosed_diabetes", "high_cvd_risk_without_statin"}
     hypertension = rows["undiagnosed_hypertension"]
     assert hypertension.members > 0 and hypertension.precision > 2 * hypertension.undiagnosed_prevalence
     assert 0 < hypertension.recall <= 1 and hypertension.found == hypertension.true_positives
+    # scored by its truth rule: true 10-year risk of 10% or more and no statin; it misses the unassessed
+    cvd = rows["high_cvd_risk_without_statin"]
+    assert cvd.condition == "untreated_high_cvd_risk"
+    assert cvd.members > 0 and cvd.precision > 2 * cvd.undiagnosed_prevalence and 0 < cvd.recall < 1
     for row in rows.values():
         assert row.true_positives <= min(row.members, row.undiagnosed) and row.undiagnosed <= row.population

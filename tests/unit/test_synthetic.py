@@ -142,3 +142,55 @@ def test_frailty_deficits_are_distinct_per_person_and_rise_with_age():
     assert by_band[0] == by_band[1] == 0
     assert by_band[6] > by_band[5] > by_band[4] > by_band[3]
     np.testing.assert_allclose(by_band[4], expected[4], rtol=0.15)
+
+
+def test_cvd_risk_statins_and_learning_disability_health_checks():
+    from phm.synthetic.activity import generate_events, person_factors
+    from phm.synthetic.prevention import LD_HEALTH_CHECK_SNOMED, QRISK_SNOMED, STATIN_SNOMED
+
+    the_plan = plan(population=20000, block=20000)
+    people = generate_block(0, the_plan)
+    factors = person_factors(people, the_plan)
+    ref = np.datetime64(the_plan.reference_date, "D")
+    age = (ref - people["date_of_birth"].to_numpy().astype("datetime64[D]")).astype(int) / 365.25
+    alive = people["death_date"].isna().to_numpy()
+    cvd = (people["onset_coronary_heart_disease"].notna() | people["onset_stroke_tia"].notna()).to_numpy()
+    risk = factors["cvd_risk_10y"].to_numpy()
+    # a risk only for 25-84 without CVD; about 31% of people 30-84 are eligible for primary prevention (Ueda 2017)
+    assert np.isnan(risk[(age < 25) | (age >= 85) | cvd]).all()
+    assert not np.isnan(risk[(age >= 25) & (age < 85) & ~cvd]).any()
+    adults = alive & (age >= 30) & (age < 85)
+    assert (risk[adults] >= 0.10).mean() == pytest.approx(0.31, abs=0.03)
+    # risk rises with age and is higher for men
+    men, women = people["sex"].to_numpy() == "M", people["sex"].to_numpy() == "F"
+    middle = (age >= 50) & (age < 60) & ~cvd
+    assert np.nanmedian(risk[middle & men]) > np.nanmedian(risk[middle & women])
+    assert np.nanmedian(risk[(age >= 70) & (age < 80)]) > np.nanmedian(risk[middle])
+    # most people with CVD are on a statin; a score is recorded only where there is a risk
+    started = factors["statin_started_on"].notna().to_numpy()
+    assert started[cvd & alive].mean() == pytest.approx(CALIBRATION.prevention.statin_secondary, abs=0.05)
+    assert not factors["qrisk_recorded_on"].notna().to_numpy()[np.isnan(risk)].any()
+
+    factors["cell_mean_factor"] = factors["emergency_factor"].mean()
+    events = generate_events(people, factors, the_plan)
+    qrisk = events[events["kind"] == "qrisk"]
+    assert (qrisk["code"] == QRISK_SNOMED).all() and qrisk["value"].between(0.1, 99).all()
+    assert len(qrisk) == factors["qrisk_recorded_on"].notna().sum()
+    # statin issues every 56 days from the start (or the window's start) to the end of the person's time
+    issues = events[events["kind"] == "medication"]
+    assert set(issues["code"]) <= set(STATIN_SNOMED) and set(issues["row"]) <= set(np.flatnonzero(started))
+    gaps = issues.sort_values(["row", "event_date"]).groupby("row")["event_date"].diff().dropna()
+    assert (gaps == np.timedelta64(CALIBRATION.prevention.statin_issue_days, "D")).all()
+    assert (issues["event_date"].to_numpy() >= factors["statin_started_on"].to_numpy()[issues["row"]]).all()
+    # health checks only for people 14+ with a diagnosed learning disability, about the yearly share of them
+    checks = events[events["kind"] == "health_check"]
+    learning_disability = people["diagnosed_learning_disability"].notna().to_numpy()
+    assert (checks["code"] == LD_HEALTH_CHECK_SNOMED).all() and learning_disability[checks["row"]].all()
+    born = people["date_of_birth"].to_numpy().astype("datetime64[D]")[checks["row"]]
+    assert ((checks["event_date"].to_numpy() - born).astype(int) / 365.25 >= 14).all()
+    window_start = np.datetime64(the_plan.history_start, "D")
+    registered = people["registered_on"].to_numpy().astype("datetime64[D]") <= window_start
+    diagnosed = people["diagnosed_learning_disability"].to_numpy().astype("datetime64[D]") <= window_start
+    eligible = learning_disability & diagnosed & alive & (age >= 15) & registered
+    checked = np.isin(np.flatnonzero(eligible), checks["row"].to_numpy()).mean()
+    assert eligible.sum() > 30 and checked == pytest.approx(CALIBRATION.prevention.ld_health_check_yearly, abs=0.12)

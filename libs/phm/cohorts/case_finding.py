@@ -6,13 +6,20 @@ definition. Readings are given as arrays so that thresholds and windows stay in 
 blood pressures in a year: `size(filter(bp, r -> (r.systolic >= 140 OR r.diastolic >= 90) AND
 r.event_date > add_months(reference_date, -12))) >= 2`. A cohort that names a condition in
 `finds_undiagnosed` is scored against the truth store by `evaluate_case_finding` (precision: members who
-truly have it; recall: of the people who have it undiagnosed, the share the cohort finds).
+truly have it; recall: of the people who have it undiagnosed, the share the cohort finds); one with a `truth`
+rule (Spark SQL over the truth store's person table, e.g. true CVD risk and statin start) is scored the same way
+against the people the rule selects.
+
+Besides the named readings, every observation of configs/codelists/observations.yaml is in two maps keyed by
+its name: `readings[name]`, its plausible readings in the lookback (newest first), and `latest[name]`, its
+latest plausible reading on or before the reference date (null if none), each a struct of event_date, value,
+value2 and category; so a user adds a cohort on a new observation (e.g. QRISK3, statin issues) without code.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
-from pyspark.sql import DataFrame, Window
+from pydantic import Field, model_validator
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -28,8 +35,14 @@ SEGMENT_COLUMNS = (
     "ae_attendances_12m", "high_intensity_user", "annual_cost",
 )  # fmt: skip
 # Built from gold.observations (plausible readings in the lookback) and gold.events.
-READING_COLUMNS = ("reference_date", "bp", "hba1c", "latest_bmi", "smoking_status", "falls_12m")
+READING_COLUMNS = ("reference_date", "bp", "hba1c", "latest_bmi", "smoking_status", "falls_12m", "readings", "latest")
+READING = "struct<event_date:date,value:double,value2:double,category:string>"
 COHORT_COLUMNS = SEGMENT_COLUMNS + READING_COLUMNS
+
+
+class TruthRule(StrictModel):
+    finds: Name = Field(description="A name for what the cohort should find (the evaluation's `condition`).")
+    rule: str = Field(description="Spark SQL over the truth store's person table and reference_date.")
 
 
 class CohortSpec(StrictModel):
@@ -41,6 +54,18 @@ class CohortSpec(StrictModel):
     priority: list[str] = Field(default_factory=list, description="Order of each PCN's list (Spark SQL, DESC ok).")
     evidence: dict[str, str] = Field(default_factory=dict, description="name: expression shown beside each person.")
     finds_undiagnosed: str | None = Field(None, description="The condition it looks for (truth-store evaluation).")
+    truth: TruthRule | None = Field(None, description="Who it should find, as a rule over the truth store.")
+
+    @model_validator(mode="after")
+    def _one_truth(self) -> CohortSpec:
+        if self.finds_undiagnosed and self.truth:
+            raise ValueError("a cohort is evaluated by finds_undiagnosed or by truth, not both")
+        return self
+
+    @property
+    def evaluated_for(self) -> str | None:
+        """What the truth-store evaluation looks for (None: not evaluated)."""
+        return self.finds_undiagnosed or (self.truth.finds if self.truth else None)
 
     @property
     def table(self) -> str:
@@ -80,16 +105,21 @@ def cohort_table(spec: CohortSpec) -> TableSpec:
 
 
 def cohort_columns(
-    segments: DataFrame, observations: DataFrame, events: DataFrame, reference_date, lookback_months: int
+    segments: DataFrame,
+    observations: DataFrame,
+    events: DataFrame,
+    reference_date,
+    lookback_months: int,
+    observation_names: list[str],
 ) -> DataFrame:
     """One row per living person of gold.segments: person_id, COHORT_COLUMNS. bp: array of (event_date,
     systolic, diastolic), hba1c: array of (event_date, value), plausible readings in the `lookback_months`
     to the reference date; latest_bmi and smoking_status: the latest reading; falls_12m: events flagged as
-    a fall in the 12 months to the reference date."""
+    a fall in the 12 months to the reference date; readings and latest: maps with every one of
+    `observation_names` as a key (the module's docstring)."""
     ref = F.lit(reference_date).cast("date")
-    recent = observations.where(
-        F.col("plausible") & (F.col("event_date") <= ref) & (F.col("event_date") > F.add_months(ref, -lookback_months))
-    )
+    known = observations.where(F.col("plausible") & (F.col("event_date") <= ref))
+    recent = known.where(F.col("event_date") > F.add_months(ref, -lookback_months))
     readings = recent.groupBy("person_id").agg(
         F.collect_list(
             F.when(F.col("observation") == "blood_pressure", F.struct(
@@ -112,6 +142,7 @@ def cohort_columns(
         .groupBy("person_id")
         .agg(F.count(F.lit(1)).cast("int").alias("falls_12m"))
     )
+    by_name = _reading_maps(recent, known, sorted(observation_names))
     empty_bp = F.array().cast("array<struct<event_date:date,systolic:double,diastolic:double>>")
     empty_hba1c = F.array().cast("array<struct<event_date:date,value:double>>")
     return (
@@ -119,6 +150,7 @@ def cohort_columns(
         .join(readings, "person_id", "left")
         .join(latest, "person_id", "left")
         .join(falls, "person_id", "left")
+        .join(by_name, "person_id", "left")
         .select(
             "person_id",
             *SEGMENT_COLUMNS,
@@ -128,8 +160,34 @@ def cohort_columns(
             "latest_bmi",
             "smoking_status",
             F.coalesce("falls_12m", F.lit(0)).alias("falls_12m"),
+            F.coalesce("readings", _map_of(observation_names, lambda name: F.array().cast(f"array<{READING}>"))).alias(
+                "readings"
+            ),
+            F.coalesce("latest", _map_of(observation_names, lambda name: F.lit(None).cast(READING))).alias("latest"),
         )
     )
+
+
+def _reading_maps(recent: DataFrame, known: DataFrame, names: list[str]) -> DataFrame:
+    """person_id, readings (name -> readings in the lookback, newest first), latest (name -> latest reading)."""
+    reading = F.struct("event_date", "value", "value2", "category").cast(READING)
+    newest_first = F.sort_array(F.collect_list(F.struct("event_date", "record_id", reading.alias("r"))), asc=False)
+    lists = recent.groupBy("person_id").pivot("observation", names).agg(newest_first["r"])
+    latest = (
+        known.groupBy("person_id")
+        .pivot("observation", names)
+        .agg(F.max_by(reading, F.struct("event_date", "record_id")))
+    )
+    empty = F.array().cast(f"array<{READING}>")
+    in_lookback = _map_of(names, lambda name: F.coalesce(F.col(f"`{name}`"), empty))
+    return latest.select("person_id", _map_of(names, lambda name: F.col(f"`{name}`")).alias("latest")).join(
+        lists.select("person_id", in_lookback.alias("readings")), "person_id", "full"
+    )
+
+
+def _map_of(names, value) -> Column:
+    """A map with each name as a key and value(name) as its value."""
+    return F.create_map(*[part for name in sorted(names) for part in (F.lit(name), value(name))])
 
 
 def cohort_members(columns: DataFrame, spec: CohortSpec, path: str) -> DataFrame:

@@ -1,4 +1,5 @@
-"""gold.observations: every BP, HbA1c, BMI and smoking-status reading from GP events, with the latest flagged.
+"""gold.observations: every BP, HbA1c, BMI, smoking-status and QRISK3 reading (and statin issue and learning
+disability health check) from GP events, with the latest flagged.
 
 Definitions: configs/codelists/observations.yaml (QOF v46 clusters BP_COD,
 IFCCHBAM_COD, BMIVAL_COD and the smoking clusters; plausible ranges after the

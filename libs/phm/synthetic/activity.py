@@ -23,6 +23,8 @@ Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
 - Frailty deficits (calibration `frailty`): coded falls, mobility, memory,
   hearing, incontinence ... problems in older people, more in the sicker, so
   the electronic frailty index has something to count beyond conditions.
+- Prevention (prevention.py): true 10-year CVD risk, recorded QRISK3 scores,
+  statin issues and learning disability annual health checks.
 - The historical programme (programme.py): enrolled people's emergency
   admissions after referral are thinned by their true relative effect.
 """
@@ -33,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 from phm.synthetic.dates import days
+from phm.synthetic.frames import condition_flags, event_frame
 from phm.synthetic.population import DAY, PopulationPlan
+from phm.synthetic.prevention import prevention_events, prevention_factors
 
 ACTIVITY_STREAM = 2
 
@@ -50,6 +54,9 @@ KIND_SOURCE = {
     "bmi": "gp_events",
     "smoking": "gp_events",
     "frailty_deficit": "gp_events",
+    "qrisk": "gp_events",
+    "medication": "gp_events",
+    "health_check": "gp_events",
     "emergency": "inpatient",
     "elective": "inpatient",
     "ae": "ae",
@@ -101,9 +108,11 @@ def emergency_cell_rate(plan: PopulationPlan, group: np.ndarray, quintile: np.nd
 
 
 def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
-    """Per person: emergency age group, IMD quintile and the unnormalised emergency factor h."""
+    """Per person: emergency age group, IMD quintile, the unnormalised emergency factor h, and smoking,
+    cardiovascular risk and statins (prevention_factors)."""
     act = plan.calibration.activity
-    rng = np.random.default_rng([plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM, 0])
+    stream = [plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM]
+    rng = np.random.default_rng([*stream, 0])
     age = _age_at(people, np.datetime64(plan.history_start, "D"))
     h = np.exp(
         act.emergency_conditions_log_rr_per_condition * people["condition_count"].to_numpy()
@@ -115,6 +124,7 @@ def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
             "emergency_age_group": emergency_age_group(age, act.emergency_admissions_per_1000.age_group_lower_bounds),
             "imd_quintile": imd_quintile(people["imd_decile"].to_numpy()),
             "emergency_factor": h,
+            **prevention_factors(people, plan, np.random.default_rng([*stream, 3])),
         }
     )
 
@@ -153,7 +163,7 @@ def generate_events(
     frames = []
 
     def add(kind: str, person_rows: np.ndarray, dates: np.ndarray, **columns: object) -> None:
-        frames.append(_frame(kind, person_rows, dates, **columns))
+        frames.append(event_frame(kind, person_rows, dates, **columns))
 
     def spread(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows repeated per event, with event dates uniform over each person's time alive in the window."""
@@ -209,8 +219,8 @@ def generate_events(
     community_rate = np.asarray(act.community_contacts_per_year_by_age)[band] * sicker
     rows, dates = spread(rng.poisson(community_rate * years_alive))
     add("community", rows, dates, code=rng.choice(COMMUNITY_SERVICES, len(rows)))
-    smi, _ = _condition_flags(people, "serious_mental_illness")
-    depression, _ = _condition_flags(people, "depression")
+    smi, _ = condition_flags(people, "serious_mental_illness")
+    depression, _ = condition_flags(people, "depression")
     mh_rate = np.where(
         smi, act.mental_health_contacts_smi, np.where(depression, act.mental_health_contacts_depression, 0)
     )
@@ -218,7 +228,9 @@ def generate_events(
     add("mental_health", rows, dates, code=rng.choice(MENTAL_HEALTH_TEAMS, len(rows)))
 
     frames.extend(_social_care(people, plan, rng, first_day, alive_days, last_day))
-    frames.extend(_observations(people, plan, rng, spread, diagnosed_count))
+    frames.extend(_observations(people, plan, rng, spread, diagnosed_count, factors["smoker"].to_numpy()))
+    stream = [plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM, 4]
+    frames.extend(prevention_events(people, factors, plan, np.random.default_rng(stream)))
     frames.extend(_diagnoses(people, plan))
     frames.extend(_frailty_deficits(people, plan, first_day, alive_days, relative_h))
 
@@ -242,13 +254,12 @@ def true_admission_probability(factors: pd.DataFrame, plan: PopulationPlan) -> n
     return 1 - np.exp(-rate)
 
 
-def _observations(people, plan, rng, spread, diagnosed_count):
+def _observations(people, plan, rng, spread, diagnosed_count, smoker):
     obs = plan.calibration.observations
-    n = len(people)
     band = people["age_band"].to_numpy()
-    has_htn, dx_htn = _condition_flags(people, "hypertension")
-    has_dm, dx_dm = _condition_flags(people, "diabetes")
-    has_ob, _ = _condition_flags(people, "obesity")
+    has_htn, dx_htn = condition_flags(people, "hypertension")
+    has_dm, dx_dm = condition_flags(people, "diabetes")
+    has_ob, _ = condition_flags(people, "obesity")
     adult = band >= 1
     monitored = diagnosed_count > 0
     reading_rate = np.where(monitored, obs.readings_per_year_with_condition, obs.readings_per_year_without) * adult
@@ -261,24 +272,23 @@ def _observations(people, plan, rng, spread, diagnosed_count):
         np.asarray(obs.systolic_mean_by_age)[band[rows]] + uplift[rows] + rng.normal(0, obs.systolic_sd, len(rows))
     )
     diastolic = 0.55 * systolic + rng.normal(8, 6, len(rows))
-    frames.append(_frame("bp", rows, dates, code=SNOMED["bp"], value=systolic.round(), value2=diastolic.round()))
+    frames.append(event_frame("bp", rows, dates, code=SNOMED["bp"], value=systolic.round(), value2=diastolic.round()))
 
     hba1c_rate = np.where(dx_dm, 2.0, obs.readings_per_year_without * 0.5) * adult
     rows, dates = spread(rng.poisson(hba1c_rate * plan.history_years))
     mean = np.where(has_dm[rows], np.where(dx_dm[rows], obs.hba1c_diabetes_mean, 52.0), obs.hba1c_mean)
     sd = np.where(has_dm[rows], obs.hba1c_diabetes_sd, obs.hba1c_sd)
-    frames.append(_frame("hba1c", rows, dates, code=SNOMED["hba1c"], value=rng.normal(mean, sd).round()))
+    frames.append(event_frame("hba1c", rows, dates, code=SNOMED["hba1c"], value=rng.normal(mean, sd).round()))
 
     rows, dates = spread(rng.poisson(reading_rate * 0.6 * plan.history_years))
     bmi = np.where(
         has_ob[rows], rng.normal(obs.bmi_obesity_mean, 3.5, len(rows)), rng.normal(obs.bmi_mean, obs.bmi_sd, len(rows))
     )
-    frames.append(_frame("bmi", rows, dates, code=SNOMED["bmi"], value=np.clip(bmi, 14, 70).round(1)))
+    frames.append(event_frame("bmi", rows, dates, code=SNOMED["bmi"], value=np.clip(bmi, 14, 70).round(1)))
 
-    smoker = rng.random(n) < obs.smoking_prevalence
     rows, dates = spread(rng.poisson(reading_rate * 0.5 * plan.history_years))
     codes = np.where(smoker[rows], SNOMED["smoker"], SNOMED["non_smoker"])
-    frames.append(_frame("smoking", rows, dates, code=codes))
+    frames.append(event_frame("smoking", rows, dates, code=codes))
     return frames
 
 
@@ -288,8 +298,8 @@ def _social_care(people, plan, rng, first_day, alive_days, last_day):
     costs = plan.calibration.unit_costs_gbp
     n = len(people)
     band = people["age_band"].to_numpy()
-    dementia, _ = _condition_flags(people, "dementia")
-    learning_disability, _ = _condition_flags(people, "learning_disability")
+    dementia, _ = condition_flags(people, "dementia")
+    learning_disability, _ = condition_flags(people, "learning_disability")
     boost = np.where(dementia, act.social_care_dementia_multiplier, 1.0)
     years = alive_days / 365.25
     frames = []
@@ -313,9 +323,9 @@ def _social_care(people, plan, rng, first_day, alive_days, last_day):
             hours = np.full(len(rows), np.nan)
             weekly = np.where(nursing, costs["care_home_nursing_week"], costs["care_home_residential_week"])
             kind = np.where(nursing, "nursing_home", "residential_home")
-        frames.append(_frame("care_start", rows, start, code=kind, value=hours, value2=weekly, end_date=end))
+        frames.append(event_frame("care_start", rows, start, code=kind, value=hours, value2=weekly, end_date=end))
         ended = end < np.datetime64(plan.reference_date, "D")
-        frames.append(_frame("care_end", rows[ended], end[ended], code=kind[ended], value=hours[ended],
+        frames.append(event_frame("care_end", rows[ended], end[ended], code=kind[ended], value=hours[ended],
                              value2=weekly[ended], end_date=end[ended]))  # fmt: skip
     return frames
 
@@ -339,7 +349,7 @@ def _frailty_deficits(people, plan, first_day, alive_days, relative_h) -> list[p
     position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
     chosen = codes[order[rows, position]]
     dates = first_day[rows] + (rng.random(len(rows)) * np.maximum(alive_days[rows], 1)).astype(np.int64) * DAY
-    return [_frame("frailty_deficit", rows, dates, code=chosen)]
+    return [event_frame("frailty_deficit", rows, dates, code=chosen)]
 
 
 def _diagnoses(people: pd.DataFrame, plan: PopulationPlan) -> list[pd.DataFrame]:
@@ -349,7 +359,7 @@ def _diagnoses(people: pd.DataFrame, plan: PopulationPlan) -> list[pd.DataFrame]
         dates = days(people[f"diagnosed_{name}"])
         rows = np.flatnonzero(~np.isnat(dates))
         snomed = plan.calibration.health.conditions[name].snomed
-        frames.append(_frame("diagnosis", rows, dates[rows], code=snomed, condition=name))
+        frames.append(event_frame("diagnosis", rows, dates[rows], code=snomed, condition=name))
     return frames
 
 
@@ -362,20 +372,6 @@ def _emergency_diagnoses(people, rows, age, plan, rng):
         codes = np.where(pick, plan.calibration.health.conditions[name].icd10, codes)
     fall = (age[rows] >= 65) & (rng.random(len(rows)) < np.clip((age[rows] - 60) / 100, 0, 0.3))
     return np.where(fall, rng.choice(FALL_DIAGNOSES, len(rows)), codes)
-
-
-def _condition_flags(people: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(has the condition, has it diagnosed) per person; all False if the calibration lacks the condition."""
-    if f"onset_{name}" not in people:
-        return np.zeros(len(people), bool), np.zeros(len(people), bool)
-    return people[f"onset_{name}"].notna().to_numpy(), people[f"diagnosed_{name}"].notna().to_numpy()
-
-
-def _frame(kind: str, rows: np.ndarray, dates: np.ndarray, **columns: object) -> pd.DataFrame:
-    frame = pd.DataFrame({"row": rows, "kind": kind, "event_date": dates})
-    for key, value in columns.items():
-        frame[key] = value
-    return frame
 
 
 def _age_at(people: pd.DataFrame, when: np.datetime64) -> np.ndarray:

@@ -85,6 +85,27 @@ class ObservationCalibration(StrictModel):
     readings_per_year_without: float = Field(ge=0)
 
 
+class PreventionCalibration(StrictModel):
+    cvd_risk_at_50: float = Field(gt=0, lt=1)
+    cvd_log_hr_per_decade: float
+    cvd_log_hr_male: float
+    cvd_log_hr_smoker: float
+    cvd_log_hr_diabetes: float
+    cvd_log_hr_hypertension: float
+    cvd_log_hr_per_deprivation_decile: float
+    cvd_log_hr_latent: float
+    qrisk_recorded_health_check_ages: float = Field(ge=0, le=1)
+    qrisk_recorded_with_condition: float = Field(ge=0, le=1)
+    qrisk_recorded_other: float = Field(ge=0, le=1)
+    qrisk_error_sd: float = Field(ge=0)
+    statin_secondary: float = Field(ge=0, le=1)
+    statin_after_raised_qrisk: float = Field(ge=0, le=1)
+    statin_unassessed_high_risk: float = Field(ge=0, le=1)
+    statin_other: float = Field(ge=0, le=1)
+    statin_issue_days: int = Field(ge=7, le=365)
+    ld_health_check_yearly: float = Field(ge=0, le=1)
+
+
 class FrailtyCalibration(StrictModel):
     deficits_per_person_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
     health_exponent: float = Field(ge=0)
@@ -190,6 +211,7 @@ class Calibration(StrictModel):
     geography: GeographyCalibration
     health: HealthCalibration
     observations: ObservationCalibration
+    prevention: PreventionCalibration
     frailty: FrailtyCalibration
     activity: ActivityCalibration
     unit_costs_gbp: dict[str, float]

@@ -4,8 +4,9 @@ Measured on the truth (people, factors, records before defects): age and
 sex structure, ethnicity, recorded prevalence by register and its
 most/least deprived quintile ratio (QOF 2019/20), multimorbidity, GP
 consultations, emergency admissions per 1,000 by age group x IMD quintile
-(Devon), A&E frequency distribution, the top-5% cost share, NHS number
-completeness by source, and the best achievable AUC of the true risk.
+(Devon), A&E frequency distribution, the top-5% cost share, the share
+eligible for primary CVD prevention, NHS number completeness by source, and
+the best achievable AUC of the true risk.
 Only aggregates leave this module.
 """
 
@@ -288,6 +289,25 @@ def calibration_figures(
             0.10,
             ABS,
             "FACTS.md (~50%)",
+        )
+    )
+
+    # Primary prevention: people 30-84 with a true 10-year CVD risk of 10% or more and no CVD (Ueda 2017).
+    at_risk = (
+        alive.where(F.months_between(F.lit(ref), "date_of_birth").between(30 * 12, 85 * 12 - 1e-6))
+        .join(factors.select("true_person_id", "cvd_risk_10y"), "true_person_id")
+        .agg(F.avg((F.coalesce(F.nanvl("cvd_risk_10y", F.lit(None)), F.lit(0.0)) >= 0.10).cast("double")))
+        .first()[0]
+    )
+    figures.append(
+        Figure(
+            "prevention",
+            "people 30-84 eligible for primary prevention (CVD risk 10%+)",
+            at_risk,
+            0.31,
+            0.04,
+            ABS,
+            "Ueda et al., BJGP 2017 (9.8m of 31.9m)",
         )
     )
 

@@ -40,6 +40,11 @@ FACTOR_SCHEMA = T.StructType(
         T.StructField("emergency_age_group", T.IntegerType(), False),
         T.StructField("imd_quintile", T.IntegerType(), False),
         T.StructField("emergency_factor", T.DoubleType(), False),
+        T.StructField("smoker", T.BooleanType(), False),
+        T.StructField("cvd_risk_10y", T.DoubleType(), True),
+        T.StructField("qrisk_recorded_on", T.DateType(), True),
+        T.StructField("qrisk_score", T.DoubleType(), True),
+        T.StructField("statin_started_on", T.DateType(), True),
     ]
 )
 
