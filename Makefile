@@ -11,7 +11,7 @@ INSTALL_STAMP := $(VENV)/.phm-installed
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup jars run test test-fast cluster-test package lint format bench clean
+.PHONY: setup jars run test test-fast cluster-test package lint format bench clean browser
 
 setup: $(INSTALL_STAMP) $(JAR_STAMP)
 
@@ -37,8 +37,17 @@ run: setup
 	$(BIN)/phm keygen --if-missing --config $(CONFIG)
 	$(BIN)/phm refresh --config $(CONFIG)
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the report's browser test (tests/integration/test_report.py), as root or through sudo.
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
+browser:
+	@test -x $(CHROMIUM) || { echo "make: installing Debian's chromium for the browser test"; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } \
+	  || { echo "make: could not install chromium (apt-get as root); install it or set CHROMIUM=/path/to/chromium"; exit 2; }
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)

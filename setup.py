@@ -38,7 +38,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=8", "chispa>=0.10", "wheel>=0.42"],  # wheel: the cluster test packages the library
+    # wheel: the cluster test packages the library; playwright drives Debian's Chromium in the report's browser test
+    "test": ["pytest>=8", "chispa>=0.10", "wheel>=0.42", "playwright>=1.50"],
     "dev": ["ruff>=0.6", "build>=1"],
 }
 

@@ -14,7 +14,7 @@ from ..conftest import TEST_CONFIG, test_overrides
 STAGES = [
     "load_reference", "generate", "ingest", "link", "evaluate_linkage", "build_person_model", "evaluate_person_model",
     "segment", "features", "train_risk", "evaluate_risk", "score", "evaluate_programme", "train_impactability",
-    "target", "evaluate_impactability", "profile", "case_finding", "evaluate_case_finding", "actuarial",
+    "target", "evaluate_impactability", "profile", "case_finding", "evaluate_case_finding", "actuarial", "report",
 ]  # fmt: skip
 
 
