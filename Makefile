@@ -11,7 +11,7 @@ INSTALL_STAMP := $(VENV)/.phm-installed
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup jars run test test-fast cluster-test package lint format bench clean browser
+.PHONY: setup jars run test test-fast cluster-test package lint format bench clean browser strip-notebooks
 
 setup: $(INSTALL_STAMP) $(JAR_STAMP)
 
@@ -68,10 +68,14 @@ format: setup
 	$(BIN)/ruff format libs jobs tests bench setup.py
 	$(BIN)/ruff check --fix libs jobs tests bench setup.py
 
+# Notebooks are committed without outputs (tests/integration/test_notebooks.py checks it).
+strip-notebooks: setup
+	$(BIN)/nbstripout notebooks/*.ipynb
+
 # Whole-system sizes: writes bench/results.json and bench/results.md (BENCH_ARGS="--sizes 100000 --repeats 3").
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info landing truth warehouse reports logs mlruns .phm/checkpoints spark-warehouse
+	rm -rf build dist *.egg-info landing truth warehouse reports restricted logs mlruns .phm/checkpoints spark-warehouse

@@ -38,9 +38,18 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # wheel: the cluster test packages the library; playwright drives Debian's Chromium in the report's browser test
-    "test": ["pytest>=8", "chispa>=0.10", "wheel>=0.42", "playwright>=1.50"],
-    "dev": ["ruff>=0.6", "build>=1"],
+    # wheel: the cluster test packages the library; playwright drives Debian's Chromium in the report's browser
+    # test; nbclient runs notebooks/ top to bottom in an ipykernel
+    "test": [
+        "pytest>=8",
+        "chispa>=0.10",
+        "wheel>=0.42",
+        "playwright>=1.50",
+        "nbclient>=0.10",
+        "nbformat>=5.10",
+        "ipykernel>=6.29",
+    ],
+    "dev": ["ruff>=0.6", "build>=1", "nbstripout>=0.7"],
 }
 
 setup(

@@ -33,6 +33,7 @@ def test_overrides(base: Path) -> list[str]:
             f"linkage.model={base / 'models' / 'linkage.json'}",
             f"mlflow.tracking_uri=sqlite:///{base / 'mlflow.db'}",
             f"mlflow.artifact_location={base / 'mlartifacts'}",
+            f"reidentification.output={base / 'restricted'}",
         ]
     )
 

@@ -5,6 +5,8 @@
     phm jobs [--config FILE]
     phm status [--json] [--config FILE]
     phm keygen [--if-missing] [--config FILE]
+    phm reidentify --cohort NAME --purpose TEXT [--pcn CODE] [--config FILE]
+    phm theograph [PERSON_ID ...] [--cohort NAME [--pcn CODE] [--limit N]] [--years Y] [--config FILE]
     phm --version
 
 A user error (bad config, missing jar, unknown job or table) prints one line
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import phm
@@ -55,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     status = with_config(sub.add_parser("status", help="tables (version, rows, writer run) and recent runs"))
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--runs", type=int, default=40, help="recent runs to show (default 40: a whole refresh)")
+    reidentify = with_config(
+        sub.add_parser("reidentify", help="a case-finding list with identities, for a duty of care (audited)")
+    )
+    reidentify.add_argument("--cohort", required=True, help="the case-finding cohort (mart.cohort_NAME)")
+    reidentify.add_argument("--purpose", required=True, help="why the care team needs to know who these people are")
+    reidentify.add_argument("--pcn", help="that PCN's list only")
+    theograph = with_config(
+        sub.add_parser("theograph", help="one person's contacts with every service over time (pseudonymised HTML)")
+    )
+    theograph.add_argument("person_ids", nargs="*", metavar="PERSON_ID", help="pseudonymised person_id(s)")
+    theograph.add_argument("--cohort", help="draw the people at the top of mart.cohort_NAME (a case-finding list)")
+    theograph.add_argument("--pcn", help="with --cohort: that PCN's list only")
+    theograph.add_argument("--limit", type=int, default=10, help="with --cohort: how many people (default 10)")
+    theograph.add_argument("--years", type=float, default=3.0, help="years before the reference date (default 3)")
     return parser
 
 
@@ -76,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             return _refresh(config)
         if args.command == "status":
             return _status(config, as_json=args.json, runs=args.runs)
+        if args.command == "reidentify":
+            return _reidentify(config, args.cohort, args.purpose, args.pcn)
+        if args.command == "theograph":
+            return _theograph(config, args.person_ids, args.cohort, args.pcn, args.limit, args.years)
     except UserError as exc:
         print(f"phm: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -96,8 +118,6 @@ def _jobs(config: PhmConfig) -> int:
 
 def _keygen(config: PhmConfig, if_missing: bool) -> int:
     """A development key: never for real data (use the organisation's key management, via the env var)."""
-    import os
-
     from phm.ingest.pseudonymise import write_new_key
 
     path = config.pseudonym_key_file
@@ -175,6 +195,133 @@ def _status(config: PhmConfig, as_json: bool, runs: int) -> int:
     print("recent runs:")
     for run in status["runs"]:
         print(f"  {run['started_at']}  {run['job']:<20} {run['status']:<10} {run['run_id']}")
+    return EXIT_OK
+
+
+def _cohort_table(config: PhmConfig, cohort: str) -> str:
+    """mart.cohort_<name> of a configured cohort (declared here: the table is declared with its definition)."""
+    from phm.cohorts.case_finding import cohort_table, load_cohort_specs
+
+    specs = load_cohort_specs(config.resolve(config.cohorts.definitions))
+    if cohort not in specs:
+        raise UserError(f"no cohort {cohort} in {config.cohorts.definitions}; cohorts: {', '.join(sorted(specs))}")
+    return cohort_table(specs[cohort][0]).name
+
+
+def _reidentify(config: PhmConfig, cohort: str, purpose: str, pcn: str | None) -> int:
+    """The identified list under the restricted folder, owner-only, if the requester's roles cover every
+    practice on it; every request (granted or refused) appended to vault.audit before anything is disclosed."""
+    import datetime as dt
+    import pwd
+
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from phm.config import load_definitions
+    from phm.governance.reidentification import Roles, decide, identified_list
+    from phm.runtime.catalog import Catalog
+    from phm.runtime.jobs import new_run_id
+    from phm.runtime.spark import get_spark
+    from phm.tables import AUDIT, IDENTITY, PERSON_LINK
+
+    user = pwd.getpwuid(os.getuid()).pw_name  # the account running this, not a settable variable
+    roles = load_definitions(config.resolve(config.reidentification.roles), Roles)
+    request_id = new_run_id("reidentify")
+    spark = get_spark(config)
+    catalog = Catalog(spark, config.resolve(config.paths.warehouse), run_id=request_id)
+
+    def audit(granted: bool, reason: str, held: tuple[str, ...], people: int | None = None, output=None) -> None:
+        row = {"request_id": request_id, "requested_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+               "user": user, "roles": list(held), "cohort": cohort, "pcn_code": pcn, "purpose": purpose,
+               "granted": granted, "reason": reason, "people": people, "output": output}  # fmt: skip
+        catalog.append(AUDIT.name, catalog.from_pandas(AUDIT.name, pd.DataFrame([row])))
+
+    try:
+        table = _cohort_table(config, cohort)
+        if not catalog.exists(table):
+            raise UserError(f"no table {table}; run `phm run case_finding` first")
+    except UserError as error:
+        audit(False, str(error), ())
+        raise UserError(f"reidentify refused (audited as {request_id}): {error}") from None
+    rows = catalog.read(table)
+    rows = rows.where(F.col("pcn_code") == pcn) if pcn else rows
+    registered = rows.select("practice_code", "pcn_code").distinct().collect()
+    practices = {r.practice_code or "(no practice)": r.pcn_code for r in registered}
+    decision = decide(user, roles, cohort, purpose, practices)
+    if not decision.granted:
+        audit(False, decision.reason, decision.roles)
+        raise UserError(f"reidentify refused (audited as {request_id}): {decision.reason}")
+    listed = identified_list(rows, catalog.read(PERSON_LINK.name), catalog.read(IDENTITY.name)).toPandas()
+    folder = Path(config.resolve(config.reidentification.output))
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    target = folder / f"{request_id}-{cohort}.csv"
+    audit(True, decision.reason, decision.roles, len(listed), str(target))  # accountable before disclosure
+    partial = target.with_suffix(".partial")
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:
+        listed.to_csv(out, index=False)
+    os.replace(partial, target)
+    print(f"{len(listed)} people of {cohort} identified for {user} -> {target} (audited as {request_id})")
+    return EXIT_OK
+
+
+def _theograph(
+    config: PhmConfig, person_ids: list[str], cohort: str | None, pcn: str | None, limit: int, years: float
+) -> int:
+    """Pages under <reports>/theographs/<person_id>.html, one per person asked for or at the top of a cohort."""
+    from pyspark.sql import functions as F
+
+    from phm.reporting.theograph import theograph_page
+    from phm.runtime.catalog import Catalog
+    from phm.runtime.spark import get_spark
+    from phm.tables import CONDITIONS, EVENTS, PERSON, RISK_SCORES, SEGMENTS
+
+    if bool(person_ids) == bool(cohort):
+        raise UserError("theograph: give person_id(s) or --cohort NAME (one or the other)")
+    if years <= 0 or limit <= 0:
+        raise UserError("theograph: --years and --limit must be positive")
+    spark = get_spark(config)
+    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
+    if cohort:
+        table = _cohort_table(config, cohort)
+        if not catalog.exists(table):
+            raise UserError(f"theograph: no table {table}; run `phm run case_finding` or check the cohort's name")
+        listed = catalog.read(table).where(F.col("pcn_code") == pcn) if pcn else catalog.read(table)
+        person_ids = [r.person_id for r in listed.orderBy("pcn_code", "priority").limit(limit).collect()]
+        if not person_ids:
+            raise UserError(f"theograph: {table} has nobody{f' in PCN {pcn}' if pcn else ''}")
+    people = catalog.read(PERSON.name).where(F.col("person_id").isin(person_ids))
+    segments = catalog.read(SEGMENTS.name).select("person_id", "segment_label", "cms_score", "efi_category")
+    found = {r.person_id: r.asDict() for r in people.join(segments, "person_id", "left").collect()}
+    unknown = [p for p in person_ids if p not in found]
+    if unknown:
+        raise UserError(
+            f"theograph: no person {', '.join(unknown)} in {PERSON.name}; take person_ids from a case-finding "
+            "mart (mart.cohort_<name>) or gold.segments of this warehouse"
+        )
+
+    def rows(spec) -> Any:
+        return catalog.read(spec.name).where(F.col("person_id").isin(person_ids)).toPandas()
+
+    events, conditions = rows(EVENTS), rows(CONDITIONS)
+    scores = rows(RISK_SCORES) if catalog.exists(RISK_SCORES.name) else None
+    folder = Path(config.resolve(config.paths.reports)) / "theographs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for person_id in person_ids:
+        person = found[person_id]
+        page = theograph_page(
+            person,
+            events[events["person_id"] == person_id],
+            conditions[conditions["person_id"] == person_id],
+            scores[scores["person_id"] == person_id] if scores is not None else None,
+            person["reference_date"],
+            years,
+        )
+        target = folder / f"{person_id}.html"
+        partial = target.with_suffix(".html.partial")  # a reader never sees half a page
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, target)
+        print(target)
     return EXIT_OK
 
 

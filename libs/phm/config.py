@@ -296,6 +296,14 @@ class CohortsConfig(StrictModel):
     lookback_months: int = Field(24, ge=1, le=120, description="How far back readings (bp, hba1c) reach.")
 
 
+class ReidentificationConfig(StrictModel):
+    """`phm reidentify`: who may re-identify which practices' case-finding lists, and where the identified
+    lists go (phm.governance.reidentification)."""
+
+    roles: str = Field("configs/roles.yaml", description="Roles with a duty of care: users, practices or PCNs.")
+    output: str = Field("restricted", description="The only folder identified lists are written to (owner-only).")
+
+
 class ActuarialConfig(StrictModel):
     """`phm run actuarial`: costs, concentration, segment transitions, projections, scenarios and a backtest."""
 
@@ -339,6 +347,7 @@ class PhmConfig(StrictModel):
     profiling: ProfilingConfig = ProfilingConfig()
     cohorts: CohortsConfig = CohortsConfig()
     actuarial: ActuarialConfig = ActuarialConfig()
+    reidentification: ReidentificationConfig = ReidentificationConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:

@@ -966,6 +966,32 @@ IMPACTABILITY_ORACLE_EVALUATION = TableSpec(
     ),
 )
 
+AUDIT = TableSpec(
+    name="vault.audit",
+    grain="one row per re-identification request, granted or refused (appended, never rewritten)",
+    description=(
+        "Restricted: who asked (operating-system account) and when, with which roles, for which cohort and "
+        "PCN, for what purpose; whether it was granted and why, how many people were identified and where "
+        "the list was written. No identity is recorded here."
+    ),
+    keys=("request_id",),
+    schema=T.StructType(
+        [
+            T.StructField("request_id", T.StringType(), False),
+            T.StructField("requested_at", T.TimestampType(), False),
+            T.StructField("user", T.StringType(), False),
+            T.StructField("roles", T.ArrayType(T.StringType()), False),
+            T.StructField("cohort", T.StringType(), False),
+            T.StructField("pcn_code", T.StringType(), True),
+            T.StructField("purpose", T.StringType(), False),
+            T.StructField("granted", T.BooleanType(), False),
+            T.StructField("reason", T.StringType(), False),
+            T.StructField("people", T.LongType(), True),
+            T.StructField("output", T.StringType(), True),
+        ]
+    ),
+)
+
 RESTRICTED_LAYERS = ("bronze", "vault")
 
 _REGISTRY: dict[str, TableSpec] = {}
@@ -1202,5 +1228,6 @@ for _spec in (
     SEGMENT_TRANSITIONS,
     ACTUARIAL_PROJECTION,
     ACTUARIAL_BACKTEST,
+    AUDIT,
 ):
     register(_spec)

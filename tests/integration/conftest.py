@@ -7,6 +7,7 @@ import pytest
 
 from phm import cli
 from phm.config import load_config
+from phm.governance.leaks import Canary
 from phm.runtime.catalog import Catalog
 
 from ..conftest import TEST_CONFIG, test_overrides
@@ -33,3 +34,14 @@ def sample(refreshed, spark):
     code, _, _, config = refreshed
     assert code == 0
     return config, Catalog(spark, config.resolve(config.paths.warehouse))
+
+
+@pytest.fixture(scope="session")
+def canaries(refreshed, spark) -> list[Canary]:
+    """The synthetic ICS's canary people (truth store), whose identifiers must appear only in the vault."""
+    config = refreshed[3]
+    people = spark.read.parquet(config.resolve(config.paths.truth) + "/canaries").collect()
+    found = [Canary(p.nhs_number, p.forename, p.surname, p.date_of_birth.isoformat(),
+                    tuple(x for x in (p.postcode, p.new_postcode) if x)) for p in people]  # fmt: skip
+    assert len(found) == 8
+    return found

@@ -9,6 +9,7 @@ same row.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
@@ -84,3 +85,23 @@ def _hits(df: DataFrame, checks: list[tuple[str, Column]]) -> list[str]:
 
 def _escape(text: str) -> str:
     return "".join("\\" + c if not c.isalnum() and c != " " else c for c in text)
+
+
+def text_leak_hits(text: str, canaries: list[Canary]) -> list[str]:
+    """The same search in a document (a report page, a notebook's outputs, a log): an NHS number in any
+    formatting, a forename or surname as a word (as recorded, in capitals or in title case: prose is searched, so
+    a lower-case English word that happens to be a name is not a hit), a date of birth anywhere with one of the
+    person's postcodes."""
+    upper = text.upper()
+    hits = []
+    for i, canary in enumerate(canaries):
+        if any(form in text for form in nhs_number_forms(canary.nhs_number)):
+            hits.append(f"canary {i} NHS number")
+        for kind in ("forename", "surname"):
+            name = getattr(canary, kind)
+            forms = "|".join(re.escape(form) for form in {name, name.upper(), name.title()})
+            if re.search(rf"(?<![A-Za-z])({forms})(?![A-Za-z])", text):
+                hits.append(f"canary {i} {kind}")
+        if canary.date_of_birth in text and any(p.upper() in upper for p in canary.postcodes):
+            hits.append(f"canary {i} date of birth with postcode")
+    return hits

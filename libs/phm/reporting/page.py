@@ -21,18 +21,24 @@ dl.meta{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-si
 """
 
 
-def render_page(title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section]) -> str:
-    """The whole page: a header naming the refresh, data versions and models (`meta`), a contents line and the
-    sections in order."""
+PUBLISHED_FOOTER = (
+    "Every count is disclosure-controlled (suppressed 1-7, rounded to 5) before it is shown; * marks a suppressed "
+    "value. Pseudonymised data only."
+)
+
+
+def render_page(
+    title: str, meta: Sequence[tuple[str, str]], sections: Sequence[Section], footer: str = PUBLISHED_FOOTER
+) -> str:
+    """The whole page: a header naming what it shows (`meta`: the refresh, data versions and models), a contents
+    line, the sections in order and a footer saying how the numbers were protected."""
     contents = " ".join(f'<a href="#{escape(s.anchor)}">{escape(s.title)}</a>' for s in sections)
     facts = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in meta)
     body = "".join(f'<section id="{escape(s.anchor)}"><h2>{escape(s.title)}</h2>{s.body}</section>' for s in sections)
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
         f'<style>{STYLE}</style></head><body><header><h1>{escape(title)}</h1><dl class="meta">{facts}</dl>'
-        f"<nav>{contents}</nav></header>{body}<footer><p>Every count is disclosure-controlled (suppressed 1-7, "
-        "rounded to 5) before it is shown; * marks a suppressed value. Pseudonymised data only.</p></footer>"
-        "</body></html>"
+        f"<nav>{contents}</nav></header>{body}<footer><p>{escape(footer)}</p></footer></body></html>"
     )
 
 
