@@ -225,7 +225,6 @@ def _reidentify(config: PhmConfig, cohort: str, purpose: str, pcn: str | None) -
     from phm.tables import AUDIT, IDENTITY, PERSON_LINK
 
     user = pwd.getpwuid(os.getuid()).pw_name  # the account running this, not a settable variable
-    roles = load_definitions(config.resolve(config.reidentification.roles), Roles)
     request_id = new_run_id("reidentify")
     spark = get_spark(config)
     catalog = Catalog(spark, config.resolve(config.paths.warehouse), run_id=request_id)
@@ -236,7 +235,8 @@ def _reidentify(config: PhmConfig, cohort: str, purpose: str, pcn: str | None) -
                "granted": granted, "reason": reason, "people": people, "output": output}  # fmt: skip
         catalog.append(AUDIT.name, catalog.from_pandas(AUDIT.name, pd.DataFrame([row])))
 
-    try:
+    try:  # a request that cannot even be considered is refused, and audited, like any other
+        roles = load_definitions(config.resolve(config.reidentification.roles), Roles)
         table = _cohort_table(config, cohort)
         if not catalog.exists(table):
             raise UserError(f"no table {table}; run `phm run case_finding` first")

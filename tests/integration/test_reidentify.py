@@ -45,9 +45,9 @@ def _audit(catalog):
     return catalog.read("vault.audit").orderBy("requested_at").collect() if catalog.exists("vault.audit") else []
 
 
-def test_refused_requests_are_audited_and_disclose_nothing(request_for, sample, capsys):
+def test_refused_requests_are_audited_and_disclose_nothing(request_for, sample, refreshed, capsys):
     config, catalog = sample
-    run, _, pcn = request_for
+    run, table, pcn = request_for
     before = len(_audit(catalog))
     assert run(None, ["U99999"], [USER]) == 2  # a duty of care for another PCN
     assert "outside the duty of care" in capsys.readouterr().err
@@ -55,8 +55,12 @@ def test_refused_requests_are_audited_and_disclose_nothing(request_for, sample, 
     assert f"user {USER} holds no re-identification role" in capsys.readouterr().err
     assert run(pcn, [pcn], [USER], purpose="because") == 2
     assert "no purpose given" in capsys.readouterr().err
+    no_roles = ["--set", "reidentification.roles=/nonexistent/roles.yaml"]
+    arguments = ["--cohort", table.removeprefix("mart.cohort_"), "--purpose", "invite for a clinical review"]
+    assert cli.main(["reidentify", *arguments, *refreshed[2], *no_roles]) == 2
+    assert "no file at /nonexistent/roles.yaml" in capsys.readouterr().err
     audit = _audit(catalog)[before:]
-    assert [(a.granted, a.user, a.people, a.output) for a in audit] == [(False, USER, None, None)] * 3
+    assert [(a.granted, a.user, a.people, a.output) for a in audit] == [(False, USER, None, None)] * 4
     restricted = Path(config.resolve(config.reidentification.output))
     assert not restricted.exists() or not list(restricted.iterdir())
 
