@@ -42,3 +42,14 @@ def test_one_digit_changed_is_caught():
 def test_spark_column_validity(spark, text, valid):
     df = spark.createDataFrame([(text,)], "n string")
     assert df.select(nhs_number_is_valid("n").alias("ok")).first()["ok"] is valid
+
+
+def test_the_document_leak_search_finds_identities_not_month_names():
+    from phm.governance.leaks import Canary, text_leak_hits
+
+    jan = [Canary("9434765919", "Jan", "Diviney", "1950-01-02", ("AB1 2CD",))]
+    assert text_leak_hits("<text>Jan 25</text><text>Apr 25</text> surnames: Divine", jan) == []
+    assert text_leak_hits("patient: DIVINEY, JAN", jan) == ["canary 0 surname", "canary 0 forename with surname"]
+    assert text_leak_hits("call 943 476 5919", jan) == ["canary 0 NHS number"]
+    assert text_leak_hits("born 1950-01-02, lives at ab1 2cd", jan) == ["canary 0 date of birth with postcode"]
+    assert text_leak_hits("born 1950-01-02", jan) == []

@@ -87,21 +87,30 @@ def _escape(text: str) -> str:
     return "".join("\\" + c if not c.isalnum() and c != " " else c for c in text)
 
 
+NAME_GAP = 40  # characters between a forename and a surname that read as one name
+
+
 def text_leak_hits(text: str, canaries: list[Canary]) -> list[str]:
     """The same search in a document (a report page, a notebook's outputs, a log): an NHS number in any
-    formatting, a forename or surname as a word (as recorded, in capitals or in title case: prose is searched, so
-    a lower-case English word that happens to be a name is not a hit), a date of birth anywhere with one of the
-    person's postcodes."""
-    upper = text.upper()
+    formatting; a surname as a word; a forename as a word within NAME_GAP characters of the surname (either
+    order); a date of birth anywhere with one of the person's postcodes. Names are matched as recorded, in
+    capitals or in title case. A forename alone is not a hit in prose: short forenames are also words a
+    document uses ('Jan' on a time axis, 'May', 'Will'), and a name without its surname identifies nobody."""
     hits = []
     for i, canary in enumerate(canaries):
         if any(form in text for form in nhs_number_forms(canary.nhs_number)):
             hits.append(f"canary {i} NHS number")
-        for kind in ("forename", "surname"):
-            name = getattr(canary, kind)
-            forms = "|".join(re.escape(form) for form in {name, name.upper(), name.title()})
-            if re.search(rf"(?<![A-Za-z])({forms})(?![A-Za-z])", text):
-                hits.append(f"canary {i} {kind}")
-        if canary.date_of_birth in text and any(p.upper() in upper for p in canary.postcodes):
+        forename, surname = (_word(getattr(canary, kind)) for kind in ("forename", "surname"))
+        if re.search(surname, text):
+            hits.append(f"canary {i} surname")
+        gap = rf"[^\n]{{0,{NAME_GAP}}}"
+        if re.search(forename + gap + surname, text) or re.search(surname + gap + forename, text):
+            hits.append(f"canary {i} forename with surname")
+        if canary.date_of_birth in text and any(p.upper() in text.upper() for p in canary.postcodes):
             hits.append(f"canary {i} date of birth with postcode")
     return hits
+
+
+def _word(name: str) -> str:
+    forms = "|".join(re.escape(form) for form in sorted({name, name.upper(), name.title()}))
+    return rf"(?<![A-Za-z])(?:{forms})(?![A-Za-z])"
