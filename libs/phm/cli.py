@@ -198,6 +198,16 @@ def _status(config: PhmConfig, as_json: bool, runs: int) -> int:
     return EXIT_OK
 
 
+def _write_whole(target: Path, text: str, owner_only: bool = False) -> None:
+    """Write `text` beside `target` and rename it into place, so a reader never sees half a file; `owner_only`
+    creates it readable by its owner alone (identified lists), never briefly wider."""
+    partial = target.with_name(target.name + ".partial")
+    mode = 0o600 if owner_only else 0o644
+    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(partial, target)
+
+
 def _cohort_table(config: PhmConfig, cohort: str) -> str:
     """mart.cohort_<name> of a configured cohort (declared here: the table is declared with its definition)."""
     from phm.cohorts.case_finding import cohort_table, load_cohort_specs
@@ -257,10 +267,7 @@ def _reidentify(config: PhmConfig, cohort: str, purpose: str, pcn: str | None) -
     folder.chmod(0o700)
     target = folder / f"{request_id}-{cohort}.csv"
     audit(True, decision.reason, decision.roles, len(listed), str(target))  # accountable before disclosure
-    partial = target.with_suffix(".partial")
-    with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as out:
-        listed.to_csv(out, index=False)
-    os.replace(partial, target)
+    _write_whole(target, listed.to_csv(index=False), owner_only=True)
     print(f"{len(listed)} people of {cohort} identified for {user} -> {target} (audited as {request_id})")
     return EXIT_OK
 
@@ -285,7 +292,7 @@ def _theograph(
     if cohort:
         table = _cohort_table(config, cohort)
         if not catalog.exists(table):
-            raise UserError(f"theograph: no table {table}; run `phm run case_finding` or check the cohort's name")
+            raise UserError(f"theograph: no table {table}; run `phm run case_finding` first")
         listed = catalog.read(table).where(F.col("pcn_code") == pcn) if pcn else catalog.read(table)
         person_ids = [r.person_id for r in listed.orderBy("pcn_code", "priority").limit(limit).collect()]
         if not person_ids:
@@ -318,9 +325,7 @@ def _theograph(
             years,
         )
         target = folder / f"{person_id}.html"
-        partial = target.with_suffix(".html.partial")  # a reader never sees half a page
-        partial.write_text(page, encoding="utf-8")
-        os.replace(partial, target)
+        _write_whole(target, page)
         print(target)
     return EXIT_OK
 

@@ -45,3 +45,12 @@ def canaries(refreshed, spark) -> list[Canary]:
                     tuple(x for x in (p.postcode, p.new_postcode) if x)) for p in people]  # fmt: skip
     assert len(found) == 8
     return found
+
+
+@pytest.fixture(scope="session")
+def largest_cohort(sample) -> str:
+    """The case-finding mart (mart.cohort_<name>) with the most people in the refreshed sample."""
+    _, catalog = sample
+    sizes = {info.name: catalog.read(info.name).count() for info in catalog.list_tables()
+             if info.name.startswith("mart.cohort_") and info.name != "mart.cohort_summary"}  # fmt: skip
+    return max(sizes, key=sizes.get)

@@ -22,12 +22,10 @@ USER = pwd.getpwuid(os.getuid()).pw_name
 
 
 @pytest.fixture(scope="module")
-def request_for(sample, refreshed, tmp_path_factory):
+def request_for(sample, refreshed, tmp_path_factory, largest_cohort):
     """(run a request with a roles file giving USER a duty of care for `pcns`, the cohort, its first PCN)."""
     _, catalog = sample
-    sizes = {i.name: catalog.read(i.name).count() for i in catalog.list_tables()
-             if i.name.startswith("mart.cohort_") and i.name != "mart.cohort_summary"}  # fmt: skip
-    table = max(sizes, key=sizes.get)
+    table = largest_cohort
     pcn = catalog.read(table).orderBy("pcn_code").first().pcn_code  # (the tiny ICS has one PCN)
     folder = tmp_path_factory.mktemp("roles")
 

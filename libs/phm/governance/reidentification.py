@@ -95,7 +95,9 @@ def identified_list(cohort: DataFrame, links: DataFrame, identity: DataFrame) ->
     their GP registration record if they have one, else from any source, the latest period first and a valid
     NHS number before none. People with no identity record keep their row (identifiers null): nobody on the
     list is dropped."""
-    records = links.select("person_id", "source", "record_id", "period").join(
+    # only the listed people's records reach the join and the window, not the whole population's
+    listed = links.join(cohort.select("person_id"), "person_id", "left_semi")
+    records = listed.select("person_id", "source", "record_id", "period").join(
         identity.select("source", "record_id", *IDENTIFIED_COLUMNS), ["source", "record_id"]
     )
     best = Window.partitionBy("person_id").orderBy(

@@ -16,7 +16,6 @@ publication: it is not disclosure-controlled and says so. Pure: pandas frames in
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 from html import escape
 
@@ -63,7 +62,7 @@ def lane_of(activity: str) -> str:
 
 
 def _day(value) -> dt.date | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+    if value is None or pd.isna(value):
         return None
     return value.date() if isinstance(value, dt.datetime | pd.Timestamp) else value
 
@@ -256,4 +255,4 @@ def theograph_page(
 
 
 def _number(value) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):g}"
+    return "-" if value is None or pd.isna(value) else f"{float(value):g}"
