@@ -9,6 +9,7 @@ from phm import cli
 from phm.config import load_config
 from phm.governance.leaks import Canary
 from phm.runtime.catalog import Catalog
+from phm.tables import PERSON_LINK
 
 from ..conftest import TEST_CONFIG, test_overrides
 
@@ -19,12 +20,41 @@ STAGES = [
 ]  # fmt: skip
 
 
+# The first monthly delivery ends here: the shared sample is refreshed in two instalments, as an ICS refreshes.
+FIRST_UNTIL = "2026-01"
+FIRST_STAGES = ["load_reference", "generate", "ingest", "link"]
+
+
 @pytest.fixture(scope="session")
-def refreshed(tmp_path_factory, spark):
-    """The CLI refresh, once: (exit code, base folder, CLI arguments, config)."""
+def sample_arguments(tmp_path_factory) -> tuple:
+    """(base folder, overrides, CLI arguments) of the shared sample."""
     base = tmp_path_factory.mktemp("sample")
     overrides = [*test_overrides(base), "synthetic.canaries=8"]
-    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+    return base, overrides, ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+
+
+@pytest.fixture(scope="session")
+def first_instalment(sample_arguments, spark) -> dict:
+    """The extracts up to January delivered, ingested and linked by the CLI refresh; what linkage wrote then
+    (the links, the linkage run and the trained model), for the tests of what the second delivery changed."""
+    base, overrides, arguments = sample_arguments
+    first = ["--set", f"synthetic.until={FIRST_UNTIL}", "--set", f"refresh.stages=[{','.join(FIRST_STAGES)}]"]
+    assert cli.main(["refresh", *arguments, *first]) == 0
+    config = load_config(str(TEST_CONFIG), overrides)
+    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
+    links = catalog.read(PERSON_LINK.name)
+    return {
+        "links": {(r.source, r.record_id): r.person_id for r in links.collect()},
+        "run": links.first().linkage_run_id,
+        "model": (base / "models" / "linkage.json").read_text(),
+    }
+
+
+@pytest.fixture(scope="session")
+def refreshed(sample_arguments, first_instalment, spark):
+    """The CLI refresh of every stage once the rest of the extracts arrive: (exit code, base folder, CLI arguments,
+    config)."""
+    base, overrides, arguments = sample_arguments
     code = cli.main(["refresh", *arguments])
     return code, base, arguments, load_config(str(TEST_CONFIG), overrides)
 

@@ -1,4 +1,4 @@
-"""`phm run link` on the tiny synthetic ICS, delivered in two instalments as a monthly refresh would be:
+"""`phm run link` on the shared sample, delivered in two instalments as a monthly refresh would be:
 every record linked once, person_ids stable across the refresh with every change in the history, gold.person,
 the quality measures, the model reused, MLflow tracked, and the truth evaluation."""
 
@@ -10,9 +10,6 @@ import mlflow
 import pytest
 from pyspark.sql import functions as F
 
-from phm.config import load_config
-from phm.runtime.catalog import Catalog
-from phm.runtime.jobs import discover_jobs, run_job
 from phm.runtime.tracking import run_for
 from phm.tables import (
     IDENTITY,
@@ -24,38 +21,15 @@ from phm.tables import (
     PERSON_LINK,
 )
 
-from ..conftest import TEST_CONFIG, test_overrides
-
 pytestmark = pytest.mark.slow
-FIRST_UNTIL = "2026-01"
-
-
-def stages(config, spark, *names):
-    jobs = discover_jobs()
-    for name in names:
-        result = run_job(jobs[name], config, spark)
-        assert result.status == "succeeded", result.error
 
 
 @pytest.fixture(scope="module")
-def linked(tmp_path_factory, spark):
-    """Periods up to January linked; a snapshot taken; then the rest delivered, ingested, linked and evaluated."""
-    base = tmp_path_factory.mktemp("link")
-    first = load_config(str(TEST_CONFIG), [*test_overrides(base), f"synthetic.until={FIRST_UNTIL}"])
-    stages(first, spark, "load_reference", "generate", "ingest", "link")
-    catalog = Catalog(spark, first.resolve(first.paths.warehouse))
-    before = {
-        "links": {(r.source, r.record_id): r.person_id for r in catalog.read(PERSON_LINK.name).collect()},
-        "run": catalog.read(PERSON_LINK.name).first().linkage_run_id,
-        "model": (base / "models" / "linkage.json").read_text(),
-    }
-    config = load_config(str(TEST_CONFIG), test_overrides(base))
-    stages(config, spark, "generate", "ingest", "link", "evaluate_linkage")
-    written = [PERSON_LINK.name, LINKAGE_PROFILES.name, PERSON_ID_HISTORY.name, PERSON.name, LINKAGE_QUALITY.name]
-    versions = {name: catalog.version(name) for name in written}
-    stages(config, spark, "link")  # nothing new
-    before["unchanged"] = versions == {name: catalog.version(name) for name in written}
-    return config, catalog, before
+def linked(sample, first_instalment):
+    """The shared sample: periods up to January linked first (what linkage wrote then is the snapshot), then the
+    rest delivered, ingested, linked and evaluated by the full refresh."""
+    config, catalog = sample
+    return config, catalog, first_instalment
 
 
 def test_every_identity_record_is_linked_exactly_once(linked):
@@ -89,10 +63,6 @@ def test_the_refresh_keeps_person_ids_and_records_every_change(linked):
     # nothing changes silently: every record whose person changed left a person named in the history
     assert all(before["links"][key] in changed_from for key in moved)
     assert len(kept) / len(before["links"]) > 0.99
-
-
-def test_a_run_with_nothing_new_writes_nothing(linked):
-    assert linked[2]["unchanged"]
 
 
 def test_the_refresh_reuses_the_saved_model_and_tracks_both_runs(linked):
