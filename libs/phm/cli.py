@@ -163,11 +163,15 @@ def _refresh(config: PhmConfig) -> int:
 
 def _refresh_summary(config: PhmConfig, spark: Any, results: list[Any]) -> str:
     from phm.runtime.catalog import Catalog
+    from phm.runtime.jobs import RESUMED
 
     catalog = Catalog(spark, config.resolve(config.paths.warehouse))
-    lines = [f"refresh finished: {len(results)} stage(s) succeeded"]
+    resumed = [r for r in results if r.status == RESUMED]
+    lines = [f"refresh finished: {len(results) - len(resumed)} stage(s) succeeded"
+             + (f", {len(resumed)} completed by a failed refresh and not run again" if resumed else "")]  # fmt: skip
     for result in results:
-        lines.append(f"  {result.job:<24} {result.seconds:7.1f}s  run {result.run_id}")
+        how = "resumed: done by" if result.status == RESUMED else f"{result.seconds:7.1f}s  run"
+        lines.append(f"  {result.job:<24} {how} {result.run_id}")
     lines.append("tables:")
     for info in catalog.list_tables():
         lines.append(f"  {info.name:<40} v{info.version:<4} {info.rows:>12,} rows  {info.path}")

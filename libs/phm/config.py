@@ -150,6 +150,9 @@ class IngestConfig(StrictModel):
     key_env: str = Field("PHM_PSEUDONYM_KEY", description="Environment variable holding the key (hex).")
     key_file: str = Field("~/.config/phm/pseudonym.key", description="Key file used when key_env is unset.")
     data_docs: StrictBool = Field(True, description="Write Great Expectations Data Docs under reports/<run_id>/.")
+    max_field_chars: int = Field(
+        4096, ge=64, description="A line with a longer field is quarantined as malformed (a runaway quote, junk)."
+    )
 
 
 class LinkageConfig(StrictModel):
@@ -327,6 +330,9 @@ class RefreshConfig(StrictModel):
 
     stages: list[str] | None = None
     exclude: list[str] = Field(default_factory=list)
+    lock_wait_seconds: float = Field(
+        0.0, ge=0, description="How long a run waits for another run writing the same warehouse (0: fail at once)."
+    )
 
 
 class PhmConfig(StrictModel):

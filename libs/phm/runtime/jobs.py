@@ -5,6 +5,9 @@ with a `SPEC` (a JobSpec: name, outputs, the jobs it depends on) and a
 `run(ctx)` function that reads and writes tables through `ctx.catalog`.
 The runner gives every run an id, a ledger row and a log file, and when a run
 fails it puts every output table back at the version it had before the run.
+Runs hold the warehouse's writer lock (one writer at a time); the first to take
+it recovers any run that died without finishing, and a refresh resumes after
+the stages a failed refresh completed (`phm.runtime.recovery`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import logging
 import pkgutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import ModuleType
@@ -27,12 +31,15 @@ from phm.config import PhmConfig
 from phm.errors import UnknownJobError, UserError
 from phm.runtime.catalog import Catalog
 from phm.runtime.ledger import FAILED, SUCCEEDED, Ledger, RunRecord
+from phm.runtime.lock import warehouse_lock
 from phm.runtime.logs import run_log
+from phm.runtime.recovery import recover_interrupted_runs, resumable_stages, roll_back
 
 log = logging.getLogger(__name__)
 
 JOBS_PACKAGE = "phm_jobs"
 REFRESH_JOB = "refresh"
+RESUMED = "resumed"  # a stage a failed refresh had completed, not run again
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,11 @@ def run_job(
 ) -> RunResult:
     """Run one job with a ledger row; on failure restore its outputs and re-raise."""
     run_id = new_run_id(job.spec.name)
+    with _exclusive(config, spark, run_id):
+        return _run_locked(job, config, spark, run_id, parent_run_id)
+
+
+def _run_locked(job: Job, config: PhmConfig, spark: SparkSession, run_id: str, parent_run_id: str | None) -> RunResult:
     warehouse = config.resolve(config.paths.warehouse)
     catalog = Catalog(spark, warehouse, run_id=run_id)
     ledger = Ledger(spark, warehouse)
@@ -159,6 +171,8 @@ def run_job(
     with run_log(config.resolve(config.paths.logs), run_id):
         declared = job.spec.outputs_of(config)
         before = {name: catalog.version(name) for name in declared}
+        # What to put back if this process dies mid-write (the next lock holder does it).
+        record.output_versions = {k: v for k, v in before.items() if v is not None}
         ledger.start(record)
         log.info("%s: started (run %s)", job.spec.name, run_id)
         started = time.monotonic()
@@ -166,7 +180,7 @@ def run_job(
         try:
             job.run(ctx)
         except BaseException as exc:
-            _roll_back(catalog, before)
+            roll_back(catalog, before)
             record.status = FAILED
             record.error = _one_line(exc)
             record.input_versions = dict(catalog.versions_read)
@@ -176,7 +190,7 @@ def run_job(
             raise
         undeclared = sorted(set(catalog.versions_written) - set(declared))
         if undeclared:
-            _roll_back(catalog, before | {name: None for name in undeclared})
+            roll_back(catalog, before | {name: None for name in undeclared})
             raise RuntimeError(f"job {job.spec.name} wrote undeclared outputs {undeclared}; add them to its SPEC")
         record.status = SUCCEEDED
         record.input_versions = dict(catalog.versions_read)
@@ -191,20 +205,28 @@ def run_job(
 
 
 def run_pipeline(config: PhmConfig, spark: SparkSession, jobs: dict[str, Job] | None = None) -> list[RunResult]:
-    """`phm refresh`: every registered stage (or refresh.stages) in dependency order, under one parent run."""
+    """`phm refresh`: every registered stage (or refresh.stages) in dependency order, under one parent run,
+    skipping the stages a failed refresh with the same config completed (resuming where it stopped)."""
     jobs = jobs if jobs is not None else discover_jobs()
     order = pipeline_order(jobs, config.refresh.stages, config.refresh.exclude)
     run_id = new_run_id(REFRESH_JOB)
     warehouse = config.resolve(config.paths.warehouse)
-    ledger = Ledger(spark, warehouse)
-    record = _record(REFRESH_JOB, run_id, config, spark, None)
-    results: list[RunResult] = []
-    with run_log(config.resolve(config.paths.logs), run_id):
+    with _exclusive(config, spark, run_id, jobs), run_log(config.resolve(config.paths.logs), run_id):
+        done = resumable_stages(spark, warehouse, REFRESH_JOB, config.digest())
+        ledger = Ledger(spark, warehouse)
+        record = _record(REFRESH_JOB, run_id, config, spark, None)
+        results: list[RunResult] = []
         ledger.start(record)
         log.info("refresh %s: %d stage(s): %s", run_id, len(order), ", ".join(order))
         name = ""
         try:
             for position, name in enumerate(order, start=1):
+                if name in done:
+                    stage = done[name]
+                    log.info("stage %d/%d: %s was completed by run %s of a failed refresh; resuming after it",
+                             position, len(order), name, stage.run_id)  # fmt: skip
+                    results.append(RunResult(stage.run_id, name, RESUMED, 0.0, dict(stage.output_versions or {}), 0))
+                    continue
                 log.info("stage %d/%d: %s", position, len(order), name)
                 results.append(run_job(jobs[name], config, spark, parent_run_id=run_id))
         except BaseException as exc:
@@ -218,6 +240,27 @@ def run_pipeline(config: PhmConfig, spark: SparkSession, jobs: dict[str, Job] | 
         record.rows_out = sum(r.rows_out or 0 for r in results)
         ledger.finish(record)
     return results
+
+
+@contextmanager
+def _exclusive(
+    config: PhmConfig, spark: SparkSession, run_id: str, jobs: dict[str, Job] | None = None
+) -> Iterator[None]:
+    """Hold the warehouse's writer lock; whoever takes it first recovers the runs that died without finishing."""
+    warehouse = config.resolve(config.paths.warehouse)
+    with warehouse_lock(warehouse, run_id, config.refresh.lock_wait_seconds) as first:
+        if first:
+
+            def outputs_of(name: str) -> tuple[str, ...] | None:  # only asked when a run died: rarely
+                registry = jobs if jobs is not None else discover_jobs()
+                return registry[name].spec.outputs_of(config) if name in registry else None
+
+            recovered = recover_interrupted_runs(spark, warehouse, outputs_of, recovered_by=run_id)
+            if recovered:
+                from phm.runtime.tracking import end_interrupted_runs
+
+                end_interrupted_runs(config, recovered)
+        yield
 
 
 def _job_of(module: ModuleType) -> Job | None:
@@ -238,12 +281,6 @@ def _record(job: str, run_id: str, config: PhmConfig, spark: SparkSession, paren
         spark_master=spark.sparkContext.master,
         parent_run_id=parent,
     )
-
-
-def _roll_back(catalog: Catalog, before: dict[str, int | None]) -> None:
-    for name, version in before.items():
-        if catalog.version(name) != version:
-            catalog.restore(name, version)
 
 
 def _one_line(exc: BaseException) -> str:

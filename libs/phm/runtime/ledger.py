@@ -45,6 +45,17 @@ class RunRecord:
     rows_quarantined: int | None = None
     error: str | None = None
 
+    @classmethod
+    def from_row(cls, row: Row) -> RunRecord:
+        """The record of a ledger row (timestamps back as UTC instants)."""
+        values = {f.name: row[f.name] for f in JOB_RUNS.schema.fields}  # not the audit column
+        for key in ("started_at", "ended_at"):
+            if values[key] is not None:
+                values[key] = values[key].replace(tzinfo=UTC)
+        values["input_versions"] = dict(values["input_versions"] or {})
+        values["output_versions"] = dict(values["output_versions"] or {})
+        return cls(**values)
+
     def as_row(self) -> Row:
         values = {f.name: getattr(self, f.name) for f in JOB_RUNS.schema.fields}
         # Spark stores timestamps as UTC instants; hand it naive UTC values.
@@ -79,11 +90,33 @@ class Ledger:
 
     def last_succeeded(self, job: str) -> Row | None:
         """The latest succeeded run of `job`, or None."""
+        runs = self._runs()
+        if runs is None:
+            return None
+        return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
+
+    def left_running(self) -> list[Row]:
+        """Runs whose rows still say running, newest first."""
+        runs = self._runs()
+        return [] if runs is None else runs.where(runs.status == RUNNING).orderBy(runs.started_at.desc()).collect()
+
+    def runs_of(self, job: str) -> list[Row]:
+        """Every run of `job`, newest first."""
+        runs = self._runs()
+        return [] if runs is None else runs.where(runs.job == job).orderBy(runs.started_at.desc()).collect()
+
+    def children(self, parent_run_ids: list[str]) -> list[Row]:
+        """The stage runs of these parent runs (refreshes), newest first."""
+        runs = self._runs()
+        if runs is None:
+            return []
+        return runs.where(runs.parent_run_id.isin(parent_run_ids)).orderBy(runs.started_at.desc()).collect()
+
+    def _runs(self) -> DataFrame | None:
         catalog = Catalog(self.spark, self.warehouse)
         if not catalog.exists(JOB_RUNS.name):
             return None
-        runs = self.spark.read.format("delta").load(catalog.path(JOB_RUNS.name))  # not a run input
-        return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
+        return self.spark.read.format("delta").load(catalog.path(JOB_RUNS.name))  # not a run input
 
     def _catalog(self, run_id: str) -> Catalog:
         return Catalog(self.spark, self.warehouse, run_id=run_id)

@@ -56,3 +56,18 @@ def tracked_run(config: PhmConfig, kind: str, run_id: str) -> Iterator[mlflow.Ac
     use_experiment(config, kind)
     with mlflow.start_run(run_name=run_id, tags={"phm.run_id": run_id, "phm.environment": config.environment}) as run:
         yield run
+
+
+def end_interrupted_runs(config: PhmConfig, platform_run_ids: list[str]) -> int:
+    """Mark the MLflow runs of platform runs that died (kill -9) as KILLED: they cannot end themselves and
+    would show as running for ever. The number marked."""
+    client = mlflow.MlflowClient(config.tracking_uri)
+    prefix = experiment_name(config, "")
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith(prefix)]
+    marked = 0
+    for run_id in platform_run_ids if experiments else []:
+        for run in client.search_runs(experiments, filter_string=f"tags.`phm.run_id` = '{run_id}'"):
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+                marked += 1
+    return marked

@@ -1,0 +1,86 @@
+"""Recovering from runs that died, and resuming a refresh that failed.
+
+A run that is killed (kill -9, an out-of-memory kill, a lost node) cannot roll
+its own outputs back: it leaves its ledger row `running` and may have written
+some of its tables and not others. Every run records, in its `running` row,
+the versions its outputs had before it started; whoever next takes the
+warehouse's writer lock (so the dead run is certainly not still writing) puts
+those tables back at those versions and marks the row failed. Delta makes each
+table write atomic; this makes each job's writes all-or-nothing.
+
+A refresh that failed (or was interrupted) at stage k resumes at stage k: the
+stages it completed are skipped when the configuration is the same and their
+inputs and outputs are still at the versions they read and wrote.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pyspark.sql import Row, SparkSession
+
+from phm.runtime.catalog import Catalog
+from phm.runtime.ledger import FAILED, SUCCEEDED, Ledger, RunRecord
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: its process ended without finishing (killed or crashed)"
+
+
+def roll_back(catalog: Catalog, before: dict[str, int | None]) -> None:
+    """Put each table back at its version in `before` (None: remove a table that did not exist)."""
+    for name, version in before.items():
+        if catalog.version(name) != version:
+            catalog.restore(name, version)
+
+
+def recover_interrupted_runs(
+    spark: SparkSession,
+    warehouse: str,
+    outputs_of: Callable[[str], tuple[str, ...] | None],
+    recovered_by: str,
+) -> list[str]:
+    """Roll back the outputs of every run the ledger still calls running and mark it failed; the run ids.
+
+    Call only while holding the warehouse's writer lock: then no such run can still be alive.
+    `outputs_of(job)` gives a job's declared outputs (None for a job no longer registered, whose recorded
+    outputs are rolled back instead)."""
+    ledger = Ledger(spark, warehouse)
+    catalog = Catalog(spark, warehouse, run_id=recovered_by)
+    recovered = []
+    for row in ledger.left_running():
+        before = dict(row.output_versions or {})
+        declared = outputs_of(row.job)
+        roll_back(catalog, {name: before.get(name) for name in (declared if declared is not None else before)})
+        record = RunRecord.from_row(row)
+        record.status = FAILED
+        record.error = f"{INTERRUPTED}; its outputs were put back by {recovered_by}"
+        record.output_versions = before
+        ledger.finish(record)
+        log.warning("run %s (%s) was %s; its outputs were put back as they were before it", row.run_id, row.job,
+                    INTERRUPTED.split(":")[0])  # fmt: skip
+        recovered.append(row.run_id)
+    return recovered
+
+
+def resumable_stages(spark: SparkSession, warehouse: str, refresh_job: str, config_digest: str) -> dict[str, Row]:
+    """The stages that failed refreshes since the last successful one completed, by job, when the config is
+    the same and each stage's inputs and outputs are still at the versions it read and wrote."""
+    ledger = Ledger(spark, warehouse)
+    failed = []
+    for run in ledger.runs_of(refresh_job):  # newest first
+        if run.status != FAILED or run.config_digest != config_digest:
+            break
+        failed.append(run.run_id)
+    if not failed:
+        return {}
+    catalog = Catalog(spark, warehouse)
+    done: dict[str, Row] = {}
+    for stage in ledger.children(failed):  # newest first: the latest completion of each stage counts
+        if stage.status != SUCCEEDED or stage.job in done:
+            continue
+        recorded = {**(stage.input_versions or {}), **(stage.output_versions or {})}
+        if all(catalog.version(name) == version for name, version in recorded.items()):
+            done[stage.job] = stage
+    return done
