@@ -85,7 +85,8 @@ def run(ctx: JobContext) -> None:
     try:
         started = time.monotonic()
         formats = {c.source: c.format for c in contracts.values()}
-        bronze = stage(spark, landed_rows(spark, plan.files, formats, 2 * spark.sparkContext.defaultParallelism),
+        bronze = stage(spark, landed_rows(spark, plan.files, formats, 2 * spark.sparkContext.defaultParallelism,
+                                         config.ingest.max_field_chars),
                         staging / "bronze", partition_by=("source",))  # fmt: skip
         log.info("ingest: read %d files in %.1fs", len(plan.files), time.monotonic() - started)
 

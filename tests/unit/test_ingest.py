@@ -28,6 +28,8 @@ LINES = [
     (b"a5,An,n,2026-01-02", None, "4 fields where the header has 3"),
     (b'a6,"Ann,2026-01-02', None, "bad quoting"),
     (b"a7,\xff\xfeAnn,2026-01-02", None, "not UTF-8 (byte 3)"),
+    (b"a8," + b"A" * 65 + b",2026-01-02", None, "a field longer than 64 characters"),
+    (b"a9," + b"A" * 64 + b",2026-01-02", {"id": "a9", "name": "A" * 64, "when": "2026-01-02"}, None),
 ]
 
 
@@ -36,7 +38,7 @@ def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\n".join([b"id,name,when", *[line for line, _, _ in LINES]]) + b"\n")
     landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.csv", "sum", 1, ("id", "name", "when"))
-    got = {r.line_number: r for r in landed_rows(spark, [landed], {"demo": "csv"}, 2).collect()}
+    got = {r.line_number: r for r in landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64).collect()}
     expected_numbers = [n for n, (line, _, _) in enumerate(LINES, start=2) if line.strip()]
     assert sorted(got) == expected_numbers
     for number in expected_numbers:

@@ -66,7 +66,13 @@ def checksum(path: str | Path) -> str:
 
 def header_of(path: Path, file_format: str) -> tuple[str, ...]:
     if file_format == "parquet":
-        return tuple(pq.read_schema(path).names)
+        try:
+            return tuple(pq.read_schema(path).names)
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise SchemaMismatchError(
+                f"{path}: not a readable Parquet file ({str(exc).splitlines()[0][:200]}); the delivery may be "
+                "truncated or corrupt: ask the supplier to re-deliver it, or move it out of the landing folder"
+            ) from None
     with open(path, "rb") as handle:
         first = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n").lstrip("\ufeff")
     return tuple(c.strip().strip('"') for c in first.split(",")) if first else ()
@@ -110,6 +116,22 @@ def schema_drift(landed: LandedFile, contract: SourceContract) -> list[str]:
     """Raise on a missing required column; return the unexpected extra columns (warned, or fail if configured)."""
     present = set(landed.columns)
     missing = [c for c in contract.required_source_columns if c not in present]
+    if missing and landed.size_bytes == 0:
+        raise SchemaMismatchError(
+            f"{landed.file}: the file is empty (0 bytes, not even a header), as a failed transfer leaves it; "
+            "ask the supplier to re-deliver (a month without activity is a header with no lines)"
+        )
+    if missing and any("\x00" in c or "\ufffd" in c for c in landed.columns):
+        raise SchemaMismatchError(
+            f"{landed.file}: the header is not UTF-8 text (UTF-16, or another encoding); ask the supplier for "
+            "UTF-8, or convert the file, before ingest"
+        )
+    delimiter = next((d for d in (";", "\t", "|") if len(landed.columns) == 1 and d in landed.columns[0]), None)
+    if missing and delimiter:
+        raise SchemaMismatchError(
+            f"{landed.file}: the header is separated by {delimiter!r}, not commas; ask the supplier for a "
+            f"comma-separated file, or convert it, before ingest"
+        )
     if missing:
         raise SchemaMismatchError(
             f"{landed.file}: required column(s) {missing} missing from the {contract.source} extract "

@@ -103,8 +103,11 @@ def read_files(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
                 yield pd.DataFrame(buffer, columns=columns)
 
 
-def landed_rows(spark: SparkSession, files: list[LandedFile], formats: dict[str, str], parallelism: int) -> DataFrame:
-    """Every row of `files` as bronze rows (LANDED_ROWS without the audit column), read in parallel."""
+def landed_rows(
+    spark: SparkSession, files: list[LandedFile], formats: dict[str, str], parallelism: int, max_field_chars: int
+) -> DataFrame:
+    """Every row of `files` as bronze rows (LANDED_ROWS without the audit column), read in parallel; a line
+    with a field longer than `max_field_chars` is malformed (kept, with its error, for quarantine)."""
     listing = spark.createDataFrame(
         [(f.source, f.period, f.file, f.path, f.checksum, formats[f.source]) for f in files], FILE_SCHEMA
     )
@@ -120,6 +123,9 @@ def landed_rows(spark: SparkSession, files: list[LandedFile], formats: dict[str,
         F.when(
             F.size(values) != F.size("header"),
             F.format_string("%d fields where the header has %d", F.size(values), F.size("header")),
+        ).when(
+            F.exists(values, lambda v: F.length(v) > max_field_chars),
+            F.lit(f"a field longer than {max_field_chars} characters"),
         ),
     )
     fields = F.map_from_arrays(F.col("header"), F.transform(values, lambda v: F.when(v != "", v)))

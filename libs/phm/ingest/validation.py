@@ -125,6 +125,8 @@ class Validator:
             for item in run.results:
                 name = item.expectation_config.meta["rule"]
                 unexpected = item.result.get("unexpected_count") if item.result else None
+                if unexpected is None and item.result and item.result.get("element_count") == 0:
+                    unexpected = 0  # GX gives no count when no row is in the domain (e.g. no discharge dates)
                 outcomes[name] = ExpectationOutcome(bool(item.success), unexpected)
                 if _raised(item.exception_info):
                     log.warning("GX could not evaluate rule %s of %s", name, source)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -15,12 +16,25 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 PHM_LOGGER = "phm"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not the stream it was when `phm` started
+    (a caller that redirects or captures stderr, a notebook or a test, gets the lines, not a closed stream)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_console(level: int = logging.INFO) -> None:
     """Progress lines on stderr for `phm` (idempotent)."""
     logger = logging.getLogger(PHM_LOGGER)
     logger.setLevel(level)
     if not any(getattr(h, "_phm_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         handler._phm_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
