@@ -15,8 +15,9 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -88,11 +89,11 @@ def run(ctx: JobContext) -> None:
         written = {}
         for source, fmt in EXTRACT_FORMATS.items():
             with step(f"extract {source}"):
+                damage = partial(_damage_lines, source=source, rates=calibration.defects)
                 written[source] = _write_periods(
-                    render(records, fmt), fmt.file_format, landing / source, wanted, staging
-                )
-                if fmt.file_format == "csv":
-                    _damage_lines(landing / source, written[source], source, calibration.defects)
+                    render(records, fmt), fmt.file_format, landing / source, wanted, staging,
+                    prepare=damage if fmt.file_format == "csv" else None,
+                )  # fmt: skip
         _write_static(plan, landing)
 
         with step("truth store"):
@@ -133,8 +134,16 @@ def step(name: str) -> Iterator[None]:
     log.info("generate: %s done in %.1fs", name, time.monotonic() - started)
 
 
-def _write_periods(df: DataFrame, file_format: str, target: Path, wanted: list[str], staging: Path) -> dict[str, int]:
-    """Write each wanted period not yet delivered into target/<period>/ (atomically per period)."""
+def _write_periods(
+    df: DataFrame,
+    file_format: str,
+    target: Path,
+    wanted: list[str],
+    staging: Path,
+    prepare: Callable[[Path], None] | None = None,
+) -> dict[str, int]:
+    """Write each wanted period not yet delivered into target/<period>/, atomically per period: written and
+    `prepare`d (damaged) in staging, then moved into place, so a crash never leaves half a delivery."""
     missing = [p for p in wanted if not (target / p).exists()]
     if not missing:
         return {}
@@ -153,25 +162,26 @@ def _write_periods(df: DataFrame, file_format: str, target: Path, wanted: list[s
             source_dir.mkdir(parents=True)
         for junk in source_dir.glob(".*.crc"):
             junk.unlink()
+        if prepare is not None:
+            prepare(source_dir)
         os.replace(source_dir, target / period)
     return counts
 
 
-def _damage_lines(folder: Path, periods_written: dict[str, int], source: str, rates: DefectCalibration) -> None:
-    """Damage the delivered text of the chosen records (truth/injected_defects lists them)."""
-    for period in periods_written:
-        for path in (folder / period).glob("*.csv"):
-            lines = path.read_text().split("\n")
-            header = lines[0].split(",")
-            changed = False
-            for i in range(1, len(lines)):
-                kind = line_defect_of(lines[i][:16], rates) if len(lines[i]) >= 16 else None
-                if kind:
-                    damaged = damage_line(lines[i], kind, header, source)
-                    changed |= damaged != lines[i]
-                    lines[i] = damaged
-            if changed:
-                path.write_text("\n".join(lines))
+def _damage_lines(period_folder: Path, source: str, rates: DefectCalibration) -> None:
+    """Damage the text of the chosen records of one period (truth/injected_defects lists them)."""
+    for path in period_folder.glob("*.csv"):
+        lines = path.read_text().split("\n")
+        header = lines[0].split(",")
+        changed = False
+        for i in range(1, len(lines)):
+            kind = line_defect_of(lines[i][:16], rates) if len(lines[i]) >= 16 else None
+            if kind:
+                damaged = damage_line(lines[i], kind, header, source)
+                changed |= damaged != lines[i]
+                lines[i] = damaged
+        if changed:
+            path.write_text("\n".join(lines))
 
 
 def _write_static(plan, landing: Path) -> None:
@@ -191,7 +201,9 @@ def _write_static(plan, landing: Path) -> None:
         path = landing / folder / "static" / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            frame.to_csv(path, index=False)
+            partial_path = path.with_name(f".{name}.partial")
+            frame.to_csv(partial_path, index=False)
+            os.replace(partial_path, path)  # delivered whole or not at all
 
 
 def _already_delivered(landing: Path, truth_dir: Path, wanted: list[str]) -> bool:
