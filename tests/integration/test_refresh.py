@@ -28,7 +28,12 @@ from phm.tables import (
     INEQUALITIES,
     INTERVENTION_TARGETS,
     JOB_RUNS,
+    LINKAGE_PROFILES,
+    LINKAGE_QUALITY,
     OBSERVATIONS,
+    PERSON,
+    PERSON_ID_HISTORY,
+    PERSON_LINK,
     POPULATION_PROFILE,
     PROGRAMME_EVALUATION,
     PROGRAMME_TRIAL,
@@ -44,7 +49,8 @@ from phm.tables import (
     UPLIFT_MODEL_PERFORMANCE,
 )
 
-from .conftest import STAGES
+from ..conftest import TEST_KEY_HEX
+from .conftest import FIRST_STAGES, STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -56,13 +62,14 @@ def test_refresh_runs_every_stage_and_status_reports_it(refreshed, capsys):
     status = json.loads(capsys.readouterr().out)
     tables = {t["name"]: t for t in status["tables"]}
     assert tables[QOF_PREVALENCE.name]["rows"] == 210  # 21 registers x 10 deciles
-    assert tables[JOB_RUNS.name]["rows"] == 1 + len(STAGES)
-    runs = {r["job"]: r for r in status["runs"]}
+    # the first instalment's refresh and its stages, then this one's
+    assert tables[JOB_RUNS.name]["rows"] == 1 + len(FIRST_STAGES) + 1 + len(STAGES)
+    runs = {r["job"]: r for r in reversed(status["runs"])}  # newest first: each job's latest run
     assert {runs[name]["status"] for name in ["refresh", *STAGES]} == {"succeeded"}
     assert {runs[name]["parent_run_id"] for name in STAGES} == {runs["refresh"]["run_id"]}
     assert tables["silver.inpatient"]["run_id"] == runs["ingest"]["run_id"]
     assert (base / "landing" / "gp_events" / "2026-03").is_dir()
-    assert len(list((base / "logs").glob("*.log"))) == 1 + len(STAGES)
+    assert len(list((base / "logs").glob("*.log"))) == 1 + len(FIRST_STAGES) + 1 + len(STAGES)
     docs = list((base / "reports" / runs["ingest"]["run_id"] / "data_docs").rglob("*.html"))
     assert any(p.name == "index.html" for p in docs) and len(docs) > 10
 
@@ -109,9 +116,23 @@ def test_no_canary_identifier_outside_the_restricted_layers(sample, canaries):
     assert pages and text_leak_hits(pages, canaries) == []
 
 
-def test_a_second_refresh_with_nothing_new_writes_no_person_model_or_risk_model(sample, spark):
+def test_no_canary_identifier_or_key_in_run_logs_or_mlflow(refreshed, canaries):
+    """Every log line the refresh wrote and everything MLflow holds (params, tags and metric names in its
+    database; charts, models and reports among its artifacts), searched as text."""
+    base = refreshed[1]
+    logs = sorted((base / "logs").glob("*.log"))
+    artifacts = sorted(p for p in (base / "mlartifacts").rglob("*") if p.is_file())
+    assert len(logs) > len(STAGES) and len(artifacts) > 10 and (base / "mlflow.db").is_file()
+    for path in [*logs, *artifacts, base / "mlflow.db"]:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        assert text_leak_hits(text, canaries) == [], path
+        assert TEST_KEY_HEX not in text.lower(), path
+
+
+def test_a_second_refresh_with_nothing_new_writes_no_links_person_model_or_risk_model(sample, spark):
     config, catalog = sample
     written = (
+        PERSON_LINK.name, LINKAGE_PROFILES.name, PERSON_ID_HISTORY.name, PERSON.name, LINKAGE_QUALITY.name,
         EVENTS.name, CONDITIONS.name, OBSERVATIONS.name, SEGMENTS.name, CONDITION_ASCERTAINMENT.name, FEATURES.name,
         RISK_MODEL_PERFORMANCE.name, RISK_SCORES.name, SEGMENT_MATRIX.name, RISK_ORACLE_EVALUATION.name,
         PROGRAMME_TRIAL.name, PROGRAMME_EVALUATION.name, UPLIFT_MODEL_PERFORMANCE.name, INTERVENTION_TARGETS.name,
@@ -122,9 +143,9 @@ def test_a_second_refresh_with_nothing_new_writes_no_person_model_or_risk_model(
     before = {name: catalog.version(name) for name in written}
     jobs = discover_jobs()
     stages = (
-        "build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score", "evaluate_risk",
-        "evaluate_programme", "train_impactability", "target", "evaluate_impactability", "profile", "case_finding",
-        "evaluate_case_finding", "actuarial",
+        "ingest", "link", "build_person_model", "evaluate_person_model", "segment", "features", "train_risk", "score",
+        "evaluate_risk", "evaluate_programme", "train_impactability", "target", "evaluate_impactability", "profile",
+        "case_finding", "evaluate_case_finding", "actuarial",
     )  # fmt: skip
     for stage in stages:
         result = run_job(jobs[stage], config, spark)
