@@ -20,6 +20,7 @@ from phm import cli
 from phm.config import load_config
 from phm.runtime.catalog import Catalog
 from phm.runtime.jobs import RESUMED, run_job, run_pipeline
+from phm.runtime.ledger import Ledger, RunRecord
 from phm.runtime.lock import LOCK_FILE
 from phm.runtime.recovery import INTERRUPTED, resumable_stages
 from phm.runtime.tracking import run_for
@@ -196,3 +197,23 @@ def test_a_failed_refresh_resumes_at_the_stage_that_failed(spark, fresh_config, 
     results = run_pipeline(fresh_config, spark, jobs)
     assert [(r.job, r.status) for r in results] == [
         ("first", RESUMED), ("second", "succeeded"), ("third", "succeeded")]  # fmt: skip
+
+
+def test_recovery_never_puts_back_a_table_a_later_run_wrote(spark, fresh_config):
+    """A `running` row whose tables were since written by other runs (say, left by an older phm that did not
+    recover) is marked interrupted, and the tables are left as the later runs wrote them."""
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+    for colour in ("v0", "v1"):
+
+        def write(ctx, colour=colour):
+            ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(1, colour)]))
+
+        run_job(make_job(f"write_{colour}", write), fresh_config, spark)
+    ghost = RunRecord(run_id="20261101T000000Z-ghost-00000000", job="ghost", environment="test", config_digest="-",
+                      phm_version="0", spark_master=None, output_versions={WIDGETS.name: 0})  # fmt: skip
+    Ledger(spark, catalog.warehouse).start(ghost)
+
+    run_job(make_job("next", noop, outputs=()), fresh_config, spark)
+
+    assert content(catalog.read(WIDGETS.name)) == [(1, "v1")]
+    assert ledger_rows(spark, fresh_config)[ghost.run_id]["status"] == "failed"

@@ -147,6 +147,12 @@ class Catalog:
         log.warning("restored %s to version %d", name, version)
 
     # -- status ---------------------------------------------------------------
+    def last_writer(self, name: str) -> str | None:
+        """The run id stamped on the table's latest commit (None for a table that does not exist)."""
+        if not self.exists(name):
+            return None
+        return self._delta(name).history(1).select("userMetadata").first()[0]
+
     def describe(self, name: str) -> TableInfo | None:
         if not self.exists(name):
             return None

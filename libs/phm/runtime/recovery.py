@@ -43,7 +43,8 @@ def recover_interrupted_runs(
 ) -> list[str]:
     """Roll back the outputs of every run the ledger still calls running and mark it failed; the run ids.
 
-    Call only while holding the warehouse's writer lock: then no such run can still be alive.
+    Call only while holding the warehouse's writer lock: then no such run can still be alive. A table is put
+    back only if the dead run made its latest commit: never over a later run's work.
     `outputs_of(job)` gives a job's declared outputs (None for a job no longer registered, whose recorded
     outputs are rolled back instead)."""
     ledger = Ledger(spark, warehouse)
@@ -52,7 +53,14 @@ def recover_interrupted_runs(
     for row in ledger.left_running():
         before = dict(row.output_versions or {})
         declared = outputs_of(row.job)
-        roll_back(catalog, {name: before.get(name) for name in (declared if declared is not None else before)})
+        for name in declared if declared is not None else before:
+            if catalog.version(name) == before.get(name):
+                continue
+            if catalog.last_writer(name) != row.run_id:  # a later run's table (or a row from before this check)
+                log.warning("%s was last written by another run than the interrupted %s: left as it is", name,
+                            row.run_id)  # fmt: skip
+                continue
+            catalog.restore(name, before.get(name))
         record = RunRecord.from_row(row)
         record.status = FAILED
         record.error = f"{INTERRUPTED}; its outputs were put back by {recovered_by}"
