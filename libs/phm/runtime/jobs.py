@@ -171,8 +171,9 @@ def _run_locked(job: Job, config: PhmConfig, spark: SparkSession, run_id: str, p
     with run_log(config.resolve(config.paths.logs), run_id):
         declared = job.spec.outputs_of(config)
         before = {name: catalog.version(name) for name in declared}
+        existing_before = {k: v for k, v in before.items() if v is not None}
         # What to put back if this process dies mid-write (the next lock holder does it).
-        record.output_versions = {k: v for k, v in before.items() if v is not None}
+        record.output_versions = existing_before
         ledger.start(record)
         log.info("%s: started (run %s)", job.spec.name, run_id)
         started = time.monotonic()
@@ -184,7 +185,7 @@ def _run_locked(job: Job, config: PhmConfig, spark: SparkSession, run_id: str, p
             record.status = FAILED
             record.error = _one_line(exc)
             record.input_versions = dict(catalog.versions_read)
-            record.output_versions = {k: v for k, v in before.items() if v is not None}
+            record.output_versions = existing_before
             ledger.finish(record)
             log.error("%s: failed after %.1fs: %s", job.spec.name, time.monotonic() - started, record.error)
             raise

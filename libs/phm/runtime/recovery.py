@@ -64,7 +64,6 @@ def recover_interrupted_runs(
         record = RunRecord.from_row(row)
         record.status = FAILED
         record.error = f"{INTERRUPTED}; its outputs were put back by {recovered_by}"
-        record.output_versions = before
         ledger.finish(record)
         log.warning("run %s (%s) was %s; its outputs were put back as they were before it", row.run_id, row.job,
                     INTERRUPTED.split(":")[0])  # fmt: skip
