@@ -131,15 +131,18 @@ def test_a_run_killed_mid_write_is_put_back_by_the_next_run(spark, fresh_config,
         child.wait()
     finally:
         child.kill()
-    [killed] = [r for r in ledger_rows(spark, fresh_config).values() if r["job"] == "two_tables"]
-    assert killed["status"] == "running"  # what a dead run leaves
+    # What a dead run leaves: its marker, with its outputs' versions from before it started, and no ledger row.
+    [marker] = Ledger(spark, catalog.warehouse).left_running()
+    assert (marker.job, marker.status, marker.output_versions) == ("two_tables", "running", {WIDGETS.name: 0})
+    assert marker.run_id not in ledger_rows(spark, fresh_config)
     assert content(catalog.read(WIDGETS.name)) == [(9, "new")] and not catalog.exists(GADGETS.name)
 
     nothing = run_job(make_job("next", noop, outputs=()), fresh_config, spark)  # any run takes the lock first
 
     assert content(catalog.read(WIDGETS.name)) == [(1, "old")] and not catalog.exists(GADGETS.name)
-    killed = ledger_rows(spark, fresh_config)[killed["run_id"]]
+    killed = ledger_rows(spark, fresh_config)[marker.run_id]
     assert killed["status"] == "failed" and killed["error"].startswith(INTERRUPTED)
+    assert killed["started_at"] == marker.as_row().started_at and Ledger(spark, catalog.warehouse).left_running() == []
     assert nothing.run_id in killed["error"]
     tracked = run_for(fresh_config, "reliability", killed["run_id"])
     # not left running for ever in the MLflow UI
@@ -200,8 +203,8 @@ def test_a_failed_refresh_resumes_at_the_stage_that_failed(spark, fresh_config, 
 
 
 def test_recovery_never_puts_back_a_table_a_later_run_wrote(spark, fresh_config):
-    """A `running` row whose tables were since written by other runs (say, left by an older phm that did not
-    recover) is marked interrupted, and the tables are left as the later runs wrote them."""
+    """A run marker whose tables were since written by other runs (say, left by an older phm that did not
+    recover) is recorded as interrupted, and the tables are left as the later runs wrote them."""
     catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
     for colour in ("v0", "v1"):
 
@@ -217,3 +220,20 @@ def test_recovery_never_puts_back_a_table_a_later_run_wrote(spark, fresh_config)
 
     assert content(catalog.read(WIDGETS.name)) == [(1, "v1")]
     assert ledger_rows(spark, fresh_config)[ghost.run_id]["status"] == "failed"
+
+
+def test_a_run_that_died_after_its_ledger_row_is_not_recorded_twice(spark, fresh_config):
+    """Killed between appending its row and removing its marker: the next run only tidies the marker away."""
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+    done = run_job(make_job("write", lambda ctx: ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "a")]))),
+                   fresh_config, spark)  # fmt: skip
+    ledger = Ledger(spark, catalog.warehouse)
+    ledger.start(RunRecord.from_row(catalog.read(JOB_RUNS.name).where(f"run_id = '{done.run_id}'").first()))
+    assert [r.run_id for r in ledger.left_running()] == [done.run_id]
+
+    run_job(make_job("next", noop, outputs=()), fresh_config, spark)
+
+    assert ledger.left_running() == []
+    runs = catalog.read(JOB_RUNS.name)
+    assert sorted((r.job, r.status) for r in runs.collect()) == [("next", "succeeded"), ("write", "succeeded")]
+    assert content(catalog.read(WIDGETS.name)) == [(1, "a")]

@@ -1,19 +1,23 @@
-"""The run ledger, `ops.job_runs`: one row per job run.
+"""The run ledger, `ops.job_runs`: one row per job run, written when the run ends.
 
-A run's row is appended as `running` when it starts (a blind append, which
-never conflicts with another run's) and updated by key when it ends. A row
-left `running` after its process died is what a crash looks like.
+A run in progress is recorded in a marker file, `<warehouse>/_phm/runs/<run_id>.json`
+(beside the writer lock), written before the run writes anything and removed once
+its ledger row is appended. A marker left behind after its process died is what a
+crash looks like (`phm.runtime.recovery` puts such a run's outputs back). So each
+run costs one blind Delta append, which never conflicts with another writer's,
+instead of an append and a MERGE; and finding crashed runs is a directory listing,
+not a ledger query.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from delta.exceptions import DeltaConcurrentModificationException
 from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 
 from phm.runtime.catalog import Catalog
 from phm.tables import JOB_RUNS
@@ -21,7 +25,8 @@ from phm.tables import JOB_RUNS
 log = logging.getLogger(__name__)
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
-MERGE_ATTEMPTS = 5
+MARKER_DIR = "_phm/runs"
+MARKER_SUFFIX = ".json"
 
 
 @dataclass
@@ -64,29 +69,50 @@ class RunRecord:
                 values[key] = values[key].astimezone(UTC).replace(tzinfo=None)
         return Row(**values)
 
+    def to_json(self) -> str:
+        values = asdict(self)
+        for key in ("started_at", "ended_at"):
+            if values[key] is not None:
+                values[key] = values[key].astimezone(UTC).isoformat()
+        return json.dumps(values, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        values = json.loads(text)
+        for key in ("started_at", "ended_at"):
+            if values.get(key) is not None:
+                values[key] = datetime.fromisoformat(values[key])
+        return cls(**values)
+
 
 class Ledger:
-    """Writes run records to ops.job_runs through its own catalogue (so ledger writes are not job outputs)."""
+    """Run records: markers for runs in progress, rows of ops.job_runs (through the ledger's own catalogue, so
+    ledger writes are not job outputs) for runs that ended."""
 
     def __init__(self, spark: SparkSession, warehouse: str) -> None:
         self.spark = spark
         self.warehouse = warehouse
+        self.markers = RunMarkers(spark, warehouse)
 
     def start(self, record: RunRecord) -> None:
-        self._catalog(record.run_id).append(JOB_RUNS.name, self._frame(record))
+        self.markers.write(record)
 
     def finish(self, record: RunRecord) -> None:
+        """Append the run's row (its final state), then remove its marker."""
         record.ended_at = datetime.now(UTC)
-        catalog = self._catalog(record.run_id)
-        for attempt in range(1, MERGE_ATTEMPTS + 1):
-            try:
-                catalog.merge(JOB_RUNS.name, self._frame(record))
-                return
-            except DeltaConcurrentModificationException:
-                if attempt == MERGE_ATTEMPTS:
-                    raise
-                log.info("ledger update for %s met a concurrent write; retrying", record.run_id)
-                time.sleep(0.5 * attempt)
+        Catalog(self.spark, self.warehouse, run_id=record.run_id).append(JOB_RUNS.name, self._frame(record))
+        self.markers.remove(record.run_id)
+
+    def left_running(self) -> list[RunRecord]:
+        """Runs with a marker (in progress, or dead if nobody else holds the writer lock), newest first."""
+        return sorted(self.markers.records(), key=lambda r: r.started_at, reverse=True)
+
+    def recorded(self, run_ids: list[str]) -> set[str]:
+        """Those of these runs that have a ledger row."""
+        runs = self._runs()
+        if runs is None or not run_ids:
+            return set()
+        return {r.run_id for r in runs.where(F.col("run_id").isin(run_ids)).select("run_id").collect()}
 
     def last_succeeded(self, job: str) -> Row | None:
         """The latest succeeded run of `job`, or None."""
@@ -94,11 +120,6 @@ class Ledger:
         if runs is None:
             return None
         return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
-
-    def left_running(self) -> list[Row]:
-        """Runs whose rows still say running, newest first."""
-        runs = self._runs()
-        return [] if runs is None else runs.where(runs.status == RUNNING).orderBy(runs.started_at.desc()).collect()
 
     def runs_of(self, job: str) -> list[Row]:
         """Every run of `job`, newest first."""
@@ -118,8 +139,50 @@ class Ledger:
             return None
         return self.spark.read.format("delta").load(catalog.path(JOB_RUNS.name))  # not a run input
 
-    def _catalog(self, run_id: str) -> Catalog:
-        return Catalog(self.spark, self.warehouse, run_id=run_id)
-
     def _frame(self, record: RunRecord) -> DataFrame:
         return self.spark.createDataFrame([record.as_row()], schema=JOB_RUNS.schema)
+
+
+class RunMarkers:
+    """One JSON file per run in progress under `<warehouse>/_phm/runs/`, through Hadoop's file system API (so
+    the same code serves a local warehouse and any Hadoop URI). A marker is written to a temporary name and
+    renamed, so it is never seen half-written."""
+
+    def __init__(self, spark: SparkSession, warehouse: str) -> None:
+        self._jvm = spark.sparkContext._jvm
+        self._folder = self._jvm.org.apache.hadoop.fs.Path(f"{warehouse.rstrip('/')}/{MARKER_DIR}")
+        self._fs = self._folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+    def write(self, record: RunRecord) -> None:
+        final = self._path(record.run_id)
+        partial = self._jvm.org.apache.hadoop.fs.Path(self._folder, f".{record.run_id}.partial")
+        stream = self._fs.create(partial, True)
+        try:
+            stream.write(record.to_json().encode("utf-8"))
+        finally:
+            stream.close()
+        self._fs.delete(final, False)
+        if not self._fs.rename(partial, final):
+            raise OSError(f"could not write the run marker {final.toString()}")
+
+    def records(self) -> list[RunRecord]:
+        if not self._fs.exists(self._folder):
+            return []
+        found = []
+        for status in self._fs.listStatus(self._folder):
+            name = status.getPath().getName()
+            if not name.endswith(MARKER_SUFFIX) or name.startswith("."):
+                continue
+            stream = self._fs.open(status.getPath())
+            try:
+                text = self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            finally:
+                stream.close()
+            found.append(RunRecord.from_json(text))
+        return found
+
+    def remove(self, run_id: str) -> None:
+        self._fs.delete(self._path(run_id), False)
+
+    def _path(self, run_id: str):
+        return self._jvm.org.apache.hadoop.fs.Path(self._folder, f"{run_id}{MARKER_SUFFIX}")

@@ -1,12 +1,12 @@
 """Recovering from runs that died, and resuming a refresh that failed.
 
 A run that is killed (kill -9, an out-of-memory kill, a lost node) cannot roll
-its own outputs back: it leaves its ledger row `running` and may have written
-some of its tables and not others. Every run records, in its `running` row,
-the versions its outputs had before it started; whoever next takes the
-warehouse's writer lock (so the dead run is certainly not still writing) puts
-those tables back at those versions and marks the row failed. Delta makes each
-table write atomic; this makes each job's writes all-or-nothing.
+its own outputs back: it leaves its run marker behind (`phm.runtime.ledger`)
+and may have written some of its tables and not others. Every run records, in
+its marker, the versions its outputs had before it started; whoever next takes
+the warehouse's writer lock (so the dead run is certainly not still writing)
+puts those tables back at those versions and records the run as failed. Delta
+makes each table write atomic; this makes each job's writes all-or-nothing.
 
 A refresh that failed (or was interrupted) at stage k resumes at stage k: the
 stages it completed are skipped when the configuration is the same and their
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pyspark.sql import Row, SparkSession
 
 from phm.runtime.catalog import Catalog
-from phm.runtime.ledger import FAILED, SUCCEEDED, Ledger, RunRecord
+from phm.runtime.ledger import FAILED, SUCCEEDED, Ledger
 
 log = logging.getLogger(__name__)
 
@@ -41,33 +41,39 @@ def recover_interrupted_runs(
     outputs_of: Callable[[str], tuple[str, ...] | None],
     recovered_by: str,
 ) -> list[str]:
-    """Roll back the outputs of every run the ledger still calls running and mark it failed; the run ids.
+    """Roll back the outputs of every run that left its marker behind and record it as failed; the run ids.
 
     Call only while holding the warehouse's writer lock: then no such run can still be alive. A table is put
     back only if the dead run made its latest commit: never over a later run's work.
     `outputs_of(job)` gives a job's declared outputs (None for a job no longer registered, whose recorded
     outputs are rolled back instead)."""
     ledger = Ledger(spark, warehouse)
+    left = ledger.left_running()
+    if not left:
+        return []
+    finished = ledger.recorded([record.run_id for record in left])  # died after its row, before tidying up
     catalog = Catalog(spark, warehouse, run_id=recovered_by)
     recovered = []
-    for row in ledger.left_running():
-        before = dict(row.output_versions or {})
-        declared = outputs_of(row.job)
+    for record in left:
+        if record.run_id in finished:
+            ledger.markers.remove(record.run_id)
+            continue
+        before = dict(record.output_versions)
+        declared = outputs_of(record.job)
         for name in declared if declared is not None else before:
             if catalog.version(name) == before.get(name):
                 continue
-            if catalog.last_writer(name) != row.run_id:  # a later run's table (or a row from before this check)
+            if catalog.last_writer(name) != record.run_id:  # a later run's table (or a marker from before this check)
                 log.warning("%s was last written by another run than the interrupted %s: left as it is", name,
-                            row.run_id)  # fmt: skip
+                            record.run_id)  # fmt: skip
                 continue
             catalog.restore(name, before.get(name))
-        record = RunRecord.from_row(row)
         record.status = FAILED
         record.error = f"{INTERRUPTED}; its outputs were put back by {recovered_by}"
         ledger.finish(record)
-        log.warning("run %s (%s) was %s; its outputs were put back as they were before it", row.run_id, row.job,
-                    INTERRUPTED.split(":")[0])  # fmt: skip
-        recovered.append(row.run_id)
+        log.warning("run %s (%s) was %s; its outputs were put back as they were before it", record.run_id,
+                    record.job, INTERRUPTED.split(":")[0])  # fmt: skip
+        recovered.append(record.run_id)
     return recovered
 
 

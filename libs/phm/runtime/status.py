@@ -1,4 +1,5 @@
-"""What `phm status` reports: every table's version, rows and writer, and the latest runs."""
+"""What `phm status` reports: every table's version, rows and writer, and the latest runs (those in progress, or
+left behind by a process that died, from their run markers; the rest from the ledger)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from pyspark.sql import functions as F
 
 from phm.runtime.catalog import Catalog
+from phm.runtime.ledger import Ledger
 from phm.tables import JOB_RUNS
 
 RUN_FIELDS = ("run_id", "job", "parent_run_id", "status", "started_at", "ended_at", "rows_out", "error")
@@ -25,14 +27,15 @@ def collect_status(catalog: Catalog, recent_runs: int = 40) -> dict[str, Any]:
         }
         for info in catalog.list_tables()
     ]
-    runs: list[dict[str, Any]] = []
+    running = Ledger(catalog.spark, catalog.warehouse).left_running()
+    runs: list[dict[str, Any]] = [{name: record.as_row()[name] for name in RUN_FIELDS} for record in running]
     if catalog.exists(JOB_RUNS.name):
         rows = (
             catalog.read(JOB_RUNS.name)
             .orderBy(F.col("started_at").desc(), F.col("run_id").desc())
             .select(*RUN_FIELDS)
-            .limit(recent_runs)
+            .limit(max(recent_runs - len(runs), 0))
             .collect()
         )
-        runs = [row.asDict() for row in rows]
+        runs += [row.asDict() for row in rows]
     return {"warehouse": catalog.warehouse, "tables": tables, "runs": runs}
