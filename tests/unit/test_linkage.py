@@ -139,6 +139,46 @@ def test_each_comparison_level(comparison_linker, case):
     assert {name: scored[f"gamma_{name}"] for name in expected} == expected
 
 
+@pytest.fixture(scope="module")
+def duckdb_comparison_linker(comparison_linker):
+    """The same comparisons on Splink's DuckDB backend, which trains the model (phm.linkage.model.train)."""
+    _, profile, _ = comparison_linker
+    api = linkage_model.duckdb_api()
+    settings = dataclasses.replace(linkage_model.settings(), retain_intermediate_calculation_columns=True)
+    rows = linkage_model.comparable(profile).toArrow()
+    return Linker(api.register(rows), settings, log_level=logging.WARNING), rows, api
+
+
+@pytest.mark.parametrize("case", range(len(COMPARISON_CASES)))
+def test_each_comparison_level_is_the_same_in_duckdb(duckdb_comparison_linker, case):
+    linker, rows, api = duckdb_comparison_linker
+    ids = rows.column(linkage_model.UNIQUE_ID).to_pylist()
+    left, right = (rows.take([ids.index(f"{side}{case}")]) for side in ("l", "r"))
+    scored = linker.inference.score_pair(api.register(left), api.register(right)).as_pandas_dataframe()
+    expected = COMPARISON_CASES[case][2]
+    assert {name: int(scored[f"gamma_{name}"].iloc[0]) for name in expected} == expected
+
+
+def test_trained_values_move_into_the_spark_settings_level_by_level():
+    trained = linkage_model.settings().get_settings("duckdb").as_dict()
+    for c, comparison in enumerate(trained["comparisons"]):
+        for lvl, level in enumerate(comparison["comparison_levels"][1:], start=1):  # the null level has none
+            level["m_probability"], level["u_probability"] = 0.01 * (c + 1), 0.001 * lvl
+    trained["probability_two_random_records_match"] = 0.0042
+    model = linkage_model.in_dialect(trained, "spark")
+    assert model["sql_dialect"] == "spark" and model["probability_two_random_records_match"] == 0.0042
+    levels = [(c, lvl, level) for c, comparison in enumerate(model["comparisons"])
+              for lvl, level in enumerate(comparison["comparison_levels"])]  # fmt: skip
+    assert all("m_probability" not in level for _, lvl, level in levels if lvl == 0)
+    assert all((level["m_probability"], level["u_probability"]) == (0.01 * (c + 1), 0.001 * lvl)
+               for c, lvl, level in levels if lvl > 0)  # fmt: skip
+    within_a_year = model["comparisons"][3]["comparison_levels"][4]
+    assert within_a_year["sql_condition"].startswith("abs(datediff(`date_of_birth_l`, `date_of_birth_r`)) <= ")
+    trained["comparisons"][0]["comparison_levels"].pop()
+    with pytest.raises(ValueError):
+        linkage_model.in_dialect(trained, "spark")
+
+
 BLOCKING_PROFILES = [
     ("n1", A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
     ("n2", A, "X", "Y", date(1990, 5, 5), "F", "M1 1AA"),  # same number only: rule 1
