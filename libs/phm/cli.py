@@ -6,6 +6,7 @@
     phm status [--json] [--config FILE]
     phm keygen [--if-missing] [--config FILE]
     phm reidentify --cohort NAME --purpose TEXT [--pcn CODE] [--config FILE]
+    phm rekey (--new-key-file PATH | --new-key-env VAR) [--config FILE]
     phm theograph [PERSON_ID ...] [--cohort NAME [--pcn CODE] [--limit N]] [--years Y] [--config FILE]
     phm --version
 
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     reidentify.add_argument("--cohort", required=True, help="the case-finding cohort (mart.cohort_NAME)")
     reidentify.add_argument("--purpose", required=True, help="why the care team needs to know who these people are")
     reidentify.add_argument("--pcn", help="that PCN's list only")
+    rekey = with_config(sub.add_parser("rekey", help="rotate the pseudonymisation key (every pseudonym re-keyed)"))
+    new_key = rekey.add_mutually_exclusive_group(required=True)
+    new_key.add_argument("--new-key-file", help="the key file to rotate to (e.g. made by `phm keygen`)")
+    new_key.add_argument("--new-key-env", help="the environment variable holding the key to rotate to")
     theograph = with_config(
         sub.add_parser("theograph", help="one person's contacts with every service over time (pseudonymised HTML)")
     )
@@ -82,6 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_console()
     try:
+        if args.command == "rekey":
+            given = (
+                f"ingest.new_key_file={args.new_key_file}"
+                if args.new_key_file
+                else f"ingest.new_key_env={args.new_key_env}"
+            )
+            args.overrides, args.command, args.job = [*args.overrides, given], "run", "rekey"
         config = load_config(args.config, args.overrides)
         if args.command == "jobs":
             return _jobs(config)
@@ -108,9 +120,11 @@ def _jobs(config: PhmConfig) -> int:
     from phm.runtime.jobs import discover_jobs, pipeline_order
 
     jobs = discover_jobs()
-    for name in pipeline_order(jobs):
+    on_demand = sorted(name for name, job in jobs.items() if not job.spec.scheduled)
+    for name in pipeline_order(jobs) + on_demand:
         spec = jobs[name].spec
         after = f" (after {', '.join(spec.depends_on)})" if spec.depends_on else ""
+        after += "" if spec.scheduled else " (on demand: not part of a refresh)"
         writes = ", ".join(spec.outputs_of(config)) or "files only"
         print(f"{name}{after}: {spec.description}\n    writes {writes}")
     return EXIT_OK

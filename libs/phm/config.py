@@ -149,6 +149,9 @@ class IngestConfig(StrictModel):
     sources: str = Field("configs/sources", description="Folder of source contracts, one YAML per source.")
     key_env: str = Field("PHM_PSEUDONYM_KEY", description="Environment variable holding the key (hex).")
     key_file: str = Field("~/.config/phm/pseudonym.key", description="Key file used when key_env is unset.")
+    # `phm rekey`: the key to rotate to (docs/trust.md "Key rotation"); afterwards point key_env / key_file at it.
+    new_key_env: str | None = Field(None, description="Environment variable holding the key to rotate to (hex).")
+    new_key_file: str | None = Field(None, description="Key file holding the key to rotate to.")
     data_docs: StrictBool = Field(True, description="Write Great Expectations Data Docs under reports/<run_id>/.")
     max_field_chars: int = Field(
         4096, ge=64, description="A line with a longer field is quarantined as malformed (a runaway quote, junk)."

@@ -76,27 +76,33 @@ def pads(key: bytes) -> tuple[bytes, bytes]:
     return bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key)
 
 
-def with_key(spark: SparkSession, df: DataFrame, key: bytes) -> DataFrame:
+# The columns that carry a key's padded halves while pseudonyms are computed (a second pair, for the key
+# being rotated to, lets both keys' pseudonyms be computed in one pass: phm.governance.rekey).
+KEY_COLUMNS = (IPAD, OPAD)
+NEW_KEY_COLUMNS = ("_hmac_new_ipad", "_hmac_new_opad")
+
+
+def with_key(spark: SparkSession, df: DataFrame, key: bytes, columns: tuple[str, str] = KEY_COLUMNS) -> DataFrame:
     """df with the padded key columns (dropped again by `without_key`)."""
     inner, outer = pads(key)
-    keys = spark.createDataFrame([(bytearray(inner), bytearray(outer))], f"{IPAD} binary, {OPAD} binary")
+    keys = spark.createDataFrame([(bytearray(inner), bytearray(outer))], f"{columns[0]} binary, {columns[1]} binary")
     return df.crossJoin(F.broadcast(keys))
 
 
-def without_key(df: DataFrame) -> DataFrame:
-    return df.drop(IPAD, OPAD)
+def without_key(df: DataFrame, columns: tuple[str, str] = KEY_COLUMNS) -> DataFrame:
+    return df.drop(*columns)
 
 
-def hmac_sha256(message: Column) -> Column:
+def hmac_sha256(message: Column, columns: tuple[str, str] = KEY_COLUMNS) -> Column:
     """HMAC-SHA-256 (hex) of a string column under the key joined by `with_key`; null stays null."""
-    inner = F.unhex(F.sha2(F.concat(F.col(IPAD), F.encode(message, "UTF-8")), 256))
-    return F.sha2(F.concat(F.col(OPAD), inner), 256)
+    inner = F.unhex(F.sha2(F.concat(F.col(columns[0]), F.encode(message, "UTF-8")), 256))
+    return F.sha2(F.concat(F.col(columns[1]), inner), 256)
 
 
-def pseudonym(kind: str, value: Column) -> Column:
+def pseudonym(kind: str, value: Column, columns: tuple[str, str] = KEY_COLUMNS) -> Column:
     """The keyed pseudonym of an identifier of `kind` (dates as ISO text)."""
     text = F.date_format(value, "yyyy-MM-dd") if kind == "date_of_birth" else value
-    return F.when(text.isNotNull(), hmac_sha256(F.concat(F.lit(kind + ":"), text)))
+    return F.when(text.isNotNull(), hmac_sha256(F.concat(F.lit(kind + ":"), text), columns))
 
 
 def reference_pseudonym(key: bytes, kind: str, value: str) -> str:

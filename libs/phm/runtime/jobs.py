@@ -52,6 +52,8 @@ class JobSpec:
     depends_on: tuple[str, ...] = ()
     # For jobs whose tables follow from configuration (one silver table per source contract).
     outputs_for: Callable[[PhmConfig], tuple[str, ...]] | None = None
+    # False: run on demand only (`phm run`, or named in refresh.stages), never by a plain refresh.
+    scheduled: bool = True
 
     def outputs_of(self, config: PhmConfig) -> tuple[str, ...]:
         return self.outputs + (self.outputs_for(config) if self.outputs_for else ())
@@ -125,7 +127,7 @@ def get_job(name: str, jobs: dict[str, Job] | None = None) -> Job:
 
 
 def pipeline_order(jobs: dict[str, Job], only: list[str] | None = None, exclude: list[str] = ()) -> list[str]:
-    """Jobs in dependency order (ties broken by name, so the order is stable)."""
+    """Jobs in dependency order (ties broken by name, so the order is stable): the scheduled ones, or `only`."""
     for job in jobs.values():
         unknown = [d for d in job.spec.depends_on if d not in jobs]
         if unknown:
@@ -141,6 +143,8 @@ def pipeline_order(jobs: dict[str, Job], only: list[str] | None = None, exclude:
         for name in only:
             get_job(name, jobs)
         order = [name for name in order if name in only]
+    else:
+        order = [name for name in order if jobs[name].spec.scheduled]
     for name in exclude:
         get_job(name, jobs)
     return [name for name in order if name not in exclude]
