@@ -104,6 +104,7 @@ def run(ctx: JobContext) -> None:
             evaluated[contract.source], rules_of[contract.source] = flagged, rules
             log.info("ingest: %s checked in %.1fs (rules %.1fs, Great Expectations %.1fs)", contract.source,
                      time.monotonic() - started, checked - started, time.monotonic() - checked)  # fmt: skip
+        validator.build_docs()
         _stop_on_fail_rules(evaluated)
 
         started = time.monotonic()

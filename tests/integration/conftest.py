@@ -81,6 +81,6 @@ def canaries(refreshed, spark) -> list[Canary]:
 def largest_cohort(sample) -> str:
     """The case-finding mart (mart.cohort_<name>) with the most people in the refreshed sample."""
     _, catalog = sample
-    sizes = {info.name: catalog.read(info.name).count() for info in catalog.list_tables()
-             if info.name.startswith("mart.cohort_") and info.name != "mart.cohort_summary"}  # fmt: skip
+    sizes = {name: catalog.read(name).count() for name in catalog.existing_tables()
+             if name.startswith("mart.cohort_") and name != "mart.cohort_summary"}  # fmt: skip
     return max(sizes, key=sizes.get)

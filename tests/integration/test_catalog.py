@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
@@ -120,3 +122,10 @@ def test_list_tables_reports_version_rows_and_writer(spark, catalog):
     catalog.append(WIDGETS.name, widgets(spark, [(3, "green")]))
     [info] = [t for t in catalog.list_tables() if t.name == WIDGETS.name]
     assert (info.version, info.rows, info.run_id) == (1, 3, "run-1")
+    # rows from the version's checksum file, when Delta wrote one, or else counted: the same either way
+    catalog.merge(WIDGETS.name, widgets(spark, [(3, "teal"), (4, "grey")]))
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "pink")]), replace_where="widget_id = 1")
+    [info] = [t for t in catalog.list_tables() if t.name == WIDGETS.name]
+    assert (info.version, info.rows) == (3, catalog.read(WIDGETS.name).count()) == (3, 4)
+    assert Path(catalog.path(WIDGETS.name), "_delta_log", f"{3:020d}.crc").is_file()
+    assert catalog._rows_from_checksum(WIDGETS.name, 3) == 4

@@ -66,20 +66,22 @@ def rows(df, *columns):
     return sorted(tuple(r) for r in df.select(*columns).collect())
 
 
-@pytest.fixture
-def loaded(tmp_path, spark):
-    """A crafted landing ingested once, private to the test (for tests that change it)."""
-    config, landing = crafted(tmp_path)
-    ingest(config, spark)
-    return config, landing, Catalog(spark, config.resolve(config.paths.warehouse))
-
-
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, spark):
-    """The same, shared by the tests that only read it."""
+    """A crafted landing ingested once, shared by the tests that only read it."""
     config, landing = crafted(tmp_path_factory.mktemp("crafted"))
     ingest(config, spark)
     return config, landing, Catalog(spark, config.resolve(config.paths.warehouse))
+
+
+@pytest.fixture
+def loaded(shared, tmp_path, spark):
+    """A copy of it (landing and warehouse), private to the test (for tests that change it)."""
+    base = shared[1].parent
+    for folder in ("landing", "warehouse"):
+        shutil.copytree(base / folder, tmp_path / folder)
+    config = load_config(str(TEST_CONFIG), test_overrides(tmp_path))
+    return config, tmp_path / "landing", Catalog(spark, config.resolve(config.paths.warehouse))
 
 
 def test_rows_are_accepted_warned_or_quarantined_with_reasons(shared):
@@ -161,9 +163,9 @@ def test_every_file_is_accounted_for_in_bronze_ledger_and_quality_mart(shared, s
 
 def test_the_same_landing_again_writes_nothing(shared, spark):
     config, _, catalog = shared
-    versions = {t.name: t.version for t in catalog.list_tables()}
+    versions = {name: catalog.version(name) for name in catalog.existing_tables()}
     result = ingest(config, spark)
-    after = {t.name: t.version for t in catalog.list_tables()}
+    after = {name: catalog.version(name) for name in catalog.existing_tables()}
     assert result.output_versions == {}
     assert {k: v for k, v in after.items() if k != JOB_RUNS.name} == {
         k: v for k, v in versions.items() if k != JOB_RUNS.name
@@ -185,12 +187,11 @@ def test_a_changed_redelivery_replaces_its_period_only(loaded, spark):
     assert catalog.read("silver.inpatient").count() == 4
 
 
-def test_extra_columns_are_recorded_and_ignored(tmp_path, spark):
-    config, landing = crafted(tmp_path)
+def test_extra_columns_are_recorded_and_ignored(loaded, spark):
+    config, landing, catalog = loaded
     deliver(landing, "2026-03", ["s9,9990000018,Ann,Smith,02/05/1939,2,QA1 1AB,Q00001,10/03/2026,,21,1,S721,,x"],
             header=INPATIENT_HEADER + ",Ward")  # fmt: skip
     ingest(config, spark)
-    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
     drift = catalog.read(DATA_QUALITY.name).where("rule = 'extra_column:Ward'").first()
     assert (drift.period, drift.action, drift.detail) == ("2026-03", "warn", "in inpatient/2026-03/spells.csv; ignored")
     assert catalog.read("silver.inpatient").where("spell_id = 's9'").count() == 1
@@ -214,7 +215,7 @@ def test_a_fail_rule_stops_the_run_before_anything_is_written(tmp_path, spark):
                                         r"reference/static/practices.csv line 3 \(practice_code_unique\)"):  # fmt: skip
         ingest(config, spark)
     catalog = Catalog(spark, config.resolve(config.paths.warehouse))
-    assert [t.name for t in catalog.list_tables()] == [JOB_RUNS.name]
+    assert catalog.existing_tables() == [JOB_RUNS.name]
     [run] = catalog.read(JOB_RUNS.name).collect()
     assert run.status == "failed" and "practice_code_unique" in run.error
 

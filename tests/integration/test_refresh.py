@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -102,12 +103,13 @@ def test_quarantine_holds_exactly_the_injected_defects(sample, spark):
 
 def test_no_canary_identifier_outside_the_restricted_layers(sample, canaries):
     config, catalog = sample
-    searched = []
-    for info in catalog.list_tables():
-        if info.name.split(".")[0] in RESTRICTED_LAYERS:
-            continue
-        assert leak_hits(catalog.read(info.name), canaries) == [], info.name
-        searched.append(info.name)
+    searched = [name for name in catalog.existing_tables() if name.split(".")[0] not in RESTRICTED_LAYERS]
+    # Two tables at a time: each search is a small Spark job whose planning keeps one core busy (measured on
+    # the sample's 52 tables: 38 s against 55 s one at a time).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = pool.map(lambda name: leak_hits(catalog.read(name), canaries), searched)
+        hits = dict(zip(searched, found, strict=True))
+    assert {name: found for name, found in hits.items() if found} == {}
     assert {"silver.gp_registrations", "silver.inpatient", "silver.quarantine", "mart.data_quality"} <= set(searched)
     # and the search does find them where they are meant to be
     assert leak_hits(catalog.read("vault.identity"), canaries)

@@ -76,7 +76,8 @@ def expectation_for(rule: CompiledRule):
 
 
 class Validator:
-    """A GX context for one ingest run; `validate` runs one source's suite and updates the Data Docs."""
+    """A GX context for one ingest run; `validate` runs one source's suite, `build_docs` renders the Data Docs of
+    every suite run (once: rebuilding the site after each source re-renders every earlier page)."""
 
     def __init__(self, docs_dir: str | Path | None) -> None:
         import great_expectations as gx
@@ -98,8 +99,6 @@ class Validator:
 
     def validate(self, source: str, frame: DataFrame, rules: list[CompiledRule]) -> dict[str, ExpectationOutcome]:
         gx = self._gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
-
         if not rules:
             return {}
         asset = self.data_source.add_dataframe_asset(source)
@@ -110,12 +109,11 @@ class Validator:
         definition = self.context.validation_definitions.add(
             gx.ValidationDefinition(name=source, data=batch, suite=suite)
         )
-        actions = [UpdateDataDocsAction(name="data_docs", site_names=[SITE])] if self.docs_dir else []
         checkpoint = self.context.checkpoints.add(
             gx.Checkpoint(
                 name=f"{source}_checkpoint",
                 validation_definitions=[definition],
-                actions=actions,
+                actions=[],
                 result_format=RESULT_FORMAT,
             )
         )
@@ -131,6 +129,11 @@ class Validator:
                 if _raised(item.exception_info):
                     log.warning("GX could not evaluate rule %s of %s", name, source)
         return outcomes
+
+    def build_docs(self) -> None:
+        """The Data Docs site of every suite this run validated (its results are in the context's store)."""
+        if self.docs_dir:
+            self.context.build_data_docs(site_names=[SITE])
 
 
 def _raised(info: object) -> bool:

@@ -162,13 +162,18 @@ class Catalog:
         commit = self._commit_info(name, version)
         stamp = commit.get("inCommitTimestamp") or commit.get("timestamp")
         updated_at = datetime.fromtimestamp(stamp / 1000, UTC).replace(tzinfo=None) if stamp else None
-        rows = self.spark.read.format("delta").load(self.path(name)).count()
+        rows = self._rows_from_checksum(name, version)
+        if rows is None:
+            rows = self.spark.read.format("delta").load(self.path(name)).count()
         return TableInfo(spec.name, self.path(name), version, rows, commit.get("userMetadata"), updated_at, spec.grain)
+
+    def existing_tables(self) -> list[str]:
+        """The names of every declared table that exists."""
+        return [spec.name for spec in all_specs() if self.exists(spec.name)]
 
     def list_tables(self) -> list[TableInfo]:
         """Every declared table that exists, with version, rows and the run that last wrote it."""
-        infos = (self.describe(spec.name) for spec in all_specs())
-        return [info for info in infos if info is not None]
+        return [info for info in map(self.describe, self.existing_tables()) if info is not None]
 
     # -- internals ------------------------------------------------------------
     def _delta(self, name: str) -> DeltaTable:
@@ -218,19 +223,37 @@ class Catalog:
     def _commit_info(self, name: str, version: int) -> dict:
         """The commitInfo action of one commit (user metadata, operation metrics), read from its log file: the
         Delta protocol's first line of `_delta_log/<version>.json`."""
-        jvm = self.spark.sparkContext._jvm
-        path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log/{version:020d}.json")
-        fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
-        stream = fs.open(path)
-        try:
-            text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
-        for line in text.splitlines():
+        for line in (self._log_file(name, f"{version:020d}.json") or "").splitlines():
             action = json.loads(line) if line.strip() else {}
             if "commitInfo" in action:
                 return action["commitInfo"]
         return {}
+
+    def _rows_from_checksum(self, name: str, version: int) -> int | None:
+        """The table's rows at `version` from its version checksum file (`<version>.crc`, which lists every
+        file with its statistics while the table is small), without a Spark job; None when that file, its file
+        list or a file's record count is missing, or a file has deleted rows (a deletion vector)."""
+        text = self._log_file(name, f"{version:020d}.crc")
+        files = json.loads(text).get("allFiles") if text else None
+        if files is None:
+            return None
+        counts = [json.loads(f.get("stats") or "{}").get("numRecords") for f in files if not f.get("deletionVector")]
+        if len(counts) != len(files) or None in counts:
+            return None
+        return sum(counts)
+
+    def _log_file(self, name: str, file_name: str) -> str | None:
+        """A file of the table's Delta log, as text (None if there is no such file)."""
+        jvm = self.spark.sparkContext._jvm
+        path = jvm.org.apache.hadoop.fs.Path(f"{self.path(name)}/_delta_log/{file_name}")
+        fs = path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(path):
+            return None
+        stream = fs.open(path)
+        try:
+            return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
 
     def _written(self, name: str) -> int:
         version = self._latest_version(name)
