@@ -11,7 +11,7 @@ INSTALL_STAMP := $(VENV)/.phm-installed
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup jars run test test-fast cluster-test package lint format bench clean browser strip-notebooks
+.PHONY: setup jars run test test-fast cluster-test package lint format bench clean browser strip-notebooks airflow
 
 setup: $(INSTALL_STAMP) $(JAR_STAMP)
 
@@ -37,7 +37,7 @@ run: setup
 	$(BIN)/phm keygen --if-missing --config $(CONFIG)
 	$(BIN)/phm refresh --config $(CONFIG)
 
-test: setup browser
+test: setup browser airflow
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the report's browser test (tests/integration/test_report.py), as root or through sudo.
@@ -48,6 +48,17 @@ browser:
 	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } \
 	  || { echo "make: could not install chromium (apt-get as root); install it or set CHROMIUM=/path/to/chromium"; exit 2; }
+
+# Apache Airflow in its own environment (its pins are its own), for the test that loads deploy/airflow/'s DAG.
+AIRFLOW_VENV := .phm/airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+AIRFLOW_PACKAGES := "apache-airflow==3.3.2" "apache-airflow-providers-apache-spark==6.3.4"
+airflow: $(AIRFLOW_STAMP)
+$(AIRFLOW_STAMP):
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet $(AIRFLOW_PACKAGES)
+	@touch $@
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
@@ -61,12 +72,12 @@ package: setup
 	@ls dist/*.whl
 
 lint: setup
-	$(BIN)/ruff check libs jobs tests bench setup.py
-	$(BIN)/ruff format --check libs jobs tests bench setup.py
+	$(BIN)/ruff check libs jobs tests bench deploy setup.py
+	$(BIN)/ruff format --check libs jobs tests bench deploy setup.py
 
 format: setup
-	$(BIN)/ruff format libs jobs tests bench setup.py
-	$(BIN)/ruff check --fix libs jobs tests bench setup.py
+	$(BIN)/ruff format libs jobs tests bench deploy setup.py
+	$(BIN)/ruff check --fix libs jobs tests bench deploy setup.py
 
 # Notebooks are committed without outputs (tests/integration/test_notebooks.py checks it).
 strip-notebooks: setup

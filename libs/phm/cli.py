@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_config(sub.add_parser("run", help="run one job"))
     run.add_argument("job", help="job name (see `phm jobs`)")
     with_config(sub.add_parser("refresh", help="run every stage in dependency order (the population refresh)"))
-    with_config(sub.add_parser("jobs", help="list the registered jobs and the tables each writes"))
+    jobs = with_config(sub.add_parser("jobs", help="list the registered jobs and the tables each writes"))
+    jobs.add_argument("--json", action="store_true", help="the pipeline for schedulers: name, script, dependencies")
     keygen = with_config(sub.add_parser("keygen", help="create a local development pseudonymisation key file"))
     keygen.add_argument("--if-missing", action="store_true", help="do nothing if a key is already configured")
     status = with_config(sub.add_parser("status", help="tables (version, rows, writer run) and recent runs"))
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides, args.command, args.job = [*args.overrides, given], "run", "rekey"
         config = load_config(args.config, args.overrides)
         if args.command == "jobs":
-            return _jobs(config)
+            return _jobs(config, as_json=args.json)
         if args.command == "keygen":
             return _keygen(config, args.if_missing)
         register_source_tables(config)
@@ -116,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _jobs(config: PhmConfig) -> int:
+def _jobs(config: PhmConfig, as_json: bool = False) -> int:
     from phm.runtime.jobs import discover_jobs, pipeline_order
 
     jobs = discover_jobs()
     on_demand = sorted(name for name, job in jobs.items() if not job.spec.scheduled)
+    if as_json:  # deploy/airflow/pipeline.json is this (the DAG builds its tasks from it)
+        stages = [{"name": name, "script": f"jobs/{jobs[name].script}", "depends_on": list(jobs[name].spec.depends_on),
+                   "scheduled": jobs[name].spec.scheduled} for name in pipeline_order(jobs) + on_demand]  # fmt: skip
+        print(json.dumps({"stages": stages}, indent=2))
+        return EXIT_OK
     for name in pipeline_order(jobs) + on_demand:
         spec = jobs[name].spec
         after = f" (after {', '.join(spec.depends_on)})" if spec.depends_on else ""

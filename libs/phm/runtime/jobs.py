@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 
 from pyspark.sql import SparkSession
@@ -92,6 +93,7 @@ class JobContext:
 class Job:
     spec: JobSpec
     run: Callable[[JobContext], None]
+    script: str | None = None  # the module's file in jobs/ (what `spark-submit` runs), for discovered jobs
 
 
 @dataclass
@@ -272,7 +274,7 @@ def _job_of(module: ModuleType) -> Job | None:
     spec = getattr(module, "SPEC", None)
     run = getattr(module, "run", None)
     if isinstance(spec, JobSpec) and callable(run):
-        return Job(spec, run)
+        return Job(spec, run, Path(module.__file__).name if module.__file__ else None)
     return None
 
 
