@@ -86,6 +86,7 @@ strip-notebooks: setup
 # Whole-system sizes: writes bench/results.json and bench/results.md (BENCH_ARGS="--sizes 100000 --repeats 3").
 BENCH_ARGS ?=
 bench: setup
+	$(BIN)/phm keygen --if-missing --config configs/bench.yaml
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:

@@ -6,7 +6,15 @@ process tree (Python driver, JVM, Python workers) every 0.5 s, and writes
 bench/results.json and bench/results.md. Repeats give a median; the machine
 is shared, so quote medians and ratios, not single runs.
 
+With `--cluster N` the same stages are submitted with `spark-submit` (the
+job scripts, the packaged library on --py-files) to a standalone cluster it
+starts on 127.0.0.1: a master and N workers sharing the machine's cores
+(phm.runtime.standalone); the memory sampled is then the submitter's tree and
+the daemons' (whose executors do the work). Its rows carry the mode
+`standalone NxC`, beside `local[*]` rows of a run without it.
+
     python bench/bench.py [--sizes 100000 1000000] [--repeats 1] [--phases full increment nothing_new]
+                          [--cluster 2 --worker-memory 5g]
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -25,13 +32,23 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from phm.runtime.standalone import (
+    StandaloneCluster,
+    build_wheel,
+    cluster_env,
+    spark_submit,
+    standalone_cluster_running,
+)
+
 REPO = Path(__file__).resolve().parents[1]
+
+BENCH_CONFIG = REPO / "configs" / "bench.yaml"
 PHM = [sys.executable, "-m", "phm"]
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc."""
+def tree_rss_bytes(*roots: int) -> int:
+    """Resident memory of processes and all their descendants, from /proc."""
     parents: dict[int, int] = {}
     rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
@@ -44,7 +61,7 @@ def tree_rss_bytes(root: int) -> int:
             rss[int(entry.name)] = int(fields[21]) * PAGE
         except (OSError, ValueError, IndexError):
             continue
-    members, frontier = {root}, [root]
+    members, frontier = set(roots), list(roots)
     while frontier:
         pid = frontier.pop()
         for child, parent in parents.items():
@@ -54,18 +71,21 @@ def tree_rss_bytes(root: int) -> int:
     return sum(rss.get(pid, 0) for pid in members)
 
 
-def measured_run(args: list[str], log: Path) -> tuple[float, int, int]:
-    """(wall seconds, peak tree RSS in bytes, exit code) of one command."""
+def measured_run(
+    args: list[str], log: Path, env: dict[str, str] | None = None, also: tuple[int, ...] = ()
+) -> tuple[float, int, int]:
+    """(wall seconds, peak RSS in bytes, exit code) of one command; the RSS is of its process tree and of the
+    trees of the processes `also` (a cluster's daemons, whose executors do the command's work)."""
     peak = 0
     with log.open("w") as out:
         started = time.monotonic()
-        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
         done = threading.Event()
 
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, tree_rss_bytes(process.pid))
+                peak = max(peak, tree_rss_bytes(process.pid, *also))
                 done.wait(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -76,45 +96,73 @@ def measured_run(args: list[str], log: Path) -> tuple[float, int, int]:
     return time.monotonic() - started, peak, code
 
 
-LAST_PERIOD_BUT_ONE = "2026-02"  # configs/base.yaml: 36 monthly periods ending 2026-03
+# 37 monthly periods ending 2026-03 (configs/base.yaml's reference date): the full refresh loads the first 36,
+# three years (the risk models need two follow-up years and a year of history), the increment the 37th.
+HISTORY_MONTHS = 37
+LAST_PERIOD_BUT_ONE = "2026-02"
 
 
 def _settings(base: Path, size: int, *extra: str) -> list[str]:
     """--config and --set arguments of the benchmark warehouse under `base`."""
     overrides = [
         f"synthetic.population={size}",
+        f"synthetic.history_months={HISTORY_MONTHS}",
         *extra,
         *[f"paths.{key}={base / key}" for key in ("landing", "truth", "warehouse", "reports", "logs", "checkpoints")],
         f"linkage.model={base / 'models' / 'linkage.json'}",
         f"mlflow.tracking_uri=sqlite:///{base / 'mlflow.db'}",
         f"mlflow.artifact_location={base / 'mlartifacts'}",
     ]
-    return ["--config", "configs/bench.yaml", *[a for o in overrides for a in ("--set", o)]]
+    return ["--config", str(BENCH_CONFIG), *[a for o in overrides for a in ("--set", o)]]
 
 
-def _phm(stage: str, base: Path, size: int, *extra: str) -> list[str]:
-    return [*PHM, "run", stage, *_settings(base, size, *extra)]
+class Local:
+    """Each stage as `phm run STAGE` on the config's master (local[*])."""
+
+    mode = "local[*]"
+    env: dict[str, str] | None = None
+    pids: tuple[int, ...] = ()
+
+    def command(self, stage: str, settings: list[str]) -> list[str]:
+        return [*PHM, "run", stage, *settings]
 
 
-def side_by_side(base: Path, size: int, work: Path, link_log: Path, evaluation_log: Path) -> dict:
-    """bench/splink_duckdb.py on the same warehouse: Splink's predict and clustering on DuckDB beside the link
-    stage's on Spark (its predict_and_cluster timing) and their quality."""
+class OnCluster:
+    """Each stage's job script through spark-submit to a running standalone cluster."""
+
+    def __init__(self, cluster: StandaloneCluster, workers: int, cores: int, executor_memory: str, wheel: Path):
+        from phm.config import load_config
+        from phm.runtime.jobs import discover_jobs
+        from phm.runtime.spark import local_jars
+
+        config = load_config(str(BENCH_CONFIG))
+        self.cluster, self.wheel, self.executor_memory = cluster, wheel, executor_memory
+        self.jars, self.driver_memory = local_jars(config), config.spark.driver_memory
+        self.scripts = {job.spec.name: REPO / "jobs" / job.script for job in discover_jobs().values()}
+        self.mode = f"standalone {workers}x{cores}"
+        self.env = cluster_env(cluster.scratch)
+        self.pids = tuple(cluster.pids)
+
+    def command(self, stage: str, settings: list[str]) -> list[str]:
+        return spark_submit(self.cluster.url, self.scripts[stage], settings, self.jars, self.wheel,
+                            self.driver_memory, self.executor_memory)  # fmt: skip
+
+
+def side_by_side(base: Path, size: int, work: Path) -> dict:
+    """bench/splink_duckdb.py on the benchmark warehouse: Splink's predict and clustering with the same input and
+    model on Spark and on DuckDB, their times and quality."""
     log = work / f"{size}-splink_duckdb.log"
     seconds, peak, code = measured_run([sys.executable, "bench/splink_duckdb.py", *_settings(base, size)], log)
     if code != 0:
         raise SystemExit(f"bench: the DuckDB side-by-side at {size:,} failed (exit {code}); see {log}")
-    duck = json.loads(log.read_text().strip().splitlines()[-1])
-    spark_seconds = re.search(r"predict_and_cluster ([0-9.]+)s", link_log.read_text())
-    spark_f1 = re.search(r"F1 ([0-9.]+)", evaluation_log.read_text())
-    run = {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2), "duckdb": duck}
-    if spark_seconds:
-        run["spark_predict_and_cluster_seconds"] = float(spark_seconds.group(1))
-        run["spark_over_duckdb"] = round(float(spark_seconds.group(1)) / duck["predict_and_cluster_seconds"], 2)
-    run["summary"] = (f"DuckDB predict + cluster {duck['predict_and_cluster_seconds']}s (Spark link stage "
-                      f"{run.get('spark_predict_and_cluster_seconds')}s, ratio {run.get('spark_over_duckdb')}); "
-                      f"Splink-only F1 on DuckDB {duck['f1']:.4f}, the platform's on Spark "
-                      f"{spark_f1.group(1) if spark_f1 else '?'}")  # fmt: skip
-    return run
+    found = json.loads(log.read_text().strip().splitlines()[-1])
+    on_spark, on_duckdb = found["spark"], found["duckdb"]
+    ratio = round(on_spark["predict_and_cluster_seconds"] / max(on_duckdb["predict_and_cluster_seconds"], 0.1), 1)
+    summary = (f"predict + cluster: Spark {on_spark['predict_and_cluster_seconds']}s, DuckDB "
+               f"{on_duckdb['predict_and_cluster_seconds']}s ({ratio}x); F1 Spark {on_spark['f1']:.4f}, DuckDB "
+               f"{on_duckdb['f1']:.4f} ({found['comparable_profiles']:,} profiles scored)")  # fmt: skip
+    return {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2), "spark_over_duckdb": ratio,
+            **found, "summary": summary}  # fmt: skip
 
 
 # What each stage logs about what it did: (logger prefix, words in the line).
@@ -156,7 +204,7 @@ def refresh_stages() -> list[str]:
 
 
 def steps_of(phase: str, stages: list[str]) -> list[tuple[str, list[str]]]:
-    """(stage, overrides) of one phase: the whole refresh over 35 months (`full`), then the 36th month delivered
+    """(stage, overrides) of one phase: the whole refresh over 36 months (`full`), then the 37th month delivered
     and the refresh again (`increment`), then once more with nothing new (`nothing_new`)."""
     if phase == "full":
         return [("generate", [f"synthetic.until={LAST_PERIOD_BUT_ONE}"])] + [(s, []) for s in stages if s != "generate"]
@@ -165,18 +213,21 @@ def steps_of(phase: str, stages: list[str]) -> list[tuple[str, list[str]]]:
     return [(s, []) for s in stages if s != "generate"]
 
 
-def bench_size(size: int, repeats: int, work: Path, phases: list[str], record) -> list[dict]:
-    """Each phase's stages at one size, each a fresh `phm run` process as a scheduler runs them; `record(rows)`
-    is called after every stage (so a long run leaves what it measured)."""
+def bench_size(size: int, repeats: int, work: Path, phases: list[str], record, runner) -> list[dict]:
+    """Each phase's stages at one size, each a fresh process as a scheduler runs them (`runner`: Local or
+    OnCluster); `record(rows)` is called after every stage (so a long run leaves what it measured)."""
     stages = refresh_stages()
     rows: list[dict] = []
+    mode = runner.mode
+    tag = mode.split()[0].strip("[*]")
     for repeat in range(repeats):
         base = work / f"refresh-{size}"
         shutil.rmtree(base, ignore_errors=True)
         for phase in phases:
             for stage, extra in steps_of(phase, stages):
-                log = work / f"{size}-{repeat}-{phase}-{stage}.log"
-                seconds, peak, code = measured_run(_phm(stage, base, size, *extra), log)
+                log = work / f"{size}-{tag}-{repeat}-{phase}-{stage}.log"
+                command = runner.command(stage, _settings(base, size, *extra))
+                seconds, peak, code = measured_run(command, log, runner.env, runner.pids)
                 if code != 0:
                     raise SystemExit(f"bench: {phase} {stage} at {size:,} failed (exit {code}); see {log}")
                 run = {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2)}
@@ -187,19 +238,19 @@ def bench_size(size: int, repeats: int, work: Path, phases: list[str], record) -
                     run["landing_gb"] = round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9, 2)
                 if stage in SUMMARIES:
                     run["summary"] = _summary(stage, log)
-                _add(rows, phase, stage, size, run)
-                if (phase, stage) == ("full", "evaluate_linkage"):
-                    link_log = work / f"{size}-{repeat}-full-link.log"
-                    _add(rows, "side_by_side", "splink_duckdb", size, side_by_side(base, size, work, link_log, log))
+                _add(rows, mode, phase, stage, size, run)
+                if (phase, stage) == ("full", "link") and isinstance(runner, Local):
+                    _add(rows, mode, "side_by_side", "splink_spark_and_duckdb", size, side_by_side(base, size, work))
                 record(rows)
         shutil.rmtree(base, ignore_errors=True)
     return rows
 
 
-def _add(rows: list[dict], phase: str, stage: str, size: int, run: dict) -> None:
-    row = next((r for r in rows if (r["phase"], r["stage"], r["people"]) == (phase, stage, size)), None)
+def _add(rows: list[dict], mode: str, phase: str, stage: str, size: int, run: dict) -> None:
+    key = (mode, phase, stage, size)
+    row = next((r for r in rows if (r["mode"], r["phase"], r["stage"], r["people"]) == key), None)
     if row is None:
-        row = {"phase": phase, "stage": stage, "people": size, "runs": []}
+        row = {"mode": mode, "phase": phase, "stage": stage, "people": size, "runs": []}
         rows.append(row)
     row["runs"].append(run)
     row["median_seconds"] = statistics.median(r["seconds"] for r in row["runs"])
@@ -211,16 +262,14 @@ def totals(rows: list[dict]) -> list[dict]:
     """Per size and phase: every stage, and the refresh a real ICS runs (no generate, no evaluate_* stages,
     which read the synthetic truth store)."""
     out = []
-    for size in sorted({r["people"] for r in rows}):
-        for phase in PHASES:
-            mine = [r for r in rows if r["people"] == size and r["phase"] == phase]
-            if not mine:
-                continue
-            real = [r for r in mine if r["stage"] != "generate" and not r["stage"].startswith("evaluate_")]
-            out.append({"people": size, "phase": phase, "stages": len(mine),
-                        "all_stages_seconds": round(sum(r["median_seconds"] for r in mine), 1),
-                        "refresh_seconds": round(sum(r["median_seconds"] for r in real), 1),
-                        "peak_rss_gb": max(r["median_peak_rss_gb"] for r in mine)})  # fmt: skip
+    for mode, size, phase in sorted({(r["mode"], r["people"], r["phase"]) for r in rows if r["phase"] in PHASES},
+                                    key=lambda k: (k[0], k[1], PHASES.index(k[2]))):  # fmt: skip
+        mine = [r for r in rows if (r["mode"], r["people"], r["phase"]) == (mode, size, phase)]
+        real = [r for r in mine if r["stage"] != "generate" and not r["stage"].startswith("evaluate_")]
+        out.append({"mode": mode, "people": size, "phase": phase, "stages": len(mine),
+                    "all_stages_seconds": round(sum(r["median_seconds"] for r in mine), 1),
+                    "refresh_seconds": round(sum(r["median_seconds"] for r in real), 1),
+                    "peak_rss_gb": max(r["median_peak_rss_gb"] for r in mine)})  # fmt: skip
     return out
 
 
@@ -230,15 +279,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     parser.add_argument("--out", default=str(REPO / "bench"))
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="WORKERS",
+        help="submit every stage to a standalone cluster of this many workers on 127.0.0.1",
+    )
+    parser.add_argument("--worker-memory", default="5g", help="each worker's (and its executor's) memory")
     args = parser.parse_args()
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
-    done: list[dict] = []
+    if not args.cluster:
+        measure(args, out, work, Local())
+        return
+    workers, cores = args.cluster, max(1, (os.cpu_count() or 2) // args.cluster)
+    wheel = build_wheel(REPO, work / "dist")
+    with standalone_cluster_running(work / "cluster", workers, cores, args.worker_memory) as cluster:
+        measure(args, out, work, OnCluster(cluster, workers, cores, args.worker_memory, wheel))
+
+
+def measure(args: argparse.Namespace, out: Path, work: Path, runner) -> None:
+    """Every size in `runner`'s mode, into the results file beside what it holds of other modes and sizes."""
+    previous = out / "results.json"
+    done = json.loads(previous.read_text())["results"] if previous.exists() else []
+    for row in done:
+        row.setdefault("mode", Local.mode)  # results written before the cluster mode
+    done = [r for r in done if (r["mode"], r["people"]) not in {(runner.mode, n) for n in args.sizes}]
     for size in args.sizes:
-        print(f"bench: {size:,} people x {args.repeats}, phases {', '.join(args.phases)}", flush=True)
+        print(f"bench: {size:,} people x {args.repeats} ({runner.mode}), phases {', '.join(args.phases)}", flush=True)
         earlier = list(done)
-        done += bench_size(size, args.repeats, work, args.phases, lambda rows, e=earlier: write_results(out, e + rows))
+        done += bench_size(size, args.repeats, work, args.phases,
+                           lambda rows, e=earlier: write_results(out, e + rows), runner)  # fmt: skip
     print((out / "results.md").read_text())
 
 
@@ -252,17 +325,17 @@ def write_results(out: Path, results: list[dict]) -> None:
     }  # fmt: skip
     (out / "results.json").write_text(json.dumps(document, indent=2))
     lines = [
-        "| people | phase | refresh s (no generate, no evaluate_*) | all stages s | peak RSS GB |",
-        "|---|---|---|---|---|",
-        *[f"| {t['people']:,} | {t['phase']} | {t['refresh_seconds']} | {t['all_stages_seconds']} | "
+        "| mode | people | phase | refresh s (no generate, no evaluate_*) | all stages s | peak RSS GB |",
+        "|---|---|---|---|---|---|",
+        *[f"| {t['mode']} | {t['people']:,} | {t['phase']} | {t['refresh_seconds']} | {t['all_stages_seconds']} | "
           f"{t['peak_rss_gb']} |" for t in totals(results)],
         "",
-        "| people | phase | stage | median s | s per 100k | peak RSS GB | what it did | runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mode | people | phase | stage | median s | s per 100k | peak RSS GB | what it did | runs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results:
         summary = r["runs"][-1].get("summary") or ""
-        lines.append(f"| {r['people']:,} | {r['phase']} | {r['stage']} | {r['median_seconds']} | "
+        lines.append(f"| {r['mode']} | {r['people']:,} | {r['phase']} | {r['stage']} | {r['median_seconds']} | "
                      f"{r['seconds_per_100k_people']} | {r['median_peak_rss_gb']} | {summary} | "
                      f"{len(r['runs'])} |")  # fmt: skip
     (out / "results.md").write_text("\n".join(lines) + "\n")
