@@ -119,7 +119,7 @@ def _settings(base: Path, size: int, *extra: str) -> list[str]:
 class Local:
     """Each stage as `phm run STAGE` on the config's master (local[*])."""
 
-    mode = "local[*]"
+    mode, tag = "local[*]", "local"
     env: dict[str, str] | None = None
     pids: tuple[int, ...] = ()
 
@@ -139,7 +139,7 @@ class OnCluster:
         self.cluster, self.wheel, self.executor_memory = cluster, wheel, executor_memory
         self.jars, self.driver_memory = local_jars(config), config.spark.driver_memory
         self.scripts = {job.spec.name: REPO / "jobs" / job.script for job in discover_jobs().values()}
-        self.mode = f"standalone {workers}x{cores}"
+        self.mode, self.tag = f"standalone {workers}x{cores}", "standalone"
         self.env = cluster_env(cluster.scratch)
         self.pids = tuple(cluster.pids)
 
@@ -219,13 +219,12 @@ def bench_size(size: int, repeats: int, work: Path, phases: list[str], record, r
     stages = refresh_stages()
     rows: list[dict] = []
     mode = runner.mode
-    tag = mode.split()[0].strip("[*]")
     for repeat in range(repeats):
         base = work / f"refresh-{size}"
         shutil.rmtree(base, ignore_errors=True)
         for phase in phases:
             for stage, extra in steps_of(phase, stages):
-                log = work / f"{size}-{tag}-{repeat}-{phase}-{stage}.log"
+                log = work / f"{size}-{runner.tag}-{repeat}-{phase}-{stage}.log"
                 command = runner.command(stage, _settings(base, size, *extra))
                 seconds, peak, code = measured_run(command, log, runner.env, runner.pids)
                 if code != 0:

@@ -70,7 +70,8 @@ def main() -> None:
         row = metrics(labelled(links, record_truth, people)).first()
         return {k: row[k] for k in ("precision", "recall", "f1", "false_merge_rate", "missed_link_rate")}
 
-    out: dict = {"profiles": profile.count(), "comparable_profiles": profile.count() - alone.count()}
+    profiles_in_all = profile.count()
+    out: dict = {"profiles": profiles_in_all, "comparable_profiles": profiles_in_all - alone.count()}
 
     started = time.monotonic()
     linker = linkage_model.linker_for(spark, profile, model)

@@ -11,7 +11,7 @@ from the environment of the Airflow workers:
 
     PHM_HOME      the checkout (or unpacked release) holding jobs/ and configs/   (default /opt/phm)
     PHM_CONFIG    the environment's config, relative to PHM_HOME               (default configs/cluster.yaml)
-    PHM_WHEEL     the library wheel from `make package`       (default PHM_HOME/dist/phm-0.1.0-py3-none-any.whl)
+    PHM_WHEEL     the library wheel from `make package`       (default PHM_HOME/dist/phm-<version>-py3-none-any.whl)
     PHM_EXCLUDE   stages not to run, comma-separated                           (default generate: real extracts
                   arrive in landing/; leave out the evaluate_* stages too, which read the synthetic truth store)
     PHM_SCHEDULE  a cron expression                                            (default 02:00 on the 5th: monthly
@@ -36,10 +36,9 @@ from airflow.sdk import DAG
 PIPELINE = json.loads(Path(__file__).with_name("pipeline.json").read_text())
 HOME = os.environ.get("PHM_HOME", "/opt/phm")
 CONFIG = os.environ.get("PHM_CONFIG", "configs/cluster.yaml")
-WHEEL = os.environ.get("PHM_WHEEL", f"{HOME}/dist/phm-0.1.0-py3-none-any.whl")
+WHEEL = os.environ.get("PHM_WHEEL", f"{HOME}/{PIPELINE['spark_submit']['wheel']}")
 EXCLUDE = {name.strip() for name in os.environ.get("PHM_EXCLUDE", "generate").split(",") if name.strip()}
 SCHEDULE = os.environ.get("PHM_SCHEDULE", "0 2 5 * *")
-DELTA_PACKAGES = "io.delta:delta-spark_4.2_2.13:4.4.0,io.delta:delta-storage:4.4.0"  # = jvm/pom.xml
 
 
 def stages_to_run(pipeline: dict, exclude: set[str]) -> dict[str, list[str]]:
@@ -76,7 +75,7 @@ with DAG(
             application=f"{HOME}/{scripts[name]}",
             application_args=["--config", f"{HOME}/{CONFIG}", "--set", f"paths.root={HOME}"],
             py_files=WHEEL,
-            packages=DELTA_PACKAGES,
+            packages=PIPELINE["spark_submit"]["packages"],  # Delta's coordinates, from the platform's config
             name=f"phm-{name}",
         )
         for name in plan

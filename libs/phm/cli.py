@@ -125,7 +125,12 @@ def _jobs(config: PhmConfig, as_json: bool = False) -> int:
     if as_json:  # deploy/airflow/pipeline.json is this (the DAG builds its tasks from it)
         stages = [{"name": name, "script": f"jobs/{jobs[name].script}", "depends_on": list(jobs[name].spec.depends_on),
                    "scheduled": jobs[name].spec.scheduled} for name in pipeline_order(jobs) + on_demand]  # fmt: skip
-        print(json.dumps({"stages": stages}, indent=2))
+        # What spark-submit needs beside the scripts: Delta's Maven coordinates and the wheel `make package` builds.
+        submit = {
+            "packages": ",".join(config.jvm.delta_coordinates),
+            "wheel": f"dist/phm-{phm.__version__}-py3-none-any.whl",
+        }
+        print(json.dumps({"stages": stages, "spark_submit": submit}, indent=2))
         return EXIT_OK
     for name in pipeline_order(jobs) + on_demand:
         spec = jobs[name].spec

@@ -5,7 +5,6 @@ same against a real MLflow tracking server."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from phm.models.specs import load_model_specs
 from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
+from phm.runtime.standalone import free_port
 from phm.segmentation.definitions import Segmentation
 from phm.tables import (
     EVENTS,
@@ -188,16 +188,10 @@ def test_champions_are_compared_with_the_oracle(sample):
     assert "oracle.oracle_auc" in client.get_run(champion.run_id).data.metrics
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def tracking_server(tmp_path):
     """`mlflow server` on 127.0.0.1 with a SQL (sqlite) backend and an artifact folder; stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
