@@ -28,6 +28,7 @@ from phm.ingest.outputs import file_accounting, to_quarantine, to_silver, to_vau
 from phm.ingest.reader import landed_rows
 from phm.ingest.rules import MALFORMED_RULE, compile_rules, evaluate, failure_counts
 from phm.ingest.standardise import standardise
+from phm.runtime.concurrency import run_in_dependency_order
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.staging import stage
@@ -91,21 +92,9 @@ def run(ctx: JobContext) -> None:
         log.info("ingest: read %d files in %.1fs", len(plan.files), time.monotonic() - started)
 
         validator = _validator(config, ctx.run_id)
-        evaluated: dict[str, DataFrame] = {}
-        rules_of: dict[str, list] = {}
-        for contract in contracts.values():
-            if not plan.periods(contract.source):
-                continue
-            started = time.monotonic()
-            rules = compile_rules(contract, _value_sets(contract, contracts, evaluated, catalog))
-            flagged = stage(spark, evaluate(standardise(bronze, contract), rules), staging / contract.source)
-            checked = time.monotonic()
-            _agree_with_gx(contract, flagged, rules, validator.validate(contract.source, flagged, rules))
-            evaluated[contract.source], rules_of[contract.source] = flagged, rules
-            log.info("ingest: %s checked in %.1fs (rules %.1fs, Great Expectations %.1fs)", contract.source,
-                     time.monotonic() - started, checked - started, time.monotonic() - checked)  # fmt: skip
+        evaluated, rules_of, failing = _check(ctx, contracts, plan, bronze, validator, staging)
         validator.build_docs()
-        _stop_on_fail_rules(evaluated)
+        _stop_on_fail_rules(evaluated, failing)
 
         started = time.monotonic()
         accounting = _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id, landed)
@@ -192,10 +181,47 @@ def _reference(source: str, contracts, evaluated: dict[str, DataFrame], catalog)
     return catalog.read(table) if catalog.exists(table) else None
 
 
-def _agree_with_gx(contract: SourceContract, flagged: DataFrame, rules, outcomes) -> None:
+def _check(ctx, contracts, plan, bronze, validator, staging: Path):
+    """Each planned source standardised, its rules evaluated per row (staged) and run as its Great Expectations
+    suite, the two counts compared; sources at once (spark.concurrent_jobs), each after the sources whose
+    accepted values its rules check against. Returns (flagged rows, rules, rows failing a `fail` rule) by
+    source."""
+    evaluated: dict[str, DataFrame] = {}
+
+    def check(contract: SourceContract):
+        def run():
+            started = time.monotonic()
+            rules = compile_rules(contract, _value_sets(contract, contracts, evaluated, ctx.catalog))
+            flagged = stage(ctx.spark, evaluate(standardise(bronze, contract), rules), staging / contract.source)
+            checked = time.monotonic()
+            counts = _failing_rows(flagged, rules)
+            _agree_with_gx(contract, counts, rules, validator.validate(contract.source, flagged, rules))
+            evaluated[contract.source] = flagged  # before its dependants start: they read its accepted values
+            log.info("ingest: %s checked in %.1fs (rules %.1fs, Great Expectations %.1fs)", contract.source,
+                     time.monotonic() - started, checked - started, time.monotonic() - checked)  # fmt: skip
+            return flagged, rules, counts[FAIL_ROWS] or 0
+
+        return run
+
+    planned = {c.source: c for c in contracts.values() if plan.periods(c.source)}
+    needs = {source: [r.values_from.split(".")[0] for r in c.rules if r.values_from] for source, c in planned.items()}
+    done = run_in_dependency_order({s: check(c) for s, c in planned.items()}, needs, ctx.config.spark.concurrent_jobs)
+    ordered = [s for s in planned if s in done]  # contract order, whatever order they finished in
+    return ({s: done[s][0] for s in ordered}, {s: done[s][1] for s in ordered}, {s: done[s][2] for s in ordered})
+
+
+FAIL_ROWS = "_rows_failing_a_fail_rule"
+
+
+def _failing_rows(flagged: DataFrame, rules):
+    """One pass over the flagged rows: rows failing each rule, and rows failing a rule whose action is fail."""
+    return flagged.agg(*[F.sum(F.array_contains("_failed", r.spec.name).cast("long")).alias(r.spec.name)
+                         for r in rules],
+                       F.sum((F.col("_outcome") == "fail").cast("long")).alias(FAIL_ROWS)).first()  # fmt: skip
+
+
+def _agree_with_gx(contract: SourceContract, counts, rules, outcomes) -> None:
     """Great Expectations and the row predicates must count the same failing rows (unique: GX counts all copies)."""
-    counts = flagged.agg(*[F.sum(F.array_contains("_failed", r.spec.name).cast("long")).alias(r.spec.name)
-                           for r in rules]).first()  # fmt: skip
     for rule in rules:
         ours, theirs = counts[rule.spec.name] or 0, outcomes.get(rule.spec.name)
         if theirs is None or theirs.unexpected is None:
@@ -208,44 +234,51 @@ def _agree_with_gx(contract: SourceContract, flagged: DataFrame, rules, outcomes
             )
 
 
-def _stop_on_fail_rules(evaluated: dict[str, DataFrame]) -> None:
-    for source, flagged in evaluated.items():
-        failed = flagged.where(F.col("_outcome") == "fail")
+def _stop_on_fail_rules(evaluated: dict[str, DataFrame], failing: dict[str, int]) -> None:
+    for source, total in failing.items():
+        if not total:
+            continue
+        failed = evaluated[source].where(F.col("_outcome") == "fail")
         examples = failed.select("file", "line_number", "_failed").orderBy("file", "line_number").limit(5).collect()
-        if examples:
-            total = failed.count()
-            where = "; ".join(f"{r.file} line {r.line_number} ({', '.join(r._failed)})" for r in examples)
-            raise RuleFailedError(
-                f"{source}: {total} row(s) failed a rule whose action is fail, e.g. {where}; nothing was written. "
-                f"Fix the extract and re-deliver it, or change the rule's action in configs/sources/{source}.yaml"
-            )
+        where = "; ".join(f"{r.file} line {r.line_number} ({', '.join(r._failed)})" for r in examples)
+        raise RuleFailedError(
+            f"{source}: {total} row(s) failed a rule whose action is fail, e.g. {where}; nothing was written. "
+            f"Fix the extract and re-deliver it, or change the rule's action in configs/sources/{source}.yaml"
+        )
 
 
 def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id, landed) -> list[dict]:
     catalog, spark = ctx.catalog, ctx.spark
     pairs = {(load.source, load.period) for load in plan.loads}
     where = _pairs_predicate(pairs)
-    catalog.overwrite(LANDED_ROWS.name, bronze, replace_where=where)
     postcode_lsoa = _reference("postcode_lsoa", contracts, evaluated, catalog) if "postcode_lsoa" in contracts else None
     lsoa_imd = _reference("lsoa_imd", contracts, evaluated, catalog) if "lsoa_imd" in contracts else None
 
-    quarantined, identities, quality = [], [], []
-    for source, flagged in evaluated.items():
-        contract, rules = contracts[source], rules_of[source]
-        periods = plan.periods(source)
-        accepted = pseudonymise.with_key(spark, flagged.where(F.col("_outcome") == "accept"), key)
-        silver = to_silver(accepted, contract, postcode_lsoa, lsoa_imd)
-        catalog.overwrite(contract.silver_table, silver, replace_where=_in("period", periods))
-        vault = to_vault(accepted, contract, key_id)
-        if vault is not None:
-            identities.append(pseudonymise.without_key(vault))
-        id_first = _record_id_first(contract, [f for f in landed if f.source == source])
-        quarantined.append(to_quarantine(flagged.where(F.col("_outcome") == "quarantine"), contract, rules, id_first))
-        quality.append(_quality_rows(contract, flagged, drift, [f for f in landed if (f.source, f.period) in pairs]))
-    catalog.overwrite(QUARANTINE.name, _union(quarantined), replace_where=where)
+    def to_tables(source: str, flagged: DataFrame):
+        def run():
+            contract, rules = contracts[source], rules_of[source]
+            accepted = pseudonymise.with_key(spark, flagged.where(F.col("_outcome") == "accept"), key)
+            catalog.overwrite(contract.silver_table, to_silver(accepted, contract, postcode_lsoa, lsoa_imd),
+                              replace_where=_in("period", plan.periods(source)))  # fmt: skip
+            vault = to_vault(accepted, contract, key_id)
+            id_first = _record_id_first(contract, [f for f in landed if f.source == source])
+            quarantined = to_quarantine(flagged.where(F.col("_outcome") == "quarantine"), contract, rules, id_first)
+            quality = _quality_rows(contract, flagged, drift, [f for f in landed if (f.source, f.period) in pairs])
+            return None if vault is None else pseudonymise.without_key(vault), quarantined, quality
+
+        return run
+
+    workers = ctx.config.spark.concurrent_jobs
+    tasks = {s: to_tables(s, f) for s, f in evaluated.items()}
+    tasks[LANDED_ROWS.name] = lambda: catalog.overwrite(LANDED_ROWS.name, bronze, replace_where=where)
+    written = run_in_dependency_order(tasks, workers=workers)
+    parts = [written[source] for source in evaluated]
+    identities = [vault for vault, _, _ in parts if vault is not None]
+    shared = {QUARANTINE.name: _union([q for _, q, _ in parts]), DATA_QUALITY.name: _union([q for _, _, q in parts])}
     if identities:
-        catalog.overwrite(IDENTITY.name, _union(identities), replace_where=where)
-    catalog.overwrite(DATA_QUALITY.name, _union(quality), replace_where=where)
+        shared[IDENTITY.name] = _union(identities)
+    run_in_dependency_order({name: (lambda n=name: catalog.overwrite(n, shared[n], replace_where=where))
+                             for name in shared}, workers=workers)  # fmt: skip
 
     accounting = [r.asDict() for r in _union([file_accounting(f) for f in evaluated.values()]).collect()]
     _check_accounting(catalog, contracts, plan, accounting)
@@ -271,19 +304,28 @@ def _check_accounting(catalog, contracts, plan, accounting: list[dict]) -> None:
             raise AccountingError(f"{a['file']}: {a['rows_in']} rows in != {a['rows_accepted']} accepted + "
                                   f"{a['rows_quarantined']} quarantined")  # fmt: skip
     pairs = {(load.source, load.period) for load in plan.loads}
-
-    def held(name: str, where: str) -> int:
-        return catalog.spark.read.format("delta").load(catalog.path(name)).where(where).count()
-
+    wheres = {LANDED_ROWS.name: _pairs_predicate(pairs), QUARANTINE.name: _pairs_predicate(pairs)}
     expected = {
         LANDED_ROWS.name: sum(a["rows_in"] for a in accounting),
         QUARANTINE.name: sum(a["rows_quarantined"] for a in accounting),
     }
-    found = {name: held(name, _pairs_predicate(pairs)) for name in expected}
     for source in {s for s, _ in pairs}:
         table = contracts[source].silver_table
+        wheres[table] = _in("period", plan.periods(source))
         expected[table] = sum(a["rows_accepted"] for a in accounting if a["source"] == source)
-        found[table] = held(table, _in("period", plan.periods(source)))
+    # every table's count in one Spark job (a job per table costs seconds of scheduling on small tables)
+    held = _union(
+        [
+            catalog.spark.read.format("delta")
+            .load(catalog.path(name))
+            .where(where)
+            .groupBy()
+            .count()
+            .select(F.lit(name).alias("name"), "count")
+            for name, where in wheres.items()
+        ]
+    )
+    found = {row.name: row["count"] for row in held.collect()}
     wrong = {name: (found[name], expected[name]) for name in expected if found[name] != expected[name]}
     if wrong:
         raise AccountingError(

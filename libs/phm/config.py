@@ -70,6 +70,9 @@ class SparkConfig(StrictModel):
     # costs seconds per read on a 2-core machine with small tables.
     delta_snapshot_partitions: int = Field(4, ge=1)
     adaptive_enabled: StrictBool = True
+    # Independent Spark jobs a stage submits at once from its own threads (ingest checks and writes its sources
+    # so): on small tables it overlaps the driver's per-job planning, on large ones it fills idle cores.
+    concurrent_jobs: int = Field(3, ge=1, le=32)
     ui_enabled: StrictBool = False
     console_progress: StrictBool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"

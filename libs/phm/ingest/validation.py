@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,11 @@ def expectation_for(rule: CompiledRule):
 
 class Validator:
     """A GX context for one ingest run; `validate` runs one source's suite, `build_docs` renders the Data Docs of
-    every suite run (once: rebuilding the site after each source re-renders every earlier page)."""
+    every suite run (once: rebuilding the site after each source re-renders every earlier page).
+
+    Sources may be validated from several threads at once: each source gets a Spark data source of its own (a
+    data source's execution engine holds its current batch), and the context's stores are changed under a lock;
+    only the checkpoint runs (the Spark jobs) overlap."""
 
     def __init__(self, docs_dir: str | Path | None) -> None:
         import great_expectations as gx
@@ -95,28 +100,13 @@ class Validator:
                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                 },
             )
-        self.data_source = self.context.data_sources.add_spark("landing")
+        self._lock = threading.Lock()
 
     def validate(self, source: str, frame: DataFrame, rules: list[CompiledRule]) -> dict[str, ExpectationOutcome]:
-        gx = self._gx
         if not rules:
             return {}
-        asset = self.data_source.add_dataframe_asset(source)
-        batch = asset.add_batch_definition_whole_dataframe(f"{source}_batch")
-        suite = self.context.suites.add(gx.ExpectationSuite(name=source))
-        for rule in rules:
-            suite.add_expectation(expectation_for(rule))
-        definition = self.context.validation_definitions.add(
-            gx.ValidationDefinition(name=source, data=batch, suite=suite)
-        )
-        checkpoint = self.context.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{source}_checkpoint",
-                validation_definitions=[definition],
-                actions=[],
-                result_format=RESULT_FORMAT,
-            )
-        )
+        with self._lock:
+            checkpoint = self._checkpoint(source, rules)
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         outcomes: dict[str, ExpectationOutcome] = {}
         for run in result.run_results.values():
@@ -129,6 +119,22 @@ class Validator:
                 if _raised(item.exception_info):
                     log.warning("GX could not evaluate rule %s of %s", name, source)
         return outcomes
+
+    def _checkpoint(self, source: str, rules: list[CompiledRule]):
+        """The source's suite, validation definition and checkpoint, added to the context."""
+        gx = self._gx
+        asset = self.context.data_sources.add_spark(f"landing_{source}").add_dataframe_asset(source)
+        batch = asset.add_batch_definition_whole_dataframe(f"{source}_batch")
+        suite = self.context.suites.add(gx.ExpectationSuite(name=source))
+        for rule in rules:
+            suite.add_expectation(expectation_for(rule))
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=source, data=batch, suite=suite)
+        )
+        checkpoint = gx.Checkpoint(
+            name=f"{source}_checkpoint", validation_definitions=[definition], actions=[], result_format=RESULT_FORMAT
+        )
+        return self.context.checkpoints.add(checkpoint)
 
     def build_docs(self) -> None:
         """The Data Docs site of every suite this run validated (its results are in the context's store)."""

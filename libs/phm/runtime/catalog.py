@@ -93,25 +93,23 @@ class Catalog:
     def overwrite(self, name: str, df: DataFrame, replace_where: str | None = None) -> int:
         """Replace the table (or only the rows matching `replace_where`) atomically; returns the new version."""
         spec = get_spec(name)
-        writer = self._conform(spec, df).write.format("delta").mode("overwrite")
+        writer = self._writer(spec, df, "overwrite")
         if replace_where:
             writer = writer.option("replaceWhere", replace_where)
         else:
             writer = writer.option("overwriteSchema", "true")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
-        with self._commit_metadata():
-            writer.save(self.path(name))
+        writer.save(self.path(name))
         return self._written(name)
 
     def append(self, name: str, df: DataFrame) -> int:
         """Add rows; returns the new version."""
         spec = get_spec(name)
-        writer = self._conform(spec, df).write.format("delta").mode("append")
+        writer = self._writer(spec, df, "append")
         if spec.partition_by and not self.exists(name):
             writer = writer.partitionBy(*spec.partition_by)
-        with self._commit_metadata():
-            writer.save(self.path(name))
+        writer.save(self.path(name))
         return self._written(name)
 
     def merge(
@@ -134,6 +132,7 @@ class Catalog:
         if update_matched:
             builder = builder.whenMatchedUpdateAll()
         builder = builder.whenNotMatchedInsertAll()
+        # A merge takes its commit metadata from the session only (so merges are not run concurrently).
         with self._commit_metadata():
             builder.execute()
         return self._written(name)
@@ -178,6 +177,12 @@ class Catalog:
     # -- internals ------------------------------------------------------------
     def _delta(self, name: str) -> DeltaTable:
         return DeltaTable.forPath(self.spark, self.path(name))
+
+    def _writer(self, spec: TableSpec, df: DataFrame, mode: str):
+        """A Delta writer of the conformed frame whose commit carries the run id (as a write option, not a
+        session setting, so that writes from concurrent threads each carry their own)."""
+        writer = self._conform(spec, df).write.format("delta").mode(mode)
+        return writer.option("userMetadata", self.run_id) if self.run_id else writer
 
     def _conform(self, spec: TableSpec, df: DataFrame) -> DataFrame:
         """Check columns and types against the declared schema; order them; add the audit column."""
