@@ -4,7 +4,6 @@ no outputs."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from pathlib import Path
 
@@ -51,28 +50,13 @@ def sample_config(refreshed, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def executed(sample_config) -> dict[str, nbformat.NotebookNode]:
-    """Every notebook run top to bottom, each in its own kernel, the three at once (each kernel's start and
-    Spark session take most of its time, and they overlap)."""
-    notebooks = {path.stem: nbformat.read(path, as_version=4) for path in NOTEBOOKS}
-    clients = [NotebookClient(notebook, timeout=600, kernel_name="python3",
-                              resources={"metadata": {"path": str(REPO / "notebooks")}})
-               for notebook in notebooks.values()]  # fmt: skip
-
-    async def run_all() -> None:
-        await asyncio.gather(*(client.async_execute() for client in clients))
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CONFIG_ENV_VAR, str(sample_config))
-        asyncio.run(run_all())
-    return notebooks
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_the_notebook_runs_top_to_bottom_on_the_sample(path, executed, canaries):
-    notebook = executed[path.stem]
+def test_the_notebook_runs_top_to_bottom_on_the_sample(path, sample_config, canaries, monkeypatch):
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(sample_config))
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()  # fmt: skip
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("checks passed" in o.get("text", "") for o in outputs), "the notebook's checks ran"
