@@ -48,6 +48,10 @@ from phm.tables import (
 
 log = logging.getLogger("phm.jobs.link")
 
+# What a link run reads: the identity records, and what gold.person takes its best values from.
+PERSON_SOURCES = ("silver.gp_registrations", "silver.deaths", "silver.practices")
+INPUTS = (IDENTITY.name, *PERSON_SOURCES)
+
 SPEC = JobSpec(
     name="link",
     description="vault.identity -> one person index (Splink on Spark): person_link, person_id history, gold.person",
@@ -61,6 +65,12 @@ def run(ctx: JobContext) -> None:
     settings = config.linkage
     if not catalog.exists(IDENTITY.name):
         raise UserError("link: vault.identity does not exist yet; run `phm run ingest` first")
+    # Skipped without reading a record when nothing it reads has a new version (a refresh with nothing new).
+    if not (settings.retrain or settings.full_relink) and ctx.unchanged_since_last_success(INPUTS, SPEC.outputs):
+        log.info("link: vault.identity and the tables gold.person is built from are unchanged since the last link "
+                 "run; nothing to do")  # fmt: skip
+        ctx.rows_out = 0
+        return
     staging = Path(config.resolve(config.paths.checkpoints)) / f"link-{ctx.run_id}"
     timings: dict[str, float] = {}
     try:
@@ -212,14 +222,7 @@ def _person(catalog, links: DataFrame, reference_date: str) -> DataFrame:
             raise UserError(f"link: {name} does not exist; gold.person needs it (deliver and ingest that source)")
         return catalog.read(name)
 
-    return person_index(
-        links,
-        catalog.read(IDENTITY.name),
-        silver("silver.gp_registrations"),
-        silver("silver.deaths"),
-        silver("silver.practices"),
-        reference_date,
-    )
+    return person_index(links, catalog.read(IDENTITY.name), *map(silver, PERSON_SOURCES), reference_date)
 
 
 def _reference_date(records: DataFrame) -> str:
