@@ -37,7 +37,10 @@ run: setup
 	$(BIN)/phm keygen --if-missing --config $(CONFIG)
 	$(BIN)/phm refresh --config $(CONFIG)
 
-test: setup browser airflow
+# The four set-ups (our environment, Delta's jars, Chromium, Airflow's environment) are independent and mostly
+# wait on downloads, so they run at once.
+test:
+	@$(MAKE) --no-print-directory -j4 setup browser airflow
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the report's browser test (tests/integration/test_report.py), as root or through sudo.
