@@ -25,7 +25,6 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from phm.errors import UserError
-from phm.runtime.concurrency import run_in_dependency_order
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.staging import stage
@@ -87,34 +86,24 @@ def run(ctx: JobContext) -> None:
         with step("records"):
             records = stage(spark, generate_records(people, factors, programme, plan), staging / "records")
 
-        def extract(source: str, fmt):
-            def run() -> dict[str, int]:
-                with step(f"extract {source}"):
-                    damage = partial(_damage_lines, source=source, rates=calibration.defects)
-                    return _write_periods(
-                        render(records, fmt), fmt.file_format, landing / source, wanted, staging,
-                        prepare=damage if fmt.file_format == "csv" else None,
-                    )  # fmt: skip
-
-            return run
-
-        workers = config.spark.concurrent_jobs
-        with step("extracts"):
-            written = run_in_dependency_order({s: extract(s, f) for s, f in EXTRACT_FORMATS.items()}, workers=workers)
+        written = {}
+        for source, fmt in EXTRACT_FORMATS.items():
+            with step(f"extract {source}"):
+                damage = partial(_damage_lines, source=source, rates=calibration.defects)
+                written[source] = _write_periods(
+                    render(records, fmt), fmt.file_format, landing / source, wanted, staging,
+                    prepare=damage if fmt.file_format == "csv" else None,
+                )  # fmt: skip
         _write_static(plan, landing)
 
         with step("truth store"):
-            tables = {
-                "person": truth.person_truth(people, factors, plan),
-                "person_condition": truth.person_conditions(people, plan),
-                "admission_risk": truth.admission_risk(people, factors, settings.index_dates),
-                "record_person": truth.record_person(records),
-                "injected_defects": injected_defects(records, calibration.defects),
-                "canaries": truth.canaries(people, settings.canaries, settings.seed),
-                "programme": programme,
-            }
-            run_in_dependency_order({name: partial(_write_truth, frame, truth_dir / name)
-                                     for name, frame in tables.items()}, workers=workers)  # fmt: skip
+            _write_truth(truth.person_truth(people, factors, plan), truth_dir / "person")
+            _write_truth(truth.person_conditions(people, plan), truth_dir / "person_condition")
+            _write_truth(truth.admission_risk(people, factors, settings.index_dates), truth_dir / "admission_risk")
+            _write_truth(truth.record_person(records), truth_dir / "record_person")
+            _write_truth(injected_defects(records, calibration.defects), truth_dir / "injected_defects")
+            _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
+            _write_truth(programme, truth_dir / "programme")
 
         with step("calibration report"):
             figures = calibration_figures(people, factors, records, plan, qof)
