@@ -71,8 +71,9 @@ class SparkConfig(StrictModel):
     delta_snapshot_partitions: int = Field(4, ge=1)
     adaptive_enabled: StrictBool = True
     # Independent Spark jobs a stage submits at once from its own threads (ingest checks and writes its sources
-    # so): on small tables it overlaps the driver's per-job planning, on large ones it fills idle cores.
-    concurrent_jobs: int = Field(3, ge=1, le=32)
+    # so). On tiny tables it overlaps the driver's per-job planning (the test sample's ingest 140 s -> 119 s with
+    # 3); at 100k people on 2 cores the jobs are CPU-bound: 3 at once took 434 s against 433 s, with 0.55 GB more.
+    concurrent_jobs: int = Field(1, ge=1, le=32)
     ui_enabled: StrictBool = False
     console_progress: StrictBool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"

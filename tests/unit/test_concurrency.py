@@ -40,7 +40,7 @@ def test_each_task_starts_after_what_it_needs_with_at_most_workers_at_once(worke
     assert peak[0] == min(workers, 3)  # practices, deaths and community are free from the start
     if workers == 1:
         assert [name for event, name in log if event == "start"] == [
-            "community", "deaths", "practices", "ae", "gp_events"]  # fmt: skip
+            "practices", "community", "deaths", "ae", "gp_events"]  # what others need first  # fmt: skip
 
 
 def test_a_failing_task_stops_new_starts_lets_the_running_finish_and_raises_its_error():

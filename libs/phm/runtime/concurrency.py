@@ -23,15 +23,23 @@ def run_in_dependency_order(
     workers: int = 1,
 ) -> dict[str, T]:
     """Run every task (name -> callable), at most `workers` at once, each after the tasks it `needs`
-    (names not among the tasks are ignored: already there). Returns name -> result. If a task raises, no
-    further task starts, the running ones finish, and the first error is raised as it was."""
+    (names not among the tasks are ignored: already there); what others need starts first. Returns
+    name -> result. If a task raises, no further task starts, the running ones finish, and the first error
+    is raised as it was."""
     needs = needs or {}
-    sorter = graphlib.TopologicalSorter({name: [n for n in needs.get(name, ()) if n in tasks] for name in tasks})
+    graph = {name: [n for n in needs.get(name, ()) if n in tasks] for name in tasks}
+    sorter = graphlib.TopologicalSorter(graph)
     sorter.prepare()
+    needed = {n for wanted in graph.values() for n in wanted}
+
+    def in_order(names) -> list[str]:
+        """What others wait for first (it shortens the critical path), then by name."""
+        return sorted(names, key=lambda name: (name not in needed, name))
+
     results: dict[str, T] = {}
     if workers <= 1:
         while sorter.is_active():
-            for name in sorted(sorter.get_ready()):
+            for name in in_order(sorter.get_ready()):
                 results[name] = tasks[name]()
                 sorter.done(name)
         return results
@@ -40,7 +48,7 @@ def run_in_dependency_order(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="phm-task") as pool:
         ready: list[str] = []
         while sorter.is_active() and error is None:
-            ready.extend(sorted(sorter.get_ready()))
+            ready = in_order([*ready, *sorter.get_ready()])
             while ready and len(running) < workers:
                 name = ready.pop(0)
                 running[pool.submit(tasks[name])] = name
