@@ -206,8 +206,8 @@ def _check(ctx, contracts, plan, bronze, validator, staging: Path):
     planned = {c.source: c for c in contracts.values() if plan.periods(c.source)}
     needs = {source: [r.values_from.split(".")[0] for r in c.rules if r.values_from] for source, c in planned.items()}
     done = run_in_dependency_order({s: check(c) for s, c in planned.items()}, needs, ctx.config.spark.concurrent_jobs)
-    ordered = [s for s in planned if s in done]  # contract order, whatever order they finished in
-    return ({s: done[s][0] for s in ordered}, {s: done[s][1] for s in ordered}, {s: done[s][2] for s in ordered})
+    # in contract order, whatever order they finished in (every planned source is done, or this raised)
+    return tuple({source: done[source][part] for source in planned} for part in range(3))
 
 
 FAIL_ROWS = "_rows_failing_a_fail_rule"
