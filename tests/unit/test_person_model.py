@@ -20,7 +20,7 @@ from phm.person.events import build_events
 from phm.person.observations import observations
 from phm.segmentation.definitions import Segmentation, check_against_codelists
 from phm.segmentation.scores import cambridge_multimorbidity_score, efi_deficits, electronic_frailty_index
-from phm.segmentation.segments import activity_in_year, build_segments
+from phm.segmentation.segments import activity_in_year, build_segments, segments_by_date
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = "2026-03-31"
@@ -385,6 +385,51 @@ def test_annual_cost_counts_the_twelve_months_and_spans_pro_rata(spark):
     ]
     row = activity_in_year(events(spark, rows), AS_OF).collect()[0]
     assert (row.emergency_admissions_12m, row.ae_attendances_12m, row.annual_cost) == (1, 1, 148 + 1590 + 200.0)
+
+
+# -- many dates at once ----------------------------------------------------------------------------------------
+EARLIER, LATER = date(2025, 6, 30), date(2026, 3, 31)
+
+
+def test_segments_at_many_dates_in_one_query_equal_one_query_per_date(spark, definitions, segmentation):
+    """segments_by_date (the actuarial history; features use the same *_by_date parts for their index dates) on
+    people whose conditions, frailty, care and activity differ between the two dates: the earlier date's rows
+    of one query for both equal those of a query for it alone."""
+    rows = [
+        event("a", "2024-01-01", "38341003"),  # hypertension at the earlier date, resolved before the later
+        event("a", "2025-09-01", "162659009"),
+        event("a", "2025-08-01", "W19X", source="inpatient"),  # a fall (an eFI deficit) after the earlier date
+        event("a", "2025-05-01", activity="emergency_admission", service="acute", cost=1590.0, emergency=True),
+        event("b", "2025-01-01", "52448006"),  # dementia from before both
+        event("b", "2025-03-01", activity="care_package", service="social_care", setting="home_care", cost=0.0,
+              end="2025-12-31", daily=20.0),  # running on the earlier date only
+        event("c", "2024-05-01", activity="gp_consultation", cost=42.0),
+        event("c", "2026-01-15", "38341003"),  # hypertension known only at the later date
+    ]  # fmt: skip
+    frame = events(spark, rows)
+    codes = condition_codes(frame, definitions.conditions)
+    person = spark.createDataFrame(
+        [
+            (p, age, None, "F", None, 3, "P1", "N1", "L1", False, LATER)
+            for p, age in {"a": 70, "b": 82, "c": 66}.items()
+        ],
+        f"{PERSON}, reference_date date",
+    )
+    keep = (
+        "person_id", "reference_date", "age", "segment", "conditions", "long_term_conditions", "cms_score",
+        "efi_deficits", "emergency_admissions_12m", "annual_cost", "social_care",
+    )  # fmt: skip
+
+    def segments(dates):
+        built = segments_by_date(person, frame, codes, definitions.conditions, segmentation, dates)
+        return {(r.person_id, r.reference_date): tuple(r) for r in built.select(*keep).collect()}
+
+    together = segments([EARLIER, LATER])
+    # the earlier date alone: nothing recorded by the later date (conditions, care, activity) leaks back into it
+    assert {key: row for key, row in together.items() if key[1] == EARLIER} == segments([EARLIER])
+    for person_id in "abc":  # and the dates do differ for each person
+        assert together[(person_id, EARLIER)][2:] != together[(person_id, LATER)][2:], person_id
+    assert together[("b", EARLIER)][-1] == ["home_care"] and together[("b", LATER)][-1] == []
 
 
 # -- Bridges to Health -----------------------------------------------------------------------------------------

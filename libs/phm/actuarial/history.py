@@ -2,7 +2,7 @@
 actuarial model is fitted on.
 
 Segments at an earlier date are built exactly as gold.segments is at the reference date
-(phm.segmentation.segments.segments_at: the persons living and seen by then, conditions current then, the
+(phm.segmentation.segments.segments_by_date: the persons living and seen by then, conditions current then, the
 12 months of activity before it), one date every `step_months` back from the reference date while the
 history still holds `min_history_months` before it. Between two consecutive dates a person either moves to
 a segment (possibly the same), dies (a death recorded in between), or is lost (neither: not seen again,
@@ -22,9 +22,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from phm.features.build import age_group
+from phm.frames import literal_frame
+from phm.person.conditions import AS_OF
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Segmentation
-from phm.segmentation.segments import activity_in_year, segments_at, year_before
+from phm.segmentation.segments import activity_in_year_by_date, segments_by_date, year_before
 
 DIED, LOST = "died", "lost"
 HISTORY_COLUMNS = (
@@ -53,12 +55,15 @@ def history_dates(reference_date: date, history_start: date, step_months: int, m
         k += 1
 
 
-def emergency_cost_in_year(events: DataFrame, as_of: str) -> DataFrame:
-    """person_id, emergency_cost_12m: the cost of emergency admissions dated in the 12 months to `as_of`."""
-    first, last = year_before(as_of)
+def emergency_cost_in_year(events: DataFrame, dates: DataFrame) -> DataFrame:
+    """person_id, as_of, emergency_cost_12m: the cost of emergency admissions dated in the 12 months to each
+    date of `dates` (an as_of column)."""
+    first, last = year_before(F.col(AS_OF))
     return (
-        events.where(F.col("emergency") & F.col("event_date").between(first, last))
-        .groupBy("person_id")
+        events.where(F.col("emergency"))
+        .crossJoin(F.broadcast(dates.select(AS_OF)))
+        .where(F.col("event_date").between(first, last))
+        .groupBy("person_id", AS_OF)
         .agg(F.round(F.sum(F.coalesce(F.col("cost"), F.lit(0.0))), 2).alias("emergency_cost_12m"))
     )
 
@@ -71,19 +76,16 @@ def segment_history(
     segmentation: Segmentation,
     dates: list[date],
 ) -> DataFrame:
-    """gold.segment_history: one row per living person x date, segment and the 12 months' activity and cost."""
-    parts = []
-    for as_of in dates:
-        segments = segments_at(person, events, codes, codelists, segmentation, str(as_of))
-        parts.append(
-            segments.join(emergency_cost_in_year(events, str(as_of)), "person_id", "left")
-            .fillna({"emergency_cost_12m": 0.0})
-            .select(*HISTORY_COLUMNS)
-        )
-    history = parts[0]
-    for part in parts[1:]:
-        history = history.unionByName(part)
-    return history
+    """gold.segment_history: one row per living person x date, segment and the 12 months' activity and cost
+    (every date in one query)."""
+    frame = literal_frame(person.sparkSession, [(d,) for d in dates], f"{AS_OF} date")
+    costs = emergency_cost_in_year(events, frame).withColumnRenamed(AS_OF, "reference_date")
+    return (
+        segments_by_date(person, events, codes, codelists, segmentation, dates)
+        .join(costs, ["person_id", "reference_date"], "left")
+        .fillna({"emergency_cost_12m": 0.0})
+        .select(*HISTORY_COLUMNS)
+    )
 
 
 def transitions(history: DataFrame, events: DataFrame, dates: list[date]) -> DataFrame:
@@ -91,43 +93,39 @@ def transitions(history: DataFrame, events: DataFrame, dates: list[date]) -> Dat
     at the start, to_state (the segment at the end, died or lost) and the step's activity (12 months to its end):
     cost, emergency admissions and their cost."""
     deaths = events.where(F.col("activity") == "death").groupBy("person_id").agg(F.min("event_date").alias("_died"))
-    parts = []
-    for start, end in pairwise(dates):
-        before = history.where(F.col("reference_date") == F.lit(start)).select(
-            "person_id", "age", "sex", F.col("segment").alias("from_segment")
+    steps = literal_frame(events.sparkSession, list(pairwise(dates)), "from_date date, to_date date")
+    before = history.join(F.broadcast(steps), F.col("reference_date") == F.col("from_date")).select(
+        "from_date", "to_date", "person_id", "age", "sex", F.col("segment").alias("from_segment")
+    )
+    after = history.select("person_id", F.col("reference_date").alias("to_date"), F.col("segment").alias("_to_segment"))
+    ends = steps.select(F.col("to_date").alias(AS_OF))
+    activity = (
+        activity_in_year_by_date(events, ends)
+        .join(emergency_cost_in_year(events, ends), ["person_id", AS_OF], "left")
+        .withColumnRenamed(AS_OF, "to_date")
+    )
+    died = F.col("_died").isNotNull() & (F.col("_died") > F.col("from_date")) & (F.col("_died") <= F.col("to_date"))
+    return (
+        before.join(after, ["person_id", "to_date"], "left")
+        .join(deaths, "person_id", "left")
+        .join(activity, ["person_id", "to_date"], "left")
+        .select(
+            "from_date",
+            "to_date",
+            "person_id",
+            "age",
+            age_group(F.col("age")).alias("age_group"),
+            "sex",
+            "from_segment",
+            F.when(F.col("_to_segment").isNotNull(), F.col("_to_segment"))
+            .when(died, F.lit(DIED))
+            .otherwise(F.lit(LOST))
+            .alias("to_state"),
+            F.coalesce(F.col("annual_cost"), F.lit(0.0)).alias("step_cost"),
+            F.coalesce(F.col("emergency_admissions_12m"), F.lit(0)).alias("step_emergency_admissions"),
+            F.coalesce(F.col("emergency_cost_12m"), F.lit(0.0)).alias("step_emergency_cost"),
         )
-        after = history.where(F.col("reference_date") == F.lit(end)).select(
-            "person_id", F.col("segment").alias("_to_segment")
-        )
-        activity = activity_in_year(events, str(end)).join(
-            emergency_cost_in_year(events, str(end)), "person_id", "left"
-        )
-        died = F.col("_died").isNotNull() & (F.col("_died") > F.lit(start)) & (F.col("_died") <= F.lit(end))
-        parts.append(
-            before.join(after, "person_id", "left")
-            .join(deaths, "person_id", "left")
-            .join(activity, "person_id", "left")
-            .select(
-                F.lit(start).alias("from_date"),
-                F.lit(end).alias("to_date"),
-                "person_id",
-                "age",
-                age_group(F.col("age")).alias("age_group"),
-                "sex",
-                "from_segment",
-                F.when(F.col("_to_segment").isNotNull(), F.col("_to_segment"))
-                .when(died, F.lit(DIED))
-                .otherwise(F.lit(LOST))
-                .alias("to_state"),
-                F.coalesce(F.col("annual_cost"), F.lit(0.0)).alias("step_cost"),
-                F.coalesce(F.col("emergency_admissions_12m"), F.lit(0)).alias("step_emergency_admissions"),
-                F.coalesce(F.col("emergency_cost_12m"), F.lit(0.0)).alias("step_emergency_cost"),
-            )
-        )
-    moves = parts[0]
-    for part in parts[1:]:
-        moves = moves.unionByName(part)
-    return moves
+    )
 
 
 def _sums(prefix: str = "") -> list:

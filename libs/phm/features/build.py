@@ -34,11 +34,12 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.features.index_dates import SCORE, IndexPlan
-from phm.person.conditions import conditions_at
+from phm.frames import literal_frame
+from phm.person.conditions import AS_OF, conditions_by_date
 from phm.person.definitions import CodeList, Observations
 from phm.segmentation.definitions import Segmentation
-from phm.segmentation.scores import cambridge_multimorbidity_score, efi_deficits, electronic_frailty_index
-from phm.segmentation.segments import people_on, social_care_running
+from phm.segmentation.scores import cms_by_date, efi_deficits_by_date, electronic_frailty_index
+from phm.segmentation.segments import people_on, social_care_running_by_date
 from phm.tables import FEATURES, RUN_ID_COLUMN
 
 # What each activity feature counts, as a test on a gold.events row.
@@ -78,7 +79,7 @@ def age_group(age: Column) -> Column:
 
 
 def index_frame(spark, plan: IndexPlan) -> DataFrame:
-    return spark.createDataFrame(plan.dates, "index_date date, split string")
+    return literal_frame(spark, plan.dates, "index_date date, split string")
 
 
 def population(person: DataFrame, events: DataFrame, index: DataFrame) -> DataFrame:
@@ -153,33 +154,34 @@ def conditions_and_scores(
     segmentation: Segmentation,
     plan: IndexPlan,
 ) -> DataFrame:
-    """Per index date: condition flags, long-term conditions, CMS, eFI and social care the day before it."""
+    """Per index date: condition flags, long-term conditions, CMS, eFI and social care the day before it (every
+    index date in one query: phm.person.conditions.conditions_by_date)."""
     long_term = [name for name, c in codelists.items() if c.long_term_condition]
     efi = segmentation.electronic_frailty_index
-    parts = []
-    for index_date, _ in plan.dates:
-        as_of = str(index_date - timedelta(days=1))
-        ages_then = ages.where(F.col("index_date") == F.lit(index_date)).select("person_id", "age")
-        current = conditions_at(codes, ages_then, codelists, as_of)
-        flags = current.groupBy("person_id").agg(
-            *[F.max(F.when(F.col("condition") == name, 1.0)).alias(f"condition_{name}") for name in sorted(codelists)],
-            F.count(F.when(F.col("condition").isin(long_term), 1)).cast("double").alias("long_term_conditions"),
-        )
-        running = social_care_running(events, as_of)
-        frailty = electronic_frailty_index(efi_deficits(events, current, running, efi, as_of), ages_then, efi)
-        parts.append(
-            ages_then.select("person_id")
-            .join(flags, "person_id", "left")
-            .join(cambridge_multimorbidity_score(current, segmentation.cambridge_multimorbidity_score, as_of),
-                  "person_id", "left")
-            .join(frailty.select("person_id", "efi_score", F.col("efi_deficits").cast("double")), "person_id", "left")
-            .join(running.select("person_id", F.lit(1.0).alias("social_care_running")).distinct(), "person_id", "left")
-            .withColumn("index_date", F.lit(index_date))
-        )  # fmt: skip
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out
+    dates = literal_frame(
+        codes.sparkSession,
+        [(index_date, index_date - timedelta(days=1)) for index_date, _ in plan.dates],
+        f"index_date date, {AS_OF} date",
+    )
+    keys = ["person_id", AS_OF]
+    ages_then = ages.select("person_id", "index_date", "age").join(F.broadcast(dates), "index_date")
+    current = conditions_by_date(codes.crossJoin(F.broadcast(dates.select(AS_OF))), ages_then, codelists)
+    flags = current.groupBy(*keys).agg(
+        *[F.max(F.when(F.col("condition") == name, 1.0)).alias(f"condition_{name}") for name in sorted(codelists)],
+        F.count(F.when(F.col("condition").isin(long_term), 1)).cast("double").alias("long_term_conditions"),
+    )
+    running = social_care_running_by_date(events, dates)
+    frailty = electronic_frailty_index(
+        efi_deficits_by_date(events, current, running, efi, dates), ages_then.select(*keys, "age"), efi
+    )
+    return (
+        ages_then.select(*keys, "index_date")
+        .join(flags, keys, "left")
+        .join(cms_by_date(current, segmentation.cambridge_multimorbidity_score), keys, "left")
+        .join(frailty.select(*keys, "efi_score", F.col("efi_deficits").cast("double")), keys, "left")
+        .join(running.select(*keys, F.lit(1.0).alias("social_care_running")).distinct(), keys, "left")
+        .drop(AS_OF)
+    )
 
 
 def latest_observations(observations: DataFrame, index: DataFrame, definitions: Observations) -> DataFrame:

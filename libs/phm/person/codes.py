@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from phm.frames import literal_frame
 from phm.person.definitions import ICD10, SNOMED, CodeList
 
 INCLUDE, EXCLUDE, RESOLVED = "include", "exclude", "resolved"
@@ -28,7 +29,7 @@ def codelist_entries(spark, codelists: Iterable[CodeList]) -> DataFrame:
         rows += [(codelist.name, ICD10, code, INCLUDE) for code in codelist.icd10]
         rows += [(codelist.name, ICD10, code, EXCLUDE) for code in codelist.icd10_exclude]
     schema = "codelist string, code_system string, code_key string, entry string"
-    return spark.createDataFrame(rows, schema).distinct()
+    return literal_frame(spark, rows, schema).distinct()
 
 
 def _candidate_keys() -> Column:

@@ -19,10 +19,13 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from phm.frames import literal_frame
 from phm.person.codes import INCLUDE, RESOLVED, match_codes
 from phm.person.definitions import CodeList
 
 EVENT_KEY = ("source", "record_id")
+# The date column of the *_by_date functions: each row is for the date it carries.
+AS_OF = "as_of"
 
 
 def condition_codes(events: DataFrame, codelists: dict[str, CodeList]) -> DataFrame:
@@ -37,10 +40,20 @@ def conditions_at(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeLi
     """Current conditions at `as_of`: person_id, condition, first_recorded, first_source, last_recorded, records,
     sources. `codes` from condition_codes; `ages` has person_id and age (at `as_of`)."""
     date = F.lit(as_of).cast("date")
+    return conditions_by_date(codes.withColumn(AS_OF, date), ages.withColumn(AS_OF, date), codelists).drop(AS_OF)
+
+
+def conditions_by_date(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeList]) -> DataFrame:
+    """conditions_at for many dates in one query: each row of `codes` and `ages` carries the date it is for (an
+    `as_of` column: cross the codes with the dates), and so does each current condition (person_id, as_of,
+    condition, ...). One pass over the codes whatever the number of dates, where a query per date repeats
+    every scan, shuffle and broadcast (the features' three index dates: docs/risk.md)."""
+    date = F.col(AS_OF)
     known = codes.where(F.col("event_date") <= date)
+    keys = ["person_id", AS_OF, "condition"]
     diagnoses = (
         known.where(F.col("entry") == INCLUDE)
-        .groupBy("person_id", "condition")
+        .groupBy(*keys)
         .agg(
             F.min("event_date").alias("first_recorded"),
             F.min_by("source", F.struct("event_date", "source")).alias("first_source"),
@@ -49,23 +62,20 @@ def conditions_at(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeLi
             F.array_sort(F.collect_set("source")).alias("sources"),
         )
     )
-    resolved = (
-        known.where(F.col("entry") == RESOLVED)
-        .groupBy("person_id", "condition")
-        .agg(F.max("event_date").alias("_resolved"))
-    )
-    rules = codes.sparkSession.createDataFrame(
+    resolved = known.where(F.col("entry") == RESOLVED).groupBy(*keys).agg(F.max("event_date").alias("_resolved"))
+    rules = literal_frame(
+        codes.sparkSession,
         [(c.name, c.years if c.rule == "within_years" else None, c.min_age) for c in codelists.values()],
         "condition string, _years int, _min_age int",
     )
     current = (
-        diagnoses.join(resolved, ["person_id", "condition"], "left")
+        diagnoses.join(resolved, keys, "left")
         .join(F.broadcast(rules), "condition")
-        .join(ages.select("person_id", F.col("age").alias("_age")), "person_id", "left")
+        .join(ages.select("person_id", AS_OF, F.col("age").alias("_age")), ["person_id", AS_OF], "left")
         .where(F.col("_resolved").isNull() | (F.col("_resolved") <= F.col("last_recorded")))
         .where(F.col("_years").isNull() | (F.col("last_recorded") > F.add_months(date, -12 * F.col("_years"))))
         .where(F.col("_min_age").isNull() | (F.col("_age") >= F.col("_min_age")))
     )
     return current.select(
-        "person_id", "condition", "first_recorded", "first_source", "last_recorded", "records", "sources"
+        "person_id", AS_OF, "condition", "first_recorded", "first_source", "last_recorded", "records", "sources"
     )

@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from phm.frames import literal_frame
 from phm.person.definitions import SNOMED, Observations
 
 
@@ -25,8 +26,8 @@ def observation_codes(spark, definitions: Observations) -> DataFrame:
         low, high = spec.plausible or (None, None)
         rows += [(code, name, None, spec.unit, low, high) for code in spec.snomed]
         rows += [(code, name, category, None, None, None) for code, category in spec.categories.items()]
-    return spark.createDataFrame(
-        rows, "code string, observation string, category string, unit string, low double, high double"
+    return literal_frame(
+        spark, rows, "code string, observation string, category string, unit string, low double, high double"
     )
 
 

@@ -16,31 +16,38 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from phm.frames import literal_frame
 from phm.person.codes import INCLUDE, match_codes
+from phm.person.conditions import AS_OF
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import EFI_CATEGORIES, CambridgeMultimorbidityScore, ElectronicFrailtyIndex
 
 
 def cambridge_multimorbidity_score(conditions: DataFrame, cms: CambridgeMultimorbidityScore, as_of: str) -> DataFrame:
     """person_id, cms_score for everyone with at least one weighted condition (others score 0)."""
+    return cms_by_date(conditions.withColumn(AS_OF, F.lit(as_of).cast("date")), cms).drop(AS_OF)
+
+
+def cms_by_date(conditions: DataFrame, cms: CambridgeMultimorbidityScore) -> DataFrame:
+    """person_id, as_of, cms_score: cambridge_multimorbidity_score at each date of conditions_by_date's rows."""
     rows = [
         (condition, index, entry.weight, entry.first_recorded_within_years)
         for index, entry in enumerate(cms.weights)
         for condition in entry.conditions
     ]
-    entries = conditions.sparkSession.createDataFrame(rows, "condition string, entry int, weight double, years int")
-    recent = F.col("years").isNull() | (
-        F.col("first_recorded") > F.add_months(F.lit(as_of).cast("date"), -12 * F.col("years"))
-    )
+    entries = literal_frame(conditions.sparkSession, rows, "condition string, entry int, weight double, years int")
+    recent = F.col("years").isNull() | (F.col("first_recorded") > F.add_months(F.col(AS_OF), -12 * F.col("years")))
     return (
         conditions.join(F.broadcast(entries), "condition")
         .where(recent)
-        .select("person_id", "entry", "weight")
+        .select("person_id", AS_OF, "entry", "weight")
         .distinct()
-        .groupBy("person_id")
+        .groupBy("person_id", AS_OF)
         .agg(F.round(F.sum("weight"), 2).alias("cms_score"))
     )
 
@@ -50,27 +57,47 @@ def efi_deficits(
 ) -> DataFrame:
     """person_id, deficit: each eFI deficit present at `as_of` (from current conditions, codes ever recorded
     before it, or social care services running on it)."""
+    dates = literal_frame(events.sparkSession, [(date.fromisoformat(as_of),)], f"{AS_OF} date")
+    dated = [frame.withColumn(AS_OF, F.lit(as_of).cast("date")) for frame in (conditions, social_care_running)]
+    return efi_deficits_by_date(events, *dated, efi, dates).drop(AS_OF)
+
+
+def efi_deficits_by_date(
+    events: DataFrame,
+    conditions: DataFrame,
+    social_care_running: DataFrame,
+    efi: ElectronicFrailtyIndex,
+    dates: DataFrame,
+) -> DataFrame:
+    """person_id, as_of, deficit: efi_deficits at each date of `dates` (an as_of column), from
+    conditions_by_date's and social_care_running_by_date's rows for those dates (events are matched to the
+    deficits' codes once, then dated)."""
     spark = events.sparkSession
-    date = F.lit(as_of).cast("date")
-    by_condition = spark.createDataFrame(
-        [(c, name) for name, d in efi.deficits.items() for c in d.conditions], "condition string, deficit string"
+    by_condition = literal_frame(
+        spark,
+        [(c, name) for name, d in efi.deficits.items() for c in d.conditions],
+        "condition string, deficit string",
     )
-    from_conditions = conditions.join(F.broadcast(by_condition), "condition").select("person_id", "deficit")
+    from_conditions = conditions.join(F.broadcast(by_condition), "condition").select("person_id", AS_OF, "deficit")
     code_lists = [
         CodeList(name=name, description=name, version="efi", source=efi.source, snomed=d.snomed, icd10=d.icd10)
         for name, d in efi.deficits.items()
         if d.snomed or d.icd10
     ]
-    coded = events.where(F.col("code").isNotNull() & (F.col("event_date") <= date))
+    coded = events.where(F.col("code").isNotNull())
     from_codes = (
-        match_codes(coded, code_lists, keep=("source", "record_id", "person_id"))
+        match_codes(coded, code_lists, keep=("source", "record_id", "person_id", "event_date"))
         .where(F.col("entry") == INCLUDE)
-        .select("person_id", F.col("codelist").alias("deficit"))
+        .crossJoin(F.broadcast(dates.select(AS_OF)))
+        .where(F.col("event_date") <= F.col(AS_OF))
+        .select("person_id", AS_OF, F.col("codelist").alias("deficit"))
     )
-    by_service = spark.createDataFrame(
-        [(s, name) for name, d in efi.deficits.items() for s in d.social_care], "service string, deficit string"
+    by_service = literal_frame(
+        spark,
+        [(s, name) for name, d in efi.deficits.items() for s in d.social_care],
+        "service string, deficit string",
     )
-    from_care = social_care_running.join(F.broadcast(by_service), "service").select("person_id", "deficit")
+    from_care = social_care_running.join(F.broadcast(by_service), "service").select("person_id", AS_OF, "deficit")
     return from_conditions.unionByName(from_codes).unionByName(from_care).distinct()
 
 
@@ -91,10 +118,13 @@ def efi_rank(category: Column) -> Column:
 
 
 def electronic_frailty_index(deficits: DataFrame, ages: DataFrame, efi: ElectronicFrailtyIndex) -> DataFrame:
-    """person_id, efi_deficits, efi_score, efi_category for everyone aged min_age+ in `ages` (person_id, age)."""
-    counts = deficits.groupBy("person_id").agg(F.count(F.lit(1)).alias("efi_deficits"))
-    eligible = ages.where(F.col("age") >= efi.min_age).select("person_id")
-    scored = eligible.join(counts, "person_id", "left").withColumn(
+    """person_id, efi_deficits, efi_score, efi_category for everyone aged min_age+ in `ages` (person_id, age).
+    With an `as_of` column in both frames (efi_deficits_by_date's rows; ages at each date), one row per person
+    and date."""
+    keys = ["person_id", *([AS_OF] if AS_OF in deficits.columns else [])]
+    counts = deficits.groupBy(*keys).agg(F.count(F.lit(1)).alias("efi_deficits"))
+    eligible = ages.where(F.col("age") >= efi.min_age).select(*keys)
+    scored = eligible.join(counts, keys, "left").withColumn(
         "efi_deficits", F.coalesce(F.col("efi_deficits"), F.lit(0)).cast("int")
     )
     score = F.round(F.col("efi_deficits") / len(efi.deficits), 4)

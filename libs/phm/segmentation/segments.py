@@ -20,16 +20,12 @@ from datetime import date
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from phm.frames import literal_frame
 from phm.ingest.outputs import age_band
-from phm.person.conditions import conditions_at
+from phm.person.conditions import AS_OF, conditions_by_date
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Criteria, Segmentation
-from phm.segmentation.scores import (
-    cambridge_multimorbidity_score,
-    efi_deficits,
-    efi_rank,
-    electronic_frailty_index,
-)
+from phm.segmentation.scores import cms_by_date, efi_deficits_by_date, efi_rank, electronic_frailty_index
 from phm.tables import SEGMENT_PERSON_ATTRIBUTES
 
 
@@ -54,15 +50,25 @@ def people_on(person: DataFrame, events: DataFrame, dates: DataFrame) -> DataFra
     )
 
 
-def year_before(as_of: str) -> tuple[Column, Column]:
-    """(first day, last day) of the 12 months ending on `as_of`."""
-    end = F.lit(as_of).cast("date")
+def one_date(spark, as_of: str) -> DataFrame:
+    """The dates frame (one as_of column) of the *_by_date functions for a single date."""
+    return literal_frame(spark, [(date.fromisoformat(as_of),)], f"{AS_OF} date")
+
+
+def year_before(as_of: str | Column) -> tuple[Column, Column]:
+    """(first day, last day) of the 12 months ending on `as_of` (a date or a date column)."""
+    end = as_of if isinstance(as_of, Column) else F.lit(as_of).cast("date")
     return F.date_add(F.add_months(end, -12), 1), end
 
 
 def activity_in_year(events: DataFrame, as_of: str) -> DataFrame:
     """person_id, emergency_admissions_12m, ae_attendances_12m, annual_cost (spans pro rata to their days)."""
-    first, last = year_before(as_of)
+    return activity_in_year_by_date(events, one_date(events.sparkSession, as_of)).drop(AS_OF)
+
+
+def activity_in_year_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
+    """activity_in_year at each date of `dates` (an as_of column): person_id, as_of, ..."""
+    first, last = year_before(F.col(AS_OF))
     span_start = F.greatest(F.col("event_date"), first)
     span_end = F.least(F.coalesce(F.col("end_date"), last), last)
     span_days = F.greatest(F.datediff(span_end, span_start) + 1, F.lit(0))
@@ -70,8 +76,9 @@ def activity_in_year(events: DataFrame, as_of: str) -> DataFrame:
     in_year = F.col("event_date").between(first, last)
     cost = F.when(is_span, F.col("daily_cost") * span_days).when(in_year, F.col("cost")).otherwise(F.lit(0.0))
     return (
-        events.where((is_span & (F.col("event_date") <= last)) | in_year)
-        .groupBy("person_id")
+        events.crossJoin(F.broadcast(dates.select(AS_OF)))
+        .where((is_span & (F.col("event_date") <= last)) | in_year)
+        .groupBy("person_id", AS_OF)
         .agg(
             F.count(F.when(in_year & F.col("emergency"), 1)).cast("int").alias("emergency_admissions_12m"),
             F.count(F.when(in_year & (F.col("activity") == "ae_attendance"), 1))
@@ -84,11 +91,18 @@ def activity_in_year(events: DataFrame, as_of: str) -> DataFrame:
 
 def social_care_running(events: DataFrame, as_of: str) -> DataFrame:
     """person_id, service: social care packages and placements running on `as_of`."""
-    date = F.lit(as_of).cast("date")
-    running = (F.col("event_date") <= date) & (F.col("end_date").isNull() | (F.col("end_date") >= date))
+    return social_care_running_by_date(events, one_date(events.sparkSession, as_of)).drop(AS_OF)
+
+
+def social_care_running_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
+    """person_id, as_of, service: social_care_running at each date of `dates` (an as_of column)."""
+    day = F.col(AS_OF)
+    running = (F.col("event_date") <= day) & (F.col("end_date").isNull() | (F.col("end_date") >= day))
     return (
-        events.where((F.col("service") == "social_care") & F.col("daily_cost").isNotNull() & running)
-        .select("person_id", F.col("setting").alias("service"))
+        events.where((F.col("service") == "social_care") & F.col("daily_cost").isNotNull())
+        .crossJoin(F.broadcast(dates.select(AS_OF)))
+        .where(running)
+        .select("person_id", AS_OF, F.col("setting").alias("service"))
         .distinct()
     )
 
@@ -147,36 +161,50 @@ def build_segments(
     as_of: str,
 ) -> DataFrame:
     """gold.segments rows for the living persons of gold.person, at `as_of` (the reference date)."""
+    day = F.lit(as_of).cast("date")
+    dated = [frame.withColumn(AS_OF, day) for frame in (person, conditions)]
+    return build_segments_by_date(*dated, events, codelists, segmentation, one_date(person.sparkSession, as_of))
+
+
+def build_segments_by_date(
+    person: DataFrame,
+    conditions: DataFrame,
+    events: DataFrame,
+    codelists: dict[str, CodeList],
+    segmentation: Segmentation,
+    dates: DataFrame,
+) -> DataFrame:
+    """build_segments at each date of `dates` (an as_of column) in one query: `person` and `conditions` carry
+    the date each row is for (people_on's and conditions_by_date's rows); reference_date is that date."""
     spark = person.sparkSession
-    living = person.where(~F.col("deceased")).select("person_id", *SEGMENT_PERSON_ATTRIBUTES)
-    long_term = spark.createDataFrame(
-        [(name, codelist.long_term_condition) for name, codelist in codelists.items()], "condition string, _ltc boolean"
+    keys = ["person_id", AS_OF]
+    living = person.where(~F.col("deceased")).select(*keys, *SEGMENT_PERSON_ATTRIBUTES)
+    long_term = literal_frame(
+        spark,
+        [(name, codelist.long_term_condition) for name, codelist in codelists.items()],
+        "condition string, _ltc boolean",
     )
     held = (
         conditions.join(F.broadcast(long_term), "condition")
-        .groupBy("person_id")
+        .groupBy(*keys)
         .agg(
             F.array_sort(F.collect_list("condition")).alias("conditions"),
             F.count(F.when(F.col("_ltc"), 1)).cast("int").alias("long_term_conditions"),
         )
     )
-    running = social_care_running(events, as_of)
+    running = social_care_running_by_date(events, dates)
     efi = segmentation.electronic_frailty_index
     frailty = electronic_frailty_index(
-        efi_deficits(events, conditions, running, efi, as_of), living.select("person_id", "age"), efi
+        efi_deficits_by_date(events, conditions, running, efi, dates), living.select(*keys, "age"), efi
     )
     people = (
-        living.join(held, "person_id", "left")
+        living.join(held, keys, "left")
+        .join(cms_by_date(conditions, segmentation.cambridge_multimorbidity_score), keys, "left")
+        .join(frailty, keys, "left")
+        .join(activity_in_year_by_date(events, dates), keys, "left")
         .join(
-            cambridge_multimorbidity_score(conditions, segmentation.cambridge_multimorbidity_score, as_of),
-            "person_id",
-            "left",
-        )
-        .join(frailty, "person_id", "left")
-        .join(activity_in_year(events, as_of), "person_id", "left")
-        .join(
-            running.groupBy("person_id").agg(F.array_sort(F.collect_set("service")).alias("social_care")),
-            "person_id",
+            running.groupBy(*keys).agg(F.array_sort(F.collect_set("service")).alias("social_care")),
+            keys,
             "left",
         )
         .fillna(
@@ -195,21 +223,24 @@ def build_segments(
             F.col("ae_attendances_12m") >= segmentation.high_intensity_use.ae_attendances_12m,
         )
     )
-    return bridges_segment(people, segmentation).withColumn("reference_date", F.lit(as_of).cast("date"))
+    return bridges_segment(people, segmentation).withColumnRenamed(AS_OF, "reference_date")
 
 
-def segments_at(
+def segments_by_date(
     person: DataFrame,
     events: DataFrame,
     codes: DataFrame,
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
-    as_of: str,
+    dates: list[date],
 ) -> DataFrame:
-    """gold.segments rows as they would have been on an earlier date `as_of`: the persons living and seen by
-    then, their age then, the conditions current then (codes from phm.person.conditions.condition_codes) and
-    their activity in the 12 months to it. Practice, PCN and place stay the latest known."""
-    dates = person.sparkSession.createDataFrame([(date.fromisoformat(as_of),)], "as_of date")
-    people = people_on(person, events, dates).withColumn("deceased", F.lit(False))
-    current = conditions_at(codes, people.select("person_id", "age"), codelists, as_of)
-    return build_segments(people, current, events, codelists, segmentation, as_of)
+    """gold.segments rows as they would have been on each of the earlier `dates` (reference_date says which),
+    in one query: the persons living and seen by then, their age then, the conditions current then (codes from
+    phm.person.conditions.condition_codes) and their activity in the 12 months to it. Practice, PCN and place
+    stay the latest known."""
+    frame = literal_frame(person.sparkSession, [(d,) for d in dates], f"{AS_OF} date")
+    people = people_on(person, events, frame).withColumn("deceased", F.lit(False))
+    current = conditions_by_date(
+        codes.crossJoin(F.broadcast(frame)), people.select("person_id", AS_OF, "age"), codelists
+    )
+    return build_segments_by_date(people, current, events, codelists, segmentation, frame)
