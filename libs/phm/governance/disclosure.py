@@ -35,18 +35,17 @@ def secondary_suppressed(frame: pd.DataFrame, suppressed: pd.Series, count: str,
     other non-zero, unsuppressed cell of such a set, repeated until none is left alone."""
     suppressed = suppressed.copy()
     more = pd.Series(False, index=frame.index)
+    keys = list(groups)
     while True:
-        added = False
-        for _, cells in frame.groupby(list(groups), dropna=False, sort=False):
-            if suppressed[cells.index].sum() != 1:
-                continue
-            open_cells = cells[~suppressed[cells.index] & (cells[count] > 0)]
-            if open_cells.empty:
-                continue
-            smallest = open_cells[count].idxmin()
-            suppressed[smallest] = more[smallest] = added = True
-        if not added:
+        # Sets are disjoint, so one pass settles each set with a lone suppressed cell; a pass is vectorised
+        # (the population profile's ~3,000 cells in ~300 sets: a loop over sets took ~9 s of each profile run).
+        per_set = suppressed.groupby([frame[k] for k in keys], dropna=False, sort=False).transform("sum")
+        open_cells = frame.loc[(per_set == 1) & ~suppressed & (frame[count] > 0)]
+        if open_cells.empty:
             return more
+        smallest = open_cells.groupby(keys, dropna=False, sort=False)[count].idxmin()
+        suppressed.loc[smallest.to_numpy()] = True
+        more.loc[smallest.to_numpy()] = True
 
 
 def disclosure_control(
