@@ -34,7 +34,7 @@ from phm.models import plots
 from phm.models.registry import CANDIDATE, CHAMPION, champion_of
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
-from phm.runtime.tracking import use_experiment
+from phm.runtime.tracking import pinned_requirements, use_experiment
 from phm.tables import FEATURES, PROGRAMME_TRIAL, UPLIFT_MODEL_PERFORMANCE
 
 log = logging.getLogger("phm.jobs.train_impactability")
@@ -46,6 +46,8 @@ SPEC = JobSpec(
     depends_on=("evaluate_programme",),
 )
 EXPERIMENT = "impactability"
+# What the logged uplift model imports when it is loaded (phm for its classes; econml and lightgbm lazily).
+UPLIFT_REQUIREMENTS = ("phm", "econml", "lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "cloudpickle")
 
 
 def trial_frame(catalog) -> pd.DataFrame:
@@ -114,6 +116,7 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             name="model",
             python_model=UpliftModel(model),
             signature=infer_signature(example, model.predict(example)),
+            pip_requirements=pinned_requirements(*UPLIFT_REQUIREMENTS),
             registered_model_name=spec.registered_model,
         )
         version = str(info.registered_model_version)

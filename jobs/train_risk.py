@@ -31,7 +31,7 @@ from phm.models.specs import ModelSpec, load_model_specs
 from phm.models.training import fit, importance, predict
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
-from phm.runtime.tracking import use_experiment
+from phm.runtime.tracking import pinned_requirements, use_experiment
 from phm.tables import FEATURES, PERFORMANCE_MEASURES, RISK_MODEL_PERFORMANCE, RUN_ID_COLUMN
 
 log = logging.getLogger("phm.jobs.train_risk")
@@ -197,17 +197,9 @@ def _metric_safe(value: str) -> str:
 
 
 def _requirements(spec: ModelSpec) -> list[str]:
-    """Pinned to what trained the model, so serving loads the same libraries (no inference at log time)."""
-    import sklearn
-    import skops
-
-    pins = [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}",
-            f"skops=={skops.__version__}"]  # fmt: skip
-    if spec.algorithm == "lightgbm":
-        import lightgbm
-
-        pins.append(f"lightgbm=={lightgbm.__version__}")
-    return pins
+    """The model's pip requirements (no inference at log time)."""
+    libraries = ("scikit-learn", "numpy", "pandas", "skops")
+    return pinned_requirements(*libraries, *(("lightgbm",) if spec.algorithm == "lightgbm" else ()))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@ estimates, uplift models tracked and registered in MLflow, targets within capaci
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
 import pytest
 from dateutil.relativedelta import relativedelta
 from mlflow import MlflowClient
@@ -61,6 +65,11 @@ def test_uplift_models_are_tracked_registered_and_gated(sample):
         assert run.data.metrics["qini"] == pytest.approx(row.qini)
         assert run.data.params["learner"] == spec.learner
         assert {"qini.png", "features.txt"} <= {a.path for a in client.list_artifacts(candidate.run_id)}
+        # pinned, with what the model imports lazily (MLflow's own inference missed econml and lightgbm)
+        mlflow.set_tracking_uri(config.tracking_uri)
+        needs = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{spec.registered_model}/{candidate.version}"))
+        pins = dict(line.split("==") for line in needs.read_text().split())
+        assert {"phm", "econml", "lightgbm", "scikit-learn"} <= set(pins) and pins["econml"] == version("econml")
 
 
 def test_targets_respect_capacity_exclusions_and_add_up(sample):

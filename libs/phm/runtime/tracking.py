@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -71,3 +72,10 @@ def end_interrupted_runs(config: PhmConfig, platform_run_ids: list[str]) -> int:
                 client.set_terminated(run.info.run_id, status="KILLED")
                 marked += 1
     return marked
+
+
+def pinned_requirements(*distributions: str) -> list[str]:
+    """`name==version` of each installed distribution, for a logged model's pip requirements: pinned to what
+    trained it, so serving loads the same libraries. Given explicitly because MLflow's inference imports the
+    model in a subprocess (~10 s a model) and misses what the model imports lazily (lightgbm, econml)."""
+    return [f"{name}=={version(name)}" for name in distributions]
