@@ -18,7 +18,7 @@ leaves every other record alone.
 
 from __future__ import annotations
 
-from functools import reduce
+from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -83,23 +83,31 @@ def labelled(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame)
     return flagged.join(groups, "true_person_id", "left")
 
 
-def metrics(flagged: DataFrame, group: str | None = None) -> DataFrame:
-    """One row per group value (or one overall row) with METRICS."""
-    keys = [F.col(group).cast("string").alias("group_value")] if group else [F.lit(OVERALL).alias("group_value")]
-    with_group = flagged.select(*keys, "true_person_id", "person_id", "missed_link", "split", "falsely_merged")
-    pairs = _pairs(with_group)
-    persons = with_group.groupBy("group_value", "true_person_id").agg(
+def metrics(flagged: DataFrame, groups: Sequence[str] = ()) -> DataFrame:
+    """One row per scope and group value with METRICS: the overall row, then one per value of each of `groups`
+    (labelled's columns). Every scope in one pass: each record is repeated once per scope (explode), so the
+    counts are one set of aggregations grouped by scope, not a query per scope."""
+    scopes = [F.struct(F.lit(OVERALL).alias("scope"), F.lit(OVERALL).alias("group_value"))] + [
+        F.struct(F.lit(group).alias("scope"), F.col(group).cast("string").alias("group_value")) for group in groups
+    ]
+    with_group = flagged.select(
+        F.explode(F.array(*scopes)).alias("_scope"), "true_person_id", "person_id", "missed_link", "split",
+        "falsely_merged",
+    ).select("_scope.*", "true_person_id", "person_id", "missed_link", "split", "falsely_merged")  # fmt: skip
+    keys = ["scope", "group_value"]
+    pairs = _pairs(with_group, keys)
+    persons = with_group.groupBy(*keys, "true_person_id").agg(
         F.max("split").alias("split"), F.max("falsely_merged").alias("falsely_merged")
     )
-    person_counts = persons.groupBy("group_value").agg(
+    person_counts = persons.groupBy(*keys).agg(
         F.count(F.lit(1)).alias("persons"),
         F.sum(F.col("split").cast("long")).alias("split_persons"),
         F.sum(F.col("falsely_merged").cast("long")).alias("falsely_merged_persons"),
     )
-    record_counts = with_group.groupBy("group_value").agg(
+    record_counts = with_group.groupBy(*keys).agg(
         F.count(F.lit(1)).alias("records"), F.sum(F.col("missed_link").cast("long")).alias("missed_link_records")
     )
-    out = record_counts.join(person_counts, "group_value").join(pairs, "group_value")
+    out = record_counts.join(person_counts, keys).join(pairs, keys)  # a record without a group value is left out
     precision = _ratio(F.col("true_positive_pairs"), F.col("predicted_pairs"))
     recall = _ratio(F.col("true_positive_pairs"), F.col("true_pairs"))
     return (
@@ -108,32 +116,31 @@ def metrics(flagged: DataFrame, group: str | None = None) -> DataFrame:
         .withColumn("f1", _ratio(2 * F.col("precision") * F.col("recall"), F.col("precision") + F.col("recall")))
         .withColumn("missed_link_rate", _ratio(F.col("missed_link_records"), F.col("records")))
         .withColumn("false_merge_rate", _ratio(F.col("falsely_merged_persons"), F.col("persons")))
-        .select(F.lit(group or OVERALL).alias("scope"), "group_value", *METRICS)
+        .select(*keys, *METRICS)
     )
 
 
 def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame, method: str) -> DataFrame:
     """Every scope's metrics for one linkage (`method` names it: the model, or the baseline)."""
     flagged = labelled(links, record_truth, person_truth).cache()
-    parts = [metrics(flagged)] + [metrics(flagged, group) for group in GROUPS]
-    return reduce(DataFrame.unionByName, parts).select(F.lit(method).alias("method"), "*")
+    return metrics(flagged, GROUPS).select(F.lit(method).alias("method"), "*")
 
 
-def _pairs(with_group: DataFrame) -> DataFrame:
-    def pairs_of(*keys: str) -> DataFrame:
+def _pairs(with_group: DataFrame, keys: list[str]) -> DataFrame:
+    def pairs_of(*people: str) -> DataFrame:
         n = F.col("n")
         return (
-            with_group.groupBy("group_value", *keys)
+            with_group.groupBy(*keys, *people)
             .agg(F.count(F.lit(1)).alias("n"))
-            .groupBy("group_value")
+            .groupBy(*keys)
             .agg(F.sum(n * (n - 1) / 2).cast("long").alias("pairs"))
         )
 
     return (
         pairs_of("true_person_id")
         .withColumnRenamed("pairs", "true_pairs")
-        .join(pairs_of("person_id").withColumnRenamed("pairs", "predicted_pairs"), "group_value")
-        .join(pairs_of("true_person_id", "person_id").withColumnRenamed("pairs", "true_positive_pairs"), "group_value")
+        .join(pairs_of("person_id").withColumnRenamed("pairs", "predicted_pairs"), keys)
+        .join(pairs_of("true_person_id", "person_id").withColumnRenamed("pairs", "true_positive_pairs"), keys)
     )
 
 
