@@ -161,18 +161,16 @@ def state_counts(history: DataFrame) -> pd.DataFrame:
 
 def entrant_counts(history: DataFrame, dates: list[date]) -> pd.DataFrame:
     """Per step (to_date) x age x segment at its end: persons living at the end of a step not living at its start."""
-    parts = []
-    for start, end in pairwise(dates):
-        before = history.where(F.col("reference_date") == F.lit(start)).select("person_id")
-        parts.append(
-            history.where((F.col("reference_date") == F.lit(end)) & F.col("age").isNotNull())
-            .join(before, "person_id", "left_anti")
-            .groupBy(F.lit(start).alias("from_date"), F.lit(end).alias("to_date"), "age", "segment")
-            .agg(F.count(F.lit(1)).alias("people"))
-        )
-    if not parts:
+    steps = list(pairwise(dates))
+    if not steps:
         return pd.DataFrame(columns=["from_date", "to_date", "age", "segment", "people"])
-    entrants = parts[0]
-    for part in parts[1:]:
-        entrants = entrants.unionByName(part)
+    ends = literal_frame(history.sparkSession, steps, "from_date date, to_date date")
+    living_before = history.select("person_id", F.col("reference_date").alias("from_date"))
+    entrants = (
+        history.where(F.col("age").isNotNull())
+        .join(F.broadcast(ends), F.col("reference_date") == F.col("to_date"))
+        .join(living_before, ["person_id", "from_date"], "left_anti")
+        .groupBy("from_date", "to_date", "age", "segment")
+        .agg(F.count(F.lit(1)).alias("people"))
+    )
     return entrants.toPandas()
