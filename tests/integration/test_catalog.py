@@ -84,6 +84,21 @@ def test_replace_where_overwrites_only_matching_rows(spark, catalog):
     assert content(catalog.read(WIDGETS.name)) == [(1, "crimson"), (2, "blue")]
 
 
+def test_rows_written_are_the_writes_own_not_rows_delta_copied_or_an_earlier_commits(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue"), (3, "blue")]).coalesce(1))
+    run = Catalog(spark, catalog.warehouse, run_id="run-2")
+    # the one file is rewritten: Delta copies the two blue rows into the new file and counts them as output
+    run.overwrite(WIDGETS.name, widgets(spark, [(1, "crimson")]), replace_where="colour IN ('red', 'crimson')")
+    assert run.rows_written == {WIDGETS.name: 1}
+    # nothing to replace and nothing to add: Delta makes no commit, and the latest one is not this write's
+    before = catalog.version(WIDGETS.name)
+    again = Catalog(spark, catalog.warehouse, run_id="run-3")
+    assert again.overwrite(WIDGETS.name, widgets(spark, []), replace_where="colour = 'green'") == before
+    assert again.rows_written == {WIDGETS.name: 0}
+    assert again.merge(WIDGETS.name, widgets(spark, [(2, "navy")])) == before + 1
+    assert again.rows_written == {WIDGETS.name: 1}  # the merge's updated row, not the rows it copied
+
+
 def test_restore_puts_back_contents_or_removes_a_new_table(spark, catalog):
     catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))
     catalog.overwrite(WIDGETS.name, widgets(spark, [(9, "wrong")]))

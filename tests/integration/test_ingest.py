@@ -234,6 +234,12 @@ def test_the_accounting_check_catches_lost_rows(loaded, spark):
     _check_accounting(catalog, contracts, plan, accounting)  # the tables hold exactly what was accounted for
     with pytest.raises(AccountingError, match=r"f: 7 rows in != 2 accepted \+ 4 quarantined"):
         _check_accounting(catalog, contracts, plan, [{**accounting[0], "rows_in": 7}])
+    # a run's own commits are taken at their word (the rows each wrote) ...
+    catalog.rows_written["silver.inpatient"] = 3
+    with pytest.raises(AccountingError, match="silver.inpatient holds 3 rows, expected 2"):
+        _check_accounting(catalog, contracts, plan, accounting)
+    # ... and a table without one is counted
+    del catalog.rows_written["silver.inpatient"]
     DeltaTable.forPath(spark, catalog.path("silver.inpatient")).delete("spell_id = 's2'")
     with pytest.raises(AccountingError, match="silver.inpatient holds 1 rows, expected 2"):
         _check_accounting(catalog, contracts, plan, accounting)

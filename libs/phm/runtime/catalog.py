@@ -100,17 +100,19 @@ class Catalog:
             writer = writer.option("overwriteSchema", "true")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
+        before = self.version(name)
         writer.save(self.path(name))
-        return self._written(name)
+        return self._written(name, before)
 
     def append(self, name: str, df: DataFrame) -> int:
         """Add rows; returns the new version."""
         spec = get_spec(name)
         writer = self._writer(spec, df, "append")
-        if spec.partition_by and not self.exists(name):
+        before = self.version(name)
+        if spec.partition_by and before is None:
             writer = writer.partitionBy(*spec.partition_by)
         writer.save(self.path(name))
-        return self._written(name)
+        return self._written(name, before)
 
     def merge(
         self,
@@ -133,9 +135,10 @@ class Catalog:
             builder = builder.whenMatchedUpdateAll()
         builder = builder.whenNotMatchedInsertAll()
         # A merge takes its commit metadata from the session only (so merges are not run concurrently).
+        before = self._latest_version(name)
         with self._commit_metadata():
             builder.execute()
-        return self._written(name)
+        return self._written(name, before)
 
     def restore(self, name: str, version: int | None) -> None:
         """Put a table back as it was at `version`; None means it did not exist, so remove it."""
@@ -260,13 +263,22 @@ class Catalog:
         finally:
             stream.close()
 
-    def _written(self, name: str) -> int:
+    def _written(self, name: str, before: int | None) -> int:
+        """Record the write's version and rows. Delta makes no commit for a write that changes nothing (an empty
+        overwrite whose replaceWhere matches no row): then the latest commit is an earlier one, not this
+        write's, and the write added no rows."""
         version = self._latest_version(name)
         self.versions_written[name] = version
+        if version == before:
+            self.rows_written.setdefault(name, 0)
+            return version
         metrics = self._commit_info(name, version).get("operationMetrics") or {}
         rows = metrics.get("numOutputRows") or metrics.get("numTargetRowsInserted")
         if rows is not None:
-            self.rows_written[name] = self.rows_written.get(name, 0) + int(rows)
+            # An overwrite whose replaceWhere names data columns, and a merge, rewrite the files they touch and
+            # count the unchanged rows they copy from them (not this run's) in numOutputRows too.
+            copied = metrics.get("numCopiedRows") or metrics.get("numTargetRowsCopied") or 0
+            self.rows_written[name] = self.rows_written.get(name, 0) + int(rows) - int(copied)
         log.info("wrote %s version %d", name, version)
         return version
 
