@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 
 from phm.features.build import age_group
 from phm.frames import literal_frame
-from phm.person.conditions import AS_OF
+from phm.person.conditions import AS_OF, as_of_dates
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Segmentation
 from phm.segmentation.segments import activity_in_year_by_date, segments_by_date, year_before
@@ -78,7 +78,7 @@ def segment_history(
 ) -> DataFrame:
     """gold.segment_history: one row per living person x date, segment and the 12 months' activity and cost
     (every date in one query)."""
-    frame = literal_frame(person.sparkSession, [(d,) for d in dates], f"{AS_OF} date")
+    frame = as_of_dates(person.sparkSession, dates)
     costs = emergency_cost_in_year(events, frame).withColumnRenamed(AS_OF, "reference_date")
     return (
         segments_by_date(person, events, codes, codelists, segmentation, dates)

@@ -16,6 +16,8 @@ date without looking ahead.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -26,6 +28,12 @@ from phm.person.definitions import CodeList
 EVENT_KEY = ("source", "record_id")
 # The date column of the *_by_date functions: each row is for the date it carries.
 AS_OF = "as_of"
+
+
+def as_of_dates(spark, dates: list[date | str]) -> DataFrame:
+    """The dates frame (one as_of column) the *_by_date functions take; ISO strings or dates."""
+    days = [d if isinstance(d, date) else date.fromisoformat(d) for d in dates]
+    return literal_frame(spark, [(d,) for d in days], f"{AS_OF} date")
 
 
 def condition_codes(events: DataFrame, codelists: dict[str, CodeList]) -> DataFrame:

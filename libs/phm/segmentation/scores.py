@@ -16,14 +16,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.frames import literal_frame
 from phm.person.codes import INCLUDE, match_codes
-from phm.person.conditions import AS_OF
+from phm.person.conditions import AS_OF, as_of_dates
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import EFI_CATEGORIES, CambridgeMultimorbidityScore, ElectronicFrailtyIndex
 
@@ -57,7 +55,7 @@ def efi_deficits(
 ) -> DataFrame:
     """person_id, deficit: each eFI deficit present at `as_of` (from current conditions, codes ever recorded
     before it, or social care services running on it)."""
-    dates = literal_frame(events.sparkSession, [(date.fromisoformat(as_of),)], f"{AS_OF} date")
+    dates = as_of_dates(events.sparkSession, [as_of])
     dated = [frame.withColumn(AS_OF, F.lit(as_of).cast("date")) for frame in (conditions, social_care_running)]
     return efi_deficits_by_date(events, *dated, efi, dates).drop(AS_OF)
 

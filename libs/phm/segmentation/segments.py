@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from phm.frames import literal_frame
 from phm.ingest.outputs import age_band
-from phm.person.conditions import AS_OF, conditions_by_date
+from phm.person.conditions import AS_OF, as_of_dates, conditions_by_date
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Criteria, Segmentation
 from phm.segmentation.scores import cms_by_date, efi_deficits_by_date, efi_rank, electronic_frailty_index
@@ -50,11 +50,6 @@ def people_on(person: DataFrame, events: DataFrame, dates: DataFrame) -> DataFra
     )
 
 
-def one_date(spark, as_of: str) -> DataFrame:
-    """The dates frame (one as_of column) of the *_by_date functions for a single date."""
-    return literal_frame(spark, [(date.fromisoformat(as_of),)], f"{AS_OF} date")
-
-
 def year_before(as_of: str | Column) -> tuple[Column, Column]:
     """(first day, last day) of the 12 months ending on `as_of` (a date or a date column)."""
     end = as_of if isinstance(as_of, Column) else F.lit(as_of).cast("date")
@@ -63,7 +58,7 @@ def year_before(as_of: str | Column) -> tuple[Column, Column]:
 
 def activity_in_year(events: DataFrame, as_of: str) -> DataFrame:
     """person_id, emergency_admissions_12m, ae_attendances_12m, annual_cost (spans pro rata to their days)."""
-    return activity_in_year_by_date(events, one_date(events.sparkSession, as_of)).drop(AS_OF)
+    return activity_in_year_by_date(events, as_of_dates(events.sparkSession, [as_of])).drop(AS_OF)
 
 
 def activity_in_year_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
@@ -91,7 +86,7 @@ def activity_in_year_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
 
 def social_care_running(events: DataFrame, as_of: str) -> DataFrame:
     """person_id, service: social care packages and placements running on `as_of`."""
-    return social_care_running_by_date(events, one_date(events.sparkSession, as_of)).drop(AS_OF)
+    return social_care_running_by_date(events, as_of_dates(events.sparkSession, [as_of])).drop(AS_OF)
 
 
 def social_care_running_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
@@ -163,7 +158,7 @@ def build_segments(
     """gold.segments rows for the living persons of gold.person, at `as_of` (the reference date)."""
     day = F.lit(as_of).cast("date")
     dated = [frame.withColumn(AS_OF, day) for frame in (person, conditions)]
-    return build_segments_by_date(*dated, events, codelists, segmentation, one_date(person.sparkSession, as_of))
+    return build_segments_by_date(*dated, events, codelists, segmentation, as_of_dates(person.sparkSession, [as_of]))
 
 
 def build_segments_by_date(
@@ -238,7 +233,7 @@ def segments_by_date(
     in one query: the persons living and seen by then, their age then, the conditions current then (codes from
     phm.person.conditions.condition_codes) and their activity in the 12 months to it. Practice, PCN and place
     stay the latest known."""
-    frame = literal_frame(person.sparkSession, [(d,) for d in dates], f"{AS_OF} date")
+    frame = as_of_dates(person.sparkSession, dates)
     people = people_on(person, events, frame).withColumn("deceased", F.lit(False))
     current = conditions_by_date(
         codes.crossJoin(F.broadcast(frame)), people.select("person_id", AS_OF, "age"), codelists
