@@ -97,13 +97,17 @@ def run(ctx: JobContext) -> None:
         _write_static(plan, landing)
 
         with step("truth store"):
-            _write_truth(truth.person_truth(people, factors, plan), truth_dir / "person")
-            _write_truth(truth.person_conditions(people, plan), truth_dir / "person_condition")
-            _write_truth(truth.admission_risk(people, factors, settings.index_dates), truth_dir / "admission_risk")
-            _write_truth(truth.record_person(records), truth_dir / "record_person")
-            _write_truth(injected_defects(records, calibration.defects), truth_dir / "injected_defects")
-            _write_truth(truth.canaries(people, settings.canaries, settings.seed), truth_dir / "canaries")
-            _write_truth(programme, truth_dir / "programme")
+            tables = {
+                "person": truth.person_truth(people, factors, plan),
+                "person_condition": truth.person_conditions(people, plan),
+                "admission_risk": truth.admission_risk(people, factors, settings.index_dates),
+                "record_person": truth.record_person(records),
+                "injected_defects": injected_defects(records, calibration.defects),
+                "canaries": truth.canaries(people, settings.canaries, settings.seed),
+                "programme": programme,
+            }
+            for name, frame in tables.items():
+                _write_truth(frame, truth_dir / name)
 
         with step("calibration report"):
             figures = calibration_figures(people, factors, records, plan, qof)

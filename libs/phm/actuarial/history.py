@@ -68,6 +68,11 @@ def emergency_cost_in_year(events: DataFrame, dates: DataFrame) -> DataFrame:
     )
 
 
+def step_dates(spark, dates: list[date]) -> DataFrame:
+    """(from_date, to_date) of each step between consecutive dates."""
+    return literal_frame(spark, list(pairwise(dates)), "from_date date, to_date date")
+
+
 def segment_history(
     person: DataFrame,
     events: DataFrame,
@@ -93,7 +98,7 @@ def transitions(history: DataFrame, events: DataFrame, dates: list[date]) -> Dat
     at the start, to_state (the segment at the end, died or lost) and the step's activity (12 months to its end):
     cost, emergency admissions and their cost."""
     deaths = events.where(F.col("activity") == "death").groupBy("person_id").agg(F.min("event_date").alias("_died"))
-    steps = literal_frame(events.sparkSession, list(pairwise(dates)), "from_date date, to_date date")
+    steps = step_dates(events.sparkSession, dates)
     before = history.join(F.broadcast(steps), F.col("reference_date") == F.col("from_date")).select(
         "from_date", "to_date", "person_id", "age", "sex", F.col("segment").alias("from_segment")
     )
@@ -161,10 +166,9 @@ def state_counts(history: DataFrame) -> pd.DataFrame:
 
 def entrant_counts(history: DataFrame, dates: list[date]) -> pd.DataFrame:
     """Per step (to_date) x age x segment at its end: persons living at the end of a step not living at its start."""
-    steps = list(pairwise(dates))
-    if not steps:
+    if len(dates) < 2:
         return pd.DataFrame(columns=["from_date", "to_date", "age", "segment", "people"])
-    ends = literal_frame(history.sparkSession, steps, "from_date date, to_date date")
+    ends = step_dates(history.sparkSession, dates)
     living_before = history.select("person_id", F.col("reference_date").alias("from_date"))
     entrants = (
         history.where(F.col("age").isNotNull())

@@ -165,7 +165,7 @@ def conditions_and_scores(
     )
     keys = ["person_id", AS_OF]
     ages_then = ages.select("person_id", "index_date", "age").join(F.broadcast(dates), "index_date")
-    current = conditions_by_date(codes.crossJoin(F.broadcast(dates.select(AS_OF))), ages_then, codelists)
+    current = conditions_by_date(codes, ages_then, codelists, dates)
     flags = current.groupBy(*keys).agg(
         *[F.max(F.when(F.col("condition") == name, 1.0)).alias(f"condition_{name}") for name in sorted(codelists)],
         F.count(F.when(F.col("condition").isin(long_term), 1)).cast("double").alias("long_term_conditions"),

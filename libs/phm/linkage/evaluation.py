@@ -122,8 +122,8 @@ def metrics(flagged: DataFrame, groups: Sequence[str] = ()) -> DataFrame:
 
 def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame, method: str) -> DataFrame:
     """Every scope's metrics for one linkage (`method` names it: the model, or the baseline)."""
-    flagged = labelled(links, record_truth, person_truth).cache()
-    return metrics(flagged, GROUPS).select(F.lit(method).alias("method"), "*")
+    # One query (the scopes exploded in it), so nothing to cache: the branches share its exchanges.
+    return metrics(labelled(links, record_truth, person_truth), GROUPS).select(F.lit(method).alias("method"), "*")
 
 
 def _pairs(with_group: DataFrame, keys: list[str]) -> DataFrame:

@@ -48,16 +48,19 @@ def conditions_at(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeLi
     """Current conditions at `as_of`: person_id, condition, first_recorded, first_source, last_recorded, records,
     sources. `codes` from condition_codes; `ages` has person_id and age (at `as_of`)."""
     date = F.lit(as_of).cast("date")
-    return conditions_by_date(codes.withColumn(AS_OF, date), ages.withColumn(AS_OF, date), codelists).drop(AS_OF)
+    dates = as_of_dates(codes.sparkSession, [as_of])
+    return conditions_by_date(codes, ages.withColumn(AS_OF, date), codelists, dates).drop(AS_OF)
 
 
-def conditions_by_date(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeList]) -> DataFrame:
-    """conditions_at for many dates in one query: each row of `codes` and `ages` carries the date it is for (an
-    `as_of` column: cross the codes with the dates), and so does each current condition (person_id, as_of,
-    condition, ...). One pass over the codes whatever the number of dates, where a query per date repeats
-    every scan, shuffle and broadcast (the features' three index dates: docs/risk.md)."""
+def conditions_by_date(
+    codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeList], dates: DataFrame
+) -> DataFrame:
+    """conditions_at at each date of `dates` (an as_of column) in one query: `ages` has a row per person and date
+    (person_id, as_of, age), and each current condition carries its date (person_id, as_of, condition, ...).
+    One pass over the codes whatever the number of dates, where a query per date repeats every scan, shuffle
+    and broadcast (the features' three index dates: docs/bench.md)."""
     date = F.col(AS_OF)
-    known = codes.where(F.col("event_date") <= date)
+    known = codes.crossJoin(F.broadcast(dates.select(AS_OF))).where(F.col("event_date") <= date)
     keys = ["person_id", AS_OF, "condition"]
     diagnoses = (
         known.where(F.col("entry") == INCLUDE)

@@ -235,7 +235,5 @@ def segments_by_date(
     stay the latest known."""
     frame = as_of_dates(person.sparkSession, dates)
     people = people_on(person, events, frame).withColumn("deceased", F.lit(False))
-    current = conditions_by_date(
-        codes.crossJoin(F.broadcast(frame)), people.select("person_id", AS_OF, "age"), codelists
-    )
+    current = conditions_by_date(codes, people.select("person_id", AS_OF, "age"), codelists, frame)
     return build_segments_by_date(people, current, events, codelists, segmentation, frame)
