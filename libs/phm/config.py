@@ -70,6 +70,10 @@ class SparkConfig(StrictModel):
     # costs seconds per read on a 2-core machine with small tables.
     delta_snapshot_partitions: int = Field(4, ge=1)
     adaptive_enabled: StrictBool = True
+    # Spark compiles each query's expressions and whole stages to JVM bytecode (Janino), which pays off on real
+    # row counts; on tiny tables compiling is most of a task's time, so the test config interprets instead
+    # (with adaptive execution off: the test sample's stages 136 -> 114 s, identical outputs; docs/bench.md).
+    codegen: StrictBool = True
     # Independent Spark jobs a stage submits at once from its own threads (ingest checks and writes its sources
     # so). On tiny tables it overlaps the driver's per-job planning (the test sample's ingest 140 s -> 119 s with
     # 3); at 100k people on 2 cores the jobs are CPU-bound: 3 at once took 434 s against 433 s, with 0.55 GB more.

@@ -182,3 +182,17 @@ def test_missing_jar_names_the_fetch_command(tmp_path):
     conf = session_conf(packaged)  # needs no local jars: the cluster resolves the coordinates
     assert conf["spark.jars.packages"] == "io.delta:delta-spark_4.2_2.13:4.4.0,io.delta:delta-storage:4.4.0"
     assert conf["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_codegen_off_interprets_expressions_and_whole_stages(spark):
+    from phm.runtime.spark import session_conf
+
+    compiled = session_conf(load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.codegen=true"]))
+    assert "spark.sql.codegen.wholeStage" not in compiled and "spark.sql.codegen.factoryMode" not in compiled
+    interpreted = session_conf(load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.codegen=false"]))
+    assert interpreted["spark.sql.codegen.wholeStage"] == "false"
+    assert interpreted["spark.sql.codegen.factoryMode"] == "NO_CODEGEN"
+    # the suite's session is built so (configs/test.yaml), and its plans have no whole-stage code
+    assert spark.conf.get("spark.sql.codegen.wholeStage") == "false"
+    plan = spark.range(3).selectExpr("id * 2 AS x")._jdf.queryExecution().executedPlan()
+    assert plan.getClass().getSimpleName() == "ProjectExec"  # compiled, it would be a WholeStageCodegenExec

@@ -62,6 +62,9 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
         # Keep Spark's scratch space out of /tmp defaults shared with other users.
         "spark.sql.warehouse.dir": config.resolve(os.path.join(config.paths.checkpoints, "spark-warehouse")),
     }
+    if not spark.codegen:
+        conf["spark.sql.codegen.wholeStage"] = "false"
+        conf["spark.sql.codegen.factoryMode"] = "NO_CODEGEN"  # expressions interpreted, not compiled
     if spark.jar_delivery == "packages":
         conf["spark.jars.packages"] = ",".join(config.jvm.delta_coordinates)
         conf["spark.jars"] = splink_jar()
