@@ -11,7 +11,7 @@ INSTALL_STAMP := $(VENV)/.phm-installed
 CONFIG ?= configs/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup jars run test test-fast cluster-test package lint format bench clean browser strip-notebooks airflow
+.PHONY: setup jars run test test-fast cluster-test package lint format bench drill clean browser strip-notebooks airflow
 
 setup: $(INSTALL_STAMP) $(JAR_STAMP)
 
@@ -91,6 +91,11 @@ BENCH_ARGS ?=
 bench: setup
 	$(BIN)/phm keygen --if-missing --config configs/bench.yaml
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# kill -9 in every stage of a real refresh of the test sample; tables compared with an uninterrupted refresh's
+# (bench/kill_drill.md; docs/trust.md). About half an hour on 2 cores.
+drill: setup
+	$(BIN)/python bench/kill_drill.py $(DRILL_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info landing truth warehouse reports restricted logs mlruns .phm/checkpoints spark-warehouse

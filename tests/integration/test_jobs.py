@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -53,6 +55,20 @@ def test_successful_run_records_inputs_outputs_and_rows(spark, fresh_config):
     gadgets = catalog.read(GADGETS.name)
     assert content(gadgets) == [(1, "red")]
     assert {r[RUN_ID_COLUMN] for r in gadgets.collect()} == {result.run_id}
+
+
+def test_a_stage_that_exits_with_status_0_fails_and_is_put_back(spark, fresh_config):
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+
+    def exits(ctx):
+        ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(7, "half-written")]))
+        sys.exit(0)
+
+    with pytest.raises(RuntimeError, match=r"exits called sys.exit\(0\) before it finished"):
+        run_job(make_job("exits", exits), fresh_config, spark)
+    assert not catalog.exists(WIDGETS.name)
+    [failed] = [r for r in ledger_rows(spark, fresh_config).values() if r["job"] == "exits"]
+    assert (failed["status"], failed["error"]) == ("failed", "SystemExit: 0")
 
 
 def test_failed_run_leaves_outputs_as_before_and_a_failed_ledger_row(spark, fresh_config):

@@ -194,6 +194,10 @@ def _run_locked(job: Job, config: PhmConfig, spark: SparkSession, run_id: str, p
             record.output_versions = existing_before
             ledger.finish(record)
             log.error("%s: failed after %.1fs: %s", job.spec.name, time.monotonic() - started, record.error)
+            if isinstance(exc, SystemExit) and not exc.code:
+                # A library's sys.exit(0) inside a stage (pyspark.sql.connect does so when it takes the process
+                # for a doctest run) would end `phm refresh` with exit status 0 and the stage failed.
+                raise RuntimeError(f"{job.spec.name} called sys.exit({exc.code}) before it finished") from exc
             raise
         undeclared = sorted(set(catalog.versions_written) - set(declared))
         if undeclared:
