@@ -16,15 +16,15 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from phm import cli
+from phm import cli, tables
 from phm.config import load_config
 from phm.runtime.catalog import Catalog
-from phm.runtime.jobs import RESUMED, run_job, run_pipeline
+from phm.runtime.jobs import RESUMED, Job, JobSpec, run_job, run_pipeline
 from phm.runtime.ledger import Ledger, RunRecord
 from phm.runtime.lock import LOCK_FILE
 from phm.runtime.recovery import INTERRUPTED, resumable_stages
 from phm.runtime.tracking import run_for
-from phm.tables import JOB_RUNS
+from phm.tables import JOB_RUNS, TableSpec, register
 
 from ..conftest import REPO, TEST_CONFIG, test_overrides
 from .test_catalog import WIDGETS, content, widgets
@@ -154,6 +154,35 @@ def test_a_run_killed_mid_write_is_put_back_by_the_next_run(spark, fresh_config,
 
     run_job(make_job("two_tables", two_tables), fresh_config, spark)  # run again: as if never interrupted
     assert content(catalog.read(WIDGETS.name)) == content(catalog.read(GADGETS.name)) == [(9, "new")]
+
+
+def test_a_refresh_resumes_after_a_stage_whose_tables_its_config_declares(spark, fresh_config, monkeypatch):
+    """As case_finding's cohorts: a table declared by `outputs_for` when the runner asks, which a new process
+    (the one resuming) has not declared yet when it checks what the failed refresh completed."""
+    declared = TableSpec(name="mart.drill_cohort", grain="one row per widget", description="a cohort",
+                         keys=WIDGETS.keys, schema=WIDGETS.schema)  # fmt: skip
+    failing = {"second"}
+
+    def first(ctx):
+        ctx.catalog.overwrite(declared.name, widgets(spark, [(1, "member")]))
+
+    def second(ctx):
+        if failing:
+            raise RuntimeError("second failed")
+
+    jobs = {
+        "first": Job(
+            JobSpec("first", "declares its table from config", (), outputs_for=lambda c: (register(declared).name,)),
+            first,
+        ),
+        "second": make_job("second", second, outputs=(), depends_on=("first",)),
+    }
+    with pytest.raises(RuntimeError):
+        run_pipeline(fresh_config, spark, jobs)
+    monkeypatch.delitem(tables._REGISTRY, declared.name)  # a fresh process: not declared until asked
+    failing.clear()
+    results = run_pipeline(fresh_config, spark, jobs)
+    assert [(r.job, r.status) for r in results] == [("first", RESUMED), ("second", "succeeded")]
 
 
 def test_a_failed_refresh_resumes_at_the_stage_that_failed(spark, fresh_config, tmp_path):

@@ -223,6 +223,8 @@ def run_pipeline(config: PhmConfig, spark: SparkSession, jobs: dict[str, Job] | 
     run_id = new_run_id(REFRESH_JOB)
     warehouse = config.resolve(config.paths.warehouse)
     with _exclusive(config, spark, run_id, jobs), run_log(config.resolve(config.paths.logs), run_id):
+        for name in order:  # tables declared from config (case_finding's cohorts) are known before resuming
+            jobs[name].spec.outputs_of(config)
         done = resumable_stages(spark, warehouse, REFRESH_JOB, config.digest())
         ledger = Ledger(spark, warehouse)
         record = _record(REFRESH_JOB, run_id, config, spark, None)
