@@ -93,7 +93,7 @@ bench: setup
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 # kill -9 in every stage of a real refresh of the test sample; tables compared with an uninterrupted refresh's
-# (bench/kill_drill.md; docs/trust.md). About half an hour on 2 cores.
+# (bench/kill_drill.md; docs/trust.md). 40-50 minutes on 2 cores.
 drill: setup
 	$(BIN)/python bench/kill_drill.py $(DRILL_ARGS)
 

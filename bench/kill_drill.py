@@ -103,7 +103,7 @@ def killed_at_every_stage(base: Path, stages: list[str]) -> tuple[list[dict], fl
     state = base / "killed.json"
     script = base / "killing_refresh.py"
     script.write_text(textwrap.dedent(KILLING_REFRESH))
-    attempts = []
+    attempts = json.loads((base / "attempts.json").read_text()) if (base / "attempts.json").exists() else []
     started = time.monotonic()
     while True:
         attempt_started = time.monotonic()
@@ -114,6 +114,7 @@ def killed_at_every_stage(base: Path, stages: list[str]) -> tuple[list[dict], fl
         killed = json.loads(state.read_text()) if state.exists() else []
         if done.returncode == -signal.SIGKILL:
             attempts.append({**killed[-1], "seconds": seconds})
+            (base / "attempts.json").write_text(json.dumps(attempts))
             print(f"drill: killed {killed[-1]['stage']} {killed[-1]['where']} ({seconds} s)", flush=True)
             continue
         if done.returncode != 0:
@@ -147,7 +148,8 @@ def compare(reference: Path, killed: Path) -> list[dict]:
                          "why": f"{interrupted} runs recorded as interrupted and put back"})  # fmt: skip
             continue
         kept = [c for c in a.columns if not c.endswith(RUN_OWN_SUFFIXES)]
-        left, right = a.select(*kept), b.select(*kept)
+        a, b = comparable(a, kept), comparable(b, kept)
+        left, right = a, b
         missing, extra = left.exceptAll(right).count(), right.exceptAll(left).count()
         row = {"table": name, "rows": a.count(), "rows_killed": b.count(), "missing": missing, "extra": extra,
                "equal": missing == extra == 0, "left_out": [c for c in a.columns if c not in kept]}  # fmt: skip
@@ -159,6 +161,16 @@ def compare(reference: Path, killed: Path) -> list[dict]:
 
 
 EQUAL = {True: "yes", False: "no", None: "(not compared)"}
+
+
+def comparable(frame, columns):
+    """The columns, maps as their sorted entries (set operations refuse map columns)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    types = {f.name: f.dataType for f in frame.schema.fields}
+    return frame.select(*[F.to_json(F.array_sort(F.map_entries(c))).alias(c) if isinstance(types[c], T.MapType)
+                          else F.col(c) for c in columns])  # fmt: skip
 
 
 def differs(a, b) -> bool:
@@ -194,15 +206,17 @@ def main() -> None:
     parser.add_argument(
         "--reuse-uninterrupted", action="store_true", help="keep an earlier drill's uninterrupted refresh (--work)"
     )
+    parser.add_argument("--continue-killed", action="store_true", help="go on with an earlier drill's killed refresh")
     args = parser.parse_args()
     reference, killed = args.work / "uninterrupted", args.work / "killed"
-    shutil.rmtree(killed, ignore_errors=True)
+    if not args.continue_killed:
+        shutil.rmtree(killed, ignore_errors=True)
     if args.reuse_uninterrupted and (reference / "warehouse").is_dir():
         uninterrupted_seconds = None
     else:
         shutil.rmtree(reference, ignore_errors=True)
         uninterrupted_seconds = uninterrupted(reference)
-    killed.mkdir(parents=True)
+    killed.mkdir(parents=True, exist_ok=True)
     print(f"drill: uninterrupted refresh {uninterrupted_seconds} s", flush=True)
     attempts, killed_seconds = killed_at_every_stage(killed, args.stages)
     result = {
