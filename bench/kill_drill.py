@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # tests.conftest: the suite's config overrides and its pseudonymisation key
 
-from tests.conftest import TEST_CONFIG, TEST_KEY_HEX, test_overrides  # noqa: E402
+from tests.conftest import TEST_CONFIG, TEST_KEY_HEX, cli_arguments, test_overrides  # noqa: E402
 
 # In the killed refresh's processes: the hooks, then the CLI. argv: state file, CLI arguments. Run from a file:
 # under `python -c`, importing pyspark.sql.connect (Great Expectations does) takes the process for a doctest run
@@ -80,10 +80,6 @@ KILLING_REFRESH = """
 
 # Columns a run writes about itself (which run, when): equal only by chance between two runs.
 RUN_OWN_SUFFIXES = ("_run_id", "_at", "run_id")
-
-
-def cli_arguments(base: Path) -> list[str]:
-    return ["--config", str(TEST_CONFIG), *[a for o in test_overrides(base) for a in ("--set", o)]]
 
 
 def env() -> dict[str, str]:

@@ -41,6 +41,11 @@ def test_overrides(base: Path) -> list[str]:
 test_overrides.__test__ = False  # a helper, not a test
 
 
+def cli_arguments(base: Path, *extra: str) -> list[str]:
+    """`phm` CLI arguments for configs/test.yaml with every output under `base` (and `extra` overrides)."""
+    return ["--config", str(TEST_CONFIG), *[a for o in [*test_overrides(base), *extra] for a in ("--set", o)]]
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("phm")

@@ -26,7 +26,7 @@ from phm.runtime.recovery import INTERRUPTED, resumable_stages
 from phm.runtime.tracking import run_for
 from phm.tables import JOB_RUNS, TableSpec, register
 
-from ..conftest import REPO, TEST_CONFIG, test_overrides
+from ..conftest import REPO, TEST_CONFIG, cli_arguments, test_overrides
 from .test_catalog import WIDGETS, content, widgets
 from .test_jobs import GADGETS, ledger_rows, make_job, noop
 
@@ -57,10 +57,6 @@ HOLD_THE_LOCK = """
         time.sleep(float(sys.argv[3]))
         Path(sys.argv[2] + ".released").write_text(str(time.time()))
 """
-
-
-def cli_arguments(base: Path, *extra: str) -> list[str]:
-    return ["--config", str(TEST_CONFIG), *[a for o in [*test_overrides(base), *extra] for a in ("--set", o)]]
 
 
 def test_a_second_writer_fails_cleanly_naming_the_first_and_writes_nothing(spark, fresh_config, tmp_path, capsys):
