@@ -166,10 +166,21 @@ def _write_periods(
             source_dir.mkdir(parents=True)
         for junk in source_dir.glob(".*.crc"):
             junk.unlink()
+        _name_as_delivered(source_dir, target.name, period, file_format)
         if prepare is not None:
             prepare(source_dir)
         os.replace(source_dir, target / period)
     return counts
+
+
+def _name_as_delivered(folder: Path, source: str, period: str, file_format: str) -> None:
+    """Rename Spark's part files (part-00000-<write uuid>...) as a supplier names a delivery, e.g.
+    ae_202510.parquet: the same seed gives the same file names, and bronze's `file` column reads as a user
+    expects it to."""
+    parts = sorted(folder.glob(f"part-*.{file_format}"))
+    for number, part in enumerate(parts, start=1):
+        suffix = f"_part{number}" if len(parts) > 1 else ""
+        part.rename(folder / f"{source}_{period.replace('-', '')}{suffix}.{file_format}")
 
 
 def _damage_lines(period_folder: Path, source: str, rates: DefectCalibration) -> None:

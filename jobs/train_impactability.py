@@ -34,7 +34,7 @@ from phm.models import plots
 from phm.models.registry import CANDIDATE, CHAMPION, champion_of
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
-from phm.runtime.tracking import pinned_requirements, use_experiment
+from phm.runtime.tracking import move_alias, pinned_requirements, use_experiment
 from phm.tables import FEATURES, PROGRAMME_TRIAL, UPLIFT_MODEL_PERFORMANCE
 
 log = logging.getLogger("phm.jobs.train_impactability")
@@ -44,6 +44,7 @@ SPEC = JobSpec(
     description="the programme trial -> uplift models in MLflow (candidate; champion if it passes and wins)",
     outputs=(UPLIFT_MODEL_PERFORMANCE.name,),
     depends_on=("evaluate_programme",),
+    registers_models=True,
 )
 EXPERIMENT = "impactability"
 # What the logged uplift model imports when it is loaded (phm for its classes; econml and lightgbm lazily).
@@ -79,7 +80,7 @@ def run(ctx: JobContext) -> None:
                for spec, path in specs.values()]  # fmt: skip
     for result in results:  # promotions only once every model trained: a failed run moves no champion
         if result["promoted"]:
-            client.set_registered_model_alias(f"phm_{result['model_name']}", CHAMPION, result["model_version"])
+            move_alias(client, f"phm_{result['model_name']}", CHAMPION, result["model_version"])
     catalog.merge(UPLIFT_MODEL_PERFORMANCE.name, ctx.spark.createDataFrame(pd.DataFrame(results)))
 
 
@@ -120,7 +121,7 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             registered_model_name=spec.registered_model,
         )
         version = str(info.registered_model_version)
-        client.set_registered_model_alias(spec.registered_model, CANDIDATE, version)
+        move_alias(client, spec.registered_model, CANDIDATE, version)
         promoted, reason = _decide(client, spec, qini, held_out)
         mlflow.set_tag("phm.promotion_reason", reason)
         client.set_model_version_tag(spec.registered_model, version, "promotion_reason", reason)

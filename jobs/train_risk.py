@@ -31,7 +31,7 @@ from phm.models.specs import ModelSpec, load_model_specs
 from phm.models.training import fit, importance, predict
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
-from phm.runtime.tracking import pinned_requirements, use_experiment
+from phm.runtime.tracking import move_alias, pinned_requirements, use_experiment
 from phm.tables import FEATURES, PERFORMANCE_MEASURES, RISK_MODEL_PERFORMANCE, RUN_ID_COLUMN
 
 log = logging.getLogger("phm.jobs.train_risk")
@@ -41,6 +41,7 @@ SPEC = JobSpec(
     description="gold.features -> risk models in MLflow (candidate, champion if it passes the gate and wins)",
     outputs=(RISK_MODEL_PERFORMANCE.name,),
     depends_on=("features",),
+    registers_models=True,
 )
 EXPERIMENT = "risk"
 # Models are saved with skops (MLflow's safe default, not pickle); it loads only the types named here.
@@ -86,7 +87,7 @@ def run(ctx: JobContext) -> None:
     # Promotions only once every model trained: a failed run moves no champion.
     for model in trained:
         if model.decision.promote:
-            client.set_registered_model_alias(model.spec.registered_model, CHAMPION, model.version)
+            move_alias(client, model.spec.registered_model, CHAMPION, model.version)
     performance = ctx.spark.createDataFrame(pd.concat([m.performance for m in trained], ignore_index=True)).select(
         *RISK_MODEL_PERFORMANCE.schema.fieldNames()
     )
@@ -161,7 +162,7 @@ def _train(
             skops_trusted_types=list(SKOPS_TRUSTED_TYPES[spec.algorithm]),
         )
         version = str(info.registered_model_version)
-        client.set_registered_model_alias(spec.registered_model, CANDIDATE, version)
+        move_alias(client, spec.registered_model, CANDIDATE, version)
         champion = champion_of(client, spec.registered_model)
         measured = None
         if champion is not None:

@@ -35,12 +35,8 @@ def generate(base: Path, *extra: str):
 
 
 def extract_lines(landing: Path) -> dict[str, list[str]]:
-    """Every text extract's lines, sorted (Spark may write rows of a period in any order)."""
-    out = {}
-    for path in sorted(landing.rglob("*.csv")):
-        key = str(path.parent.relative_to(landing))
-        out[key] = sorted(out.get(key, []) + path.read_text().splitlines())
-    return out
+    """Every text extract's lines by file, sorted (Spark may write rows of a period in any order)."""
+    return {str(path.relative_to(landing)): sorted(path.read_text().splitlines()) for path in landing.rglob("*.csv")}
 
 
 def read_extract(spark, landing: Path, source: str):
@@ -62,8 +58,10 @@ def test_layout_periods_formats_and_ledger(small, spark):
     for source in EXTRACT_FORMATS:
         assert sorted(p.name for p in (landing / source).iterdir()) == [
             "2025-10", "2025-11", "2025-12", "2026-01", "2026-02", "2026-03"]  # fmt: skip
-    assert list((landing / "ae" / "2026-03").glob("*.parquet"))
-    header = next((landing / "inpatient" / "2026-03").glob("*.csv")).read_text().splitlines()[0]
+    # One file a period, named as a supplier names its deliveries (not Spark's part-<write uuid> names).
+    assert [p.name for p in (landing / "ae" / "2026-03").iterdir()] == ["ae_202603.parquet"]
+    assert [p.name for p in (landing / "inpatient" / "2026-03").iterdir()] == ["inpatient_202603.csv"]
+    header = (landing / "inpatient" / "2026-03" / "inpatient_202603.csv").read_text().splitlines()[0]
     assert header.startswith("SpellID,NHSNumber,Forename,Surname,DOB,Gender,Postcode,GPPractice,AdmissionDate")
     inpatient = read_extract(spark, landing, "inpatient")
     assert inpatient.where(~F.col("AdmissionDate").rlike(r"^\d{2}/\d{2}/\d{4}$")).count() == 0

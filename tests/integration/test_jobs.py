@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 
+import mlflow
 import pytest
 from pyspark.sql import functions as F
 
 from phm.errors import UnknownJobError
 from phm.runtime.catalog import Catalog
 from phm.runtime.jobs import Job, JobSpec, discover_jobs, pipeline_order, run_job, run_pipeline
+from phm.runtime.tracking import move_alias, tracked_run
 from phm.tables import JOB_RUNS, QOF_PREVALENCE, RUN_ID_COLUMN, TableSpec, register
 
 from .test_catalog import WIDGETS, content, widgets
@@ -30,8 +32,34 @@ def ledger_rows(spark, config):
     return {r["run_id"]: r.asDict() for r in catalog.read(JOB_RUNS.name).collect()}
 
 
-def make_job(name, run, outputs=(WIDGETS.name, GADGETS.name), depends_on=()):
-    return Job(JobSpec(name=name, description=f"test job {name}", outputs=outputs, depends_on=depends_on), run)
+def make_job(name, run, outputs=(WIDGETS.name, GADGETS.name), depends_on=(), registers_models=False):
+    spec = JobSpec(name=name, description=f"test job {name}", outputs=outputs, depends_on=depends_on,
+                   registers_models=registers_models)  # fmt: skip
+    return Job(spec, run)
+
+
+WIDGET_MODEL = "phm_test_widget_model"
+
+
+def register_widget_model(config, run_id: str, *aliases: str) -> str:
+    """Register a version of the test model from an MLflow run tagged with `run_id` (as the training jobs do)
+    and move `aliases` to it; its version."""
+    with tracked_run(config, "reliability", run_id) as run:
+        client = mlflow.MlflowClient()
+        if not client.search_registered_models(f"name = '{WIDGET_MODEL}'"):
+            client.create_registered_model(WIDGET_MODEL)
+        version = client.create_model_version(WIDGET_MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id).version
+        for alias in aliases:
+            move_alias(client, WIDGET_MODEL, alias, version)
+    return str(version)
+
+
+def registry_state(config) -> dict[str, object]:
+    """The test model's live versions and where its aliases point."""
+    client = mlflow.MlflowClient(config.tracking_uri)
+    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{WIDGET_MODEL}'"))
+    aliases = client.get_registered_model(WIDGET_MODEL).aliases
+    return {"versions": versions, "aliases": {alias: str(version) for alias, version in sorted(aliases.items())}}
 
 
 def test_successful_run_records_inputs_outputs_and_rows(spark, fresh_config):
@@ -95,6 +123,24 @@ def test_failed_run_leaves_outputs_as_before_and_a_failed_ledger_row(spark, fres
     assert failed["error"] == "RuntimeError: disk on fire"
     assert failed["output_versions"] == {WIDGETS.name: 0}
     assert failed["ended_at"] is not None
+
+
+def test_a_failed_run_takes_back_its_model_registrations(spark, fresh_config):
+    run_job(make_job("train", lambda ctx: register_widget_model(ctx.config, ctx.run_id, "candidate", "champion"),
+                     outputs=(), registers_models=True), fresh_config, spark)  # fmt: skip
+    first = registry_state(fresh_config)
+    assert first == {"versions": ["1"], "aliases": {"candidate": "1", "champion": "1"}}
+
+    def registers_then_fails(ctx):
+        register_widget_model(ctx.config, ctx.run_id, "candidate", "champion", "challenger")
+        raise RuntimeError("validation table missing")
+
+    with pytest.raises(RuntimeError, match="validation table missing"):
+        run_job(make_job("train", registers_then_fails, outputs=(), registers_models=True), fresh_config, spark)
+    # Its version deleted; the aliases it moved back where they were, the one it made gone.
+    assert registry_state(fresh_config) == first
+    version_3 = register_widget_model(fresh_config, "20261202T000000Z-train-later", "candidate")
+    assert version_3 == "3"  # the registry never gives a number twice (2 was the failed run's)
 
 
 def test_writing_an_undeclared_output_fails_the_run(spark, fresh_config):

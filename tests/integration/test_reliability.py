@@ -28,7 +28,7 @@ from phm.tables import JOB_RUNS, TableSpec, register
 
 from ..conftest import REPO, TEST_CONFIG, cli_arguments, test_overrides
 from .test_catalog import WIDGETS, content, widgets
-from .test_jobs import GADGETS, ledger_rows, make_job, noop
+from .test_jobs import GADGETS, ledger_rows, make_job, noop, register_widget_model, registry_state
 
 WAIT_FOR_CHILD_SECONDS = 240
 
@@ -100,26 +100,31 @@ KILLED_MID_WRITE = """
     from phm.runtime.spark import get_spark
     from phm.runtime.tracking import tracked_run
     from tests.conftest import TEST_CONFIG, test_overrides
-    from tests.integration.test_jobs import GADGETS, WIDGETS, make_job, widgets
+    from tests.integration.test_jobs import GADGETS, WIDGETS, make_job, register_widget_model, widgets
 
     config = load_config(str(TEST_CONFIG), test_overrides(Path(sys.argv[1])))
     spark = get_spark(config)
 
     def two_tables(ctx):
+        register_widget_model(config, ctx.run_id, "champion")  # a model version, and the champion moved to it
         with tracked_run(config, "reliability", ctx.run_id):
             ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(9, "new")]))
             Path(sys.argv[2]).write_text("first table written")
             time.sleep(600)  # killed here: one output written, the other not
             ctx.catalog.overwrite(GADGETS.name, widgets(spark, [(9, "new")]))
 
-    run_job(make_job("two_tables", two_tables), config, spark)
+    run_job(make_job("two_tables", two_tables, registers_models=True), config, spark)
 """
 
 
 def test_a_run_killed_mid_write_is_put_back_by_the_next_run(spark, fresh_config, tmp_path):
     catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
-    run_job(make_job("seed", lambda ctx: ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "old")]))),
-            fresh_config, spark)  # fmt: skip
+
+    def seed(ctx):
+        ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "old")]))
+        register_widget_model(ctx.config, ctx.run_id, "champion")
+
+    run_job(make_job("seed", seed, registers_models=True), fresh_config, spark)
     child = start_python(KILLED_MID_WRITE, str(tmp_path), str(tmp_path / "half"))
     try:
         wait_for(tmp_path / "half", child)
@@ -132,6 +137,7 @@ def test_a_run_killed_mid_write_is_put_back_by_the_next_run(spark, fresh_config,
     assert (marker.job, marker.status, marker.output_versions) == ("two_tables", "running", {WIDGETS.name: 0})
     assert marker.run_id not in ledger_rows(spark, fresh_config)
     assert content(catalog.read(WIDGETS.name)) == [(9, "new")] and not catalog.exists(GADGETS.name)
+    assert registry_state(fresh_config) == {"versions": ["1", "2"], "aliases": {"champion": "2"}}
 
     nothing = run_job(make_job("next", noop, outputs=()), fresh_config, spark)  # any run takes the lock first
 
@@ -143,6 +149,9 @@ def test_a_run_killed_mid_write_is_put_back_by_the_next_run(spark, fresh_config,
     tracked = run_for(fresh_config, "reliability", killed["run_id"])
     # not left running for ever in the MLflow UI
     assert mlflow.MlflowClient(fresh_config.tracking_uri).get_run(tracked).info.status == "KILLED"
+    # Its model version taken back and the champion back on the version before (else scored with, and the
+    # rerun measured against, a model whose run was rolled back).
+    assert registry_state(fresh_config) == {"versions": ["1"], "aliases": {"champion": "1"}}
 
     def two_tables(ctx):
         ctx.catalog.overwrite(WIDGETS.name, widgets(spark, [(9, "new")]))

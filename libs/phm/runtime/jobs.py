@@ -55,6 +55,9 @@ class JobSpec:
     outputs_for: Callable[[PhmConfig], tuple[str, ...]] | None = None
     # False: run on demand only (`phm run`, or named in refresh.stages), never by a plain refresh.
     scheduled: bool = True
+    # True: registers MLflow model versions and moves their aliases (phm.runtime.tracking.move_alias), which a
+    # failed run takes back as it puts its tables back.
+    registers_models: bool = False
 
     def outputs_of(self, config: PhmConfig) -> tuple[str, ...]:
         return self.outputs + (self.outputs_for(config) if self.outputs_for else ())
@@ -188,6 +191,11 @@ def _run_locked(job: Job, config: PhmConfig, spark: SparkSession, run_id: str, p
             job.run(ctx)
         except BaseException as exc:
             roll_back(catalog, before)
+            if job.spec.registers_models:
+                try:
+                    _undo_registrations(config, run_id)
+                except Exception as undo_failed:  # (MLflow unreachable, say): the run's own error is what to raise
+                    log.error("%s: its model registrations could not be taken back: %s", job.spec.name, undo_failed)
             record.status = FAILED
             record.error = _one_line(exc)
             record.input_versions = dict(catalog.versions_read)
@@ -264,16 +272,32 @@ def _exclusive(
     with warehouse_lock(warehouse, run_id, config.refresh.lock_wait_seconds) as first:
         if first:
 
-            def outputs_of(name: str) -> tuple[str, ...] | None:  # only asked when a run died: rarely
+            def spec_of(name: str) -> JobSpec | None:  # only asked when a run died: rarely
                 registry = jobs if jobs is not None else discover_jobs()
-                return registry[name].spec.outputs_of(config) if name in registry else None
+                return registry[name].spec if name in registry else None
 
-            recovered = recover_interrupted_runs(spark, warehouse, outputs_of, recovered_by=run_id)
-            if recovered:
+            def outputs_of(name: str) -> tuple[str, ...] | None:
+                spec = spec_of(name)
+                return spec.outputs_of(config) if spec is not None else None
+
+            def undo_in_mlflow(dead_run_id: str, name: str) -> None:
                 from phm.runtime.tracking import end_interrupted_runs
 
-                end_interrupted_runs(config, recovered)
+                end_interrupted_runs(config, [dead_run_id])
+                spec = spec_of(name)
+                if spec is None or spec.registers_models:
+                    _undo_registrations(config, dead_run_id)
+
+            recover_interrupted_runs(spark, warehouse, outputs_of, recovered_by=run_id, undo_elsewhere=undo_in_mlflow)
         yield
+
+
+def _undo_registrations(config: PhmConfig, run_id: str) -> None:
+    from phm.runtime.tracking import undo_registrations  # (MLflow: imported only when a run must be undone)
+
+    for version in undo_registrations(config, [run_id]):
+        log.warning("%s was registered by run %s, which did not finish: deleted, its aliases put back", version,
+                    run_id)  # fmt: skip
 
 
 def _job_of(module: ModuleType) -> Job | None:

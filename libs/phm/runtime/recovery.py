@@ -40,13 +40,15 @@ def recover_interrupted_runs(
     warehouse: str,
     outputs_of: Callable[[str], tuple[str, ...] | None],
     recovered_by: str,
+    undo_elsewhere: Callable[[str, str], None] = lambda run_id, job: None,
 ) -> list[str]:
     """Roll back the outputs of every run that left its marker behind and record it as failed; the run ids.
 
     Call only while holding the warehouse's writer lock: then no such run can still be alive. A table is put
     back only if the dead run made its latest commit: never over a later run's work.
     `outputs_of(job)` gives a job's declared outputs (None for a job no longer registered, whose recorded
-    outputs are rolled back instead)."""
+    outputs are rolled back instead); `undo_elsewhere(run_id, job)` takes back what the run did outside the
+    warehouse (MLflow), before the run is recorded as failed: if it raises, the next lock holder tries again."""
     ledger = Ledger(spark, warehouse)
     left = ledger.left_running()
     if not left:
@@ -68,6 +70,7 @@ def recover_interrupted_runs(
                             record.run_id)  # fmt: skip
                 continue
             catalog.restore(name, before.get(name))
+        undo_elsewhere(record.run_id, record.job)
         record.status = FAILED
         record.error = f"{INTERRUPTED}; its outputs were put back by {recovered_by}"
         ledger.finish(record)
