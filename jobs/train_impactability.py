@@ -95,8 +95,9 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
     tags = {"phm.run_id": ctx.run_id, "phm.environment": ctx.config.environment, "phm.model": spec.name}
     with mlflow.start_run(run_name=f"{spec.name} {ctx.run_id}", tags=tags) as run:
         model = BaggedUplift(spec, columns).fit(
-            train[columns], train["treated"].to_numpy(int), train["outcome"].to_numpy(float), settings.seed
-        )
+            train[columns], train["treated"].to_numpy(int), train["outcome"].to_numpy(float), settings.seed,
+            prior=train["prior"].to_numpy(float), propensity=train["propensity"].to_numpy(float),
+        )  # fmt: skip
         predicted = model.predict(held_out[columns])
         qini = _qini(predicted["benefit"].to_numpy(), held_out)
         t = held_out["treated"].to_numpy(int)

@@ -15,7 +15,14 @@ from phm.errors import ConfigError, UserError
 from phm.impactability.cohort import build_trial, plan_trial, referrals
 from phm.impactability.effects import Trial, estimate_effects, fit_propensity, match, overlap, smd
 from phm.impactability.targeting import apply_rules, choose, with_expected_avoided
-from phm.impactability.uplift import BaggedUplift, UpliftSpec, expected_qini, load_uplift_specs, qini_coefficient
+from phm.impactability.uplift import (
+    BaggedUplift,
+    UpliftSpec,
+    expected_qini,
+    load_uplift_specs,
+    qini_coefficient,
+    relative_benefit,
+)
 from phm.synthetic.calibration import load_calibration
 from phm.synthetic.programme import relative_effect
 
@@ -151,9 +158,40 @@ def test_bagged_t_learner_finds_who_benefits():
     assert (predicted["benefit_sd"] >= 0).all() and predicted["untreated_risk"].between(0.3, 0.5).mean() > 0.9
 
 
+def test_relative_benefit_is_the_did_effect_over_the_treated_counterfactual_rate():
+    t, y = np.array([1, 1, 0, 0]), np.array([0.0, 1.0, 1.0, 1.0])
+    prior, propensity = np.array([1.0, 1.0, 1.0, 0.0]), np.full(4, 0.5)  # comparators' ATT weight 1
+    # treated change -0.5, comparators' +0.5: effect -1.0; the treated's rate 0.5 would have been 1.5
+    assert relative_benefit(t, y, prior, propensity) == pytest.approx(1.0 / 1.5)
+    # harm larger than the treated's own rate (effect +1.0 on a rate of 0.5): no counterfactual rate, no benefit
+    assert relative_benefit(t, 1 - y, 1 - prior, propensity) == 0.0
+
+
+def test_proportional_learner_recovers_a_relative_effect_despite_the_treateds_unrecorded_risk():
+    rng = np.random.default_rng(2)
+    n = 6000
+    x = pd.DataFrame({"a": rng.normal(size=n)})
+    frailty = rng.random(n) < 0.3  # unrecorded; raises risk in both spans, and the chance of referral
+    risk = np.clip(0.05 + 0.15 * (x["a"].to_numpy() > 0) + 0.2 * frailty, 0, 1)
+    t = (rng.random(n) < np.where(frailty, 0.5, 0.2)).astype(int)
+    prior = (rng.random(n) < risk).astype(float)
+    y = (rng.random(n) < risk * (1 - 0.4 * t)).astype(float)  # enrolment takes 40% off anyone's risk
+    propensity = np.full(n, t.mean())  # the recorded feature does not predict referral
+    spec = UpliftSpec(name="p", description="d", learner="proportional", features=["*"], bags=5,
+                      params={"n_estimators": 40, "num_leaves": 4, "min_child_samples": 50})  # fmt: skip
+    model = BaggedUplift(spec, ["a"]).fit(x, t, y, seed=0, prior=prior, propensity=propensity)
+    assert np.mean(model.learners) == pytest.approx(0.4, abs=0.12)
+    predicted = model.predict(x)
+    relative = predicted["benefit"] / predicted["untreated_risk"]
+    assert relative.std() < 0.05 and predicted["benefit_sd"].gt(0).all()
+    assert predicted["benefit"][x["a"] > 0].mean() > 2 * predicted["benefit"][x["a"] <= 0].mean()
+    with pytest.raises(ValueError, match="needs the prior outcomes"):
+        BaggedUplift(spec, ["a"]).fit(x, t, y, seed=0)
+
+
 def test_shipped_uplift_specs_load():
     specs = load_uplift_specs(str(REPO / "models/impactability"))
-    assert {spec.learner for spec, _ in specs.values()} == {"t", "x", "dr"}
+    assert {spec.learner for spec, _ in specs.values()} == {"t", "x", "dr", "proportional"}
 
 
 # -- targeting -------------------------------------------------------------------------------------------------

@@ -145,6 +145,7 @@ def build_trial(
 def trial_with_features(trial: DataFrame, features: DataFrame) -> DataFrame:
     """The trial's people (gold.programme_trial) with their baseline features (gold.features)."""
     chosen = trial.select(
-        "person_id", F.col("baseline_date").alias("index_date"), "treated", "outcome", "propensity", "held_out", "role"
-    )
+        "person_id", F.col("baseline_date").alias("index_date"), "treated", "outcome", "prior", "propensity",
+        "held_out", "role",
+    )  # fmt: skip
     return features.drop("pcn_code").join(chosen, ["person_id", "index_date"])

@@ -145,6 +145,13 @@ def match(e: np.ndarray, t: np.ndarray, caliper_sd: float) -> tuple[np.ndarray, 
     return treated[inside], comparators[index[inside, 0]]
 
 
+def did_ipw(t: np.ndarray, y: np.ndarray, prior: np.ndarray, w: np.ndarray) -> float:
+    """Difference in differences on ATT weights: the treated's change from the prior span less the
+    reweighted comparators' change (each person's fixed level drops out)."""
+    change = y - prior
+    return float(change[t == 1].mean() - np.average(change[t == 0], weights=w[t == 0]))
+
+
 def _point(method: str, trial: Trial, w: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> float:
     t, y, prior = trial.t, trial.y, trial.prior
     treated, comparators = t == 1, t == 0
@@ -155,8 +162,7 @@ def _point(method: str, trial: Trial, w: np.ndarray, pairs: tuple[np.ndarray, np
     if method == "ipw":
         return float(y[treated].mean() - np.average(y[comparators], weights=w[comparators]))
     if method == "did_ipw":
-        change = y - prior
-        return float(change[treated].mean() - np.average(change[comparators], weights=w[comparators]))
+        return did_ipw(t, y, prior, w)
     if method == "matched":
         rows_t, rows_c = pairs
         return float((y[rows_t] - y[rows_c]).mean()) if len(rows_t) else float("nan")

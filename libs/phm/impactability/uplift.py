@@ -3,7 +3,14 @@
 Learners (Künzel et al., PNAS 2019;116:4156; Kennedy, arXiv:2004.14497), from EconML on LightGBM:
 - t: one outcome model per arm; the effect is their difference;
 - x: the T-learner's imputed effects regressed per arm, blended by the propensity;
-- dr: doubly robust pseudo-outcomes (AIPW, cross-fitted) regressed on the features.
+- dr: doubly robust pseudo-outcomes (AIPW, cross-fitted) regressed on the features;
+- proportional: one relative effect for everyone times each person's untreated risk (Dorresteijn et al.,
+  BMJ 2011;343:d5888: individual absolute benefit from a trial's relative risk reduction and a risk model).
+  The relative effect is the training people's difference-in-differences on ATT weights (the change in
+  admissions from the prior span, treated minus reweighted comparators: it removes each person's fixed level,
+  which the treated's unrecorded extra risk would otherwise put into the effect) over the treated's
+  counterfactual rate. With a few hundred treated, a heterogeneous learner's benefits are noise; this one
+  ranks by untreated risk, which carries the signal when the effect is roughly proportional to risk.
 Each is bagged (`bags` bootstrap fits, seeded): the mean is the prediction and the spread across bags
 its model uncertainty, which targeting carries into its intervals. Benefit = minus the effect: the
 reduction in the probability of an emergency admission over the follow-up if enrolled. The untreated
@@ -27,6 +34,7 @@ import pandas as pd
 from pydantic import Field
 
 from phm.config import StrictModel, load_definitions_folder
+from phm.impactability.effects import att_weights, did_ipw
 from phm.models.specs import select_columns
 from phm.person.definitions import Name
 
@@ -45,7 +53,7 @@ class UpliftGate(StrictModel):
 class UpliftSpec(StrictModel):
     name: Name
     description: str
-    learner: Literal["t", "x", "dr"]
+    learner: Literal["t", "x", "dr", "proportional"]
     features: list[str] = Field(min_length=1, description="Feature names or glob patterns over gold.features.")
     exclude: list[str] = Field(default_factory=list)
     params: dict = Field(default_factory=dict, description="LightGBM parameters of every model of the learner.")
@@ -91,19 +99,34 @@ class BaggedUplift:
         self.learners: list = []
         self.untreated: list = []
 
-    def fit(self, x: pd.DataFrame, t: np.ndarray, y: np.ndarray, seed: int) -> BaggedUplift:
+    def fit(
+        self,
+        x: pd.DataFrame,
+        t: np.ndarray,
+        y: np.ndarray,
+        seed: int,
+        prior: np.ndarray | None = None,
+        propensity: np.ndarray | None = None,
+    ) -> BaggedUplift:
+        """Fit on features x, treatment t and outcome y; the proportional learner also needs each person's
+        outcome over the prior span and propensity."""
         from lightgbm import LGBMRegressor
 
+        if self.spec.learner == "proportional" and (prior is None or propensity is None):
+            raise ValueError("the proportional learner needs the prior outcomes and the propensities")
         rng = np.random.default_rng(seed)
         values = self._values(x)
         for bag in range(self.spec.bags):
             rows = rng.integers(0, len(t), len(t)) if self.spec.bags > 1 else np.arange(len(t))
-            learner = _learner(self.spec.learner, self.spec.params, seed + bag)
-            learner.fit(y[rows], t[rows], X=values[rows])
-            self.learners.append(learner)
             comparators = rows[t[rows] == 0]
             model = LGBMRegressor(verbose=-1, random_state=seed + bag, n_jobs=1, **self.spec.params)
             self.untreated.append(model.fit(values[comparators], y[comparators]))
+            if self.spec.learner == "proportional":
+                self.learners.append(relative_benefit(t[rows], y[rows], prior[rows], propensity[rows]))
+                continue
+            learner = _learner(self.spec.learner, self.spec.params, seed + bag)
+            learner.fit(y[rows], t[rows], X=values[rows])
+            self.learners.append(learner)
         return self
 
     def _values(self, x: pd.DataFrame) -> np.ndarray:
@@ -113,8 +136,11 @@ class BaggedUplift:
 
     def predict(self, x: pd.DataFrame) -> pd.DataFrame:
         values = self._values(x)
-        benefits = np.column_stack([-np.ravel(learner.effect(values)) for learner in self.learners])
-        risks = np.column_stack([m.predict(values) for m in self.untreated])
+        risks = np.column_stack([np.clip(m.predict(values), 0.0, 1.0) for m in self.untreated])
+        if self.spec.learner == "proportional":  # each bag: its relative benefit x its untreated risk
+            benefits = risks * np.asarray(self.learners, dtype=float)
+        else:
+            benefits = np.column_stack([-np.ravel(learner.effect(values)) for learner in self.learners])
         return pd.DataFrame(
             {
                 "benefit": benefits.mean(axis=1),
@@ -123,6 +149,17 @@ class BaggedUplift:
             },
             index=x.index,
         )
+
+
+def relative_benefit(t: np.ndarray, y: np.ndarray, prior: np.ndarray, propensity: np.ndarray) -> float:
+    """The relative reduction in the outcome among the treated: minus the difference-in-differences effect
+    on ATT weights (phm.impactability.effects, did_ipw) over the treated's counterfactual rate (their rate
+    less that effect). Negative when the treated fared worse; 0 when there is no counterfactual rate."""
+    if (t == 1).sum() == 0 or (t == 0).sum() == 0:
+        raise ValueError("the proportional learner needs treated and comparators in every bag")
+    effect = did_ipw(t, y, prior, att_weights(t, propensity))
+    counterfactual = y[t == 1].mean() - effect
+    return float(-effect / counterfactual) if counterfactual > 0 else 0.0
 
 
 class UpliftModel(mlflow.pyfunc.PythonModel):
