@@ -29,6 +29,7 @@ from phm.impactability.uplift import (
     load_uplift_specs,
     qini_coefficient,
     qini_curve,
+    qini_standard_error,
 )
 from phm.models import plots
 from phm.models.registry import CANDIDATE, CHAMPION, champion_of
@@ -101,6 +102,8 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
         predicted = model.predict(held_out[columns])
         qini = _qini(predicted["benefit"].to_numpy(), held_out)
         t = held_out["treated"].to_numpy(int)
+        qini_se = qini_standard_error(predicted["benefit"].to_numpy(), t, held_out["outcome"].to_numpy(float),
+                                      att_weights(t, held_out["propensity"]), seed=settings.seed)  # fmt: skip
         share, gain = qini_curve(predicted["benefit"], t, held_out["outcome"], att_weights(t, held_out["propensity"]))
         mlflow.log_params({
             "learner": spec.learner, "bags": spec.bags, "features": len(columns),
@@ -110,7 +113,9 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             "data.gold.programme_trial.version": ctx.catalog.version(PROGRAMME_TRIAL.name),
             "data.gold.features.version": ctx.catalog.version(FEATURES.name),
         })  # fmt: skip
-        mlflow.log_metrics({"qini": qini, "held_out_mean_benefit": float(predicted["benefit"].mean())})
+        mlflow.log_metrics(
+            {"qini": qini, "qini_se": qini_se, "held_out_mean_benefit": float(predicted["benefit"].mean())}
+        )
         mlflow.log_figure(plots.qini_figure(share, gain, qini), "qini.png")
         mlflow.log_text("\n".join(columns) + "\n", "features.txt")
         example = train[columns].head(5)
@@ -127,8 +132,9 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
         mlflow.set_tag("phm.promotion_reason", reason)
         client.set_model_version_tag(spec.registered_model, version, "promotion_reason", reason)
         client.set_model_version_tag(spec.registered_model, version, "qini", f"{qini:.6f}")
-    log.info("train_impactability: %s v%s (%s-learner): held-out Qini %.4f; %s", spec.name, version, spec.learner,
-             qini, reason)  # fmt: skip
+        client.set_model_version_tag(spec.registered_model, version, "qini_se", f"{qini_se:.6f}")
+    log.info("train_impactability: %s v%s (%s-learner): held-out Qini %.4f (bootstrap SE %.4f); %s", spec.name,
+             version, spec.learner, qini, qini_se, reason)  # fmt: skip
     return {
         "model_name": spec.name, "model_version": version, "mlflow_run_id": run.info.run_id,
         "learner": spec.learner, "held_out_people": len(held_out), "held_out_treated": int(t.sum()),

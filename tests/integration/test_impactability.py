@@ -63,6 +63,8 @@ def test_uplift_models_are_tracked_registered_and_gated(sample):
         assert candidate.tags["promotion_reason"] == row.reason
         run = client.get_run(candidate.run_id)
         assert run.data.metrics["qini"] == pytest.approx(row.qini)
+        # the Qini's bootstrap standard error, which target's one-standard-error choice reads from the version
+        assert float(candidate.tags["qini_se"]) == pytest.approx(run.data.metrics["qini_se"], abs=1e-6)
         assert run.data.params["learner"] == spec.learner
         assert {"qini.png", "features.txt"} <= {a.path for a in client.list_artifacts(candidate.run_id)}
         # pinned, with what the model imports lazily (MLflow's own inference missed econml and lightgbm)

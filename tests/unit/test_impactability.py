@@ -21,6 +21,7 @@ from phm.impactability.uplift import (
     expected_qini,
     load_uplift_specs,
     qini_coefficient,
+    qini_standard_error,
     relative_benefit,
 )
 from phm.synthetic.calibration import load_calibration
@@ -187,6 +188,19 @@ def test_proportional_learner_recovers_a_relative_effect_despite_the_treateds_un
     assert predicted["benefit"][x["a"] > 0].mean() > 2 * predicted["benefit"][x["a"] <= 0].mean()
     with pytest.raises(ValueError, match="needs the prior outcomes"):
         BaggedUplift(spec, ["a"]).fit(x, t, y, seed=0)
+
+
+def test_qini_standard_error_shrinks_with_more_people():
+    rng = np.random.default_rng(3)
+
+    def se(n):
+        benefit = rng.uniform(0, 0.3, n)
+        t = rng.integers(0, 2, n)
+        y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+        return qini_standard_error(benefit, t, y, np.ones(n), resamples=100, seed=1)
+
+    small, large = se(500), se(8000)
+    assert 0 < large < small / 2  # about 1/sqrt(16) = 1/4 of it
 
 
 def test_shipped_uplift_specs_load():

@@ -197,3 +197,16 @@ def expected_qini(score: np.ndarray, true_benefit: np.ndarray) -> float:
     gain = np.concatenate([[0.0], np.cumsum(np.asarray(true_benefit, dtype=float)[order])])
     share = np.arange(len(gain)) / (len(gain) - 1)
     return float(np.trapezoid(gain - share * gain[-1], share)) / (len(gain) - 1)
+
+
+def qini_standard_error(
+    score: np.ndarray, t: np.ndarray, y: np.ndarray, w: np.ndarray, resamples: int = 200, seed: int = 0
+) -> float:
+    """The bootstrap standard error of the Qini coefficient over the people (resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    score, t, y, w = (np.asarray(a) for a in (score, t, y, w))
+    draws = []
+    for _ in range(resamples):
+        rows = rng.integers(0, len(t), len(t))
+        draws.append(qini_coefficient(score[rows], t[rows], y[rows], w[rows]))
+    return float(np.std(draws, ddof=1))
