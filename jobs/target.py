@@ -1,11 +1,13 @@
 """Capacity-constrained targeting per PCN: `phm run target`.
 
-Scores everyone at the scoring date with the uplift champion of the best held-out Qini (through
-mlflow.pyfunc.spark_udf), applies the configured eligibility, amenability and exclusion rules, and
-chooses per PCN, up to its capacity, the people with the most expected emergency admissions avoided
-(risk champion's probability x relative benefit; phm.impactability.targeting), into
-mart.intervention_targets; per PCN totals with 95% intervals, and what targeting on risk alone would
-have avoided by the same models, into mart.intervention_summary.
+Scores everyone at the scoring date with an uplift champion (through mlflow.pyfunc.spark_udf): the
+preferred (prespecified) model's unless another's held-out Qini beats it beyond noise
+(impactability.preferred_uplift_model, challenger_min_z; phm.impactability.uplift.select_uplift_model),
+applies the configured eligibility, amenability and exclusion rules, and chooses per PCN, up to its
+capacity, the people with the most expected emergency admissions avoided (risk champion's probability x
+relative benefit; phm.impactability.targeting), into mart.intervention_targets; per PCN totals with 95%
+intervals, and what targeting on risk alone would have avoided by the same models, into
+mart.intervention_summary.
 
 While no uplift model has a champion (none has passed its gate: at a few hundred treated people the learners'
 benefits are noise), the lists are chosen on risk alone and each place is valued at risk x
@@ -17,21 +19,31 @@ from __future__ import annotations
 
 import logging
 
+import mlflow.pyfunc
 from dateutil.relativedelta import relativedelta
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
-from phm.errors import UserError
+from phm.errors import ConfigError, UserError
 from phm.features.index_dates import SCORE
-from phm.impactability.cohort import referrals
+from phm.impactability.cohort import referrals, trial_with_features
+from phm.impactability.effects import att_weights
 from phm.impactability.targeting import NO_PCN, apply_rules, choose, pcn_summary, targeting_frame, with_expected_avoided
-from phm.impactability.uplift import OUTPUT_COLUMNS, load_uplift_specs
+from phm.impactability.uplift import OUTPUT_COLUMNS, load_uplift_specs, select_uplift_model
 from phm.models.registry import CHAMPION, champion_of
 from phm.models.scoring import serve
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.tracking import use_experiment
-from phm.tables import EVENTS, FEATURES, INTERVENTION_SUMMARY, INTERVENTION_TARGETS, RISK_SCORES, SEGMENTS
+from phm.tables import (
+    EVENTS,
+    FEATURES,
+    INTERVENTION_SUMMARY,
+    INTERVENTION_TARGETS,
+    PROGRAMME_TRIAL,
+    RISK_SCORES,
+    SEGMENTS,
+)
 
 log = logging.getLogger("phm.jobs.target")
 
@@ -43,17 +55,42 @@ SPEC = JobSpec(
 )
 
 
-def best_uplift_champion(client: MlflowClient, folder: str) -> tuple[str, str, float] | None:
-    """(registered model, champion version, its held-out Qini) of the uplift spec whose champion scored best;
-    None if no uplift model has a champion."""
-    found = []
-    for spec, _ in load_uplift_specs(folder).values():
+def chosen_uplift_champion(ctx: JobContext) -> tuple[str, str, float] | None:
+    """(registered model, champion version, its held-out Qini) that target uses, chosen among every spec's
+    champion on the programme trial's held-out people (phm.impactability.uplift.select_uplift_model: the
+    preferred model unless a challenger beats it beyond noise); None if no uplift model has a champion."""
+    config, catalog, settings = ctx.config, ctx.catalog, ctx.config.impactability
+    specs = load_uplift_specs(config.resolve(settings.models))
+    preferred = settings.preferred_uplift_model
+    if preferred is not None and preferred not in specs:
+        raise ConfigError(
+            f"config error: impactability.preferred_uplift_model: {preferred!r} is not a spec in {settings.models} "
+            f"({', '.join(sorted(specs))}); name one of them, or null to take the best held-out Qini"
+        )
+    client = MlflowClient()
+    champions = {}
+    for name, (spec, _) in specs.items():
         champion = champion_of(client, spec.registered_model)
         if champion is not None:
-            found.append((spec.registered_model, str(champion.version), float(champion.tags.get("qini", "nan"))))
-    if not found:
+            champions[name] = (spec.registered_model, str(champion.version))
+    if not champions:
         return None
-    return max(found, key=lambda f: (f[2] == f[2], f[2]))  # NaN Qini last
+    if not catalog.exists(PROGRAMME_TRIAL.name):
+        raise UserError("target: gold.programme_trial does not exist; run `phm run evaluate_programme`")
+    held_out = (
+        trial_with_features(catalog.read(PROGRAMME_TRIAL.name), catalog.read(FEATURES.name))
+        .where(F.col("held_out"))
+        .toPandas()
+    )
+    benefits = {name: mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(held_out)["benefit"].to_numpy()
+                for name, (model, version) in champions.items()}  # fmt: skip
+    t = held_out["treated"].to_numpy(int)
+    chosen, qinis, why = select_uplift_model(
+        benefits, t, held_out["outcome"].to_numpy(float), att_weights(t, held_out["propensity"].to_numpy(float)),
+        preferred, settings.challenger_min_z, settings.bootstrap, settings.seed,
+    )  # fmt: skip
+    log.info("target: uplift model %s v%s: %s", *champions[chosen], why)
+    return (*champions[chosen], qinis[chosen])
 
 
 def run(ctx: JobContext) -> None:
@@ -63,7 +100,7 @@ def run(ctx: JobContext) -> None:
         if not catalog.exists(needed):
             raise UserError(f"target: {needed} does not exist; run `phm run {stage}` first")
     use_experiment(config, "impactability")
-    best = best_uplift_champion(MlflowClient(), config.resolve(settings.models))
+    best = chosen_uplift_champion(ctx)
     risk = catalog.read(RISK_SCORES.name).where(F.col("model_name") == settings.risk_model)
     risk_version = risk.select("model_version").first()
     if risk_version is None:

@@ -113,8 +113,9 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             "data.gold.programme_trial.version": ctx.catalog.version(PROGRAMME_TRIAL.name),
             "data.gold.features.version": ctx.catalog.version(FEATURES.name),
         })  # fmt: skip
+        relative = {f"relative_benefit.{group}": value for group, value in model.relative_benefits().items()}
         mlflow.log_metrics(
-            {"qini": qini, "qini_se": qini_se, "held_out_mean_benefit": float(predicted["benefit"].mean())}
+            {"qini": qini, "qini_se": qini_se, "held_out_mean_benefit": float(predicted["benefit"].mean()), **relative}
         )
         mlflow.log_figure(plots.qini_figure(share, gain, qini), "qini.png")
         mlflow.log_text("\n".join(columns) + "\n", "features.txt")
@@ -133,8 +134,10 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
         client.set_model_version_tag(spec.registered_model, version, "promotion_reason", reason)
         client.set_model_version_tag(spec.registered_model, version, "qini", f"{qini:.6f}")
         client.set_model_version_tag(spec.registered_model, version, "qini_se", f"{qini_se:.6f}")
-    log.info("train_impactability: %s v%s (%s-learner): held-out Qini %.4f (bootstrap SE %.4f); %s", spec.name,
-             version, spec.learner, qini, qini_se, reason)  # fmt: skip
+    groups = ", ".join(f"{group} {value:.3f}" for group, value in model.relative_benefits().items())
+    groups = f"; relative benefit {groups}" if groups else ""
+    log.info("train_impactability: %s v%s (%s-learner): held-out Qini %.4f (bootstrap SE %.4f)%s; %s", spec.name,
+             version, spec.learner, qini, qini_se, groups, reason)  # fmt: skip
     return {
         "model_name": spec.name, "model_version": version, "mlflow_run_id": run.info.run_id,
         "learner": spec.learner, "held_out_people": len(held_out), "held_out_treated": int(t.sum()),

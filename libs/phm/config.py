@@ -268,6 +268,12 @@ class ImpactabilityConfig(StrictModel):
         description="Only while no uplift model has a champion: target on risk alone and value each place at "
         "risk x this share of admissions avoided (an assumption, labelled as such in the outputs).",
     )
+    preferred_uplift_model: str | None = Field(
+        "uplift_proportional",
+        description="The prespecified uplift model target uses while its spec has a champion, unless another "
+        "champion's held-out Qini beats it by challenger_min_z SEs of the difference; none: the best Qini.",
+    )
+    challenger_min_z: float = Field(1.645, ge=0.0, description="One-sided 95% by default.")
     held_out_share: float = Field(0.3, gt=0.0, lt=1.0)
     bootstrap: int = Field(200, ge=20, le=2000, description="Resamples for the effect estimates' intervals.")
     caliper_sd: float = Field(0.2, gt=0.0, description="Matching caliper in SDs of the logit propensity.")

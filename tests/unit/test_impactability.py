@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from phm.config import Capacity
 from phm.errors import ConfigError, UserError
@@ -23,6 +24,8 @@ from phm.impactability.uplift import (
     qini_coefficient,
     qini_standard_error,
     relative_benefit,
+    select_uplift_model,
+    shrunk_relative_benefits,
 )
 from phm.synthetic.calibration import load_calibration
 from phm.synthetic.programme import relative_effect
@@ -190,6 +193,78 @@ def test_proportional_learner_recovers_a_relative_effect_despite_the_treateds_un
         BaggedUplift(spec, ["a"]).fit(x, t, y, seed=0)
 
 
+def _grouped_trial(n: int, effects: list[float], seed: int):
+    """People in len(effects) equal groups; enrolment (a coin) takes effects[g] off a 0.3 risk in group g."""
+    rng = np.random.default_rng(seed)
+    group = rng.integers(0, len(effects), n)
+    t = (rng.random(n) < 0.3).astype(int)
+    prior = (rng.random(n) < 0.3).astype(float)
+    y = (rng.random(n) < 0.3 * (1 - np.asarray(effects)[group] * t)).astype(float)
+    return t, y, prior, np.full(n, 0.3), group
+
+
+def test_group_effects_are_recovered_when_they_differ_and_shrunk_to_everyones_when_they_do_not():
+    t, y, prior, propensity, group = _grouped_trial(60_000, [0.1, 0.5], seed=4)
+    shrunk = shrunk_relative_benefits(t, y, prior, propensity, group, groups=2, resamples=50, seed=0)
+    assert shrunk == pytest.approx([0.1, 0.5], abs=0.08)  # a spread far beyond the noise is kept
+    # The same effect everywhere, a few hundred treated per group: the groups' raw estimates scatter by noise,
+    # and the shrunk ones sit closer to everyone's effect than the raw ones do.
+    t, y, prior, propensity, group = _grouped_trial(3_000, [0.3] * 4, seed=5)
+    overall = relative_benefit(t, y, prior, propensity)
+    shrunk = shrunk_relative_benefits(t, y, prior, propensity, group, groups=4, resamples=50, seed=0)
+    raw = [relative_benefit(t[group == g], y[group == g], prior[group == g], propensity[group == g]) for g in range(4)]
+    assert np.abs(shrunk - overall).max() < 0.5 * np.abs(np.array(raw) - overall).max()
+    # A group with under ten treated takes everyone's effect, and so does every group when only one is left.
+    few = group.copy()
+    few[np.flatnonzero((group == 3) & (t == 1))[9:]] = 0
+    assert shrunk_relative_benefits(t, y, prior, propensity, few, 4, 50, 0)[3] == pytest.approx(
+        relative_benefit(t, y, prior, propensity)
+    )
+    assert shrunk_relative_benefits(t, y, prior, propensity, np.zeros(len(t), int), 1, 50, 0).tolist() == [overall]
+
+
+def test_effect_modifiers_name_a_feature_of_the_model_and_the_last_group_met_wins():
+    modifiers = [{"name": "aged_80_plus", "feature": "age", "at_least": 80},
+                 {"name": "multimorbid", "feature": "long_term_conditions", "at_least": 3}]  # fmt: skip
+    spec = UpliftSpec(name="p", description="d", learner="proportional", features=["*"], effect_modifiers=modifiers)
+    x = pd.DataFrame({"age": [50.0, 85.0, 85.0, 40.0, np.nan], "long_term_conditions": [0, 1, 4, 3, np.nan]})
+    assert spec.effect_group(x).tolist() == [0, 1, 2, 2, 0]
+    assert spec.groups == ["everyone_else", "aged_80_plus", "multimorbid"]
+    with pytest.raises(ConfigError, match="uplift_p.yaml: effect_modifiers: multimorbid: feature 'long_term_con"):
+        spec.model_copy(update={"exclude": ["long_term_*"]}).select_features(list(x.columns), "uplift_p.yaml")
+    with pytest.raises(ValidationError, match="for the proportional learner, not the t-learner"):
+        UpliftSpec(name="p", description="d", learner="t", features=["*"], effect_modifiers=modifiers)
+    with pytest.raises(ValidationError, match="distinct names"):
+        UpliftSpec(name="p", description="d", learner="proportional", features=["*"],
+                   effect_modifiers=[modifiers[0], modifiers[0]])  # fmt: skip
+
+
+def test_a_spec_pickled_before_effect_modifiers_existed_loads_with_none():
+    spec = UpliftSpec(name="p", description="d", learner="proportional", features=["*"])
+    state = spec.__getstate__()
+    for added in ("effect_modifiers", "modifier_resamples"):  # as a champion registered by the release before
+        del state["__dict__"][added]
+    loaded = UpliftSpec.__new__(UpliftSpec)
+    loaded.__setstate__(state)
+    assert loaded.effect_modifiers == [] and loaded.modifier_resamples == 100
+    assert loaded.effect_group(pd.DataFrame({"a": [1.0, 2.0]})).tolist() == [0, 0]
+
+
+def test_proportional_learner_applies_each_groups_relative_effect_to_the_untreated_risk():
+    t, y, prior, propensity, group = _grouped_trial(40_000, [0.1, 0.5], seed=6)
+    x = pd.DataFrame({"frail": group.astype(float), "a": np.random.default_rng(7).normal(size=len(t))})
+    spec = UpliftSpec(name="p", description="d", learner="proportional", features=["*"], bags=3,
+                      effect_modifiers=[{"name": "frail", "feature": "frail", "at_least": 1}], modifier_resamples=30,
+                      params={"n_estimators": 30, "num_leaves": 4, "min_child_samples": 50})  # fmt: skip
+    model = BaggedUplift(spec, ["frail", "a"]).fit(x, t, y, seed=0, prior=prior, propensity=propensity)
+    relative = model.relative_benefits()
+    assert list(relative) == ["everyone_else", "frail"]
+    assert relative == pytest.approx({"everyone_else": 0.1, "frail": 0.5}, abs=0.08)
+    predicted = model.predict(x)
+    ratio = predicted["benefit"] / predicted["untreated_risk"]
+    assert ratio[group == 1].mean() > 3 * ratio[group == 0].mean()
+
+
 def test_qini_standard_error_shrinks_with_more_people():
     rng = np.random.default_rng(3)
 
@@ -201,6 +276,30 @@ def test_qini_standard_error_shrinks_with_more_people():
 
     small, large = se(500), se(8000)
     assert 0 < large < small / 2  # about 1/sqrt(16) = 1/4 of it
+
+
+def test_the_preferred_uplift_model_is_kept_unless_a_challenger_beats_it_beyond_noise():
+    rng = np.random.default_rng(8)
+    n = 20_000
+    benefit = rng.uniform(0, 0.3, n)
+    t = rng.integers(0, 2, n)
+    y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+    w = np.ones(n)
+    good, noise = benefit + rng.normal(0, 0.02, n), rng.random(n)
+    args = dict(t=t, y=y, w=w, min_z=1.645, resamples=60, seed=0)
+    chosen, qinis, why = select_uplift_model({"pref": noise, "oracle_like": good}, preferred="pref", **args)
+    assert chosen == "oracle_like" and qinis["oracle_like"] > qinis["pref"] + 0.01
+    assert why.startswith("oracle_like's held-out Qini beats the preferred pref's by +")
+    # a challenger that is noise too, however its Qini falls, does not displace the preferred model
+    chosen, _, why = select_uplift_model(
+        {"pref": good, "other": noise, "another": rng.random(n)}, preferred="pref", **args
+    )
+    assert chosen == "pref" and why.startswith("the preferred model: no challenger beats its held-out Qini by 1.645 SE")
+    small = dict(args, t=t[:400], y=y[:400], w=w[:400])  # 400 people: a real gain within the noise keeps pref
+    assert select_uplift_model({"pref": noise[:400], "good": good[:400]}, preferred="pref", **small)[0] == "pref"
+    for preferred, reason in ((None, "no preferred uplift model"), ("gone", "the preferred gone has no champion")):
+        chosen, _, why = select_uplift_model({"a": noise, "b": good}, preferred=preferred, **args)
+        assert chosen == "b" and why.startswith(f"{reason}: the best held-out Qini")
 
 
 def test_shipped_uplift_specs_load():

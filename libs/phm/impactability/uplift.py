@@ -11,6 +11,13 @@ Learners (Künzel et al., PNAS 2019;116:4156; Kennedy, arXiv:2004.14497), from E
   which the treated's unrecorded extra risk would otherwise put into the effect) over the treated's
   counterfactual rate. With a few hundred treated, a heterogeneous learner's benefits are noise; this one
   ranks by untreated risk, which carries the signal when the effect is roughly proportional to risk.
+  With `effect_modifiers` (prespecified groups, the PATH statement's "effect modelling": Kent et al., Ann
+  Intern Med 2020;172:35) the relative effect is estimated in each group (a person is in the last group
+  whose feature threshold they reach, or in none) and shrunk toward everyone's by empirical Bayes (Efron &
+  Morris, JASA 1975;70:311): a group's estimate r_g keeps the share tau^2 / (tau^2 + v_g) of its distance
+  from the overall one, where v_g is its bootstrap variance and tau^2 = max(0, var(r_g) - mean(v_g)) the
+  spread between the groups that their noise does not explain. Noisy groups fall back to the overall
+  effect (the plain proportional learner); so does any group with under MIN_GROUP_ARM treated or comparators.
 Each is bagged (`bags` bootstrap fits, seeded): the mean is the prediction and the spread across bags
 its model uncertainty, which targeting carries into its intervals. Benefit = minus the effect: the
 reduction in the probability of an emergency admission over the follow-up if enrolled. The untreated
@@ -31,15 +38,19 @@ from typing import Literal
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from phm.config import StrictModel, load_definitions_folder
+from phm.errors import ConfigError
 from phm.impactability.effects import att_weights, did_ipw
 from phm.models.specs import select_columns
 from phm.person.definitions import Name
 
 OUTPUT_COLUMNS = ("benefit", "benefit_sd", "untreated_risk")
 MISSING = -1.0
+# A group's relative effect is estimated only from at least this many treated and comparators (below it, a
+# bootstrap of a DiD on a handful of people is not a variance the shrinkage can use).
+MIN_GROUP_ARM = 10
 
 
 class UpliftGate(StrictModel):
@@ -50,6 +61,14 @@ class UpliftGate(StrictModel):
     min_improvement: float = Field(0.0, ge=0.0)
 
 
+class EffectModifier(StrictModel):
+    """A prespecified group whose relative effect may differ: the people whose `feature` is at least `at_least`."""
+
+    name: Name
+    feature: str
+    at_least: float
+
+
 class UpliftSpec(StrictModel):
     name: Name
     description: str
@@ -58,14 +77,56 @@ class UpliftSpec(StrictModel):
     exclude: list[str] = Field(default_factory=list)
     params: dict = Field(default_factory=dict, description="LightGBM parameters of every model of the learner.")
     bags: int = Field(10, ge=1, le=100, description="Bootstrap fits; their spread is the model uncertainty.")
+    effect_modifiers: list[EffectModifier] = Field(
+        default_factory=list,
+        description="Proportional learner only: groups with their own (shrunk) relative effect; the last met wins.",
+    )
+    modifier_resamples: int = Field(100, ge=10, le=2000, description="Bootstrap draws of each group's variance.")
     gate: UpliftGate = UpliftGate()
+
+    @model_validator(mode="after")
+    def _modifiers_need_the_proportional_learner(self) -> UpliftSpec:
+        if self.effect_modifiers and self.learner != "proportional":
+            raise ValueError(f"effect_modifiers are for the proportional learner, not the {self.learner}-learner")
+        names = [m.name for m in self.effect_modifiers]
+        if len(set(names)) < len(names) or "everyone_else" in names:
+            raise ValueError(f"effect_modifiers need distinct names other than 'everyone_else': {names}")
+        return self
 
     @property
     def registered_model(self) -> str:
         return f"phm_{self.name}"
 
+    def __setstate__(self, state: dict) -> None:
+        """A spec pickled with a model by an earlier release lacks the fields added since: they take their
+        defaults (a registered champion must still load after an upgrade)."""
+        super().__setstate__(state)
+        for name, field in type(self).model_fields.items():
+            if name not in self.__dict__:
+                self.__dict__[name] = field.get_default(call_default_factory=True)
+
+    @property
+    def groups(self) -> list[str]:
+        """The proportional learner's groups, as effect_group numbers them: 0 for people in no modifier's group."""
+        return ["everyone_else", *(m.name for m in self.effect_modifiers)]
+
     def select_features(self, available: list[str], path: str) -> list[str]:
-        return select_columns(self.features, self.exclude, available, path)
+        columns = select_columns(self.features, self.exclude, available, path)
+        for modifier in self.effect_modifiers:
+            if modifier.feature not in columns:
+                raise ConfigError(
+                    f"config error: {path}: effect_modifiers: {modifier.name}: feature {modifier.feature!r} is not "
+                    f"one of the model's features; add it to features (or take it out of exclude)"
+                )
+        return columns
+
+    def effect_group(self, x: pd.DataFrame) -> np.ndarray:
+        """Each person's group: the 1-based number of the last modifier they meet, else 0 (a missing value
+        meets none)."""
+        group = np.zeros(len(x), dtype=int)
+        for number, modifier in enumerate(self.effect_modifiers, start=1):
+            group = np.where(x[modifier.feature].to_numpy(dtype=float) >= modifier.at_least, number, group)
+        return group
 
 
 def load_uplift_specs(folder: str) -> dict[str, tuple[UpliftSpec, str]]:
@@ -115,14 +176,17 @@ class BaggedUplift:
         if self.spec.learner == "proportional" and (prior is None or propensity is None):
             raise ValueError("the proportional learner needs the prior outcomes and the propensities")
         rng = np.random.default_rng(seed)
-        values = self._values(x)
+        values, group = self._values(x), self.spec.effect_group(x)
         for bag in range(self.spec.bags):
             rows = rng.integers(0, len(t), len(t)) if self.spec.bags > 1 else np.arange(len(t))
             comparators = rows[t[rows] == 0]
             model = LGBMRegressor(verbose=-1, random_state=seed + bag, n_jobs=1, **self.spec.params)
             self.untreated.append(model.fit(values[comparators], y[comparators]))
             if self.spec.learner == "proportional":
-                self.learners.append(relative_benefit(t[rows], y[rows], prior[rows], propensity[rows]))
+                self.learners.append(shrunk_relative_benefits(
+                    t[rows], y[rows], prior[rows], propensity[rows], group[rows],
+                    groups=len(self.spec.groups), resamples=self.spec.modifier_resamples, seed=seed + bag,
+                ))  # fmt: skip
                 continue
             learner = _learner(self.spec.learner, self.spec.params, seed + bag)
             learner.fit(y[rows], t[rows], X=values[rows])
@@ -137,8 +201,8 @@ class BaggedUplift:
     def predict(self, x: pd.DataFrame) -> pd.DataFrame:
         values = self._values(x)
         risks = np.column_stack([np.clip(m.predict(values), 0.0, 1.0) for m in self.untreated])
-        if self.spec.learner == "proportional":  # each bag: its relative benefit x its untreated risk
-            benefits = risks * np.asarray(self.learners, dtype=float)
+        if self.spec.learner == "proportional":  # each bag: its group's relative benefit x its untreated risk
+            benefits = risks * np.column_stack(self.learners)[self.spec.effect_group(x)]
         else:
             benefits = np.column_stack([-np.ravel(learner.effect(values)) for learner in self.learners])
         return pd.DataFrame(
@@ -150,6 +214,12 @@ class BaggedUplift:
             index=x.index,
         )
 
+    def relative_benefits(self) -> dict[str, float]:
+        """The proportional learner's relative benefit per group (mean over the bags)."""
+        if self.spec.learner != "proportional":
+            return {}
+        return dict(zip(self.spec.groups, np.mean(np.column_stack(self.learners), axis=1).tolist(), strict=True))
+
 
 def relative_benefit(t: np.ndarray, y: np.ndarray, prior: np.ndarray, propensity: np.ndarray) -> float:
     """The relative reduction in the outcome among the treated: minus the difference-in-differences effect
@@ -157,9 +227,51 @@ def relative_benefit(t: np.ndarray, y: np.ndarray, prior: np.ndarray, propensity
     less that effect). Negative when the treated fared worse; 0 when there is no counterfactual rate."""
     if (t == 1).sum() == 0 or (t == 0).sum() == 0:
         raise ValueError("the proportional learner needs treated and comparators in every bag")
-    effect = did_ipw(t, y, prior, att_weights(t, propensity))
+    return _relative(t, y, prior, att_weights(t, propensity))
+
+
+def _relative(t: np.ndarray, y: np.ndarray, prior: np.ndarray, w: np.ndarray) -> float:
+    effect = did_ipw(t, y, prior, w)
     counterfactual = y[t == 1].mean() - effect
     return float(-effect / counterfactual) if counterfactual > 0 else 0.0
+
+
+def shrunk_relative_benefits(
+    t: np.ndarray,
+    y: np.ndarray,
+    prior: np.ndarray,
+    propensity: np.ndarray,
+    group: np.ndarray,
+    groups: int,
+    resamples: int,
+    seed: int,
+) -> np.ndarray:
+    """The relative benefit of each group 0..groups-1, shrunk toward everyone's by empirical Bayes (module
+    docstring); the groups' variances by a bootstrap stratified by arm. With one group: everyone's."""
+    overall = relative_benefit(t, y, prior, propensity)
+    result = np.full(groups, overall)
+    w = att_weights(t, propensity)
+    rng = np.random.default_rng(seed)
+    estimates, variances, members = [], [], []
+    for g in range(groups):
+        treated, comparators = np.flatnonzero((group == g) & (t == 1)), np.flatnonzero((group == g) & (t == 0))
+        if groups == 1 or min(len(treated), len(comparators)) < MIN_GROUP_ARM:
+            continue
+        rows = np.concatenate([treated, comparators])
+        draws = []
+        for _ in range(resamples):
+            drawn = np.concatenate([rng.choice(treated, len(treated)), rng.choice(comparators, len(comparators))])
+            draws.append(_relative(t[drawn], y[drawn], prior[drawn], w[drawn]))
+        estimates.append(_relative(t[rows], y[rows], prior[rows], w[rows]))
+        variances.append(np.var(draws, ddof=1))
+        members.append(g)
+    if len(members) < 2:  # one group's estimate alone says nothing of the spread between groups
+        return result
+    spread = max(0.0, float(np.var(estimates, ddof=1) - np.mean(variances)))
+    for g, estimate, variance in zip(members, estimates, variances, strict=True):
+        kept = spread / (spread + variance) if spread + variance > 0 else 0.0
+        result[g] = overall + kept * (estimate - overall)
+    return result
 
 
 class UpliftModel(mlflow.pyfunc.PythonModel):
@@ -210,3 +322,48 @@ def qini_standard_error(
         rows = rng.integers(0, len(t), len(t))
         draws.append(qini_coefficient(score[rows], t[rows], y[rows], w[rows]))
     return float(np.std(draws, ddof=1))
+
+
+def select_uplift_model(
+    benefits: dict[str, np.ndarray],
+    t: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    preferred: str | None,
+    min_z: float,
+    resamples: int,
+    seed: int,
+) -> tuple[str, dict[str, float], str]:
+    """(the model to target with, every model's held-out Qini, why) from each model's predicted benefits of
+    the same held-out people.
+
+    The preferred (prespecified) model is kept unless a challenger's Qini beats it by at least `min_z`
+    standard errors of their difference; both Qinis are taken on the same bootstrap resamples of the people,
+    so the outcome noise they share cancels from the difference (at 100k people each Qini's own SE is as
+    large as the Qinis). Among challengers that clear it, the largest difference wins. Without a preferred
+    model (or if it has no champion) the best held-out Qini wins, as the gate compares versions.
+    """
+    qinis = {name: qini_coefficient(b, t, y, w) for name, b in benefits.items()}
+    if preferred not in benefits:
+        best = max(qinis, key=lambda name: qinis[name])
+        why = "no preferred uplift model" if preferred is None else f"the preferred {preferred} has no champion"
+        return best, qinis, f"{why}: the best held-out Qini ({qinis[best]:.4f})"
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {name: [] for name in benefits if name != preferred}
+    for _ in range(resamples):
+        rows = rng.integers(0, len(t), len(t))
+        reference = qini_coefficient(benefits[preferred][rows], t[rows], y[rows], w[rows])
+        for name in draws:
+            draws[name].append(qini_coefficient(benefits[name][rows], t[rows], y[rows], w[rows]) - reference)
+    scored = []
+    for name, values in draws.items():
+        difference, se = qinis[name] - qinis[preferred], float(np.std(values, ddof=1))
+        scored.append((difference / se if se > 0 else 0.0, difference, name))
+    winners = [s for s in scored if s[0] >= min_z]
+    if winners:
+        z, difference, name = max(winners, key=lambda s: s[1])
+        why = f"{name}'s held-out Qini beats the preferred {preferred}'s by {difference:+.4f} ({z:.2f} SE)"
+        return name, qinis, why
+    closest = max(scored, key=lambda s: s[0], default=None)
+    versus = f" (closest: {closest[2]} {closest[1]:+.4f}, {closest[0]:.2f} SE)" if closest else ""
+    return preferred, qinis, f"the preferred model: no challenger beats its held-out Qini by {min_z:g} SE{versus}"
