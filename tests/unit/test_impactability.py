@@ -135,12 +135,17 @@ def test_matching_respects_the_caliper_and_smd_is_zero_for_identical_arms():
 
 
 # -- Qini and uplift models ------------------------------------------------------------------------------------
+def _randomised_trial(rng, n: int):
+    """(benefit, t, y): a coin allocates treatment, which takes each person's benefit off a 0.4 risk."""
+    benefit = rng.uniform(0, 0.3, n)
+    t = rng.integers(0, 2, n)
+    return benefit, t, (rng.random(n) < 0.4 - t * benefit).astype(float)
+
+
 def test_qini_rewards_ranking_by_benefit_and_the_oracle_beats_random():
     rng = np.random.default_rng(0)
     n = 20000
-    benefit = rng.uniform(0, 0.3, n)
-    t = rng.integers(0, 2, n)
-    y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+    benefit, t, y = _randomised_trial(rng, n)
     w = np.ones(n)
     oracle, random_order = qini_coefficient(benefit, t, y, w), qini_coefficient(rng.random(n), t, y, w)
     assert oracle > 0.005 and abs(random_order) < 0.001
@@ -269,9 +274,7 @@ def test_qini_standard_error_shrinks_with_more_people():
     rng = np.random.default_rng(3)
 
     def se(n):
-        benefit = rng.uniform(0, 0.3, n)
-        t = rng.integers(0, 2, n)
-        y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+        benefit, t, y = _randomised_trial(rng, n)
         return qini_standard_error(benefit, t, y, np.ones(n), resamples=100, seed=1)
 
     small, large = se(500), se(8000)
@@ -281,9 +284,7 @@ def test_qini_standard_error_shrinks_with_more_people():
 def test_the_preferred_uplift_model_is_kept_unless_a_challenger_beats_it_beyond_noise():
     rng = np.random.default_rng(8)
     n = 20_000
-    benefit = rng.uniform(0, 0.3, n)
-    t = rng.integers(0, 2, n)
-    y = (rng.random(n) < 0.4 - t * benefit).astype(float)
+    benefit, t, y = _randomised_trial(rng, n)
     w = np.ones(n)
     good, noise = benefit + rng.normal(0, 0.02, n), rng.random(n)
     args = dict(t=t, y=y, w=w, min_z=1.645, resamples=60, seed=0)
