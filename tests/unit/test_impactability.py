@@ -19,6 +19,7 @@ from phm.impactability.targeting import apply_rules, choose, with_expected_avoid
 from phm.impactability.uplift import (
     BaggedUplift,
     UpliftSpec,
+    between_group_variance,
     expected_qini,
     load_uplift_specs,
     qini_coefficient,
@@ -206,6 +207,14 @@ def _grouped_trial(n: int, effects: list[float], seed: int):
     prior = (rng.random(n) < 0.3).astype(float)
     y = (rng.random(n) < 0.3 * (1 - np.asarray(effects)[group] * t)).astype(float)
     return t, y, prior, np.full(n, 0.3), group
+
+
+def test_between_group_variance_is_the_spread_beyond_the_noise():
+    noise = np.full(4, 0.01)
+    assert between_group_variance(np.array([0.2, 0.2, 0.2, 0.2]), noise) == 0.0
+    spread = np.array([0.0, 0.4, 0.8, 1.2])  # variance 0.2133 between, 0.01 of noise each
+    assert between_group_variance(spread, noise) == pytest.approx(np.var(spread, ddof=1) - 0.01)
+    assert between_group_variance(np.array([0.1, 0.3]), np.array([0.5, 0.5])) == 0.0  # well within the noise
 
 
 def test_group_effects_are_recovered_when_they_differ_and_shrunk_to_everyones_when_they_do_not():

@@ -15,8 +15,9 @@ Learners (Künzel et al., PNAS 2019;116:4156; Kennedy, arXiv:2004.14497), from E
   Intern Med 2020;172:35) the relative effect is estimated in each group (a person is in the last group
   whose feature threshold they reach, or in none) and shrunk toward everyone's by empirical Bayes (Efron &
   Morris, JASA 1975;70:311): a group's estimate r_g keeps the share tau^2 / (tau^2 + v_g) of its distance
-  from the overall one, where v_g is its bootstrap variance and tau^2 = max(0, var(r_g) - mean(v_g)) the
-  spread between the groups that their noise does not explain. Noisy groups fall back to the overall
+  from the overall one, where v_g is its bootstrap variance and tau^2 the spread between the groups that
+  their noise does not explain (DerSimonian and Laird's estimator: 0 unless Cochran's Q exceeds its degrees
+  of freedom). Noisy groups fall back to the overall
   effect (the plain proportional learner); so does any group with under MIN_GROUP_ARM treated or comparators.
 Each is bagged (`bags` bootstrap fits, seeded): the mean is the prediction and the spread across bags
 its model uncertainty, which targeting carries into its intervals. Benefit = minus the effect: the
@@ -267,7 +268,7 @@ def shrunk_relative_benefits(
         members.append(g)
     if len(members) < 2:  # one group's estimate alone says nothing of the spread between groups
         return result
-    spread = max(0.0, float(np.var(estimates, ddof=1) - np.mean(variances)))
+    spread = between_group_variance(np.asarray(estimates), np.asarray(variances))
     for g, estimate, variance in zip(members, estimates, variances, strict=True):
         kept = spread / (spread + variance) if spread + variance > 0 else 0.0
         result[g] = overall + kept * (estimate - overall)
@@ -322,6 +323,16 @@ def qini_standard_error(
         rows = rng.integers(0, len(t), len(t))
         draws.append(qini_coefficient(score[rows], t[rows], y[rows], w[rows]))
     return float(np.std(draws, ddof=1))
+
+
+def between_group_variance(estimates: np.ndarray, variances: np.ndarray) -> float:
+    """DerSimonian-Laird tau^2 (Control Clin Trials 1986;7:177): the spread of the groups' true values beyond
+    their noise, from Cochran's Q on inverse-variance weights; 0 when Q is no larger than its degrees of freedom."""
+    weights = 1.0 / np.maximum(variances, 1e-12)
+    pooled = float(np.sum(weights * estimates) / np.sum(weights))
+    q = float(np.sum(weights * (estimates - pooled) ** 2))
+    scale = float(np.sum(weights) - np.sum(weights**2) / np.sum(weights))
+    return max(0.0, (q - (len(estimates) - 1)) / scale) if scale > 0 else 0.0
 
 
 def select_uplift_model(
