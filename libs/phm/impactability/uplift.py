@@ -17,8 +17,8 @@ Learners (Künzel et al., PNAS 2019;116:4156; Kennedy, arXiv:2004.14497), from E
   Morris, JASA 1975;70:311): a group's estimate r_g keeps the share tau^2 / (tau^2 + v_g) of its distance
   from the overall one, where v_g is its bootstrap variance and tau^2 the spread between the groups that
   their noise does not explain (DerSimonian and Laird's estimator: 0 unless Cochran's Q exceeds its degrees
-  of freedom). Noisy groups fall back to the overall
-  effect (the plain proportional learner); so does any group with under MIN_GROUP_ARM treated or comparators.
+  of freedom). Noisy groups fall back to the overall effect (the plain proportional learner); so does any
+  group with under MIN_GROUP_ARM treated or comparators.
 Each is bagged (`bags` bootstrap fits, seeded): the mean is the prediction and the spread across bags
 its model uncertainty, which targeting carries into its intervals. Benefit = minus the effect: the
 reduction in the probability of an emergency admission over the follow-up if enrolled. The untreated
