@@ -45,3 +45,13 @@ def test_without_an_uplift_champion_targets_are_chosen_on_risk_with_the_assumed_
         assert cli.main(["run", "target", *arguments]) == 0
     assert champions  # the fixture models pass their lenient gates; with them back, so is uplift targeting
     assert catalog.read(INTERVENTION_TARGETS.name).where(F.col("uplift_model").startswith("none")).count() == 0
+
+
+def test_a_preferred_uplift_model_that_is_no_spec_stops_target_naming_the_setting(sample, refreshed, capsys):
+    _, catalog = sample
+    before = catalog.version(INTERVENTION_TARGETS.name)
+    bad = ["--set", "impactability.preferred_uplift_model=uplift_nonesuch"]
+    assert cli.main(["run", "target", *refreshed[2], *bad]) == 2
+    error = capsys.readouterr().err
+    assert "impactability.preferred_uplift_model: 'uplift_nonesuch' is not a spec in" in error
+    assert "Traceback" not in error and catalog.version(INTERVENTION_TARGETS.name) == before
