@@ -25,9 +25,8 @@ from pyspark.sql import functions as F
 
 from phm.errors import UserError
 from phm.impactability.cohort import referrals, trial_with_features
-from phm.impactability.effects import att_weights
 from phm.impactability.targeting import apply_rules, choose, targeting_frame
-from phm.impactability.uplift import expected_qini, load_uplift_specs, qini_coefficient
+from phm.impactability.uplift import expected_qini, load_uplift_specs, qini_coefficient, trial_outcomes
 from phm.models.oracle import true_person_of, true_probability
 from phm.models.registry import champion_of
 from phm.runtime.jobs import JobContext, JobSpec
@@ -118,8 +117,7 @@ def _uplift(config, trial: pd.DataFrame) -> list[dict]:
     use_experiment(config, "impactability")
     client = MlflowClient()
     held_out = trial[trial["held_out"]]
-    t, y = held_out["treated"].to_numpy(int), held_out["outcome"].to_numpy(float)
-    w = att_weights(t, held_out["propensity"].to_numpy())
+    t, y, w = trial_outcomes(held_out)
     oracle_qini = qini_coefficient(held_out["true_benefit"], t, y, w)
     oracle_expected = expected_qini(held_out["true_benefit"], held_out["true_benefit"])
     rows = []

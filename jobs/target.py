@@ -27,9 +27,8 @@ from pyspark.sql import functions as F
 from phm.errors import ConfigError, UserError
 from phm.features.index_dates import SCORE
 from phm.impactability.cohort import referrals, trial_with_features
-from phm.impactability.effects import att_weights
 from phm.impactability.targeting import NO_PCN, apply_rules, choose, pcn_summary, targeting_frame, with_expected_avoided
-from phm.impactability.uplift import OUTPUT_COLUMNS, load_uplift_specs, select_uplift_model
+from phm.impactability.uplift import OUTPUT_COLUMNS, load_uplift_specs, select_uplift_model, trial_outcomes
 from phm.models.registry import CHAMPION, champion_of
 from phm.models.scoring import serve
 from phm.runtime.jobs import JobContext, JobSpec
@@ -84,11 +83,9 @@ def chosen_uplift_champion(ctx: JobContext) -> tuple[str, str, float] | None:
     )
     benefits = {name: mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(held_out)["benefit"].to_numpy()
                 for name, (model, version) in champions.items()}  # fmt: skip
-    t = held_out["treated"].to_numpy(int)
     chosen, qinis, why = select_uplift_model(
-        benefits, t, held_out["outcome"].to_numpy(float), att_weights(t, held_out["propensity"].to_numpy(float)),
-        preferred, settings.challenger_min_z, settings.bootstrap, settings.seed,
-    )  # fmt: skip
+        benefits, *trial_outcomes(held_out), preferred, settings.challenger_min_z, settings.bootstrap, settings.seed
+    )
     log.info("target: uplift model %s v%s: %s", *champions[chosen], why)
     return (*champions[chosen], qinis[chosen])
 

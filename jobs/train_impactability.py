@@ -21,7 +21,6 @@ from mlflow.models import infer_signature
 from phm.errors import UserError
 from phm.features.build import feature_columns
 from phm.impactability.cohort import trial_with_features
-from phm.impactability.effects import att_weights
 from phm.impactability.uplift import (
     BaggedUplift,
     UpliftModel,
@@ -30,6 +29,7 @@ from phm.impactability.uplift import (
     qini_coefficient,
     qini_curve,
     qini_standard_error,
+    trial_outcomes,
 )
 from phm.models import plots
 from phm.models.registry import CANDIDATE, CHAMPION, champion_of
@@ -86,8 +86,7 @@ def run(ctx: JobContext) -> None:
 
 
 def _qini(predicted_benefit: np.ndarray, part: pd.DataFrame) -> float:
-    t = part["treated"].to_numpy(dtype=int)
-    return qini_coefficient(predicted_benefit, t, part["outcome"].to_numpy(float), att_weights(t, part["propensity"]))
+    return qini_coefficient(predicted_benefit, *trial_outcomes(part))
 
 
 def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: list[str], train: pd.DataFrame,
@@ -100,11 +99,10 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             prior=train["prior"].to_numpy(float), propensity=train["propensity"].to_numpy(float),
         )  # fmt: skip
         predicted = model.predict(held_out[columns])
-        qini = _qini(predicted["benefit"].to_numpy(), held_out)
-        t = held_out["treated"].to_numpy(int)
-        qini_se = qini_standard_error(predicted["benefit"].to_numpy(), t, held_out["outcome"].to_numpy(float),
-                                      att_weights(t, held_out["propensity"]), seed=settings.seed)  # fmt: skip
-        share, gain = qini_curve(predicted["benefit"], t, held_out["outcome"], att_weights(t, held_out["propensity"]))
+        benefit, (t, y, w) = predicted["benefit"].to_numpy(), trial_outcomes(held_out)
+        qini, qini_se = qini_coefficient(benefit, t, y, w), qini_standard_error(benefit, t, y, w, seed=settings.seed)
+        share, gain = qini_curve(benefit, t, y, w)
+        relative = model.relative_benefits()
         mlflow.log_params({
             "learner": spec.learner, "bags": spec.bags, "features": len(columns),
             **{f"param.{k}": v for k, v in spec.params.items()},
@@ -113,10 +111,10 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             "data.gold.programme_trial.version": ctx.catalog.version(PROGRAMME_TRIAL.name),
             "data.gold.features.version": ctx.catalog.version(FEATURES.name),
         })  # fmt: skip
-        relative = {f"relative_benefit.{group}": value for group, value in model.relative_benefits().items()}
-        mlflow.log_metrics(
-            {"qini": qini, "qini_se": qini_se, "held_out_mean_benefit": float(predicted["benefit"].mean()), **relative}
-        )
+        mlflow.log_metrics({
+            "qini": qini, "qini_se": qini_se, "held_out_mean_benefit": float(benefit.mean()),
+            **{f"relative_benefit.{group}": value for group, value in relative.items()},
+        })  # fmt: skip
         mlflow.log_figure(plots.qini_figure(share, gain, qini), "qini.png")
         mlflow.log_text("\n".join(columns) + "\n", "features.txt")
         example = train[columns].head(5)
@@ -134,8 +132,7 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
         client.set_model_version_tag(spec.registered_model, version, "promotion_reason", reason)
         client.set_model_version_tag(spec.registered_model, version, "qini", f"{qini:.6f}")
         client.set_model_version_tag(spec.registered_model, version, "qini_se", f"{qini_se:.6f}")
-    groups = ", ".join(f"{group} {value:.3f}" for group, value in model.relative_benefits().items())
-    groups = f"; relative benefit {groups}" if groups else ""
+    groups = f"; relative benefit {', '.join(f'{g} {v:.3f}' for g, v in relative.items())}" if relative else ""
     log.info("train_impactability: %s v%s (%s-learner): held-out Qini %.4f (bootstrap SE %.4f)%s; %s", spec.name,
              version, spec.learner, qini, qini_se, groups, reason)  # fmt: skip
     return {

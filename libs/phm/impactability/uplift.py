@@ -285,6 +285,12 @@ class UpliftModel(mlflow.pyfunc.PythonModel):
         return self.fitted.predict(model_input)
 
 
+def trial_outcomes(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(treatment, outcome, ATT weight) of programme trial people, what a Qini is measured on."""
+    t = part["treated"].to_numpy(dtype=int)
+    return t, part["outcome"].to_numpy(dtype=float), att_weights(t, part["propensity"].to_numpy(dtype=float))
+
+
 def qini_curve(score: np.ndarray, t: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(share of people, admissions avoided among the treated of the top share), best predicted benefit first."""
     order = np.argsort(-np.asarray(score, dtype=float), kind="stable")
