@@ -13,8 +13,13 @@ starts on 127.0.0.1: a master and N workers sharing the machine's cores
 the daemons' (whose executors do the work). Its rows carry the mode
 `standalone NxC`, beside `local[*]` rows of a run without it.
 
+With `--one-process` each phase's refresh is one `phm refresh` process (one
+JVM for every stage, as `make run` runs it); each stage's time and peak are
+read off the refresh's "stage k/N: NAME" lines as they come. Its rows carry
+the mode `local[*] one process`.
+
     python bench/bench.py [--sizes 100000 1000000] [--repeats 1] [--phases full increment nothing_new]
-                          [--cluster 2 --worker-memory 5g]
+                          [--cluster 2 --worker-memory 5g | --one-process]
 """
 
 from __future__ import annotations
@@ -23,12 +28,15 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,24 +84,66 @@ def measured_run(
 ) -> tuple[float, int, int]:
     """(wall seconds, peak RSS in bytes, exit code) of one command; the RSS is of its process tree and of the
     trees of the processes `also` (a cluster's daemons, whose executors do the command's work)."""
-    peak = 0
+    seconds, sections, code = measured_sections(args, log, lambda line: None, env, also)
+    return seconds, max((s.peak for s in sections), default=0), code
+
+
+@dataclass
+class Section:
+    """A stretch of one process's run: from the output line that began it to the next one's (or the end)."""
+
+    name: str
+    seconds: float = 0.0
+    peak: int = 0
+    lines: list[str] = field(default_factory=list)
+
+
+def measured_sections(
+    args: list[str],
+    log: Path,
+    section_begun: Callable[[str], str | None],
+    env: dict[str, str] | None = None,
+    also: tuple[int, ...] = (),
+) -> tuple[float, list[Section], int]:
+    """(wall seconds, sections, exit code) of one command whose output is copied to `log`: a new section begins
+    at each output line `section_begun` names one for (the first, `session_start`, is what comes before); each
+    section has its wall time, the peak RSS sampled while it ran and its output lines."""
+    sections = [Section("session_start")]
+    lock = threading.Lock()
     with log.open("w") as out:
-        started = time.monotonic()
-        process = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+        started = begun = time.monotonic()
+        process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                   text=True, bufsize=1)  # fmt: skip
         done = threading.Event()
 
         def sample() -> None:
-            nonlocal peak
             while not done.is_set():
-                peak = max(peak, tree_rss_bytes(process.pid, *also))
+                rss = tree_rss_bytes(process.pid, *also)
+                with lock:
+                    sections[-1].peak = max(sections[-1].peak, rss)
                 done.wait(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        assert process.stdout is not None
+        for line in process.stdout:
+            out.write(line)
+            name = section_begun(line)
+            # The memory at a boundary belongs to both sections (and a section shorter than the sampling interval
+            # still has a reading).
+            rss = tree_rss_bytes(process.pid, *also) if name is not None else 0
+            with lock:
+                if name is not None:
+                    now = time.monotonic()
+                    sections[-1].seconds, begun = now - begun, now
+                    sections[-1].peak = max(sections[-1].peak, rss)
+                    sections.append(Section(name, peak=rss))
+                sections[-1].lines.append(line.rstrip("\n"))
         code = process.wait()
         done.set()
         sampler.join()
-    return time.monotonic() - started, peak, code
+        sections[-1].seconds = time.monotonic() - begun
+    return time.monotonic() - started, sections, code
 
 
 # 37 monthly periods ending 2026-03 (configs/base.yaml's reference date): the full refresh loads the first 36,
@@ -148,6 +198,30 @@ class OnCluster:
                             self.driver_memory, self.executor_memory)  # fmt: skip
 
 
+REFRESH = "refresh"
+# `phm refresh`'s console line as it begins a stage ("07:41:02 stage 3/21: link"); a stage that a failed refresh
+# completed is logged with more words after its name and is not run.
+STAGE_LINE = re.compile(r"\bstage \d+/\d+: (\w+)$")
+
+
+def stage_begun(line: str) -> str | None:
+    """The stage a line of `phm refresh`'s output begins, if it begins one."""
+    found = STAGE_LINE.search(line.rstrip())
+    return found.group(1) if found else None
+
+
+class OneProcess(Local):
+    """The refresh as one `phm refresh` process (one JVM and session for every stage, as `make run` and a
+    scheduler running the whole refresh do); generate, which delivers each phase's extracts, is its own process.
+    A stage's time runs from the refresh's line beginning it to the next one's; `session_start` is the process's
+    start (Python, JVM, Spark, Delta, the lock) before the first."""
+
+    mode, tag = "local[*] one process", "oneproc"
+
+    def command(self, stage: str, settings: list[str]) -> list[str]:
+        return [*PHM, REFRESH, *settings] if stage == REFRESH else super().command(stage, settings)
+
+
 def side_by_side(base: Path, size: int, work: Path) -> dict:
     """bench/splink_duckdb.py on the benchmark warehouse: Splink's predict and clustering with the same input and
     model on Spark and on DuckDB, their times and quality."""
@@ -184,13 +258,13 @@ SUMMARIES = {
 }
 
 
-def _summary(stage: str, log: Path) -> str | None:
-    """The stage's last summary line (e.g. "N rows in, ... accepted, ... quarantined")."""
+def _summary(stage: str, lines: list[str]) -> str | None:
+    """The stage's last summary line (e.g. "N rows in, ... accepted, ... quarantined") among its output lines."""
     if stage not in SUMMARIES:
         return None
     prefix, words = SUMMARIES[stage]
-    lines = [line for line in log.read_text().splitlines() if prefix in line and any(w in line for w in words)]
-    return lines[-1].split(prefix, 1)[1] if lines else None
+    found = [line for line in lines if prefix in line and any(w in line for w in words)]
+    return found[-1].split(prefix, 1)[1] if found else None
 
 
 PHASES = ("full", "increment", "nothing_new")
@@ -215,31 +289,41 @@ def steps_of(phase: str, stages: list[str]) -> list[tuple[str, list[str]]]:
 
 def bench_size(size: int, repeats: int, work: Path, phases: list[str], record, runner) -> list[dict]:
     """Each phase's stages at one size, each a fresh process as a scheduler runs them (`runner`: Local or
-    OnCluster); `record(rows)` is called after every stage (so a long run leaves what it measured)."""
+    OnCluster) or all in one `phm refresh` (OneProcess); `record(rows)` is called after every process (so a
+    long run leaves what it measured)."""
     stages = refresh_stages()
     rows: list[dict] = []
-    mode = runner.mode
     for repeat in range(repeats):
         base = work / f"refresh-{size}"
         shutil.rmtree(base, ignore_errors=True)
         for phase in phases:
-            for stage, extra in steps_of(phase, stages):
+            steps = steps_of(phase, stages)
+            if isinstance(runner, OneProcess):
+                steps = [s for s in steps if s[0] == "generate"] + [(REFRESH, [f"refresh.exclude={['generate']}"])]
+            for stage, extra in steps:
                 log = work / f"{size}-{runner.tag}-{repeat}-{phase}-{stage}.log"
                 command = runner.command(stage, _settings(base, size, *extra))
-                seconds, peak, code = measured_run(command, log, runner.env, runner.pids)
+                begun = stage_begun if stage == REFRESH else lambda line: None
+                _, sections, code = measured_sections(command, log, begun, runner.env, runner.pids)
                 if code != 0:
                     raise SystemExit(f"bench: {phase} {stage} at {size:,} failed (exit {code}); see {log}")
-                run = {"seconds": round(seconds, 1), "peak_rss_gb": round(peak / 1e9, 2)}
-                if stage == "generate" and phase == "full":
-                    calibration = json.loads((base / "truth" / "calibration_report.json").read_text())
-                    run["calibration_within"] = sum(f["within"] for f in calibration)
-                    run["calibration_figures"] = len(calibration)
-                    run["landing_gb"] = round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9, 2)
-                if stage in SUMMARIES:
-                    run["summary"] = _summary(stage, log)
-                _add(rows, mode, phase, stage, size, run)
+                if stage != REFRESH:  # one stage, one process: its time and peak are the process's
+                    sections = [Section(stage, sum(s.seconds for s in sections), max(s.peak for s in sections),
+                                        [line for s in sections for line in s.lines])]  # fmt: skip
+                for section in sections:
+                    run = {"seconds": round(section.seconds, 1), "peak_rss_gb": round(section.peak / 1e9, 2)}
+                    if section.name == "generate" and phase == "full":
+                        calibration = json.loads((base / "truth" / "calibration_report.json").read_text())
+                        run["calibration_within"] = sum(f["within"] for f in calibration)
+                        run["calibration_figures"] = len(calibration)
+                        run["landing_gb"] = round(sum(p.stat().st_size for p in (base / "landing").rglob("*.*")) / 1e9,
+                                                  2)  # fmt: skip
+                    if section.name in SUMMARIES:
+                        run["summary"] = _summary(section.name, section.lines)
+                    _add(rows, runner.mode, phase, section.name, size, run)
                 if (phase, stage) == ("full", "link") and isinstance(runner, Local):
-                    _add(rows, mode, "side_by_side", "splink_spark_and_duckdb", size, side_by_side(base, size, work))
+                    _add(rows, runner.mode, "side_by_side", "splink_spark_and_duckdb", size,
+                         side_by_side(base, size, work))  # fmt: skip
                 record(rows)
         shutil.rmtree(base, ignore_errors=True)
     return rows
@@ -286,12 +370,19 @@ def main() -> None:
         help="submit every stage to a standalone cluster of this many workers on 127.0.0.1",
     )
     parser.add_argument("--worker-memory", default="5g", help="each worker's (and its executor's) memory")
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        help="run each phase's refresh as one `phm refresh` process instead of a process per stage",
+    )
     args = parser.parse_args()
+    if args.one_process and args.cluster:
+        parser.error("--one-process runs on local[*]; it cannot be combined with --cluster")
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     if not args.cluster:
-        measure(args, out, work, Local())
+        measure(args, out, work, OneProcess() if args.one_process else Local())
         return
     workers, cores = args.cluster, max(1, (os.cpu_count() or 2) // args.cluster)
     wheel = build_wheel(REPO, work / "dist")

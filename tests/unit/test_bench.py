@@ -1,0 +1,61 @@
+"""bench/bench.py's reading of a `phm refresh` process: which stage each stretch of its output belongs to."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from ..conftest import REPO
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("phm_bench", REPO / "bench" / "bench.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _bench()
+
+
+def test_stage_lines_begin_stages_and_a_resumed_stage_does_not():
+    assert bench.stage_begun("07:41:02 stage 3/21: link\n") == "link"
+    assert bench.stage_begun("07:41:02 stage 12/21: evaluate_risk") == "evaluate_risk"
+    resumed = "07:41:02 stage 3/21: link was completed by run 20261202-link-ab12 of a failed refresh; resuming after it"
+    assert bench.stage_begun(resumed) is None
+    assert bench.stage_begun("07:41:09 link: 3530851 records -> 100441 persons (profiles 68.8s)") is None
+
+
+def test_a_process_output_is_cut_into_its_stages_with_their_lines_times_and_summaries(tmp_path):
+    script = (
+        "import time\n"
+        "print('07:00:00 refresh r1: 2 stage(s): link, score', flush=True)\n"
+        "print('07:00:00 stage 1/2: link', flush=True)\n"
+        "time.sleep(0.4)\n"
+        "print('07:00:01 link: 10 records -> 4 persons (profiles 0.1s)', flush=True)\n"
+        "print('07:00:01 stage 2/2: score', flush=True)\n"
+        "print('07:00:02 score: emergency_admission_lr high: 5 people, mean probability 0.300', flush=True)\n"
+    )
+    log = tmp_path / "refresh.log"
+    seconds, sections, code = bench.measured_sections([sys.executable, "-c", script], log, bench.stage_begun)
+    assert code == 0
+    assert [s.name for s in sections] == ["session_start", "link", "score"]
+    assert sections[0].lines == ["07:00:00 refresh r1: 2 stage(s): link, score"]
+    assert sections[1].lines == ["07:00:00 stage 1/2: link", "07:00:01 link: 10 records -> 4 persons (profiles 0.1s)"]
+    assert sections[1].seconds >= 0.4  # the child slept inside link's stretch
+    assert sum(s.seconds for s in sections) <= seconds
+    assert all(s.peak > 0 for s in sections)  # read at each boundary at least
+    assert bench._summary("link", sections[1].lines) == "10 records -> 4 persons (profiles 0.1s)"
+    assert bench._summary("score", sections[2].lines) == "emergency_admission_lr high: 5 people, mean probability 0.300"
+    assert log.read_text().splitlines() == [line for s in sections for line in s.lines]
+
+
+def test_a_failing_process_reports_its_exit_status(tmp_path):
+    _, sections, code = bench.measured_sections(
+        [sys.executable, "-c", "import sys; print('07:00:00 stage 1/1: link', flush=True); sys.exit(3)"],
+        tmp_path / "failed.log",
+        bench.stage_begun,
+    )
+    assert code == 3
+    assert [s.name for s in sections] == ["session_start", "link"]
