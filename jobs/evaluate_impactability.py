@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
@@ -28,7 +27,7 @@ from phm.impactability.cohort import referrals, trial_with_features
 from phm.impactability.targeting import apply_rules, choose, targeting_frame
 from phm.impactability.uplift import expected_qini, load_uplift_specs, qini_coefficient, trial_outcomes
 from phm.models.oracle import true_person_of, true_probability
-from phm.models.registry import champion_of
+from phm.models.registry import champion_predictions, champions_of
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.tracking import use_experiment
@@ -120,12 +119,12 @@ def _uplift(config, trial: pd.DataFrame) -> list[dict]:
     t, y, w = trial_outcomes(held_out)
     oracle_qini = qini_coefficient(held_out["true_benefit"], t, y, w)
     oracle_expected = expected_qini(held_out["true_benefit"], held_out["true_benefit"])
+    specs = load_uplift_specs(config.resolve(config.impactability.models))
+    registered = {name: spec.registered_model for name, (spec, _) in specs.items()}
+    champions = champions_of(client, registered)
     rows = []
-    for spec, _ in load_uplift_specs(config.resolve(config.impactability.models)).values():
-        champion = champion_of(client, spec.registered_model)
-        if champion is None:
-            continue
-        predicted = mlflow.pyfunc.load_model(f"models:/{spec.registered_model}/{champion.version}").predict(held_out)
+    for name, predicted in champion_predictions(champions, registered, held_out).items():
+        champion = champions[name]
         benefit = predicted["benefit"].to_numpy()
         qini, expected = qini_coefficient(benefit, t, y, w), expected_qini(benefit, held_out["true_benefit"])
         # The baseline any uplift model must beat: ranking by the same model's untreated risk alone (the benefit
@@ -138,7 +137,7 @@ def _uplift(config, trial: pd.DataFrame) -> list[dict]:
             if len(held_out) > 2
             else None,
         }
-        subject, people = f"{spec.name} v{champion.version}", len(held_out)
+        subject, people = f"{name} v{champion.version}", len(held_out)
         rows += [
             {"measure": "qini_held_out", "subject": subject, "value": qini, "truth": oracle_qini,
              "ratio_or_gap": ratios["qini_ratio"], "people": people},

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 
-import mlflow.pyfunc
 from dateutil.relativedelta import relativedelta
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
@@ -29,7 +28,7 @@ from phm.features.index_dates import SCORE
 from phm.impactability.cohort import referrals, trial_with_features
 from phm.impactability.targeting import NO_PCN, apply_rules, choose, pcn_summary, targeting_frame, with_expected_avoided
 from phm.impactability.uplift import OUTPUT_COLUMNS, load_uplift_specs, select_uplift_model, trial_outcomes
-from phm.models.registry import CHAMPION, champion_of
+from phm.models.registry import CHAMPION, champion_predictions, champions_of
 from phm.models.scoring import serve
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -66,12 +65,8 @@ def chosen_uplift_champion(ctx: JobContext) -> tuple[str, str, float] | None:
             f"config error: impactability.preferred_uplift_model: {preferred!r} is not a spec in {settings.models} "
             f"({', '.join(sorted(specs))}); name one of them, or null to take the best held-out Qini"
         )
-    client = MlflowClient()
-    champions = {}
-    for name, (spec, _) in specs.items():
-        champion = champion_of(client, spec.registered_model)
-        if champion is not None:
-            champions[name] = (spec.registered_model, str(champion.version))
+    registered = {name: spec.registered_model for name, (spec, _) in specs.items()}
+    champions = champions_of(MlflowClient(), registered)
     if not champions:
         return None
     if not catalog.exists(PROGRAMME_TRIAL.name):
@@ -81,13 +76,18 @@ def chosen_uplift_champion(ctx: JobContext) -> tuple[str, str, float] | None:
         .where(F.col("held_out"))
         .toPandas()
     )
-    benefits = {name: mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(held_out)["benefit"].to_numpy()
-                for name, (model, version) in champions.items()}  # fmt: skip
+    predicted = champion_predictions(champions, registered, held_out)
     chosen, qinis, why = select_uplift_model(
-        benefits, *trial_outcomes(held_out), preferred, settings.challenger_min_z, settings.bootstrap, settings.seed
+        {name: p["benefit"].to_numpy() for name, p in predicted.items()},
+        *trial_outcomes(held_out),
+        preferred,
+        settings.challenger_min_z,
+        settings.bootstrap,
+        settings.seed,
     )
-    log.info("target: uplift model %s v%s: %s", *champions[chosen], why)
-    return (*champions[chosen], qinis[chosen])
+    version = str(champions[chosen].version)
+    log.info("target: uplift model %s v%s: %s", registered[chosen], version, why)
+    return registered[chosen], version, qinis[chosen]
 
 
 def run(ctx: JobContext) -> None:

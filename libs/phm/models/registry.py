@@ -35,6 +35,20 @@ def champion_of(client: MlflowClient, registered_model: str):
         return None
 
 
+def champions_of(client: MlflowClient, registered: dict[str, str]) -> dict:
+    """{name: champion ModelVersion} for each of `registered` (name -> registered model) that has a champion."""
+    found = {name: champion_of(client, model) for name, model in registered.items()}
+    return {name: version for name, version in found.items() if version is not None}
+
+
+def champion_predictions(champions: dict, registered: dict[str, str], frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{name: the champion's pyfunc predictions on `frame`} for `champions` (champions_of's answer)."""
+    import mlflow
+
+    return {name: mlflow.pyfunc.load_model(f"models:/{registered[name]}/{version.version}").predict(frame)
+            for name, version in champions.items()}  # fmt: skip
+
+
 def model_inputs(model_uri: str) -> list[str]:
     """The input column names of a logged model's signature."""
     from mlflow.models import get_model_info
