@@ -60,6 +60,7 @@ def run(ctx: JobContext) -> None:
     log.info("evaluate_programme: baseline %s, recruitment to %s; %d referrals: %s", plan.baseline, plan.window_end,
              sum(accounting.values()), ", ".join(f"{k} {accounting.get(k, 0)}" for k in REFERRAL_ROLES))  # fmt: skip
     frame = trial.toPandas()
+    referred.unpersist()
     covariates = feature_columns(list(baseline.columns))
     treated = int(frame["treated"].sum())
     if treated < 2 or len(frame) - treated < 2:

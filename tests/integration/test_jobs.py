@@ -6,6 +6,7 @@ import sys
 
 import mlflow
 import pytest
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from phm.errors import UnknownJobError
@@ -170,6 +171,25 @@ def test_pipeline_order_follows_dependencies_then_names():
         pipeline_order(jobs, only=["zz"])
     with pytest.raises(UnknownJobError, match=r"job x depends on unknown job\(s\) \['nope'\]"):
         pipeline_order({"x": make_job("x", noop, depends_on=("nope",))})
+
+
+def test_what_a_stage_cached_is_released_before_the_next_stage_of_a_refresh(spark, fresh_config):
+    left_cached, seen = [], {}
+
+    def caches(ctx):
+        frame = spark.range(100).withColumnRenamed("id", "left_cached_by_first").cache()
+        frame.count()
+        left_cached.append(frame)
+
+    def looks(ctx):
+        seen["storage_level"] = left_cached[0].storageLevel
+
+    jobs = {
+        "first": make_job("first", caches, outputs=()),
+        "second": make_job("second", looks, outputs=(), depends_on=("first",)),
+    }
+    run_pipeline(fresh_config, spark, jobs)
+    assert left_cached[0].storageLevel == seen["storage_level"] == StorageLevel(False, False, False, False, 1)
 
 
 def test_failed_stage_stops_the_refresh_and_fails_its_parent_run(spark, fresh_config):

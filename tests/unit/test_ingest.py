@@ -7,6 +7,7 @@ import hmac
 from pathlib import Path
 
 import pytest
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from phm.errors import ConfigError, SchemaMismatchError
@@ -17,6 +18,7 @@ from phm.ingest.outputs import age_band
 from phm.ingest.reader import landed_rows
 from phm.ingest.rules import compile_rule, evaluate
 from phm.ingest.standardise import clean_text, standardise
+from phm.ingest.validation import Validator
 
 REPO = Path(__file__).resolve().parents[2]
 LINES = [
@@ -197,6 +199,12 @@ def test_every_check_and_action_on_inline_rows(spark):
         11: ("fail", ["cost_range"], []),
         12: ("quarantine", ["id_present"], []),
     }
+    # Great Expectations runs the same rules as the source's suite and counts the same failing rows (a unique rule:
+    # every copy, not only the later ones); it does not keep the frame it validated cached.
+    ours = {r.spec.name: sum(r.spec.name in failed for _, failed, _ in got.values()) for r in compiled}
+    theirs = {name: outcome.unexpected for name, outcome in Validator(None).validate("inline", out, compiled).items()}
+    assert theirs == {**ours, "id_unique": 2}
+    assert out.storageLevel == StorageLevel(False, False, False, False, 1)
 
 
 def test_age_band_edges(spark):

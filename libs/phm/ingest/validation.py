@@ -123,7 +123,9 @@ class Validator:
     def _checkpoint(self, source: str, rules: list[CompiledRule]):
         """The source's suite, validation definition and checkpoint, added to the context."""
         gx = self._gx
-        asset = self.context.data_sources.add_spark(f"landing_{source}").add_dataframe_asset(source)
+        # persist=False: GX would otherwise persist every frame it validates and never release it (the whole
+        # landing batch of each source, held until the process ends); ours are staged Parquet, cheap to re-read.
+        asset = self.context.data_sources.add_spark(f"landing_{source}", persist=False).add_dataframe_asset(source)
         batch = asset.add_batch_definition_whole_dataframe(f"{source}_batch")
         suite = self.context.suites.add(gx.ExpectationSuite(name=source))
         for rule in rules:

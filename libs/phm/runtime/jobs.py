@@ -250,6 +250,9 @@ def run_pipeline(config: PhmConfig, spark: SparkSession, jobs: dict[str, Job] | 
                     continue
                 log.info("stage %d/%d: %s", position, len(order), name)
                 results.append(run_job(jobs[name], config, spark, parent_run_id=run_id))
+                # What a stage (or a library it calls) cached and did not release would hold memory every later
+                # stage needs: each stage starts as in a process of its own.
+                spark.catalog.clearCache()
         except BaseException as exc:
             record.status = FAILED
             record.error = f"stage {name}: {_one_line(exc)}"
