@@ -110,7 +110,7 @@ def measured_sections(
     section has its wall time, the peak RSS sampled while it ran and its output lines."""
     sections = [Section("session_start")]
     lock = threading.Lock()
-    with log.open("w") as out:
+    with log.open("w", buffering=1) as out:  # line by line: a long run can be watched
         started = begun = time.monotonic()
         process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                    text=True, bufsize=1)  # fmt: skip
