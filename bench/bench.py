@@ -104,11 +104,12 @@ def measured_sections(
     section_begun: Callable[[str], str | None],
     env: dict[str, str] | None = None,
     also: tuple[int, ...] = (),
+    first: str = "session_start",
 ) -> tuple[float, list[Section], int]:
     """(wall seconds, sections, exit code) of one command whose output is copied to `log`: a new section begins
-    at each output line `section_begun` names one for (the first, `session_start`, is what comes before); each
-    section has its wall time, the peak RSS sampled while it ran and its output lines."""
-    sections = [Section("session_start")]
+    at each output line `section_begun` names one for (the first, `first`, is what comes before); each section
+    has its wall time, the peak RSS sampled while it ran and its output lines."""
+    sections = [Section(first)]
     lock = threading.Lock()
     with log.open("w", buffering=1) as out:  # line by line: a long run can be watched
         started = begun = time.monotonic()
@@ -303,13 +304,13 @@ def bench_size(size: int, repeats: int, work: Path, phases: list[str], record, r
             for stage, extra in steps:
                 log = work / f"{size}-{runner.tag}-{repeat}-{phase}-{stage}.log"
                 command = runner.command(stage, _settings(base, size, *extra))
-                begun = stage_begun if stage == REFRESH else lambda line: None
-                _, sections, code = measured_sections(command, log, begun, runner.env, runner.pids)
+                if stage == REFRESH:
+                    _, sections, code = measured_sections(command, log, stage_begun, runner.env, runner.pids)
+                else:  # one stage, one process: one section, the whole process
+                    _, sections, code = measured_sections(command, log, lambda line: None, runner.env, runner.pids,
+                                                          first=stage)  # fmt: skip
                 if code != 0:
                     raise SystemExit(f"bench: {phase} {stage} at {size:,} failed (exit {code}); see {log}")
-                if stage != REFRESH:  # one stage, one process: its time and peak are the process's
-                    sections = [Section(stage, sum(s.seconds for s in sections), max(s.peak for s in sections),
-                                        [line for s in sections for line in s.lines])]  # fmt: skip
                 for section in sections:
                     run = {"seconds": round(section.seconds, 1), "peak_rss_gb": round(section.peak / 1e9, 2)}
                     if section.name == "generate" and phase == "full":
