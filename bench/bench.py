@@ -130,12 +130,12 @@ def measured_sections(
         for line in process.stdout:
             out.write(line)
             name = section_begun(line)
+            now = time.monotonic()  # before reading the memory, which takes a few milliseconds
             # The memory at a boundary belongs to both sections (and a section shorter than the sampling interval
             # still has a reading).
             rss = tree_rss_bytes(process.pid, *also) if name is not None else 0
             with lock:
                 if name is not None:
-                    now = time.monotonic()
                     sections[-1].seconds, begun = now - begun, now
                     sections[-1].peak = max(sections[-1].peak, rss)
                     sections.append(Section(name, peak=rss))
