@@ -19,16 +19,17 @@ setup: $(INSTALL_STAMP) $(JAR_STAMP)
 # with a warm cache, and Airflow's in 15 s. pip and setuptools stay in the venv for `pip wheel` (make package).
 UV_VERSION := 0.13.8
 UV := $(BIN)/uv
+UV_INSTALL := $(UV) pip install --quiet --python
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
 $(UV): $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(UV) pip install --quiet --python $(BIN)/python --upgrade pip "setuptools>=68" wheel
+	$(UV_INSTALL) $(BIN)/python --upgrade pip "setuptools>=68" wheel
 
 $(INSTALL_STAMP): $(UV) setup.py pyproject.toml
-	$(UV) pip install --quiet --python $(BIN)/python -e ".[test,dev]"
+	$(UV_INSTALL) $(BIN)/python -e ".[test,dev]"
 	@touch $@
 
 jars: $(JAR_STAMP)
@@ -66,7 +67,7 @@ AIRFLOW_PACKAGES := "apache-airflow==3.3.2" "apache-airflow-providers-apache-spa
 airflow: $(AIRFLOW_STAMP)
 $(AIRFLOW_STAMP): $(UV)
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(UV) pip install --quiet --python $(AIRFLOW_VENV)/bin/python $(AIRFLOW_PACKAGES)
+	$(UV_INSTALL) $(AIRFLOW_VENV)/bin/python $(AIRFLOW_PACKAGES)
 	@touch $@
 
 test-fast: setup
