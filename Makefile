@@ -17,9 +17,12 @@ setup: $(INSTALL_STAMP) $(JAR_STAMP)
 
 # Packages are installed with uv (from PyPI, into the venv): a fresh environment in 45 s where pip took 150 s
 # with a warm cache, and Airflow's in 15 s. pip and setuptools stay in the venv for `pip wheel` (make package).
+# --compile-bytecode: uv (unlike pip) writes no .pyc by default, and where PYTHONDONTWRITEBYTECODE is set (CI
+# sets it) Python never writes them either, so every process (pytest, kernels, Spark's Python workers, the CLI)
+# would compile every module it imports from source: 6.7-9 s to import our stack against 2.4 s compiled.
 UV_VERSION := 0.13.8
 UV := $(BIN)/uv
-UV_INSTALL := $(UV) pip install --quiet --python
+UV_INSTALL := $(UV) pip install --quiet --compile-bytecode --python
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +52,7 @@ run: setup
 # wait on downloads, so they run at once.
 test:
 	@$(MAKE) --no-print-directory -j4 setup browser airflow
+	@$(BIN)/python -m compileall -q -j 0 libs jobs tests >/dev/null  # our own modules too (see UV_INSTALL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the report's browser test (tests/integration/test_report.py), as root or through sudo.
