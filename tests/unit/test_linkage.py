@@ -94,12 +94,12 @@ COMPARISON_CASES = [
     (
         (A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
         (A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
-        {"nhs_number": 2, "forename": 4, "surname": 4, "date_of_birth": 4, "sex": 1, "postcode": 3},
+        {"nhs_number": 2, "forename": 5, "surname": 5, "date_of_birth": 4, "sex": 1, "postcode": 3},
     ),
     (
         (INVALID, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
         (INVALID, "ROBERT", "SMYTH", date(1950, 2, 1), "F", "LS1 4XY"),
-        {"nhs_number": 1, "forename": 3, "surname": 1, "date_of_birth": 3, "sex": 0, "postcode": 2},
+        {"nhs_number": 1, "forename": 4, "surname": 1, "date_of_birth": 3, "sex": 0, "postcode": 2},
     ),
     (
         (A, "JONATHAN", "MARTIN", date(1950, 1, 2), "M", "LS1 4AB"),
@@ -115,6 +115,16 @@ COMPARISON_CASES = [
         (None, "ANN", "LEE", date(1950, 1, 2), "F", None),
         (B, "ZOE", "KHAN", date(1980, 8, 30), "F", "M1 1AA"),
         {"nhs_number": -1, "forename": 0, "surname": 0, "date_of_birth": 0, "postcode": -1},
+    ),
+    (  # names swapped between the fields
+        (None, "ANN", "KHAN", date(1960, 5, 6), "F", "M1 1AA"),
+        (None, "KHAN", "ANN", date(1960, 5, 6), "F", "M1 1AA"),
+        {"nhs_number": -1, "forename": 3, "surname": 3, "date_of_birth": 4, "postcode": 3},
+    ),
+    (  # one name equal to the other's other field is not a swap
+        (None, "JAMES", "JAMES", date(1960, 5, 6), "M", None),
+        (None, "JAMES", "OKAFOR", date(1960, 5, 6), "M", None),
+        {"forename": 5, "surname": 0},
     ),
 ]
 
@@ -330,9 +340,10 @@ def test_person_index_takes_the_best_available_values(spark):
 
 def test_evaluation_counts_pairs_misses_splits_and_merges(spark):
     truth = spark.createDataFrame(
-        [("s", "r1", "T1"), ("s", "r2", "T1"), ("s", "r3", "T1"), ("s", "r4", "T2"), ("s", "r5", "T3")],
-        "source string, record_id string, true_person_id string",
-    )
+        [("s", "r1", "T1", None), ("s", "r2", "T1", "name_swap"), ("s", "r3", "T1", "name_swap;surname_typo"),
+         ("s", "r4", "T2", None), ("s", "r5", "T3", "surname_typo")],
+        "source string, record_id string, true_person_id string, corruptions string",
+    )  # fmt: skip
     people = spark.createDataFrame(
         [("T1", "White", "20-24", 1), ("T2", "Mixed", "20-24", 1), ("T3", "White", "90+", 5)],
         "true_person_id string, ethnicity string, age_band string, imd_quintile int",
@@ -349,6 +360,11 @@ def test_evaluation_counts_pairs_misses_splits_and_merges(spark):
     assert (overall.missed_link_records, overall.split_persons, overall.falsely_merged_persons) == (1, 1, 2)
     white = rows[("ethnicity", "White")]
     assert (white.records, white.true_pairs, white.predicted_pairs, white.falsely_merged_persons) == (4, 3, 1, 1)
+    # By corruption: a record is in every corruption it has (r3 in two), a clean one in "none".
+    by_corruption = {value: (r.records, r.missed_link_records) for (scope, value), r in rows.items()
+                     if scope == "corruption"}  # fmt: skip
+    assert by_corruption == {"none": (2, 0), "name_swap": (2, 1), "surname_typo": (2, 1)}
+    assert rows[("corruption", "name_swap")].true_pairs == 1  # r2 and r3, both swapped
 
 
 def test_nhs_number_baseline_links_only_equal_valid_numbers(spark):

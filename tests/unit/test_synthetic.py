@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from phm.synthetic.calibration import load_calibration
-from phm.synthetic.corruption import apply_source_quality, identity_at_events, typo_of
+from phm.synthetic.corruption import (
+    apply_name_errors,
+    apply_source_quality,
+    identity_at_events,
+    ocr_misreading,
+    typo_of,
+)
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
 from phm.synthetic.population import _intercepts_for, generate_block
@@ -116,6 +122,35 @@ def test_source_quality_rates_and_notes():
     assert (seen.loc[unchanged, "surname"] == "Smith").all() and (seen.loc[unchanged, "forename"] == "Robert").all()
     swapped = notes.str.contains("dob_day_month_swap")
     assert (seen.loc[swapped, "date_of_birth"] == np.datetime64("1980-07-03")).all()
+
+
+def test_names_swapped_between_fields_and_ocr_misreadings():
+    n = 20_000
+    seen = pd.DataFrame(
+        {"forename": ["Bernard"] * n, "surname": ["Mitchell"] * n, "corruptions": [None, "nickname"] * (n // 2)}
+    )
+    quality = CALIBRATION.identifiers.sources["social_care"]
+    out = apply_name_errors(seen, quality, np.random.default_rng(5))
+    notes = out["corruptions"].fillna("")
+    swapped = notes.str.contains("name_swap")
+    assert swapped.mean() == pytest.approx(quality.name_swap, abs=0.003)
+    plain = swapped & ~notes.str.contains("ocr")
+    assert (out.loc[plain, "forename"] == "Mitchell").all() and (out.loc[plain, "surname"] == "Bernard").all()
+    # A misread name is one letter shape away from the true one (Bernard: rn->m, n->ri, d->cl).
+    misread = notes.str.contains("forename_ocr") & ~swapped
+    assert misread.mean() == pytest.approx(quality.ocr_error, abs=0.003)
+    assert set(out.loc[misread, "forename"]) == {"Bemard", "Berriard", "Bernarcl"}
+    assert set(out.loc[notes.str.contains("surname_ocr") & ~swapped, "surname"]) == {
+        "Mitcliell",
+        "MitcheIl",
+        "MitchelI",
+    }
+    untouched = ~swapped & ~notes.str.contains("ocr")
+    assert (out.loc[untouched, "forename"] == "Bernard").all() and (out.loc[untouched, "surname"] == "Mitchell").all()
+    assert (notes[1::2].str.startswith("nickname")).all()  # earlier corruptions are kept
+    # A source with neither error is left as it was; a name with no confusable shape is never misread.
+    assert apply_name_errors(seen, CALIBRATION.identifiers.sources["gp_events"], np.random.default_rng(5)) is seen
+    assert ocr_misreading("Joy", np.random.default_rng(1)) == "Joy"
 
 
 def test_nhs_number_capacity_is_checked():

@@ -12,6 +12,10 @@ Definitions (per record: its true person and its predicted person):
 Each is reported overall and within groups (source, ethnicity, age band, IMD
 quintile); within a group, pairs count when both records are in the group, so
 group precision ignores merges across groups, which the overall figure holds.
+Records are also reported by each corruption the generator applied to them
+(`corruption`: name_swap, surname_typo, ... or none; a record with two is in
+both): read its missed links, a record-level figure; its pair figures count
+only pairs of two records with the same corruption.
 The NHS-number-only baseline links records with equal valid NHS numbers and
 leaves every other record alone.
 """
@@ -27,6 +31,9 @@ from phm.identifiers import nhs_number_is_valid
 
 OVERALL = "overall"
 GROUPS = ("source", "ethnicity", "age_band", "imd_quintile")
+# Groups a record can be in more than once (an array column of labelled's).
+MULTI_GROUPS = ("corruption",)
+NO_CORRUPTION = "none"
 METRICS = (
     "records",
     "persons",
@@ -55,8 +62,12 @@ def nhs_number_baseline(identity: DataFrame) -> DataFrame:
 
 def labelled(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame) -> DataFrame:
     """Each linked record with its true person, its flags and the groups it is reported in."""
+    corruption = F.when(F.col("corruptions").isNull(), F.array(F.lit(NO_CORRUPTION))).otherwise(
+        F.split("corruptions", ";")
+    )
     records = links.select("source", "record_id", "person_id").join(
-        record_truth.select("source", "record_id", "true_person_id"), ["source", "record_id"]
+        record_truth.select("source", "record_id", "true_person_id", corruption.alias("corruption")),
+        ["source", "record_id"],
     )
     cell = Window.partitionBy("true_person_id", "person_id")
     by_person = Window.partitionBy("true_person_id")
@@ -83,15 +94,23 @@ def labelled(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame)
     return flagged.join(groups, "true_person_id", "left")
 
 
-def metrics(flagged: DataFrame, groups: Sequence[str] = ()) -> DataFrame:
+def metrics(flagged: DataFrame, groups: Sequence[str] = (), multi_groups: Sequence[str] = ()) -> DataFrame:
     """One row per scope and group value with METRICS: the overall row, then one per value of each of `groups`
-    (labelled's columns). Every scope in one pass: each record is repeated once per scope (explode), so the
-    counts are one set of aggregations grouped by scope, not a query per scope."""
-    scopes = [F.struct(F.lit(OVERALL).alias("scope"), F.lit(OVERALL).alias("group_value"))] + [
-        F.struct(F.lit(group).alias("scope"), F.col(group).cast("string").alias("group_value")) for group in groups
-    ]
+    (labelled's columns), then one per element of each of `multi_groups` (array columns). Every scope in one
+    pass: each record is repeated once per scope (explode), so the counts are one set of aggregations grouped
+    by scope, not a query per scope."""
+
+    def scope(name: str, value: Column) -> Column:
+        return F.struct(F.lit(name).alias("scope"), value.cast("string").alias("group_value"))
+
+    single = F.array(scope(OVERALL, F.lit(OVERALL)), *[scope(group, F.col(group)) for group in groups])
+
+    def scopes_of(group: str) -> Column:  # F.transform passes an index to a lambda of two parameters: one here
+        return F.transform(group, lambda value: scope(group, value))
+
+    several = [scopes_of(group) for group in multi_groups]
     with_group = flagged.select(
-        F.explode(F.array(*scopes)).alias("_scope"), "true_person_id", "person_id", "missed_link", "split",
+        F.explode(F.concat(single, *several)).alias("_scope"), "true_person_id", "person_id", "missed_link", "split",
         "falsely_merged",
     ).select("_scope.*", "true_person_id", "person_id", "missed_link", "split", "falsely_merged")  # fmt: skip
     keys = ["scope", "group_value"]
@@ -123,7 +142,9 @@ def metrics(flagged: DataFrame, groups: Sequence[str] = ()) -> DataFrame:
 def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame, method: str) -> DataFrame:
     """Every scope's metrics for one linkage (`method` names it: the model, or the baseline)."""
     # One query (the scopes exploded in it), so nothing to cache: the branches share its exchanges.
-    return metrics(labelled(links, record_truth, person_truth), GROUPS).select(F.lit(method).alias("method"), "*")
+    return metrics(labelled(links, record_truth, person_truth), GROUPS, MULTI_GROUPS).select(
+        F.lit(method).alias("method"), "*"
+    )
 
 
 def _pairs(with_group: DataFrame, keys: list[str]) -> DataFrame:

@@ -5,10 +5,11 @@ realities"; Splink's guidance on names, dates and postcodes):
 - NHS number: equal and valid / one digit different (or equal but failing the
   check digit) or two transposed (Damerau-Levenshtein 1) / different;
 - forename: equal (term-frequency adjusted: SMITH and JOHN prove less than
-  rarer names) / a shared formal name (nicknames) / Jaro-Winkler >= 0.92 and
-  >= 0.80 / different;
+  rarer names) / a shared formal name (nicknames) / forename and surname
+  swapped between fields / Jaro-Winkler >= 0.92 and >= 0.80 / different;
 - surname: equal (term-frequency adjusted) / one side's surname among the
-  other's known surnames (a change of name) / Jaro-Winkler >= 0.92, >= 0.80;
+  other's known surnames (a change of name) / swapped with the forename /
+  Jaro-Winkler >= 0.92, >= 0.80;
 - date of birth: equal / day and month swapped / one character different
   (Damerau-Levenshtein on yyyy-MM-dd) / within a year / different;
 - sex: equal / different (U counts as missing);
@@ -117,8 +118,8 @@ def comparisons() -> list[cl.CustomComparison]:
                 cll.ElseLevel(),
             ],
         ),
-        _name_comparison("forename", "forename_forms", "Shares a formal name (nickname)"),
-        _name_comparison("surname", "surnames", "Among the other's known surnames"),
+        _name_comparison("forename", "forename_forms", "Shares a formal name (nickname)", other="surname"),
+        _name_comparison("surname", "surnames", "Among the other's known surnames", other="forename"),
         cl.CustomComparison(
             output_column_name="date_of_birth",
             comparison_description="Date of birth",
@@ -152,7 +153,9 @@ def comparisons() -> list[cl.CustomComparison]:
     ]
 
 
-def _name_comparison(column: str, alternatives: str, alternative_label: str) -> cl.CustomComparison:
+def _name_comparison(column: str, alternatives: str, alternative_label: str, other: str) -> cl.CustomComparison:
+    # Both names must have changed places: one name equal to the other field alone is a coincidence (JAMES JAMES).
+    swapped = f"{column}_l = {other}_r AND {other}_l = {column}_r"
     return cl.CustomComparison(
         output_column_name=column,
         comparison_description=column.capitalize(),
@@ -160,6 +163,7 @@ def _name_comparison(column: str, alternatives: str, alternative_label: str) -> 
             cll.NullLevel(column),
             cll.ExactMatchLevel(column, term_frequency_adjustments=True),
             cll.ArrayIntersectLevel(alternatives, 1).configure(label_for_charts=alternative_label),
+            cll.CustomLevel(swapped, "Swapped with the other name field"),
             cll.JaroWinklerLevel(column, 0.92),
             cll.JaroWinklerLevel(column, 0.8),
             cll.ElseLevel(),

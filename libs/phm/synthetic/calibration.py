@@ -56,11 +56,27 @@ class GeographyCalibration(StrictModel):
         return self
 
 
+class UndiagnosedByAgeSex(StrictModel):
+    """The share of true cases never diagnosed, per age band, for each sex."""
+
+    female: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+    male: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+
+    @model_validator(mode="after")
+    def _shares(self) -> UndiagnosedByAgeSex:
+        if not all(0 <= share < 1 for share in self.female + self.male):
+            raise ValueError("undiagnosed_by_age_sex: every share must be at least 0 and below 1")
+        return self
+
+
 class ConditionCalibration(StrictModel):
     qof: str
     snomed: str = Field(pattern=r"^[0-9]{6,18}$")
     icd10: str = Field(pattern=r"^[A-Z][0-9]{2}[0-9X]$")
+    # The overall share of true cases never diagnosed (checked by the calibration report); with
+    # undiagnosed_by_age_sex the shares per age band and sex are drawn instead.
     undiagnosed: float = Field(ge=0, lt=1)
+    undiagnosed_by_age_sex: UndiagnosedByAgeSex | None = None
     age_rr: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
 
 
@@ -157,6 +173,8 @@ class SourceQuality(StrictModel):
     nickname: float = Field(ge=0, le=1)
     dob_error: float = Field(ge=0, le=1)
     stale_postcode: float = Field(ge=0, le=1)
+    name_swap: float = Field(default=0.0, ge=0, le=1)
+    ocr_error: float = Field(default=0.0, ge=0, le=1)
 
 
 class IdentifierCalibration(StrictModel):

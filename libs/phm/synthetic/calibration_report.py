@@ -3,7 +3,8 @@
 Measured on the truth (people, factors, records before defects): age and
 sex structure, ethnicity, recorded prevalence by register and its
 most/least deprived quintile ratio (QOF 2019/20), multimorbidity, GP
-consultations, emergency admissions per 1,000 by age group x IMD quintile
+consultations, the undiagnosed share of true cases (overall, and for
+hypertension by age and sex), emergency admissions per 1,000 by age group x IMD quintile
 (Devon), A&E frequency distribution, the top-5% cost share, the share
 eligible for primary CVD prevention, NHS number completeness by source, and
 the best achievable AUC of the true risk.
@@ -140,6 +141,7 @@ def calibration_figures(
     figures.append(
         Figure("prevalence", "2+ recorded conditions share", multimorbid, 0.23, 0.06, ABS, "FACTS.md (23% with 2+)")
     )
+    figures += _undiagnosed_figures(alive, plan)
 
     # Activity over the last 12 months among people registered and alive for all of it.
     # Exposure: the last 12 months for everyone registered before them and alive at their start;
@@ -337,6 +339,59 @@ def calibration_figures(
                    "FACTS.md linkage realities")
         )  # fmt: skip
     return figures
+
+
+def _undiagnosed_figures(alive: DataFrame, plan: PopulationPlan) -> list[Figure]:
+    """Share of the living's true cases never diagnosed by the reference date: overall per condition, and by
+    age and sex where the calibration gives it (young men and women 16-34, both sexes 75+)."""
+    cal = plan.calibration
+    names = [c for c in plan.condition_names if cal.health.conditions[c].undiagnosed > 0]
+    if not names:
+        return []
+    undiagnosed = [(F.col(f"onset_{c}").isNotNull() & F.col(f"diagnosed_{c}").isNull()).cast("int") for c in names]
+    cells = (
+        alive.groupBy("age_band", "sex")
+        .agg(
+            *[F.count(f"onset_{c}").alias(f"{c}_cases") for c in names],
+            *[F.sum(flag).alias(f"{c}_undiagnosed") for c, flag in zip(names, undiagnosed, strict=True)],
+        )
+        .toPandas()
+        .fillna(0)
+    )
+    last = len(cal.population.age_bands) - 1
+    figures = []
+    for name in names:
+        spec = cal.health.conditions[name]
+        cases, missed = cells[f"{name}_cases"], cells[f"{name}_undiagnosed"]
+        if cases.sum():
+            source = "ONS HSE 2015-19 (29%)" if spec.undiagnosed_by_age_sex else "calibration.yaml (approx.)"
+            tolerance = _sampling_tolerance(spec.undiagnosed, cases.sum(), 0.04)
+            share = missed.sum() / cases.sum()
+            figures.append(Figure("undiagnosed", f"{name} undiagnosed share", share, spec.undiagnosed, tolerance,
+                                  ABS, source))  # fmt: skip
+        by = spec.undiagnosed_by_age_sex
+        if by is None:
+            continue
+        for label, sex, bands, shares in (
+            ("men 16-34", "M", [1], by.male), ("women 16-34", "F", [1], by.female),
+            ("men 75+", "M", [last - 1, last], by.male), ("women 75+", "F", [last - 1, last], by.female),
+        ):  # fmt: skip
+            cell = (cells["sex"] == sex) & cells["age_band"].isin(bands)
+            if cases[cell].sum():
+                # The configured share of the cell's bands, weighted by their cases.
+                target = float(
+                    (cases[cell] * np.asarray(shares)[cells.loc[cell, "age_band"]]).sum() / cases[cell].sum()
+                )
+                tolerance = _sampling_tolerance(target, cases[cell].sum(), 0.05)
+                share = missed[cell].sum() / cases[cell].sum()
+                figures.append(Figure("undiagnosed", f"{name} undiagnosed share, {label}", share, target, tolerance,
+                                      ABS, "ONS HSE 2015-19"))  # fmt: skip
+    return figures
+
+
+def _sampling_tolerance(share: float, cases: float, floor: float) -> float:
+    """The floor, widened to three standard errors of a share over this many cases (small samples are noisy)."""
+    return max(floor, 3 * float(np.sqrt(share * (1 - share) / cases)))
 
 
 def _qof_targets(qof: pd.DataFrame, code: str) -> tuple[float, float]:

@@ -9,6 +9,10 @@ Definitions (calibration.yaml `identifiers`; FACTS.md "Linkage realities"):
   deletion 16%, insertion 10%, transposition 2%, multiple 13%; first letter
   wrong in only 7.8%); date of birth errors (day/month swap or a near date);
   missing postcode.
+- Per source, at configured rates, on a stream of their own (so adding them
+  changed no other draw): forename and surname swapped between fields;
+  OCR-like misreadings of letter shapes (rn/m, cl/d, vv/w, li/h, ri/n, I/l)
+  where records are keyed from scanned forms.
 Every change made to a record is listed in its `corruptions` column (truth only).
 """
 
@@ -22,6 +26,9 @@ from phm.synthetic.dates import days
 from phm.synthetic.names import NICKNAMES
 
 LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+# Letter shapes a scanner misreads for one another (both directions); letters only, so a misread name is
+# still a name a contract accepts.
+OCR_CONFUSIONS = (("rn", "m"), ("cl", "d"), ("vv", "w"), ("li", "h"), ("ri", "n"), ("I", "l"))
 
 
 def identity_at_events(people: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +123,53 @@ def apply_source_quality(
 
     out["corruptions"] = [";".join(x) if x else None for x in notes]
     return out.drop(columns=["old_postcode"])
+
+
+def apply_name_errors(seen: pd.DataFrame, quality: SourceQuality, rng: np.random.Generator) -> pd.DataFrame:
+    """Names swapped between fields and OCR-like misreadings, added to a source's view of each identity
+    (apply_source_quality's output); `corruptions` gains `name_swap`, `forename_ocr`, `surname_ocr`."""
+    if quality.name_swap == 0 and quality.ocr_error == 0:
+        return seen
+    n = len(seen)
+    out = seen.copy()
+    notes = [note.split(";") if isinstance(note, str) else [] for note in out["corruptions"]]
+    forenames = out["forename"].to_numpy().astype(object)
+    surnames = out["surname"].to_numpy().astype(object)
+    swap = rng.random(n) < quality.name_swap
+    forenames[swap], surnames[swap] = surnames[swap], forenames[swap]  # fancy indexing copies
+    for i in np.flatnonzero(swap):
+        notes[i].append("name_swap")
+    for values, label in ((forenames, "forename_ocr"), (surnames, "surname_ocr")):
+        misread = rng.random(n) < quality.ocr_error
+        for i in np.flatnonzero(misread):
+            changed = ocr_misreading(values[i], rng)
+            if changed != values[i]:
+                values[i] = changed
+                notes[i].append(label)
+    out["forename"] = forenames
+    out["surname"] = surnames
+    out["corruptions"] = [";".join(x) if x else None for x in notes]
+    return out
+
+
+def ocr_misreading(name: str, rng: np.random.Generator) -> str:
+    """The name with one letter shape misread, at a random place where a confusion applies (unchanged if none)."""
+    if not isinstance(name, str):
+        return name
+    options = [
+        (start, found, replacement)
+        for pair in OCR_CONFUSIONS
+        for found, replacement in (pair, pair[::-1])
+        for start in _occurrences(name, found)
+    ]
+    if not options:
+        return name
+    start, found, replacement = options[rng.integers(len(options))]
+    return name[:start] + replacement + name[start + len(found) :]
+
+
+def _occurrences(text: str, part: str) -> list[int]:
+    return [i for i in range(len(text) - len(part) + 1) if text.startswith(part, i)]
 
 
 def typo_of(name: str, rules: IdentifierCalibration, rng: np.random.Generator) -> str:

@@ -9,8 +9,11 @@ Definitions (calibration.yaml, sources in FACTS.md):
   (1 - undiagnosed_c), where base_c makes the *recorded* prevalence over the
   Census age structure equal QOF 2019/20's England prevalence and qof_ratio
   is QOF's decile prevalence over England's. A share `undiagnosed_c` of true
-  cases is never coded (case finding's target). The shared z makes
-  conditions cluster (multimorbidity) without changing prevalence.
+  cases is never coded (case finding's target); where the calibration gives
+  it by age band and sex (hypertension: ONS, HSE 2015-19, most undiagnosed
+  in young men) each person's share is their band's and sex's, and the
+  intercept divides by the band's share averaged over the sexes. The shared
+  z makes conditions cluster (multimorbidity) without changing prevalence.
 - Life events over the history window: moves, surname changes (women
   18-45), twins (shared surname, date of birth and address), new
   registrations, deaths by age-specific mortality, raised 20% per condition
@@ -29,7 +32,7 @@ from pyspark.sql import types as T
 
 from phm.identifiers import valid_numbers_for_prefix
 from phm.reference.qof import pooled_prevalence, register_by_decile
-from phm.synthetic.calibration import Calibration
+from phm.synthetic.calibration import AGE_BAND_COUNT, Calibration, ConditionCalibration, PopulationCalibration
 from phm.synthetic.dates import for_spark
 from phm.synthetic.geography import UNITS_PER_LSOA, Geography, postcodes
 from phm.synthetic.names import NamePool, name_pools
@@ -121,9 +124,28 @@ def condition_logits(calibration: Calibration, qof: pd.DataFrame) -> tuple[tuple
         ratio = np.ones(10)
         ratio[rows["imd_decile"].to_numpy() - 1] = rows["prevalence"].to_numpy() / england
         base = england / float(np.dot(band_shares, spec.age_rr))
-        target = np.clip(base * np.outer(spec.age_rr, ratio) / (1 - spec.undiagnosed), 0, 0.95)
+        undiagnosed = band_undiagnosed(spec, calibration.population)
+        target = np.clip(base * np.outer(spec.age_rr, ratio) / (1 - undiagnosed)[:, None], 0, 0.95)
         logits[i] = _intercepts_for(target, loading * nodes, weights)
     return names, logits
+
+
+def band_undiagnosed(spec: ConditionCalibration, population: PopulationCalibration) -> np.ndarray:
+    """The share of true cases undiagnosed per age band, over both sexes (by the Census female share)."""
+    if spec.undiagnosed_by_age_sex is None:
+        return np.full(AGE_BAND_COUNT, spec.undiagnosed)
+    female = np.full(AGE_BAND_COUNT, population.female_share)
+    female[-1] = population.female_share_85_plus
+    by = spec.undiagnosed_by_age_sex
+    return female * np.asarray(by.female) + (1 - female) * np.asarray(by.male)
+
+
+def person_undiagnosed(spec: ConditionCalibration, band: np.ndarray, female: np.ndarray) -> np.ndarray | float:
+    """The chance that a true case stays undiagnosed, per person (by age band and sex where configured)."""
+    if spec.undiagnosed_by_age_sex is None:
+        return spec.undiagnosed
+    by = spec.undiagnosed_by_age_sex
+    return np.where(female, np.asarray(by.female)[band], np.asarray(by.male)[band])
 
 
 def _intercepts_for(target: np.ndarray, shifts: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -196,7 +218,7 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
         has = rng.random(n) < p
         onset_age_days = (rng.random(n) ** 0.7 * age_days).astype(np.int64)  # recent onset more likely
         onset = dob + onset_age_days * DAY
-        diagnosed = has & (rng.random(n) >= spec.undiagnosed)
+        diagnosed = has & (rng.random(n) >= person_undiagnosed(spec, band, female))
         diag = onset + (rng.exponential(180, n).astype(np.int64)) * DAY
         diagnosed &= diag <= ref
         cond_cols[f"onset_{name}"] = np.where(has, onset, np.datetime64("NaT"))

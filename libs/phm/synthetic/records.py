@@ -14,11 +14,13 @@ from pyspark.sql import types as T
 
 from phm.synthetic.activity import KIND_SOURCE, generate_events
 from phm.synthetic.calibration import SOURCES
-from phm.synthetic.corruption import apply_source_quality, identity_at_events
+from phm.synthetic.corruption import apply_name_errors, apply_source_quality, identity_at_events
 from phm.synthetic.dates import days, for_spark
 from phm.synthetic.population import PopulationPlan
 
 RECORDS_STREAM = 3
+# Name swaps and OCR errors draw from a sub-stream of their own: added later, they left every other draw as it was.
+NAME_ERRORS_STREAM = 1
 # Sources whose extracts carry no names (the NHS number and demographics only).
 NAMELESS_SOURCES = frozenset({"gp_events", "outpatient", "community", "mental_health", "programme"})
 LOCAL_ID_SOURCE = 1000  # key space of local person references, apart from every source's record ids
@@ -63,6 +65,7 @@ def block_records(
     """Every extract row for one block of people (people, factors and programme in the same order)."""
     block = int(people["block"].iloc[0])
     rng = np.random.default_rng([plan.seed, block, RECORDS_STREAM])
+    name_rng = np.random.default_rng([plan.seed, block, RECORDS_STREAM, NAME_ERRORS_STREAM])
     events = pd.concat(
         [generate_events(people, factors, plan, programme), _registration_changes(people)], ignore_index=True
     )
@@ -76,6 +79,7 @@ def block_records(
             seen = apply_source_quality(
                 identity[mask].reset_index(drop=True), quality, plan.calibration.identifiers, rng
             )
+            seen = apply_name_errors(seen, quality, name_rng)
             if source in NAMELESS_SOURCES:
                 seen[["forename", "surname"]] = None
             parts.append(pd.concat([events[mask].reset_index(drop=True), seen], axis=1))
