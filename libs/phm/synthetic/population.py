@@ -9,7 +9,9 @@ Definitions (calibration.yaml, sources in FACTS.md):
   (1 - undiagnosed_c), where base_c makes the *recorded* prevalence over the
   Census age structure equal QOF 2019/20's England prevalence and qof_ratio
   is QOF's decile prevalence over England's. A share `undiagnosed_c` of true
-  cases is never coded (case finding's target); where the calibration gives
+  cases is uncoded at the reference date (case finding's target): never
+  diagnosed, or diagnosed after it (a diagnosis comes on average 180 days
+  after onset, so the never-diagnosed share is lowered to match); where the calibration gives
   it by age band and sex (hypertension: ONS, HSE 2015-19, most undiagnosed
   in young men) each person's share is their band's and sex's, and the
   intercept divides by the band's share averaged over the sexes. The shared
@@ -40,6 +42,7 @@ from phm.synthetic.names import NamePool, name_pools
 PEOPLE_STREAM = 1
 ETHNIC_GROUPS = ("white", "asian", "black", "mixed", "other")
 DAY = np.timedelta64(1, "D")
+DIAGNOSIS_DELAY_DAYS = 180  # mean time from onset to a coded diagnosis (approx.)
 
 
 @dataclass(frozen=True)
@@ -218,8 +221,13 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
         has = rng.random(n) < p
         onset_age_days = (rng.random(n) ** 0.7 * age_days).astype(np.int64)  # recent onset more likely
         onset = dob + onset_age_days * DAY
-        diagnosed = has & (rng.random(n) >= person_undiagnosed(spec, band, female))
-        diag = onset + (rng.exponential(180, n).astype(np.int64)) * DAY
+        # Undiagnosed at the reference date = never diagnosed, or diagnosed only after it (a mean delay of
+        # DIAGNOSIS_DELAY_DAYS): the never-diagnosed share is what brings the two to the configured share.
+        pending = np.exp(-((ref - onset) / DAY) / DIAGNOSIS_DELAY_DAYS)
+        undiagnosed = person_undiagnosed(spec, band, female)
+        never = np.clip((undiagnosed - pending) / np.maximum(1 - pending, 1e-9), 0, 1)
+        diagnosed = has & (rng.random(n) >= never)
+        diag = onset + (rng.exponential(DIAGNOSIS_DELAY_DAYS, n).astype(np.int64)) * DAY
         diagnosed &= diag <= ref
         cond_cols[f"onset_{name}"] = np.where(has, onset, np.datetime64("NaT"))
         cond_cols[f"diagnosed_{name}"] = np.where(diagnosed, diag, np.datetime64("NaT"))
