@@ -149,6 +149,7 @@ class ActivityCalibration(StrictModel):
     ae_dispersion_shape: float = Field(gt=0)
     ae_high_intensity_share: float = Field(ge=0, lt=0.1)
     ae_high_intensity_rate: float = Field(ge=0)
+    ae_high_intensity_emergency_rr: float = Field(ge=1)
     excess_bed_days_after: int = Field(ge=0)
     elective_admissions_per_1000: float = Field(ge=0)
     day_cases_share_of_elective: float = Field(ge=0, le=1)

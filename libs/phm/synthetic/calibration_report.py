@@ -240,6 +240,18 @@ def calibration_figures(
         figures.append(
             Figure("activity", "A&E attenders coming 6+ times", (attenders >= 6).mean(), 0.012, 0.012, ABS, "FACTS.md")
         )
+    # High-intensity users: 5+ A&E attendances in the year (FACTS.md: <1% of people, ~16% of attendances,
+    # ~26% of emergency admissions).
+    high = frame["ae"] >= 5
+    if frame["ae"].sum() and frame["emergency"].sum():
+        figures += [
+            Figure("activity", "high-intensity A&E users' share of people", high.mean(), 0.0, 0.01, RANGE,
+                   "FACTS.md (<1%)"),
+            Figure("activity", "high-intensity A&E users' share of attendances",
+                   frame.loc[high, "ae"].sum() / frame["ae"].sum(), 0.16, 0.06, ABS, "FACTS.md (16%)"),
+            Figure("activity", "high-intensity A&E users' share of emergency admissions",
+                   frame.loc[high, "emergency"].sum() / frame["emergency"].sum(), 0.26, 0.08, ABS, "FACTS.md (26%)"),
+        ]  # fmt: skip
     groups = cal.activity.emergency_admissions_per_1000.age_group_lower_bounds
     frame["exposure_years"] = frame["exposure_days"] / 365
     frame["emergency_squared"] = frame["emergency"] ** 2

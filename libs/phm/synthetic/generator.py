@@ -40,6 +40,7 @@ FACTOR_SCHEMA = T.StructType(
         T.StructField("emergency_age_group", T.IntegerType(), False),
         T.StructField("imd_quintile", T.IntegerType(), False),
         T.StructField("emergency_factor", T.DoubleType(), False),
+        T.StructField("ae_high_intensity_flag", T.BooleanType(), False),
         T.StructField("smoker", T.BooleanType(), False),
         T.StructField("cvd_risk_10y", T.DoubleType(), True),
         T.StructField("qrisk_recorded_on", T.DateType(), True),
