@@ -28,6 +28,8 @@ def test_suppressed_values_are_not_drawn_and_labels_are_escaped():
     assert "&lt;pyramid&gt;" in svg and "<pyramid>" not in svg
     bars = bar_chart(["P1", "P2 & co"], [3.5, None], "need", "per 1,000")
     assert _marks(bars) == 1 and "* (suppressed)" in bars and "P2 &amp; co" in bars
+    nothing = bar_chart(["P1", "P2"], [None, float("nan")], "need", "per 1,000")
+    assert _marks(nothing) == 0 and "no published values" in nothing
     bubbles = bubble_matrix(["a"], ["low", "high"], {("a", "low"): 100.0, ("a", "high"): None}, "m", "people")
     assert _marks(bubbles) == 1 and ">*<" in bubbles
 

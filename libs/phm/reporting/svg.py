@@ -168,7 +168,9 @@ def line_chart(
 
 
 def bar_chart(labels: Sequence[str], values: Sequence, title: str, unit: str) -> str:
-    """Horizontal bars, one per label (suppressed values shown as '*')."""
+    """Horizontal bars, one per label (suppressed values shown as '*'; none publishable: says so)."""
+    if not any(_ok(v) for v in values):
+        return _svg(WIDTH, 40, title, 0, [_text(10, 24, "no published values (every value suppressed)")])
     left, row, top = 200, 20, 10
     height = top + row * len(labels) + 10
     largest = max([float(v) for v in values if _ok(v)] or [1])
