@@ -18,8 +18,12 @@ JVM for every stage, as `make run` runs it); each stage's time and peak are
 read off the refresh's "stage k/N: NAME" lines as they come. Its rows carry
 the mode `local[*] one process`.
 
+With `--stages` only the stages named run (each reads what the earlier ones
+wrote, so name those too): `--stages generate --phases full` measures
+generation alone, and replaces only those rows in the results file.
+
     python bench/bench.py [--sizes 100000 1000000] [--repeats 1] [--phases full increment nothing_new]
-                          [--cluster 2 --worker-memory 5g | --one-process]
+                          [--cluster 2 --worker-memory 5g | --one-process] [--stages generate ...]
 """
 
 from __future__ import annotations
@@ -288,11 +292,13 @@ def steps_of(phase: str, stages: list[str]) -> list[tuple[str, list[str]]]:
     return [(s, []) for s in stages if s != "generate"]
 
 
-def bench_size(size: int, repeats: int, work: Path, phases: list[str], record, runner) -> list[dict]:
+def bench_size(
+    size: int, repeats: int, work: Path, phases: list[str], record, runner, only: list[str] | None = None
+) -> list[dict]:
     """Each phase's stages at one size, each a fresh process as a scheduler runs them (`runner`: Local or
-    OnCluster) or all in one `phm refresh` (OneProcess); `record(rows)` is called after every process (so a
-    long run leaves what it measured)."""
-    stages = refresh_stages()
+    OnCluster) or all in one `phm refresh` (OneProcess); `only` keeps the stages named (in the refresh's order,
+    e.g. generate alone); `record(rows)` is called after every process (so a long run leaves what it measured)."""
+    stages = [s for s in refresh_stages() if only is None or s in only]
     rows: list[dict] = []
     for repeat in range(repeats):
         base = work / f"refresh-{size}"
@@ -376,7 +382,17 @@ def main() -> None:
         action="store_true",
         help="run each phase's refresh as one `phm refresh` process instead of a process per stage",
     )
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        metavar="STAGE",
+        help="only these stages (each reads what the ones before it wrote: name them all), e.g. --stages generate",
+    )
     args = parser.parse_args()
+    if args.stages and args.one_process:
+        parser.error("--stages runs a process per stage; it cannot be combined with --one-process")
+    if args.stages and set(args.stages) - set(refresh_stages()):
+        parser.error(f"--stages: no refresh stage {sorted(set(args.stages) - set(refresh_stages()))}")
     if args.one_process and args.cluster:
         parser.error("--one-process runs on local[*]; it cannot be combined with --cluster")
     out = Path(args.out)
@@ -397,13 +413,26 @@ def measure(args: argparse.Namespace, out: Path, work: Path, runner) -> None:
     done = json.loads(previous.read_text())["results"] if previous.exists() else []
     for row in done:
         row.setdefault("mode", Local.mode)  # results written before the cluster mode
-    done = [r for r in done if (r["mode"], r["people"]) not in {(runner.mode, n) for n in args.sizes}]
+    done = rows_kept(done, runner.mode, args.sizes, args.stages)
     for size in args.sizes:
         print(f"bench: {size:,} people x {args.repeats} ({runner.mode}), phases {', '.join(args.phases)}", flush=True)
         earlier = list(done)
         done += bench_size(size, args.repeats, work, args.phases,
-                           lambda rows, e=earlier: write_results(out, e + rows), runner)  # fmt: skip
+                           lambda rows, e=earlier: write_results(out, e + rows), runner, args.stages)  # fmt: skip
     print((out / "results.md").read_text())
+
+
+def rows_kept(rows: list[dict], mode: str, sizes: list[int], stages: list[str] | None) -> list[dict]:
+    """The results a run in `mode` at `sizes` leaves in place: other modes' and sizes', and, when it runs only
+    some `stages`, the other stages' rows (the DuckDB side by side goes with link)."""
+
+    def replaced(row: dict) -> bool:
+        if row["mode"] != mode or row["people"] not in sizes:
+            return False
+        stage = "link" if row["phase"] == "side_by_side" else row["stage"]
+        return stages is None or stage in stages
+
+    return [row for row in rows if not replaced(row)]
 
 
 def write_results(out: Path, results: list[dict]) -> None:

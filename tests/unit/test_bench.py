@@ -1,4 +1,4 @@
-"""bench/bench.py's reading of a `phm refresh` process: which stage each stretch of its output belongs to."""
+"""bench/bench.py: the stage each stretch of a refresh process's output belongs to; the results a run replaces."""
 
 from __future__ import annotations
 
@@ -61,3 +61,18 @@ def test_a_failing_process_reports_its_exit_status(tmp_path):
     )
     assert code == 3
     assert [s.name for s in sections] == ["session_start", "link"]
+
+
+def test_a_run_of_some_stages_replaces_only_their_rows():
+    def row(mode, people, phase, stage):
+        return {"mode": mode, "people": people, "phase": phase, "stage": stage}
+
+    rows = [
+        row("local[*]", 1000, "full", "generate"), row("local[*]", 1000, "full", "link"),
+        row("local[*]", 1000, "side_by_side", "splink_spark_and_duckdb"), row("local[*]", 2000, "full", "generate"),
+        row("standalone 2x1", 1000, "full", "generate"),
+    ]  # fmt: skip
+    kept = bench.rows_kept(rows, "local[*]", [1000], ["generate"])
+    assert kept == [rows[1], rows[2], rows[3], rows[4]]
+    assert bench.rows_kept(rows, "local[*]", [1000], ["link"]) == [rows[0], rows[3], rows[4]]
+    assert bench.rows_kept(rows, "local[*]", [1000], None) == [rows[3], rows[4]]  # every stage: all its rows
