@@ -94,17 +94,17 @@ COMPARISON_CASES = [
     (
         (A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
         (A, "ANN", "SMITH", date(1950, 1, 2), "F", "LS1 4AB"),
-        {"nhs_number": 2, "forename": 5, "surname": 5, "date_of_birth": 4, "sex": 1, "postcode": 3},
+        {"nhs_number": 2, "forename": 5, "surname": 5, "date_of_birth": 5, "sex": 1, "postcode": 3},
     ),
     (
         (INVALID, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
         (INVALID, "ROBERT", "SMYTH", date(1950, 2, 1), "F", "LS1 4XY"),
-        {"nhs_number": 1, "forename": 4, "surname": 1, "date_of_birth": 3, "sex": 0, "postcode": 2},
+        {"nhs_number": 1, "forename": 4, "surname": 1, "date_of_birth": 4, "sex": 0, "postcode": 2},
     ),
     (
         (A, "JONATHAN", "MARTIN", date(1950, 1, 2), "M", "LS1 4AB"),
         ("9990000081", "JONATHON", "MARTYN", date(1950, 1, 3), None, "LS1 9ZZ"),
-        {"nhs_number": 1, "forename": 2, "surname": 2, "date_of_birth": 2, "sex": -1, "postcode": 1},
+        {"nhs_number": 1, "forename": 2, "surname": 2, "date_of_birth": 3, "sex": -1, "postcode": 1},
     ),
     (
         (A, "MARIA", "MARTIN", date(1950, 1, 2), "F", "LS1 4AB"),
@@ -119,7 +119,12 @@ COMPARISON_CASES = [
     (  # names swapped between the fields
         (None, "ANN", "KHAN", date(1960, 5, 6), "F", "M1 1AA"),
         (None, "KHAN", "ANN", date(1960, 5, 6), "F", "M1 1AA"),
-        {"nhs_number": -1, "forename": 3, "surname": 3, "date_of_birth": 4, "postcode": 3},
+        {"nhs_number": -1, "forename": 3, "surname": 3, "date_of_birth": 5, "postcode": 3},
+    ),
+    (  # a day out across a month's end: two characters, within a month
+        (C, None, None, date(1985, 12, 30), None, "M1 1AA"),
+        (C, None, None, date(1985, 12, 29), None, "M1 1AA"),
+        {"nhs_number": 2, "date_of_birth": 2, "postcode": 3},
     ),
     (  # one name equal to the other's other field is not a swap
         (None, "JAMES", "JAMES", date(1960, 5, 6), "M", None),
@@ -182,7 +187,7 @@ def test_trained_values_move_into_the_spark_settings_level_by_level():
     assert all("m_probability" not in level for _, lvl, level in levels if lvl == 0)
     assert all((level["m_probability"], level["u_probability"]) == (0.01 * (c + 1), 0.001 * lvl)
                for c, lvl, level in levels if lvl > 0)  # fmt: skip
-    within_a_year = model["comparisons"][3]["comparison_levels"][4]
+    within_a_year = model["comparisons"][3]["comparison_levels"][5]
     assert within_a_year["sql_condition"].startswith("abs(datediff(`date_of_birth_l`, `date_of_birth_r`)) <= ")
     trained["comparisons"][0]["comparison_levels"].pop()
     with pytest.raises(ValueError):

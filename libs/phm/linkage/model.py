@@ -11,7 +11,9 @@ realities"; Splink's guidance on names, dates and postcodes):
   other's known surnames (a change of name) / swapped with the forename /
   Jaro-Winkler >= 0.92, >= 0.80;
 - date of birth: equal / day and month swapped / one character different
-  (Damerau-Levenshtein on yyyy-MM-dd) / within a year / different;
+  (Damerau-Levenshtein on yyyy-MM-dd) / within a month (a day out across a
+  month's end, 12-30 against 12-29, is two characters) / within a year /
+  different;
 - sex: equal / different (U counts as missing);
 - postcode: equal / same sector / same district / different.
 
@@ -128,6 +130,9 @@ def comparisons() -> list[cl.CustomComparison]:
                 cll.ExactMatchLevel("date_of_birth"),
                 cll.CustomLevel(dob_swapped, "Day and month swapped"),
                 cll.CustomLevel(dob_one_character, "One character different"),
+                cll.AbsoluteDateDifferenceLevel(
+                    "date_of_birth", input_is_string=False, threshold=31, metric="day"
+                ).configure(label_for_charts="Within a month"),
                 cll.AbsoluteDateDifferenceLevel(
                     "date_of_birth", input_is_string=False, threshold=366, metric="day"
                 ).configure(label_for_charts="Within a year"),

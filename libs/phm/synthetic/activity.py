@@ -164,11 +164,7 @@ def generate_events(
     band = people["age_band"].to_numpy()
     age = _age_at(people, start)
 
-    rate = (
-        emergency_cell_rate(plan, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy())
-        * factors["emergency_factor"].to_numpy()
-        / factors["cell_mean_factor"].to_numpy()
-    )
+    rate = emergency_rate(factors, plan)
     diagnosed_count = sum(people[f"diagnosed_{c}"].notna().to_numpy().astype(int) for c in plan.condition_names)
     # Health relative to the cell, for the other services: without the high-intensity users' raised admissions.
     high_intensity = factors["ae_high_intensity_flag"].to_numpy()
@@ -260,14 +256,21 @@ def generate_events(
     return events.sort_values(["row", "event_date", "kind"], kind="stable").reset_index(drop=True)
 
 
-def true_admission_probability(factors: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
-    """P(at least one emergency admission in the next 12 months) for each person."""
+def emergency_rate(factors: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
+    """Each person's emergency admissions per year: the cell's published rate x h / the cell's mean h, at most
+    `emergency_max_per_year` (the log-normal tail, raised for high-intensity users, would otherwise reach
+    hundreds a year)."""
     rate = (
         emergency_cell_rate(plan, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy())
         * factors["emergency_factor"].to_numpy()
         / factors["cell_mean_factor"].to_numpy()
     )
-    return 1 - np.exp(-rate)
+    return np.minimum(rate, plan.calibration.activity.emergency_max_per_year)
+
+
+def true_admission_probability(factors: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
+    """P(at least one emergency admission in the next 12 months) for each person."""
+    return 1 - np.exp(-emergency_rate(factors, plan))
 
 
 def _observations(people, plan, rng, spread, diagnosed_count, smoker):

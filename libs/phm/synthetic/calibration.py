@@ -145,6 +145,7 @@ class ActivityCalibration(StrictModel):
     emergency_admissions_per_1000: EmergencyRates
     emergency_unobserved_sd: float = Field(ge=0)
     emergency_conditions_log_rr_per_condition: float = Field(ge=0)
+    emergency_max_per_year: float = Field(gt=0, le=30)
     ae_attendances_per_person: float = Field(ge=0)
     ae_dispersion_shape: float = Field(gt=0)
     ae_high_intensity_share: float = Field(ge=0, lt=0.1)
