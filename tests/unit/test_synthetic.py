@@ -122,6 +122,13 @@ def test_source_quality_rates_and_notes():
     assert (seen.loc[unchanged, "surname"] == "Smith").all() and (seen.loc[unchanged, "forename"] == "Robert").all()
     swapped = notes.str.contains("dob_day_month_swap")
     assert (seen.loc[swapped, "date_of_birth"] == np.datetime64("1980-07-03")).all()
+    slips = notes.str.contains("nhs_number_slip")
+    assert slips.mean() == pytest.approx(CALIBRATION.identifiers.invalid_nhs_number_rate, abs=0.001)
+    assert (seen.loc[slips, "nhs_number"] != "9434765919").all()
+    # GP events carry the number of the practice's record: never slipped on one event alone.
+    events = apply_source_quality(identity, CALIBRATION.identifiers.sources["gp_events"], CALIBRATION.identifiers,
+                                  np.random.default_rng(3))  # fmt: skip
+    assert events["corruptions"].isna().all() and (events["nhs_number"] == "9434765919").all()
 
 
 def test_names_swapped_between_fields_and_ocr_misreadings():

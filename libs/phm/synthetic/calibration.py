@@ -176,6 +176,8 @@ class SourceQuality(StrictModel):
     dob_error: float = Field(ge=0, le=1)
     stale_postcode: float = Field(ge=0, le=1)
     name_swap: float = Field(default=0.0, ge=0, le=1)
+    # One-digit NHS number slips; None: identifiers.invalid_nhs_number_rate.
+    nhs_number_slip: float | None = Field(default=None, ge=0, le=1)
     ocr_error: float = Field(default=0.0, ge=0, le=1)
 
 

@@ -76,7 +76,8 @@ def apply_source_quality(
 
     # NHS number: missing, or one digit slipped (which usually breaks the check digit).
     missing = rng.random(n) < quality.nhs_number_missing
-    slipped = (rng.random(n) < rules.invalid_nhs_number_rate) & ~missing
+    slip_rate = rules.invalid_nhs_number_rate if quality.nhs_number_slip is None else quality.nhs_number_slip
+    slipped = (rng.random(n) < slip_rate) & ~missing
     numbers = out["nhs_number"].to_numpy().astype(object)
     for i in np.flatnonzero(slipped):
         position = rng.integers(3, 10)
