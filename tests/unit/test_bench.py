@@ -32,9 +32,10 @@ def test_a_process_output_is_cut_into_its_stages_with_their_lines_times_and_summ
         "import time\n"
         "print('07:00:00 refresh r1: 2 stage(s): link, score', flush=True)\n"
         "print('07:00:00 stage 1/2: link', flush=True)\n"
-        "time.sleep(0.5)\n"
+        "time.sleep(1.0)\n"
         "print('07:00:01 link: 10 records -> 4 persons (profiles 0.1s)', flush=True)\n"
         "print('07:00:01 stage 2/2: score', flush=True)\n"
+        "time.sleep(0.4)\n"  # alive while that boundary is read (a process that has exited has no memory)
         "print('07:00:02 score: emergency_admission_lr high: 5 people, mean probability 0.300', flush=True)\n"
     )
     log = tmp_path / "refresh.log"
@@ -43,7 +44,7 @@ def test_a_process_output_is_cut_into_its_stages_with_their_lines_times_and_summ
     assert [s.name for s in sections] == ["session_start", "link", "score"]
     assert sections[0].lines == ["07:00:00 refresh r1: 2 stage(s): link, score"]
     assert sections[1].lines == ["07:00:00 stage 1/2: link", "07:00:01 link: 10 records -> 4 persons (profiles 0.1s)"]
-    # The child slept inside link's stretch. Each boundary is timed when its line is read, which may lag its
+    # The child slept longest inside link's stretch. Each boundary is timed when its line is read, which may lag its
     # writing on a busy machine: hence the margin, and the comparison with the stretch after it.
     assert sections[1].seconds > 0.3 and sections[1].seconds > sections[2].seconds
     assert sum(s.seconds for s in sections) <= seconds
