@@ -452,8 +452,9 @@ SEGMENTS = TableSpec(
     description=(
         "Bridges to Health segment (the single highest-need one), current conditions and the number of "
         "long-term conditions, Cambridge Multimorbidity Score, electronic frailty index (65+), social care "
-        "running, emergency admissions and A&E attendances in the last 12 months, high-intensity use and "
-        "annual cost; with the person's age, sex, ethnicity, IMD quintile, practice, PCN and place."
+        "running, emergency admissions and A&E attendances in the last 12 months, high-intensity use, "
+        "annual cost and housing cases (homelessness duties, temporary accommodation) in the last 12 months; "
+        "with the person's age, sex, ethnicity, IMD quintile, practice, PCN and place."
     ),
     keys=("person_id",),
     schema=T.StructType(
@@ -475,6 +476,7 @@ SEGMENTS = TableSpec(
             T.StructField("ae_attendances_12m", T.IntegerType(), False),
             T.StructField("high_intensity_user", T.BooleanType(), False),
             T.StructField("annual_cost", T.DoubleType(), False),
+            T.StructField("housing_cases_12m", T.IntegerType(), False),
         ]
     ),
 )

@@ -23,7 +23,8 @@ SMALL = ["synthetic.population=3000", "synthetic.people_per_block=1000", "synthe
          "synthetic.seed=11", "synthetic.index_dates=[2025-12-31]"]  # fmt: skip
 SOURCE_IDS = {"gp_registrations": "record_id", "gp_events": "record_id", "inpatient": "SpellID",
               "ae": "attendance_id", "outpatient": "appointment_id", "deaths": "record_id",
-              "community": "contact_id", "mental_health": "contact_id", "social_care": "EventRef"}  # fmt: skip
+              "community": "contact_id", "mental_health": "contact_id", "social_care": "EventRef",
+              "housing": "CaseRef"}  # fmt: skip
 
 
 def generate(base: Path, *extra: str):
@@ -132,20 +133,26 @@ def test_damaged_lines_are_the_ones_the_truth_lists(small, spark):
             assert text_in_number
 
 
-def test_social_care_keys_people_by_its_own_reference(small, spark):
+def test_council_sources_key_people_by_their_own_reference(small, spark):
     base, _ = small
     social = read_extract(spark, base / "landing", "social_care")
     assert social.count() > 0
     starts = social.where(F.col("RecordType") == "Start")
     assert starts.where(~F.col("StartDate").rlike(r"^\d{2}-\d{2}-\d{4}$")).count() == 0  # dd-MM-yyyy, even when bad
     assert 0.5 < social.where(F.col("NHSNo").isNotNull()).count() / social.count() < 0.95  # often missing
-    truth = spark.read.parquet(str(base / "truth" / "record_person")).where(F.col("source") == "social_care")
-    refs = (
-        social.join(truth, social["EventRef"] == truth["record_id"])
-        .groupBy("true_person_id")
-        .agg(F.countDistinct("ClientRef").alias("refs"))
-    )
-    assert refs.where("refs != 1").count() == 0  # one client reference per person, stable across records
+    housing = read_extract(spark, base / "landing", "housing")
+    assert housing.count() > 0 and not {"NHSNo", "NHSNumber", "nhs_number"} & set(housing.columns)  # none held
+    assert housing.where(~F.col("ApproachDate").rlike(r"^\d{2}/\d{2}/\d{4}$")).count() == 0
+    truth = spark.read.parquet(str(base / "truth" / "record_person"))
+    for extract, record_id, reference, prefix in ((social, "EventRef", "ClientRef", "SC"),
+                                                  (housing, "CaseRef", "ApplicantRef", "HC")):  # fmt: skip
+        refs = (
+            extract.join(truth, extract[record_id] == truth["record_id"])
+            .groupBy("true_person_id")
+            .agg(F.countDistinct(reference).alias("refs"), F.min(reference).alias("ref"))
+        )
+        assert refs.where("refs != 1").count() == 0  # one reference per person, stable across records
+        assert refs.where(~F.col("ref").startswith(prefix)).count() == 0
 
 
 def test_truth_store_contents(small, spark):

@@ -382,9 +382,12 @@ def test_annual_cost_counts_the_twelve_months_and_spans_pro_rata(spark):
         event(
             "p", "2024-01-01", activity="care_package", service="social_care", cost=9999.0, end="2025-04-10", daily=20.0
         ),
+        event("p", "2025-03-31", activity="housing_case", service="housing", cost=0.0),  # before the year
+        event("p", "2025-11-02", activity="housing_case", service="housing", cost=0.0),
     ]
     row = activity_in_year(events(spark, rows), AS_OF).collect()[0]
     assert (row.emergency_admissions_12m, row.ae_attendances_12m, row.annual_cost) == (1, 1, 148 + 1590 + 200.0)
+    assert row.housing_cases_12m == 1
 
 
 # -- many dates at once ----------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from phm.tables import TableSpec, register
 SEGMENT_COLUMNS = (
     "age", "age_band", "sex", "ethnicity", "imd_quintile", "practice_code", "pcn_code", "segment", "conditions",
     "long_term_conditions", "cms_score", "efi_score", "efi_category", "social_care", "emergency_admissions_12m",
-    "ae_attendances_12m", "high_intensity_user", "annual_cost",
+    "ae_attendances_12m", "high_intensity_user", "annual_cost", "housing_cases_12m",
 )  # fmt: skip
 # Built from gold.observations (plausible readings in the lookback) and gold.events.
 READING_COLUMNS = ("reference_date", "bp", "hba1c", "latest_bmi", "smoking_status", "falls_12m", "readings", "latest")

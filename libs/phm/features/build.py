@@ -51,6 +51,7 @@ ACTIVITY: dict[str, Callable[[], Column]] = {
     "gp_consultations": lambda: F.col("activity") == "gp_consultation",
     "community_contacts": lambda: F.col("activity") == "community_contact",
     "mental_health_contacts": lambda: F.col("activity") == "mental_health_contact",
+    "housing_cases": lambda: F.col("activity") == "housing_case",
     "acsc_emergency_admissions": lambda: F.col("emergency") & F.col("acsc"),
     "falls": lambda: F.col("fall"),
 }

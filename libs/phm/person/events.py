@@ -23,6 +23,8 @@ Costs:
   x its days up to the end or the reference date. An end record with no
   start is kept as its own event. A record without its date is dated by the
   first day of the month it was delivered in.
+- housing cases (the council's homelessness duties and temporary
+  accommodation): no NHS cost; the need type is the setting.
 GP registrations are demographics, not activity: they are in gold.person.
 """
 
@@ -221,6 +223,7 @@ BUILDERS: dict[str, Builder] = {
     "social_care": _social_care,
     "deaths": _contact("deaths", "death", "date_of_death", 0.0),
     "programme": _contact("programme", "programme_referral", "referral_date", 0.0, "outcome"),
+    "housing": _contact("housing", "housing_case", "approach_date", 0.0, "need_type"),
 }
 # Sources that arrive with person_id already attached (their builder pairs records of one person).
 NEEDS_PERSON = {"social_care"}

@@ -57,7 +57,8 @@ def year_before(as_of: str | Column) -> tuple[Column, Column]:
 
 
 def activity_in_year(events: DataFrame, as_of: str) -> DataFrame:
-    """person_id, emergency_admissions_12m, ae_attendances_12m, annual_cost (spans pro rata to their days)."""
+    """person_id, emergency_admissions_12m, ae_attendances_12m, annual_cost (spans pro rata to their days),
+    housing_cases_12m (approaches to the council's housing service)."""
     return activity_in_year_by_date(events, as_of_dates(events.sparkSession, [as_of])).drop(AS_OF)
 
 
@@ -80,6 +81,7 @@ def activity_in_year_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
             .cast("int")
             .alias("ae_attendances_12m"),
             F.round(F.sum(cost), 2).alias("annual_cost"),
+            F.count(F.when(in_year & (F.col("service") == "housing"), 1)).cast("int").alias("housing_cases_12m"),
         )
     )
 
@@ -209,6 +211,7 @@ def build_segments_by_date(
                 "emergency_admissions_12m": 0,
                 "ae_attendances_12m": 0,
                 "annual_cost": 0.0,
+                "housing_cases_12m": 0,
             }
         )
         .withColumn("conditions", F.coalesce(F.col("conditions"), F.array().cast("array<string>")))

@@ -32,6 +32,12 @@ Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
   statin issues and learning disability annual health checks.
 - The historical programme (programme.py): enrolled people's emergency
   admissions after referral are thinned by their true relative effect.
+- Housing (calibration `housing`; MHCLG statutory homelessness statistics,
+  approx.): people 16+ approach the council as homeless or threatened with
+  homelessness at yearly rates by age band, more in deprived areas (a rate
+  ratio between IMD deciles 1 and 10) and with serious mental illness or
+  depression; each case is a prevention duty, a relief duty or a placement
+  in temporary accommodation.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ from phm.synthetic.population import DAY, PopulationPlan
 from phm.synthetic.prevention import prevention_events, prevention_factors
 
 ACTIVITY_STREAM = 2
+# Sub-streams of ACTIVITY_STREAM: 0 factors, 1 events, 2 frailty, 3 and 4 prevention, 5 high-intensity A&E use.
+HOUSING_SUBSTREAM = 6
 
 # Event kinds (the `kind` column of the events frame) and the source extract each lands in.
 KIND_SOURCE = {
@@ -72,6 +80,7 @@ KIND_SOURCE = {
     "care_end": "social_care",
     "referral": "programme",
     "death": "deaths",
+    "housing_case": "housing",
 }
 
 # SNOMED CT concepts for GP events (illustrative; the code lists the pipeline uses live in configs).
@@ -245,6 +254,7 @@ def generate_events(
     frames.extend(prevention_events(people, factors, plan, np.random.default_rng(stream)))
     frames.extend(_diagnoses(people, plan))
     frames.extend(_frailty_deficits(people, plan, first_day, alive_days, relative_h))
+    frames.extend(_housing_cases(people, plan, first_day, alive_days))
 
     # Registration (its first record) and death: one each.
     add("registration", np.arange(n), registered)
@@ -347,6 +357,34 @@ def _social_care(people, plan, rng, first_day, alive_days, last_day):
         frames.append(event_frame("care_end", rows[ended], end[ended], code=kind[ended], value=hours[ended],
                              value2=weekly[ended], end_date=end[ended]))  # fmt: skip
     return frames
+
+
+def _housing_cases(people, plan, first_day, alive_days) -> list[pd.DataFrame]:
+    """Approaches to the council's housing service (homelessness duties, temporary accommodation), on a stream
+    of their own: Poisson over each person's time in the window at their band's rate x deprivation x mental
+    illness."""
+    housing = plan.calibration.housing
+    rng = np.random.default_rng([plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM, HOUSING_SUBSTREAM])
+    rate = np.asarray(housing.cases_per_year_by_age)[people["age_band"].to_numpy()] * housing_deprivation_factor(
+        people["imd_decile"].to_numpy(), housing.rate_ratio_most_vs_least_deprived
+    )
+    smi, _ = condition_flags(people, "serious_mental_illness")
+    depression, _ = condition_flags(people, "depression")
+    rate = rate * np.where(smi | depression, housing.mental_illness_rate_ratio, 1.0)
+    counts = rng.poisson(rate * alive_days / 365.25)
+    rows = np.repeat(np.arange(len(people)), counts)
+    dates = first_day[rows] + (rng.random(len(rows)) * np.maximum(alive_days[rows], 1)).astype(np.int64) * DAY
+    needs = list(housing.need_shares)
+    shares = np.array([housing.need_shares[need] for need in needs])
+    need = np.asarray(needs)[rng.choice(len(needs), len(rows), p=shares)]
+    adult = dates >= days(people["date_of_birth"])[rows] + np.round(16 * 365.25).astype(np.int64) * DAY
+    return [event_frame("housing_case", rows[adult], dates[adult], code=need[adult])]
+
+
+def housing_deprivation_factor(decile: np.ndarray, ratio: float) -> np.ndarray:
+    """exp(log(ratio) x position), position from +1/2 at decile 1 to -1/2 at decile 10: decile 1 / decile 10 =
+    ratio, and about 1 on average over equal deciles."""
+    return np.exp(np.log(ratio) * ((10 - np.asarray(decile)) / 9 - 0.5))
 
 
 def _frailty_deficits(people, plan, first_day, alive_days, relative_h) -> list[pd.DataFrame]:

@@ -15,7 +15,7 @@ AGE_BAND_COUNT = 7
 # Every source extract the generator writes. The order is part of each record id's key: append only.
 SOURCES = (
     "gp_registrations", "gp_events", "inpatient", "ae", "outpatient", "deaths", "community", "mental_health",
-    "social_care", "programme",
+    "social_care", "programme", "housing",
 )  # fmt: skip
 
 
@@ -218,6 +218,18 @@ class ProgrammeCalibration(StrictModel):
     effect_end_of_life: float = Field(ge=0, lt=1)
 
 
+class HousingCalibration(StrictModel):
+    cases_per_year_by_age: list[float] = Field(min_length=AGE_BAND_COUNT, max_length=AGE_BAND_COUNT)
+    rate_ratio_most_vs_least_deprived: float = Field(gt=0)
+    mental_illness_rate_ratio: float = Field(gt=0)
+    need_shares: dict[str, float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _shares_add_up(self) -> HousingCalibration:
+        _check_sum("housing.need_shares", sum(self.need_shares.values()))
+        return self
+
+
 class DefectCalibration(StrictModel):
     malformed_date: float = Field(ge=0, lt=0.1)
     future_date: float = Field(ge=0, lt=0.1)
@@ -239,6 +251,7 @@ class Calibration(StrictModel):
     unit_costs_gbp: dict[str, float]
     identifiers: IdentifierCalibration
     programme: ProgrammeCalibration
+    housing: HousingCalibration
     defects: DefectCalibration
 
 

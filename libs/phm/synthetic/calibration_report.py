@@ -3,7 +3,7 @@
 Measured on the truth (people, factors, records before defects): age and
 sex structure, ethnicity, recorded prevalence by register and its
 most/least deprived quintile ratio (QOF 2019/20), multimorbidity, GP
-consultations, the undiagnosed share of true cases (overall, and for
+consultations, housing cases, the undiagnosed share of true cases (overall, and for
 hypertension by age and sex), emergency admissions per 1,000 by age group x IMD quintile
 (Devon), A&E frequency distribution, the top-5% cost share, the share
 eligible for primary CVD prevention, NHS number completeness by source, and
@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from phm.reference.qof import pooled_prevalence, register_by_decile
-from phm.synthetic.activity import emergency_cell_rate
+from phm.synthetic.activity import emergency_cell_rate, housing_deprivation_factor
 from phm.synthetic.population import PopulationPlan
 
 # Tolerances: how far a generated figure may sit from its target on a mid-sized sample (10k+ people).
@@ -282,6 +282,8 @@ def calibration_figures(
             )
         )
 
+    figures += _housing_figures(people, last_year, plan, year_start)
+
     # Cost concentration: unit costs over the last 12 months.
     costs = cal.unit_costs_gbp
     frame["cost"] = (
@@ -402,6 +404,39 @@ def _undiagnosed_figures(alive: DataFrame, plan: PopulationPlan) -> list[Figure]
                 share = missed[cell].sum() / cases[cell].sum()
                 figures.append(Figure("undiagnosed", f"{name} undiagnosed share, {label}", share, target, tolerance,
                                       ABS, "ONS HSE 2015-19"))  # fmt: skip
+    return figures
+
+
+def _housing_figures(people: DataFrame, last_year: DataFrame, plan: PopulationPlan, year_start) -> list[Figure]:
+    """Housing cases in the last 12 months per 1,000 people 16+ (MHCLG: ~325,000 households a year owed a
+    prevention or relief duty, ~7 per 1,000 adults in England), and the most / least deprived quintile ratio
+    the calibration implies."""
+    adults = people.where(
+        (F.months_between(F.lit(year_start), F.col("date_of_birth")) >= 16 * 12)
+        & (F.col("death_date").isNull() | (F.col("death_date") > F.lit(year_start)))
+    ).select("true_person_id", ((F.col("imd_decile") + 1) / 2).cast("int").alias("quintile"))
+    cases = last_year.where(F.col("kind") == "housing_case").groupBy("true_person_id").count()
+    by_quintile = (
+        adults.join(cases, "true_person_id", "left")
+        .groupBy("quintile")
+        .agg(F.count(F.lit(1)).alias("people"), F.sum(F.coalesce("count", F.lit(0))).alias("cases"))
+        .toPandas()
+        .set_index("quintile")
+    )
+    if not by_quintile["people"].sum():
+        return []
+    figures = [
+        Figure("housing", "housing cases per 1,000 people 16+ a year", 1000 * by_quintile["cases"].sum()
+               / by_quintile["people"].sum(), 7.2, 0.35, REL, "MHCLG statutory homelessness 2023-24 (approx.)")
+    ]  # fmt: skip
+    if {1, 5} <= set(by_quintile.index) and by_quintile.loc[5, "cases"]:
+        factor = housing_deprivation_factor(
+            np.arange(1, 11), plan.calibration.housing.rate_ratio_most_vs_least_deprived
+        )
+        rates = by_quintile["cases"] / by_quintile["people"]
+        target = factor[:2].mean() / factor[8:].mean()
+        figures.append(Figure("housing", "housing cases quintile 1 / quintile 5 ratio", rates[1] / rates[5], target,
+                              0.35, REL, "calibration.yaml (approx.)"))  # fmt: skip
     return figures
 
 

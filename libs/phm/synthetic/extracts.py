@@ -4,7 +4,8 @@ Each source has its own format: CSV with ISO dates (GP registrations, GP
 events, outpatients, community and mental health contacts, the programme
 register, deaths), a SUS-like inpatient CSV with its own column names, coded
 sex and dd/MM/yyyy dates, a council's social care CSV keyed by its own client
-reference with dd-MM-yyyy dates, and A&E as typed Parquet. Defects
+reference with dd-MM-yyyy dates, the council's housing cases keyed by its own
+applicant reference with no NHS number, and A&E as typed Parquet. Defects
 (truth/injected_defects) are applied where they make sense for the format:
 a malformed date only in text files, an unknown code only where a code
 column exists; exact duplicates everywhere; and, to the delivered text of
@@ -145,6 +146,23 @@ def _social_care(rows: DataFrame, as_text, event_date) -> DataFrame:
     )
 
 
+def _housing(rows: DataFrame, as_text, event_date) -> DataFrame:
+    """A council's housing case system: its own applicant reference, no NHS number, dd/MM/yyyy dates."""
+    return rows.select(
+        "period",
+        F.col("record_id").alias("CaseRef"),
+        F.col("local_id").alias("ApplicantRef"),
+        F.col("forename").alias("Forename"),
+        F.col("surname").alias("Surname"),
+        as_text(F.col("date_of_birth")).alias("DOB"),
+        F.when(F.col("sex") == "M", "M").when(F.col("sex") == "F", "F").otherwise("X").alias("Sex"),
+        F.col("postcode").alias("LastSettledPostcode"),
+        F.col("code").alias("NeedType"),
+        event_date.alias("ApproachDate"),
+        F.col("defect").alias("_defect"),
+    )
+
+
 def _plain(
     id_column: str, fields: tuple[str, ...], date_column: str, code_column: str | None = None, values: bool = False
 ) -> Callable[[DataFrame, Callable[[Column], Column], Column], DataFrame]:
@@ -198,6 +216,7 @@ EXTRACT_FORMATS = {
             "mental_health", "csv", "yyyy-MM-dd", True, _plain("contact_id", DEMOGRAPHICS, "contact_date", "team_type")
         ),
         ExtractFormat("social_care", "csv", "dd-MM-yyyy", True, _social_care),
+        ExtractFormat("housing", "csv", "dd/MM/yyyy", True, _housing),
         ExtractFormat(
             "programme",
             "csv",

@@ -23,7 +23,8 @@ RECORDS_STREAM = 3
 NAME_ERRORS_STREAM = 1
 # Sources whose extracts carry no names (the NHS number and demographics only).
 NAMELESS_SOURCES = frozenset({"gp_events", "outpatient", "community", "mental_health", "programme"})
-LOCAL_ID_SOURCE = 1000  # key space of local person references, apart from every source's record ids
+# Sources keyed by a local system's own person reference: (key space apart from every record id, prefix).
+LOCAL_ID_SOURCES = {"social_care": (1000, "SC"), "housing": (1001, "HC")}
 DEFECT_KINDS = ("malformed_date", "future_date", "unknown_code", "exact_duplicate")
 
 RECORD_SCHEMA = T.StructType(
@@ -91,9 +92,10 @@ def block_records(
     records["practice_code"] = person["practice_code"].to_numpy()
     records["period"] = _periods(records["event_date"], plan)
     records["record_id"] = _record_ids(plan.seed, records, person["person_index"].to_numpy())
-    social = (records["source"] == "social_care").to_numpy()
     records["local_id"] = None
-    records.loc[social, "local_id"] = _local_ids(plan.seed, person["person_index"].to_numpy()[social])
+    for source, (key, prefix) in LOCAL_ID_SOURCES.items():
+        own = (records["source"] == source).to_numpy()
+        records.loc[own, "local_id"] = _local_ids(plan.seed, person["person_index"].to_numpy()[own], key, prefix)
     records["defect"] = _defects(len(records), plan, rng)
     for column in ("value", "value2"):
         records[column] = records[column].astype(float) if column in records else np.nan
@@ -129,11 +131,11 @@ def _record_ids(seed: int, records: pd.DataFrame, person_index: np.ndarray) -> n
     return np.char.zfill(np.char.mod("%x", key), 16).astype(object)
 
 
-def _local_ids(seed: int, person_index: np.ndarray) -> np.ndarray:
-    """A local system's own person reference (e.g. a council's client id): 'SC' + 10 digits, stable per person."""
+def _local_ids(seed: int, person_index: np.ndarray, key_space: int, prefix: str) -> np.ndarray:
+    """A local system's own person reference (e.g. a council's client id): prefix + 10 digits, stable per person."""
     n = len(person_index)
-    key = _mix(seed, np.full(n, LOCAL_ID_SOURCE, np.uint64), person_index.astype(np.uint64), np.zeros(n, np.uint64))
-    return np.char.add("SC", np.char.zfill((key % np.uint64(10**10)).astype(str), 10)).astype(object)
+    key = _mix(seed, np.full(n, key_space, np.uint64), person_index.astype(np.uint64), np.zeros(n, np.uint64))
+    return np.char.add(prefix, np.char.zfill((key % np.uint64(10**10)).astype(str), 10)).astype(object)
 
 
 def _mix(seed: int, source: np.ndarray, person: np.ndarray, sequence: np.ndarray) -> np.ndarray:
