@@ -24,13 +24,14 @@ SEGMENT_SCHEMA = (
     "person_id string, reference_date date, age int, age_band string, sex string, ethnicity string, imd_quintile int, "
     "practice_code string, pcn_code string, segment string, conditions array<string>, long_term_conditions int, "
     "cms_score double, efi_score double, efi_category string, social_care array<string>, "
-    "emergency_admissions_12m int, ae_attendances_12m int, high_intensity_user boolean, annual_cost double"
+    "emergency_admissions_12m int, ae_attendances_12m int, high_intensity_user boolean, annual_cost double, "
+    "housing_cases_12m int"
 )
 
 
-def _person(pid, age, conditions=(), pcn="P1", efi=None, efi_score=None, ae=0):
+def _person(pid, age, conditions=(), pcn="P1", efi=None, efi_score=None, ae=0, housing=0):
     return (pid, REFERENCE, age, "x", "F", "White", 3, "G1", pcn, "s", list(conditions), len(conditions), 0.0,
-            efi_score, efi, [], 0, ae, False, 0.0)  # fmt: skip
+            efi_score, efi, [], 0, ae, False, 0.0, housing)  # fmt: skip
 
 
 def _reading(pid, observation, day, value=None, value2=None, category=None, plausible=True):
@@ -93,6 +94,12 @@ def columns(spark):
             _person("cvd_latest_score_low", 62, pcn="P3"),
             _person("cvd_with_chd", 60, ["coronary_heart_disease"], pcn="P3"),
             _person("cvd_aged_85", 85, pcn="P3"),
+            # inclusion health (PCN P4): housing need with a health need
+            _person("housed_copd", 40, ["copd"], pcn="P4", housing=1),
+            _person("housed_depression", 22, ["depression"], pcn="P4", housing=2),
+            _person("housed_ae_two", 19, pcn="P4", ae=2, housing=1),
+            _person("housed_well", 25, pcn="P4", housing=1),
+            _person("copd_housed_long_ago", 50, ["copd"], pcn="P4"),
         ],
         SEGMENT_SCHEMA,
     )
@@ -156,6 +163,14 @@ def test_frequent_attenders_and_falls_risk_with_their_priority(columns):
     assert falls[1][3] == {"falls_12m": "0", "efi_category": "severe"}
 
 
+def test_housing_need_with_health_needs_ranks_conditions_then_ae(columns):
+    # in: a homelessness case in the year with a long-term condition, depression or 2+ A&E attendances;
+    # out: in housing need but well, or a condition without a case in the year
+    got = _members(columns, "housing_need_with_health_needs")
+    assert [(m[0], m[2]) for m in got] == [("housed_copd", 1), ("housed_depression", 2), ("housed_ae_two", 3)]
+    assert got[1][3] == {"housing_cases_12m": "2", "long_term_conditions": "1", "ae_attendances_12m": "0"}
+
+
 def test_learning_disability_health_check_due_when_none_in_the_last_12_months_never_checked_first(columns):
     # 14+ on the register; a check 16 months ago is due (and ranks after never checked); a child is not eligible
     assert _members(columns, "learning_disability_health_check_due") == [
@@ -205,8 +220,8 @@ def test_summary_counts_the_cohort_and_its_population_per_pcn(columns):
     summary = cohort_summary(cohort_members(columns, spec, path), columns, spec)
     rows = {r.pcn_code: (r.people, r.population) for r in summary.collect()}
     # population: adults off the diabetes register (P1: 12 people less htn_child; P2: two of three; P3: 11 less
-    # ld_child)
-    assert rows == {"P1": (0, 11), "P2": (1, 2), "P3": (0, 10), "all": (1, 23)}
+    # ld_child; P4: all five)
+    assert rows == {"P1": (0, 11), "P2": (1, 2), "P3": (0, 10), "P4": (0, 5), "all": (1, 28)}
 
 
 def test_precision_and_recall_by_hand(spark):

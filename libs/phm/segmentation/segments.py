@@ -81,7 +81,7 @@ def activity_in_year_by_date(events: DataFrame, dates: DataFrame) -> DataFrame:
             .cast("int")
             .alias("ae_attendances_12m"),
             F.round(F.sum(cost), 2).alias("annual_cost"),
-            F.count(F.when(in_year & (F.col("service") == "housing"), 1)).cast("int").alias("housing_cases_12m"),
+            F.count(F.when(in_year & (F.col("activity") == "housing_case"), 1)).cast("int").alias("housing_cases_12m"),
         )
     )
 
