@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from phm.synthetic.activity import emergency_divisors
 from phm.synthetic.calibration import load_calibration
 from phm.synthetic.corruption import (
     apply_name_errors,
@@ -18,7 +19,7 @@ from phm.synthetic.corruption import (
 )
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
-from phm.synthetic.population import _intercepts_for, generate_block
+from phm.synthetic.population import _intercepts_for, condition_logits, generate_block
 
 from ..conftest import REPO
 
@@ -213,7 +214,7 @@ def test_cvd_risk_statins_and_learning_disability_health_checks():
     assert started[cvd & alive].mean() == pytest.approx(CALIBRATION.prevention.statin_secondary, abs=0.05)
     assert not factors["qrisk_recorded_on"].notna().to_numpy()[np.isnan(risk)].any()
 
-    factors["cell_mean_factor"] = factors["emergency_factor"].mean()
+    factors["cell_mean_factor"] = factors["cell_rate_divisor"] = factors["emergency_factor"].mean()
     events = generate_events(people, factors, the_plan)
     qrisk = events[events["kind"] == "qrisk"]
     assert (qrisk["code"] == QRISK_SNOMED).all() and qrisk["value"].between(0.1, 99).all()
@@ -236,3 +237,32 @@ def test_cvd_risk_statins_and_learning_disability_health_checks():
     eligible = learning_disability & diagnosed & alive & (age >= 15) & registered
     checked = np.isin(np.flatnonzero(eligible), checks["row"].to_numpy()).mean()
     assert eligible.sum() > 30 and checked == pytest.approx(CALIBRATION.prevention.ld_health_check_yearly, abs=0.12)
+
+
+def test_emergency_divisor_spreads_the_capped_excess_over_the_cell():
+    # Oldest group, most deprived: 282 admissions per 1,000 a year. Ten people with h = 100 would reach
+    # 0.282 x 100 / 1.99 = 14.2 a year at the mean's divisor, over the cap of 12.
+    histogram = pd.DataFrame(
+        {
+            "emergency_age_group": [4, 4, 0],
+            "imd_quintile": [1, 1, 5],
+            "bucket": [0, 460, 69],
+            "people": [990, 10, 100],
+            "factor_sum": [990.0, 1000.0, 200.0],
+        }
+    )
+    divisors = emergency_divisors(histogram, plan()).set_index(["emergency_age_group", "imd_quintile"])
+    # (990 x 0.282 / d + 10 x 12) / 1000 = 0.282, the ten capped
+    assert divisors.loc[(4, 1), "cell_rate_divisor"] == pytest.approx(990 * 0.282 / (282 - 120), rel=1e-9)
+    # nobody near the cap: the cell's mean h
+    assert divisors.loc[(0, 5), "cell_rate_divisor"] == pytest.approx(2.0, rel=1e-9)
+
+
+def test_conditions_drawn_before_deaths_are_raised_where_cases_die_more():
+    _, no_window = condition_logits(CALIBRATION, QOF, 0.0)
+    _, three_years = condition_logits(CALIBRATION, QOF, 3.0)
+    heart_failure = list(CALIBRATION.health.conditions).index("heart_failure")
+    oldest, children = len(CALIBRATION.population.age_bands) - 1, 0
+    assert (three_years[heart_failure, oldest] - no_window[heart_failure, oldest] > 0.2).all()
+    finite = np.isfinite(no_window[:, children])
+    assert np.allclose(three_years[:, children][finite], no_window[:, children][finite], atol=0.01)

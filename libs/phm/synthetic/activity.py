@@ -2,18 +2,19 @@
 
 Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
 - Emergency admissions: person rate = Devon rate for the age group x IMD
-  quintile cell (quintiles 2-4 interpolated) x h / mean(h in the cell), with
-  h = exp(b * true condition count + s * e), e ~ N(0, 1) unobserved. The
-  cell means are computed over the whole population first, so every cell
-  hits its published rate. Admissions are Poisson over each person's time
+  quintile cell (quintiles 2-4 interpolated) x h / d(cell), with
+  h = exp(b * true condition count + s * e), e ~ N(0, 1) unobserved, and
+  each person's rate at most `emergency_max_per_year`. The divisor d is
+  solved over the whole population first (a histogram of h per cell) so that
+  every cell's mean capped rate is its published rate. Admissions are Poisson over each person's time
   alive in the window; the true 12-month admission probability after an
   index date is 1 - exp(-rate) (the truth models are scored against).
 - A&E: Poisson with a gamma-distributed person rate (shape k), plus a
   small high-intensity group (a few attendances a month), both raised with
   sqrt(h): most attenders come once, a few very often. High-intensity users
   are chosen with the person factors (more often the sicker) and their h is
-  multiplied by `ae_high_intensity_emergency_rr` before the cell means are
-  taken, so they have many emergency admissions too (British Red Cross 2021:
+  multiplied by `ae_high_intensity_emergency_rr` before the cell divisors
+  are solved, so they have many emergency admissions too (British Red Cross 2021:
   under 1% of people, 16% of attendances, 26% of admissions) while every
   cell keeps its published admission rate.
 - GP consultations by age band, more with diagnosed conditions; readings
@@ -104,6 +105,9 @@ COMMUNITY_SERVICES = np.array(
 MENTAL_HEALTH_TEAMS = np.array(["community_mental_health", "talking_therapies", "crisis", "early_intervention"])
 
 
+FACTOR_BUCKET_WIDTH = 0.01  # log h: the histogram emergency_divisors solves each cell's divisor from
+
+
 def emergency_age_group(age_years: np.ndarray, lower_bounds: list[int]) -> np.ndarray:
     return np.searchsorted(np.asarray(lower_bounds), age_years, side="right") - 1
 
@@ -119,6 +123,32 @@ def emergency_cell_rate(plan: PopulationPlan, group: np.ndarray, quintile: np.nd
     least = np.asarray(rates.least_deprived)[group]
     weight = (quintile - 1) / 4  # 0 at quintile 1 (most deprived) .. 1 at quintile 5
     return (most + (least - most) * weight) / 1000
+
+
+def emergency_divisors(histogram: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
+    """Per emergency age group x IMD quintile, the divisor d of h that makes the cell's mean capped rate,
+    mean(min(rate x h / d, emergency_max_per_year)), its published rate.
+
+    `histogram` has a row per cell and bucket of log h (FACTOR_BUCKET_WIDTH wide) with the bucket's `people`
+    and `factor_sum`. Dividing by the cell's mean h would meet the rate only if nobody reached the cap; with
+    the divisor the capped people's excess goes to the rest of their cell instead of being lost (at 200k
+    people dividing by the mean lost 38% of the oldest group's admissions, nearly all high-intensity users').
+    A bucket is capped or not as a whole, so d is exact to about FACTOR_BUCKET_WIDTH.
+    """
+    cap = plan.calibration.activity.emergency_max_per_year
+    rows = []
+    for (group, quintile), cell in histogram.groupby(["emergency_age_group", "imd_quintile"]):
+        rate = float(emergency_cell_rate(plan, np.array([group]), np.array([quintile]))[0])
+        if rate >= cap:
+            raise ValueError(f"calibration: emergency_max_per_year {cap} is not above cell {group, quintile}'s rate")
+        people, sums = cell["people"].to_numpy(float), cell["factor_sum"].to_numpy(float)
+        low, high = np.log(sums.sum() / people.sum()) - 20, np.log(sums.sum() / people.sum())
+        for _ in range(80):  # the mean capped rate falls as the divisor grows: bisect on log d
+            middle = (low + high) / 2
+            mean_rate = np.minimum(rate * sums / np.exp(middle), cap * people).sum() / people.sum()
+            low, high = (middle, high) if mean_rate > rate else (low, middle)
+        rows.append((group, quintile, float(np.exp(high))))
+    return pd.DataFrame(rows, columns=["emergency_age_group", "imd_quintile", "cell_rate_divisor"])
 
 
 def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
@@ -267,13 +297,13 @@ def generate_events(
 
 
 def emergency_rate(factors: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
-    """Each person's emergency admissions per year: the cell's published rate x h / the cell's mean h, at most
+    """Each person's emergency admissions per year: the cell's published rate x h / the cell's divisor, at most
     `emergency_max_per_year` (the log-normal tail, raised for high-intensity users, would otherwise reach
-    hundreds a year)."""
+    hundreds a year); the divisor (emergency_divisors) keeps the cell's mean at its published rate."""
     rate = (
         emergency_cell_rate(plan, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy())
         * factors["emergency_factor"].to_numpy()
-        / factors["cell_mean_factor"].to_numpy()
+        / factors["cell_rate_divisor"].to_numpy()
     )
     return np.minimum(rate, plan.calibration.activity.emergency_max_per_year)
 

@@ -21,7 +21,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from phm.errors import ConfigError
-from phm.synthetic.activity import person_factors, true_admission_probability
+from phm.synthetic.activity import (
+    FACTOR_BUCKET_WIDTH,
+    emergency_divisors,
+    person_factors,
+    true_admission_probability,
+)
 from phm.synthetic.calibration import Calibration
 from phm.synthetic.geography import build_geography
 from phm.synthetic.population import (
@@ -95,13 +100,14 @@ def make_plan(
             f"{calibration.identifiers.nhs_number_prefixes} hold ({capacity:,}); add a prefix to "
             "identifiers.nhs_number_prefixes in the calibration file (999 is the test range)"
         )
-    names, logits = condition_logits(calibration, qof)
+    start = history_start(reference_date, history_months)
+    names, logits = condition_logits(calibration, qof, (reference_date - start).days / 365.25)
     geography = build_geography(population, calibration.geography, seed)
     return PopulationPlan(
         seed=seed,
         population=population,
         block_size=people_per_block,
-        history_start=history_start(reference_date, history_months),
+        history_start=start,
         reference_date=reference_date,
         calibration=calibration,
         geography=geography,
@@ -127,16 +133,30 @@ def generate_people(spark: SparkSession, plan: PopulationPlan) -> DataFrame:
 
 
 def generate_factors(people: DataFrame, plan: PopulationPlan) -> DataFrame:
-    """Truth: each person's emergency factor, its cell mean and the true 12-month admission probability."""
+    """Truth: each person's emergency factor, its cell's mean and rate divisor, and the true 12-month admission
+    probability."""
 
     def factors_of(frame: pd.DataFrame) -> pd.DataFrame:
         return person_factors(frame.sort_values("person_index"), plan)
 
     factors = people.groupBy("block").applyInPandas(factors_of, FACTOR_SCHEMA)
-    cell_means = factors.groupBy("emergency_age_group", "imd_quintile").agg(
-        F.mean("emergency_factor").alias("cell_mean_factor")
+    cell = ["emergency_age_group", "imd_quintile"]
+    histogram = (
+        factors.withColumn("bucket", F.floor(F.log("emergency_factor") / FACTOR_BUCKET_WIDTH))
+        .groupBy(*cell, "bucket")
+        .agg(F.count("*").alias("people"), F.sum("emergency_factor").alias("factor_sum"))
+        .toPandas()
     )
-    return _with_true_probability(factors.join(F.broadcast(cell_means), ["emergency_age_group", "imd_quintile"]), plan)
+    cells = factors.sparkSession.createDataFrame(
+        emergency_divisors(histogram, plan).merge(
+            histogram.groupby(cell, as_index=False)[["people", "factor_sum"]]
+            .sum()
+            .assign(cell_mean_factor=lambda c: c["factor_sum"] / c["people"])[[*cell, "cell_mean_factor"]],
+            on=cell,
+        ),
+        "emergency_age_group int, imd_quintile int, cell_rate_divisor double, cell_mean_factor double",
+    )
+    return _with_true_probability(factors.join(F.broadcast(cells), cell), plan)
 
 
 def generate_programme(people: DataFrame, factors: DataFrame, plan: PopulationPlan) -> DataFrame:
@@ -154,7 +174,7 @@ def generate_programme(people: DataFrame, factors: DataFrame, plan: PopulationPl
 def generate_records(people: DataFrame, factors: DataFrame, programme: DataFrame, plan: PopulationPlan) -> DataFrame:
     """Every row of every source extract, with its true person, corruptions and injected defect."""
     person_columns = people_schema(plan.condition_names).fieldNames()
-    factor_columns = [*FACTOR_SCHEMA.fieldNames(), "cell_mean_factor"]
+    factor_columns = [*FACTOR_SCHEMA.fieldNames(), "cell_mean_factor", "cell_rate_divisor"]
     programme_columns = PROGRAMME_SCHEMA.fieldNames()
     joined = people.join(factors.select(*factor_columns), "true_person_id").join(programme, "true_person_id")
 

@@ -16,6 +16,9 @@ Definitions (calibration.yaml, sources in FACTS.md):
   in young men) each person's share is their band's and sex's, and the
   intercept divides by the band's share averaged over the sexes. The shared
   z makes conditions cluster (multimorbidity) without changing prevalence.
+  These targets hold for the living at the reference date: the prevalence
+  drawn is the target over the cases' relative survival over the window
+  (people with more conditions die more often; a fixed-seed pilot measures it).
 - Life events over the history window: moves, surname changes (women
   18-45), twins (shared surname, date of birth and address), new
   registrations, deaths by age-specific mortality, raised 20% per condition
@@ -43,6 +46,9 @@ PEOPLE_STREAM = 1
 ETHNIC_GROUPS = ("white", "asian", "black", "mixed", "other")
 DAY = np.timedelta64(1, "D")
 DIAGNOSIS_DELAY_DAYS = 180  # mean time from onset to a coded diagnosis (approx.)
+MORTALITY_LOG_RR_PER_CONDITION = 0.2  # each true condition raises mortality 20% (approx.), relative to the band
+SURVIVAL_PILOT_DRAWS = 10_000  # simulated people per age band x decile when correcting prevalence for deaths
+SURVIVAL_PILOT_ITERATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -104,17 +110,22 @@ def people_schema(condition_names: tuple[str, ...]) -> T.StructType:
     return T.StructType(fields)
 
 
-def condition_logits(calibration: Calibration, qof: pd.DataFrame) -> tuple[tuple[str, ...], np.ndarray]:
+def condition_logits(
+    calibration: Calibration, qof: pd.DataFrame, history_years: float
+) -> tuple[tuple[str, ...], np.ndarray]:
     """Per condition x age band x decile, the log-odds intercept of a true condition given z = 0.
 
     The cell's target true prevalence is base * age_rr * decile ratio / (1 - undiagnosed), where base
     makes the recorded prevalence over the Census age structure equal QOF's England prevalence. The
     intercept is shifted so that averaging over z ~ N(0, 1) with the latent loading gives exactly that
-    target (Gauss-Hermite quadrature), so clustering never changes prevalence.
+    target (Gauss-Hermite quadrature), so clustering never changes prevalence. The target describes
+    the living at the reference date: people with more conditions die more often during the history
+    window, so each cell's prevalence before deaths is the target over the cases' relative survival
+    (see `_relative_survival_of_cases`).
     """
     band_shares = np.array([b.share for b in calibration.population.age_bands])
     names = tuple(calibration.health.conditions)
-    logits = np.full((len(names), len(band_shares), 10), -np.inf)
+    targets = np.zeros((len(names), len(band_shares), 10))
     nodes, weights = np.polynomial.hermite_e.hermegauss(40)
     weights = weights / weights.sum()
     loading = calibration.health.latent_loading
@@ -128,9 +139,41 @@ def condition_logits(calibration: Calibration, qof: pd.DataFrame) -> tuple[tuple
         ratio[rows["imd_decile"].to_numpy() - 1] = rows["prevalence"].to_numpy() / england
         base = england / float(np.dot(band_shares, spec.age_rr))
         undiagnosed = band_undiagnosed(spec, calibration.population)
-        target = np.clip(base * np.outer(spec.age_rr, ratio) / (1 - undiagnosed)[:, None], 0, 0.95)
-        logits[i] = _intercepts_for(target, loading * nodes, weights)
+        targets[i] = np.clip(base * np.outer(spec.age_rr, ratio) / (1 - undiagnosed)[:, None], 0, 0.95)
+    before_deaths = targets
+    logits = _intercepts_for(before_deaths, loading * nodes, weights)
+    for _ in range(SURVIVAL_PILOT_ITERATIONS if history_years > 0 else 0):
+        survival = _relative_survival_of_cases(logits, calibration, history_years)
+        before_deaths = np.clip(targets / survival, 0, 0.95)
+        logits = _intercepts_for(before_deaths, loading * nodes, weights)
     return names, logits
+
+
+def _relative_survival_of_cases(logits: np.ndarray, calibration: Calibration, history_years: float) -> np.ndarray:
+    """Per condition x age band x decile, the survival over the window of true cases over everyone's.
+
+    A pilot of SURVIVAL_PILOT_DRAWS people per cell drawn as generate_block draws them (latent z, one
+    Bernoulli per condition, mortality raised per condition relative to the band's mean count). A case's
+    survival is taken with its own condition as a probability rather than a draw (the mean over the
+    pilot of P(c | z) times the survival with the other conditions drawn plus c), so rare conditions
+    carry no sampling noise of their own. Fixed seed: the logits depend only on the calibration.
+    """
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((*logits.shape[1:], SURVIVAL_PILOT_DRAWS))
+    with np.errstate(over="ignore"):
+        chance = 1 / (1 + np.exp(-(logits[..., None] + calibration.health.latent_loading * z)))
+    has = rng.random(chance.shape) < chance
+    count = has.sum(0)
+    band_mean = count.mean(axis=(1, 2), keepdims=True)
+    hazard = np.asarray(calibration.activity.mortality_per_1000_by_age)[:, None, None] / 1000 * history_years
+
+    def survival(conditions: np.ndarray) -> np.ndarray:
+        return np.exp(-hazard * np.exp(MORTALITY_LOG_RR_PER_CONDITION * (conditions - band_mean)))
+
+    everyone = survival(count).mean(-1)
+    cases = chance.mean(-1)
+    cases_survival = (chance * survival(count - has + 1)).mean(-1) / np.maximum(cases, 1e-300)
+    return np.where(cases > 0, cases_survival / everyone, 1.0)
 
 
 def band_undiagnosed(spec: ConditionCalibration, population: PopulationCalibration) -> np.ndarray:
@@ -263,7 +306,7 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
     band_mean = np.bincount(band, weights=count, minlength=len(bands)) / np.maximum(
         np.bincount(band, minlength=len(bands)), 1
     )
-    yearly = yearly_mortality[band] * np.exp(0.2 * (count - band_mean[band]))
+    yearly = yearly_mortality[band] * np.exp(MORTALITY_LOG_RR_PER_CONDITION * (count - band_mean[band]))
     died = rng.random(n) < 1 - np.exp(-yearly * years)
     death = hist_start + rng.integers(0, window_days, n) * DAY
     death = np.where(died & (death > registered), death, np.datetime64("NaT"))
