@@ -236,7 +236,7 @@ def test_number_conflicts_are_vetoed(spark):
     assert kept == {("b", "x"), ("x", "y")}  # a-b: two valid numbers; x keeps its best number (b's)
 
 
-def test_number_only_profiles_join_the_one_cluster_holding_their_number(spark):
+def test_number_only_profiles_join_the_cluster_holding_their_number(spark):
     rows = [
         ("a1", A, "ANN", "X", date(1950, 1, 2), "F", None),
         ("a2", A, None, None, None, None, None),
@@ -249,17 +249,21 @@ def test_number_only_profiles_join_the_one_cluster_holding_their_number(spark):
         ("t1", "9990000010", None, None, None, None, None),  # A with its check digit mistyped
         ("t2", "9990000081", None, None, None, None, None),  # A with its last two digits swapped
         ("t3", "9990000028", None, None, None, None, None),  # one digit from A and one from B: ambiguous
+        *[("d1", D, "DI", "W", date(1928, 10, 21), "F", None)] * 9,  # D's owner, nine records
+        ("d2", D, None, None, date(1927, 10, 22), "F", None),  # one record of D's a year out, left apart
+        ("d3", D, None, None, None, None, None),
     ]
     profile = profiles(records(spark, rows), nicknames(spark))
     clusters = spark.createDataFrame(
         [("a1", "c1"), ("a2", "c2"), ("b1", "c3"), ("b2", "c4"), ("b3", "c5"), ("x1", "c6"), ("x2", "c7"),
-         ("y1", "c8"), ("t1", "c9"), ("t2", "c10"), ("t3", "c11")],
+         ("y1", "c8"), ("t1", "c9"), ("t2", "c10"), ("t3", "c11"), ("d1", "c12"), ("d2", "c13"), ("d3", "c14")],
         "profile_id string, cluster_id string",
     )  # fmt: skip
     got = {r.profile_id: r.cluster_id for r in attach_number_only(clusters, profile).collect()}
-    # B is in two clusters: b3 stays alone, as does y1 (valid: not a keying error)
+    # B is in two clusters, one record each: b3 stays alone, as does y1 (valid: not a keying error); D's
+    # owner holds nine of its ten records: d3 joins them
     assert got == {"a1": "c1", "a2": "c1", "b1": "c3", "b2": "c4", "b3": "c5", "x1": "c6", "x2": "c6", "y1": "c8",
-                   "t1": "c1", "t2": "c1", "t3": "c11"}  # fmt: skip
+                   "t1": "c1", "t2": "c1", "t3": "c11", "d1": "c12", "d2": "c13", "d3": "c12"}  # fmt: skip
 
 
 def test_a_refresh_keeps_each_earlier_profiles_strongest_link(spark):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from splink import Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
@@ -31,6 +31,9 @@ DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = (
 EDGE_COLUMNS = ("profile_id_l", "profile_id_r", "match_probability", "match_weight", "method")
 # Splink's match weight at probability 1 is unbounded; deterministic edges carry this instead.
 DETERMINISTIC_WEIGHT = 99.0
+# A number-only profile joins the cluster holding its number on this share of the number's fuller records
+# (above a half, so at most one cluster does).
+NUMBER_HOME_SHARE = 0.9
 
 
 @dataclass
@@ -166,19 +169,25 @@ def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold
 
 
 def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
-    """A cluster of number-only profiles joins the one cluster that holds its NHS number.
+    """A cluster of number-only profiles joins the cluster that holds its NHS number.
 
     Number-only profiles (an NHS number and nothing else, e.g. GP clinical
-    events) cannot be scored. If every fuller profile with the same number is
-    in one cluster, they belong there; this holds for a number that fails the
-    check digit too (a GP system that holds a wrong number puts it on the
-    registration and the events alike). A number that fails the check digit
-    and is held by no fuller profile is a keying error: it joins the one
-    cluster holding a valid number one substitution or one adjacent
-    transposition away (the errors the check digit exists to catch). A number
-    found in two clusters, or near two, is ambiguous and stays on its own.
+    events) cannot be scored. They join the cluster holding their number on
+    at least NUMBER_HOME_SHARE of the fuller records that carry it: all of
+    them when one cluster holds it, and the owner's when a stray record with
+    the number stayed apart (a date of birth a year out with nothing else to
+    link on: at 20,000 people one such record left 109 GP events alone).
+    This holds for a number that fails the check digit too (a GP system that
+    holds a wrong number puts it on the registration and the events alike).
+    A number that fails the check digit and is held by no fuller profile is a
+    keying error: it joins the one cluster holding a valid number one
+    substitution or one adjacent transposition away (the errors the check
+    digit exists to catch). A number split more evenly between clusters, or
+    near two, is ambiguous and stays on its own.
     """
-    kinds = profiles.select("profile_id", "nhs_number", "nhs_number_valid", number_only().alias("_number_only"))
+    kinds = profiles.select(
+        "profile_id", "nhs_number", "nhs_number_valid", "record_count", number_only().alias("_number_only")
+    )
     labelled = clusters.select("profile_id", "cluster_id").join(kinds, "profile_id")
     alone = (
         labelled.groupBy("cluster_id")
@@ -191,7 +200,7 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
         .select(F.col("cluster_id").alias("_from"), "nhs_number", "_valid")
     )
     fuller = labelled.where(~F.col("_number_only") & F.col("nhs_number").isNotNull())
-    homes = _unique_home(fuller.select("nhs_number", "cluster_id"), "nhs_number")
+    homes = _main_home(fuller)
     exact = alone.join(homes, "nhs_number").select("_from", "_to")
     mistyped = alone.where(~F.col("_valid")).join(homes, "nhs_number", "left_anti")
     near = mistyped.select("_from", F.explode(_one_edit_keys(F.col("nhs_number"), typed=True)).alias("_key"))
@@ -209,6 +218,17 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
         clusters.join(moves, clusters["cluster_id"] == moves["_from"], "left")
         .withColumn("cluster_id", F.coalesce("_to", "cluster_id"))
         .drop("_from", "_to")
+    )
+
+
+def _main_home(fuller: DataFrame) -> DataFrame:
+    """(nhs_number, _to): the cluster holding a number on at least NUMBER_HOME_SHARE of its records."""
+    held = fuller.groupBy("nhs_number", "cluster_id").agg(F.sum("record_count").alias("_records"))
+    share = F.col("_records") / F.sum("_records").over(Window.partitionBy("nhs_number"))
+    return (
+        held.withColumn("_share", share)
+        .where(F.col("_share") >= NUMBER_HOME_SHARE)
+        .select("nhs_number", F.col("cluster_id").alias("_to"))
     )
 
 
