@@ -11,6 +11,7 @@ import time
 import urllib.request
 from datetime import date
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
@@ -149,10 +150,19 @@ def test_every_person_is_scored_by_the_champion_with_a_tier_and_the_matrix_is_pu
     assert scores.count() == population.count() * len(scored)
     assert scores.join(population, "person_id", "left_anti").count() == 0
     assert scores.where("probability < 0 OR probability > 1").count() == 0
-    tiers = {r.tier: r["count"] for r in scores.groupBy("tier").count().collect()}
-    people = sum(tiers.values())
-    assert tiers["high"] / people == pytest.approx(0.05, abs=0.01)
-    assert tiers["emerging"] / people == pytest.approx(0.15, abs=0.02)
+    # Tiers: each person's percentile is percent_rank of their probability (ties share the lowest), and the
+    # configured cut-offs split them; a tier's share misses the cut-off only by the people tied across it.
+    cut = config.risk.tiers
+    for _, rows in scores.select("model_name", "probability", "percentile", "tier").toPandas().groupby("model_name"):
+        percentile = (rows["probability"].rank(method="min") - 1) / (len(rows) - 1) * 100
+        assert rows["percentile"].to_numpy() == pytest.approx(percentile.to_numpy(), abs=1e-4)
+        expected = np.where(percentile >= cut.high, "high", np.where(percentile >= cut.emerging, "emerging", "low"))
+        assert (rows["tier"].to_numpy() == expected).all()
+        highest = (rows["probability"].rank(method="max") - 1) / (len(rows) - 1) * 100
+        for at_least in (cut.high, cut.emerging):
+            tied_across = ((percentile < at_least) & (highest >= at_least)).mean()
+            share = (percentile >= at_least).mean()
+            assert 1 - at_least / 100 - tied_across - 0.01 <= share <= 1 - at_least / 100 + 0.01
     champion = _client(config).get_model_version_by_alias(scored[0].registered_model, CHAMPION).version
     assert {r.model_version for r in scores.select("model_version").distinct().collect()} == {str(champion)}
     # every published cell of the bubble matrix is its exact figures, counts rounded to 5; the rest suppressed
