@@ -240,15 +240,15 @@ def test_cvd_risk_statins_and_learning_disability_health_checks():
 
 
 def test_emergency_divisor_spreads_the_capped_excess_over_the_cell():
-    # Oldest group, most deprived: 282 admissions per 1,000 a year. Ten people with h = 100 would reach
+    # Oldest group, most deprived: 282 admissions per 1,000 a year. Ten person-years at h = 100 would reach
     # 0.282 x 100 / 1.99 = 14.2 a year at the mean's divisor, over the cap of 12.
     histogram = pd.DataFrame(
         {
             "emergency_age_group": [4, 4, 0],
             "imd_quintile": [1, 1, 5],
             "bucket": [0, 460, 69],
-            "people": [990, 10, 100],
-            "factor_sum": [990.0, 1000.0, 200.0],
+            "years": [990.0, 10.0, 100.0],
+            "weighted_factor_sum": [990.0, 1000.0, 200.0],
         }
     )
     divisors = emergency_divisors(histogram, plan()).set_index(["emergency_age_group", "imd_quintile"])
@@ -266,3 +266,19 @@ def test_conditions_drawn_before_deaths_are_raised_where_cases_die_more():
     assert (three_years[heart_failure, oldest] - no_window[heart_failure, oldest] > 0.2).all()
     finite = np.isfinite(no_window[:, children])
     assert np.allclose(three_years[:, children][finite], no_window[:, children][finite], atol=0.01)
+
+
+def test_emergency_divisor_counts_person_years_not_people():
+    # Two buckets of 50 people: h = 1 alive all 3 years, h = 4 alive half a year on average. Per person the mean
+    # h is 2.5; per person-year it is (150 + 4 x 25) / 175.
+    histogram = pd.DataFrame(
+        {
+            "emergency_age_group": [2, 2],
+            "imd_quintile": [3, 3],
+            "bucket": [0, 138],
+            "years": [150.0, 25.0],
+            "weighted_factor_sum": [150.0, 100.0],
+        }
+    )
+    divisor = emergency_divisors(histogram, plan())["cell_rate_divisor"].iloc[0]
+    assert divisor == pytest.approx(250 / 175, rel=1e-9)

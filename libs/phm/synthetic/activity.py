@@ -126,14 +126,15 @@ def emergency_cell_rate(plan: PopulationPlan, group: np.ndarray, quintile: np.nd
 
 
 def emergency_divisors(histogram: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
-    """Per emergency age group x IMD quintile, the divisor d of h that makes the cell's mean capped rate,
-    mean(min(rate x h / d, emergency_max_per_year)), its published rate.
+    """Per emergency age group x IMD quintile, the divisor d of h that makes the cell's capped rate per
+    person-year, sum(min(rate x h / d, emergency_max_per_year) x years) / sum(years), its published rate.
 
-    `histogram` has a row per cell and bucket of log h (FACTOR_BUCKET_WIDTH wide) with the bucket's `people`
-    and `factor_sum`. Dividing by the cell's mean h would meet the rate only if nobody reached the cap; with
-    the divisor the capped people's excess goes to the rest of their cell instead of being lost (at 200k
-    people dividing by the mean lost 38% of the oldest group's admissions, nearly all high-intensity users').
-    A bucket is capped or not as a whole, so d is exact to about FACTOR_BUCKET_WIDTH.
+    `histogram` has a row per cell and bucket of log h (FACTOR_BUCKET_WIDTH wide) with the bucket's person-years
+    in the window, `years`, and `weighted_factor_sum`, the sum of h x years. Per person-year, not per person:
+    the sicker die sooner and contribute fewer years (dividing by the mean h put the 67+ cells ~20% low at
+    200k people). With the cap, the capped people's excess goes to the rest of their cell instead of being
+    lost (dividing by the mean lost 38% of the oldest group's admissions at 200k, nearly all high-intensity
+    users'). A bucket is capped or not as a whole, so d is exact to about FACTOR_BUCKET_WIDTH.
     """
     cap = plan.calibration.activity.emergency_max_per_year
     rows = []
@@ -141,11 +142,14 @@ def emergency_divisors(histogram: pd.DataFrame, plan: PopulationPlan) -> pd.Data
         rate = float(emergency_cell_rate(plan, np.array([group]), np.array([quintile]))[0])
         if rate >= cap:
             raise ValueError(f"calibration: emergency_max_per_year {cap} is not above cell {group, quintile}'s rate")
-        people, sums = cell["people"].to_numpy(float), cell["factor_sum"].to_numpy(float)
-        low, high = np.log(sums.sum() / people.sum()) - 20, np.log(sums.sum() / people.sum())
-        for _ in range(80):  # the mean capped rate falls as the divisor grows: bisect on log d
+        years, sums = cell["years"].to_numpy(float), cell["weighted_factor_sum"].to_numpy(float)
+        if years.sum() <= 0:  # nobody alive in the window: any divisor will do
+            rows.append((group, quintile, 1.0))
+            continue
+        low, high = np.log(sums.sum() / years.sum()) - 20, np.log(sums.sum() / years.sum())
+        for _ in range(80):  # the capped rate falls as the divisor grows: bisect on log d
             middle = (low + high) / 2
-            mean_rate = np.minimum(rate * sums / np.exp(middle), cap * people).sum() / people.sum()
+            mean_rate = np.minimum(rate * sums / np.exp(middle), cap * years).sum() / years.sum()
             low, high = (middle, high) if mean_rate > rate else (low, middle)
         rows.append((group, quintile, float(np.exp(high))))
     return pd.DataFrame(rows, columns=["emergency_age_group", "imd_quintile", "cell_rate_divisor"])
@@ -158,7 +162,10 @@ def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
     act = plan.calibration.activity
     stream = [plan.seed, int(people["block"].iloc[0]), ACTIVITY_STREAM]
     rng = np.random.default_rng([*stream, 0])
-    age = _age_at(people, np.datetime64(plan.history_start, "D"))
+    # A person's rate is constant over the window (ageing ignored), so it takes the age group of the last 12
+    # months, the year the latest outcomes and the calibration report measure (by age at the window's start,
+    # people who turned 67 in it kept the 53-66 rate in the year an analyst sees them at 67+).
+    age = _age_at(people, np.datetime64(plan.reference_date, "D") - 365 * DAY)
     h = np.exp(
         act.emergency_conditions_log_rr_per_condition * people["condition_count"].to_numpy()
         + act.emergency_unobserved_sd * rng.standard_normal(len(people))
@@ -174,6 +181,7 @@ def person_factors(people: pd.DataFrame, plan: PopulationPlan) -> pd.DataFrame:
             "emergency_age_group": emergency_age_group(age, act.emergency_admissions_per_1000.age_group_lower_bounds),
             "imd_quintile": imd_quintile(people["imd_decile"].to_numpy()),
             "emergency_factor": h,
+            "exposure_years": years_in_window(people, plan),
             "ae_high_intensity_flag": high,
             **prevention_factors(people, plan, np.random.default_rng([*stream, 3])),
         }
@@ -459,6 +467,14 @@ def _emergency_diagnoses(people, rows, age, plan, rng):
         codes = np.where(pick, plan.calibration.health.conditions[name].icd10, codes)
     fall = (age[rows] >= 65) & (rng.random(len(rows)) < np.clip((age[rows] - 60) / 100, 0, 0.3))
     return np.where(fall, rng.choice(FALL_DIAGNOSES, len(rows)), codes)
+
+
+def years_in_window(people: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
+    """Each person's years registered and alive in the history window (their exposure to activity)."""
+    death = days(people["death_date"])
+    first_day = np.maximum(days(people["registered_on"]), np.datetime64(plan.history_start, "D"))
+    last_day = np.where(np.isnat(death), np.datetime64(plan.reference_date, "D"), death)
+    return np.maximum((last_day - first_day) / DAY, 0).astype(np.int64) / 365.25
 
 
 def _age_at(people: pd.DataFrame, when: np.datetime64) -> np.ndarray:

@@ -45,6 +45,7 @@ FACTOR_SCHEMA = T.StructType(
         T.StructField("emergency_age_group", T.IntegerType(), False),
         T.StructField("imd_quintile", T.IntegerType(), False),
         T.StructField("emergency_factor", T.DoubleType(), False),
+        T.StructField("exposure_years", T.DoubleType(), False),
         T.StructField("ae_high_intensity_flag", T.BooleanType(), False),
         T.StructField("smoker", T.BooleanType(), False),
         T.StructField("cvd_risk_10y", T.DoubleType(), True),
@@ -144,7 +145,12 @@ def generate_factors(people: DataFrame, plan: PopulationPlan) -> DataFrame:
     histogram = (
         factors.withColumn("bucket", F.floor(F.log("emergency_factor") / FACTOR_BUCKET_WIDTH))
         .groupBy(*cell, "bucket")
-        .agg(F.count("*").alias("people"), F.sum("emergency_factor").alias("factor_sum"))
+        .agg(
+            F.count("*").alias("people"),
+            F.sum("emergency_factor").alias("factor_sum"),
+            F.sum("exposure_years").alias("years"),
+            F.sum(F.col("emergency_factor") * F.col("exposure_years")).alias("weighted_factor_sum"),
+        )
         .toPandas()
     )
     cells = factors.sparkSession.createDataFrame(
