@@ -6,9 +6,10 @@ Definitions (calibration.yaml `activity`, `observations`; sources in FACTS.md):
   h = exp(b * true condition count + s * e), e ~ N(0, 1) unobserved, and
   each person's rate at most `emergency_max_per_year`. The divisor d is
   solved over the whole population first (a histogram of h per cell) so that
-  every cell's mean capped rate is its published rate. Admissions are Poisson over each person's time
-  alive in the window; the true 12-month admission probability after an
-  index date is 1 - exp(-rate) (the truth models are scored against).
+  every cell's capped rate per person-year in the window is its published
+  rate. Admissions are Poisson over each person's time alive in the window;
+  the true 12-month admission probability after an index date is
+  1 - exp(-rate) (the truth models are scored against).
 - A&E: Poisson with a gamma-distributed person rate (shape k), plus a
   small high-intensity group (a few attendances a month), both raised with
   sqrt(h): most attenders come once, a few very often. High-intensity users
