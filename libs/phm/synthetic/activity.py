@@ -205,9 +205,7 @@ def generate_events(
     ref = np.datetime64(plan.reference_date, "D")
     death = days(people["death_date"])
     registered = days(people["registered_on"])
-    first_day = np.maximum(registered, start)
-    last_day = np.where(np.isnat(death), ref, death)
-    alive_days = np.maximum((last_day - first_day) / DAY, 0).astype(np.int64)
+    first_day, last_day, alive_days = _days_in_window(people, plan)
     years_alive = alive_days / 365.25
     band = people["age_band"].to_numpy()
     age = _age_at(people, start)
@@ -472,10 +470,15 @@ def _emergency_diagnoses(people, rows, age, plan, rng):
 
 def years_in_window(people: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
     """Each person's years registered and alive in the history window (their exposure to activity)."""
+    return _days_in_window(people, plan)[2] / 365.25
+
+
+def _days_in_window(people: pd.DataFrame, plan: PopulationPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(first day, last day, days alive): each person's stretch of the window, registered and alive."""
     death = days(people["death_date"])
     first_day = np.maximum(days(people["registered_on"]), np.datetime64(plan.history_start, "D"))
     last_day = np.where(np.isnat(death), np.datetime64(plan.reference_date, "D"), death)
-    return np.maximum((last_day - first_day) / DAY, 0).astype(np.int64) / 365.25
+    return first_day, last_day, np.maximum((last_day - first_day) / DAY, 0).astype(np.int64)
 
 
 def _age_at(people: pd.DataFrame, when: np.datetime64) -> np.ndarray:

@@ -165,15 +165,21 @@ def _relative_survival_of_cases(logits: np.ndarray, calibration: Calibration, hi
     has = rng.random(chance.shape) < chance
     count = has.sum(0)
     band_mean = count.mean(axis=(1, 2), keepdims=True)
-    hazard = np.asarray(calibration.activity.mortality_per_1000_by_age)[:, None, None] / 1000 * history_years
+    yearly = np.asarray(calibration.activity.mortality_per_1000_by_age)[:, None, None] / 1000
 
     def survival(conditions: np.ndarray) -> np.ndarray:
-        return np.exp(-hazard * np.exp(MORTALITY_LOG_RR_PER_CONDITION * (conditions - band_mean)))
+        return np.exp(-condition_mortality(yearly, conditions, band_mean) * history_years)
 
     everyone = survival(count).mean(-1)
     cases = chance.mean(-1)
     cases_survival = (chance * survival(count - has + 1)).mean(-1) / np.maximum(cases, 1e-300)
     return np.where(cases > 0, cases_survival / everyone, 1.0)
+
+
+def condition_mortality(yearly: np.ndarray, count: np.ndarray, band_mean: np.ndarray) -> np.ndarray:
+    """Yearly mortality raised per true condition relative to the band's mean count (the band keeps its rate);
+    shared by generate_block and the survival pilot so the pilot corrects for the deaths actually drawn."""
+    return yearly * np.exp(MORTALITY_LOG_RR_PER_CONDITION * (count - band_mean))
 
 
 def band_undiagnosed(spec: ConditionCalibration, population: PopulationCalibration) -> np.ndarray:
@@ -306,7 +312,7 @@ def generate_block(block: int, plan: PopulationPlan) -> pd.DataFrame:
     band_mean = np.bincount(band, weights=count, minlength=len(bands)) / np.maximum(
         np.bincount(band, minlength=len(bands)), 1
     )
-    yearly = yearly_mortality[band] * np.exp(MORTALITY_LOG_RR_PER_CONDITION * (count - band_mean[band]))
+    yearly = condition_mortality(yearly_mortality[band], count, band_mean[band])
     died = rng.random(n) < 1 - np.exp(-yearly * years)
     death = hist_start + rng.integers(0, window_days, n) * DAY
     death = np.where(died & (death > registered), death, np.datetime64("NaT"))
