@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 
 from ..conftest import REPO
@@ -77,3 +80,52 @@ def test_a_run_of_some_stages_replaces_only_their_rows():
     assert kept == [rows[1], rows[2], rows[3], rows[4]]
     assert bench.rows_kept(rows, "local[*]", [1000], ["link"]) == [rows[0], rows[3], rows[4]]
     assert bench.rows_kept(rows, "local[*]", [1000], None) == [rows[3], rows[4]]  # every stage: all its rows
+
+
+def test_a_child_with_its_parents_address_space_is_not_counted_again():
+    layout = (7_000_000_000, 4096, 8192, 140_000_000)
+    table = {
+        10: bench.ProcessMemory(parent=1, resident=5_000_000_000, layout=layout),  # the JVM
+        11: bench.ProcessMemory(parent=10, resident=5_000_200_000, layout=layout),  # its posix_spawn child, pre-exec
+        12: bench.ProcessMemory(parent=10, resident=5_000_000_000, layout=(9, 1, 2, 3)),  # a child that has exec'd
+        13: bench.ProcessMemory(parent=10, resident=900_000_000, layout=layout),  # same layout, its own memory
+        20: bench.ProcessMemory(parent=2, resident=1, layout=layout),  # not in the tree
+    }
+    assert bench.tree_members(table, (10,)) == {10, 11, 12, 13}
+    assert [bench.shares_parent_memory(pid, table) for pid in (10, 11, 12, 13)] == [False, True, False, False]
+
+
+def test_the_memory_of_a_process_tree_counts_what_a_child_holds(tmp_path):
+    holder = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "\"import time; block = b'x' * 300_000_000; print('held', flush=True); time.sleep(30)\"], "
+        "stdout=subprocess.PIPE, text=True)\n"
+        "print(child.stdout.readline().strip(), flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "held"
+        memory = bench.tree_memory_bytes(process.pid)
+        assert 300_000_000 <= memory < 300_000_000 + 150_000_000  # two interpreters' own pages on top
+    finally:
+        for pid in bench.tree_members(bench.process_table(), (process.pid,)):
+            os.kill(pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_rows_of_the_earlier_meter_keep_their_figures_flagged_as_upper_bounds(tmp_path):
+    earlier = {"mode": "local[*]", "people": 1000, "phase": "full", "stage": "generate", "runs": [
+        {"seconds": 10.0, "peak_rss_gb": 10.86}], "median_seconds": 10.0, "seconds_per_100k_people": 1000.0,
+        "median_peak_rss_gb": 10.86}  # fmt: skip
+    row = bench.with_memory_meter_named(earlier)
+    assert (row["median_peak_memory_gb"], row["runs"][0]["peak_memory_gb"], row["rss_sum_meter"]) == (
+        10.86,
+        10.86,
+        True,
+    )
+    bench.write_results(tmp_path, [row])
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| 10.86\\* |" in markdown and markdown.rstrip().endswith(bench.RSS_SUM_FOOTNOTE)
+    assert bench.totals([row])[0]["rss_sum_meter"] is True
