@@ -31,7 +31,14 @@ from phm.runtime.staging import stage
 from phm.synthetic import truth
 from phm.synthetic.calibration import DefectCalibration, load_calibration
 from phm.synthetic.calibration_report import as_json, as_markdown, calibration_figures
-from phm.synthetic.extracts import EXTRACT_FORMATS, damage_line, injected_defects, line_defect_of, render
+from phm.synthetic.extracts import (
+    EXTRACT_FORMATS,
+    damage_line,
+    injected_defects,
+    line_defect_id_bound,
+    line_defect_of,
+    render,
+)
 from phm.synthetic.generator import (
     generate_factors,
     generate_people,
@@ -185,11 +192,13 @@ def _name_as_delivered(folder: Path, source: str, period: str, file_format: str)
 
 def _damage_lines(period_folder: Path, source: str, rates: DefectCalibration) -> None:
     """Damage the text of the chosen records of one period (truth/injected_defects lists them)."""
+    bound = line_defect_id_bound(rates)
     for path in period_folder.glob("*.csv"):
         lines = path.read_text().split("\n")
         header = lines[0].split(",")
         changed = False
-        for i in range(1, len(lines)):
+        # A comparison per line leaves the few candidates (about the defect rates' share) to be parsed.
+        for i in [i for i, line in enumerate(lines) if line[:8] < bound and i > 0]:
             kind = line_defect_of(lines[i][:16], rates) if len(lines[i]) >= 16 else None
             if kind:
                 damaged = damage_line(lines[i], kind, header, source)

@@ -17,6 +17,7 @@ from phm.synthetic.corruption import (
     ocr_misreading,
     typo_of,
 )
+from phm.synthetic.extracts import LINE_DEFECTS, line_defect_id_bound, line_defect_of
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
 from phm.synthetic.population import _intercepts_for, condition_logits, generate_block
@@ -282,3 +283,15 @@ def test_emergency_divisor_counts_person_years_not_people():
     )
     divisor = emergency_divisors(histogram, plan())["cell_rate_divisor"].iloc[0]
     assert divisor == pytest.approx(250 / 175, rel=1e-9)
+
+
+def test_line_defect_bound_keeps_every_damaged_line_among_the_candidates():
+    rates = CALIBRATION.defects
+    ids = [f"{k:016x}" for k in np.random.default_rng(7).integers(0, 2**63, 200_000, dtype=np.int64) * 2]
+    edge = int(sum(getattr(rates, kind) for kind in LINE_DEFECTS) * 2**32)
+    ids += [f"{k:08x}00000000" for k in (edge - 1, edge, edge + 1, edge + 2)]  # at the boundary
+    bound = line_defect_id_bound(rates)
+    damaged = {i for i in ids if line_defect_of(i, rates) is not None}
+    candidates = {i for i in ids if i[:8] < bound}
+    assert damaged and damaged <= candidates
+    assert len(candidates - damaged) <= 2  # the bound's margin of one id prefix

@@ -60,11 +60,10 @@ def apply_source_quality(
     """A source's view of each identity: returns the corrupted columns plus `corruptions` (';'-joined)."""
     n = len(identity)
     out = identity.copy()
-    notes = [[] for _ in range(n)]
+    notes: list[tuple[np.ndarray, str]] = []
 
     def note(mask: np.ndarray, label: str) -> None:
-        for i in np.flatnonzero(mask):
-            notes[i].append(label)
+        notes.append((mask, label))
 
     # Postcode: the old address kept after a move, or none at all.
     stale = (rng.random(n) < quality.stale_postcode) & out["old_postcode"].notna().to_numpy()
@@ -122,7 +121,7 @@ def apply_source_quality(
     note(swappable, "dob_day_month_swap")
     note(near, "dob_near_date")
 
-    out["corruptions"] = [";".join(x) if x else None for x in notes]
+    out["corruptions"] = with_labels(np.full(n, None, dtype=object), notes)
     return out.drop(columns=["old_postcode"])
 
 
@@ -133,23 +132,36 @@ def apply_name_errors(seen: pd.DataFrame, quality: SourceQuality, rng: np.random
         return seen
     n = len(seen)
     out = seen.copy()
-    notes = [note.split(";") if isinstance(note, str) else [] for note in out["corruptions"]]
+    notes: list[tuple[np.ndarray, str]] = []
     forenames = out["forename"].to_numpy().astype(object)
     surnames = out["surname"].to_numpy().astype(object)
     swap = rng.random(n) < quality.name_swap
     forenames[swap], surnames[swap] = surnames[swap], forenames[swap]  # fancy indexing copies
-    for i in np.flatnonzero(swap):
-        notes[i].append("name_swap")
+    notes.append((swap, "name_swap"))
     for values, label in ((forenames, "forename_ocr"), (surnames, "surname_ocr")):
         misread = rng.random(n) < quality.ocr_error
         for i in np.flatnonzero(misread):
             changed = ocr_misreading(values[i], rng)
-            if changed != values[i]:
-                values[i] = changed
-                notes[i].append(label)
+            if changed == values[i]:
+                misread[i] = False
+            values[i] = changed
+        notes.append((misread, label))
     out["forename"] = forenames
     out["surname"] = surnames
-    out["corruptions"] = [";".join(x) if x else None for x in notes]
+    out["corruptions"] = with_labels(out["corruptions"].to_numpy(), notes)
+    return out
+
+
+def with_labels(notes: np.ndarray, labelled: list[tuple[np.ndarray, str]]) -> np.ndarray:
+    """Each row's notes (';'-joined labels, or None) with the label of every mask set on the row appended, in
+    the order given; by array operations over the rows each mask sets, not a Python list per row."""
+    out = notes.astype(object)  # a copy
+    for mask, label in labelled:
+        rows = np.flatnonzero(np.asarray(mask))
+        current = out[rows]
+        noted = np.array([isinstance(note, str) for note in current], dtype=bool)
+        out[rows[~noted]] = label
+        out[rows[noted]] = current[noted] + f";{label}"
     return out
 
 

@@ -14,6 +14,7 @@ CSV files, truncated lines, stray delimiters and text in numeric columns.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -237,6 +238,13 @@ def line_defect_of(record_id: str, rates: DefectCalibration) -> str | None:
         if position < edge:
             return kind
     return None
+
+
+def line_defect_id_bound(rates: DefectCalibration) -> str:
+    """Lines whose record id's first 8 hex digits sort below this may be damaged (line_defect_of decides);
+    every other line is not, which a string comparison tells without parsing the id (ids are lowercase hex)."""
+    bound = math.ceil(sum(getattr(rates, kind) for kind in LINE_DEFECTS) * 2**32) + 1
+    return format(bound, "08x") if bound < 2**32 else "g"  # "g" sorts after every hex digit
 
 
 def applicable_line_defect(fmt: ExtractFormat, rates: DefectCalibration) -> Column:
