@@ -2,7 +2,7 @@
 
 Runs each stage as its own `phm run` process (a fresh JVM, as a scheduler
 would) on configs/bench.yaml, sampling the memory of the whole process tree
-(Python driver, JVM, Python workers; each page once) every 0.5 s, and writes
+(Python driver, JVM, Python workers) every 0.5 s, and writes
 bench/results.json and bench/results.md. Repeats give a median; the machine
 is shared, so quote medians and ratios, not single runs.
 
@@ -116,31 +116,18 @@ def shares_parent_memory(pid: int, table: dict[int, ProcessMemory]) -> bool:
     )
 
 
-def proportional_bytes(pid: int) -> int | None:
-    """The process's proportional set size (its own pages, and its share of the pages it shares with others),
-    or None where /proc/PID/smaps_rollup cannot be read (the process exited; a kernel before 4.14)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def tree_memory_bytes(*roots: int) -> int:
-    """Memory of processes and all their descendants, each page counted once: the sum of their proportional set
-    sizes (RSS where that cannot be read), leaving out children that have their parent's address space."""
+    """Resident memory of processes and all their descendants, leaving out children that have their parent's
+    address space. Read from /proc/PID/stat, which costs microseconds: a page a forked Python worker still shares
+    with its daemon counts in both, by the daemon's size per worker (about 0.05 GB; PSS would split it, but
+    /proc/PID/smaps_rollup took 76 ms for a 3 GB JVM, 15% of a core at two samples a second, and stalls it)."""
     table = process_table()
     members = tree_members(table, roots) & table.keys()
-    total = 0
-    for pid in members:
-        if table[pid].parent in members and shares_parent_memory(pid, table):
-            continue
-        proportional = proportional_bytes(pid)
-        total += table[pid].resident if proportional is None else proportional
-    return total
+    return sum(
+        table[pid].resident
+        for pid in members
+        if not (table[pid].parent in members and shares_parent_memory(pid, table))
+    )
 
 
 def measured_run(
@@ -420,7 +407,7 @@ def totals(rows: list[dict]) -> list[dict]:
                     "all_stages_seconds": round(sum(r["median_seconds"] for r in mine), 1),
                     "refresh_seconds": round(sum(r["median_seconds"] for r in real), 1),
                     "peak_memory_gb": max(r["median_peak_memory_gb"] for r in mine),
-                    "rss_sum_meter": any(r.get("rss_sum_meter", False) for r in mine)})  # fmt: skip
+                    "earlier_meter": any(r.get("earlier_meter", False) for r in mine)})  # fmt: skip
     return out
 
 
@@ -475,7 +462,7 @@ def measure(args: argparse.Namespace, out: Path, work: Path, runner) -> None:
     for row in done:
         row.setdefault("mode", Local.mode)  # results written before the cluster mode
         with_memory_meter_named(row)
-    done = rows_kept(done, runner.mode, args.sizes, args.stages)
+    done = rows_kept(done, runner.mode, args.sizes, args.stages, args.phases)
     for size in args.sizes:
         print(f"bench: {size:,} people x {args.repeats} ({runner.mode}), phases {', '.join(args.phases)}", flush=True)
         earlier = list(done)
@@ -484,39 +471,48 @@ def measure(args: argparse.Namespace, out: Path, work: Path, runner) -> None:
     print((out / "results.md").read_text())
 
 
-def rows_kept(rows: list[dict], mode: str, sizes: list[int], stages: list[str] | None) -> list[dict]:
-    """The results a run in `mode` at `sizes` leaves in place: other modes' and sizes', and, when it runs only
-    some `stages`, the other stages' rows (the DuckDB side by side goes with link)."""
+def rows_kept(
+    rows: list[dict],
+    mode: str,
+    sizes: list[int],
+    stages: list[str] | None,
+    phases: list[str] | tuple[str, ...] = PHASES,
+) -> list[dict]:
+    """The results a run in `mode` at `sizes` of `phases` leaves in place: other modes', sizes' and phases', and,
+    when it runs only some `stages`, the other stages' rows (the DuckDB side by side goes with the full link)."""
 
     def replaced(row: dict) -> bool:
         if row["mode"] != mode or row["people"] not in sizes:
             return False
-        stage = "link" if row["phase"] == "side_by_side" else row["stage"]
-        return stages is None or stage in stages
+        side_by_side = row["phase"] == "side_by_side"
+        stage = "link" if side_by_side else row["stage"]
+        phase = "full" if side_by_side else row["phase"]
+        return phase in phases and (stages is None or stage in stages)
 
     return [row for row in rows if not replaced(row)]
 
 
 def with_memory_meter_named(row: dict) -> dict:
-    """A row measured by the earlier meter (`peak_rss_gb`: RSS summed over the process tree, which counted a JVM
-    twice whenever /proc was read while it spawned a child) under today's names, flagged `rss_sum_meter`: its
+    """A row measured by the earlier meter (`peak_rss_gb`: RSS summed over the process tree, counting a JVM twice
+    whenever /proc was read while it spawned a child) under today's names, flagged `earlier_meter`: its
     figures are upper bounds, kept until the stage is measured again."""
     if "median_peak_rss_gb" in row:
         row["median_peak_memory_gb"] = row.pop("median_peak_rss_gb")
-        row["rss_sum_meter"] = True
+        row["earlier_meter"] = True
         for run in row["runs"]:
             run["peak_memory_gb"] = run.pop("peak_rss_gb")
     return row
 
 
-RSS_SUM_FOOTNOTE = (
-    "\\* measured by the earlier meter, RSS summed over the process tree, which counted the JVM twice when /proc "
-    "was read while it spawned a child: an upper bound (the 1m generation it put at 10.86 GB peaked at 5.8 GB)."
+EARLIER_METER_FOOTNOTE = (
+    "\\* measured by the earlier meter, which also counted a JVM's child that still had the JVM's address space "
+    "(between posix_spawn and exec), so the JVM twice: an upper bound (the 1m generation it put at 10.86 GB held "
+    "5.8 GB)."
 )
 
 
-def _memory_cell(gigabytes: float, rss_sum_meter: bool) -> str:
-    return f"{gigabytes}\\*" if rss_sum_meter else str(gigabytes)
+def _memory_cell(gigabytes: float, earlier_meter: bool) -> str:
+    return f"{gigabytes}\\*" if earlier_meter else str(gigabytes)
 
 
 def write_results(out: Path, results: list[dict]) -> None:
@@ -532,19 +528,19 @@ def write_results(out: Path, results: list[dict]) -> None:
         "| mode | people | phase | refresh s (no generate, no evaluate_*) | all stages s | peak memory GB |",
         "|---|---|---|---|---|---|",
         *[f"| {t['mode']} | {t['people']:,} | {t['phase']} | {t['refresh_seconds']} | {t['all_stages_seconds']} | "
-          f"{_memory_cell(t['peak_memory_gb'], t['rss_sum_meter'])} |" for t in totals(results)],
+          f"{_memory_cell(t['peak_memory_gb'], t['earlier_meter'])} |" for t in totals(results)],
         "",
         "| mode | people | phase | stage | median s | s per 100k | peak memory GB | what it did | runs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results:
         summary = r["runs"][-1].get("summary") or ""
-        memory = _memory_cell(r["median_peak_memory_gb"], r.get("rss_sum_meter", False))
+        memory = _memory_cell(r["median_peak_memory_gb"], r.get("earlier_meter", False))
         lines.append(f"| {r['mode']} | {r['people']:,} | {r['phase']} | {r['stage']} | {r['median_seconds']} | "
                      f"{r['seconds_per_100k_people']} | {memory} | {summary} | "
                      f"{len(r['runs'])} |")  # fmt: skip
-    if any(r.get("rss_sum_meter") for r in results):
-        lines += ["", RSS_SUM_FOOTNOTE]
+    if any(r.get("earlier_meter") for r in results):
+        lines += ["", EARLIER_METER_FOOTNOTE]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

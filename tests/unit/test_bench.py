@@ -67,7 +67,7 @@ def test_a_failing_process_reports_its_exit_status(tmp_path):
     assert [s.name for s in sections] == ["session_start", "link"]
 
 
-def test_a_run_of_some_stages_replaces_only_their_rows():
+def test_a_run_of_some_stages_or_phases_replaces_only_their_rows():
     def row(mode, people, phase, stage):
         return {"mode": mode, "people": people, "phase": phase, "stage": stage}
 
@@ -80,6 +80,8 @@ def test_a_run_of_some_stages_replaces_only_their_rows():
     assert kept == [rows[1], rows[2], rows[3], rows[4]]
     assert bench.rows_kept(rows, "local[*]", [1000], ["link"]) == [rows[0], rows[3], rows[4]]
     assert bench.rows_kept(rows, "local[*]", [1000], None) == [rows[3], rows[4]]  # every stage: all its rows
+    rows.append(row("local[*]", 1000, "increment", "link"))
+    assert bench.rows_kept(rows, "local[*]", [1000], None, ["full"]) == [rows[3], rows[4], rows[5]]  # its phases
 
 
 def test_a_child_with_its_parents_address_space_is_not_counted_again():
@@ -120,12 +122,12 @@ def test_rows_of_the_earlier_meter_keep_their_figures_flagged_as_upper_bounds(tm
         {"seconds": 10.0, "peak_rss_gb": 10.86}], "median_seconds": 10.0, "seconds_per_100k_people": 1000.0,
         "median_peak_rss_gb": 10.86}  # fmt: skip
     row = bench.with_memory_meter_named(earlier)
-    assert (row["median_peak_memory_gb"], row["runs"][0]["peak_memory_gb"], row["rss_sum_meter"]) == (
+    assert (row["median_peak_memory_gb"], row["runs"][0]["peak_memory_gb"], row["earlier_meter"]) == (
         10.86,
         10.86,
         True,
     )
     bench.write_results(tmp_path, [row])
     markdown = (tmp_path / "results.md").read_text()
-    assert "| 10.86\\* |" in markdown and markdown.rstrip().endswith(bench.RSS_SUM_FOOTNOTE)
-    assert bench.totals([row])[0]["rss_sum_meter"] is True
+    assert "| 10.86\\* |" in markdown and markdown.rstrip().endswith(bench.EARLIER_METER_FOOTNOTE)
+    assert bench.totals([row])[0]["earlier_meter"] is True
