@@ -46,6 +46,7 @@ from phm.synthetic.generator import (
     generate_records,
     make_plan,
     periods,
+    with_cell_rates,
 )
 from phm.synthetic.geography import imd_domains, postcode_directory
 
@@ -87,7 +88,8 @@ def run(ctx: JobContext) -> None:
         with step("people"):
             people = stage(spark, generate_people(spark, plan), staging / "people")
         with step("activity factors"):
-            factors = stage(spark, generate_factors(people, plan), staging / "factors")
+            drawn = stage(spark, generate_factors(people, plan), staging / "drawn_factors")
+            factors = stage(spark, with_cell_rates(drawn, plan), staging / "factors")
         with step("programme"):
             programme = stage(spark, generate_programme(people, factors, plan), staging / "programme")
         with step("records"):

@@ -344,7 +344,8 @@ def calibration_figures(
     completeness = records.groupBy("source").agg(
         F.avg(F.col("nhs_number").isNotNull().cast("double")).alias("c"), F.count("*").alias("n")
     )
-    for row in completeness.collect():
+    order = list(cal.identifiers.sources)  # the calibration's order, not the aggregate's (which its input sets)
+    for row in sorted(completeness.collect(), key=lambda r: order.index(r["source"])):
         expected = 1 - cal.identifiers.sources[row["source"]].nhs_number_missing
         tolerance = _sampling_tolerance(expected, row["n"], 0.005)
         figures.append(

@@ -134,13 +134,18 @@ def generate_people(spark: SparkSession, plan: PopulationPlan) -> DataFrame:
 
 
 def generate_factors(people: DataFrame, plan: PopulationPlan) -> DataFrame:
-    """Truth: each person's emergency factor, its cell's mean and rate divisor, and the true 12-month admission
-    probability."""
+    """Truth: each person's emergency factor and activity traits (FACTOR_SCHEMA). with_cell_rates reads them
+    twice, so stage them first (else every block's factors are drawn twice)."""
 
     def factors_of(frame: pd.DataFrame) -> pd.DataFrame:
         return person_factors(frame.sort_values("person_index"), plan)
 
-    factors = people.groupBy("block").applyInPandas(factors_of, FACTOR_SCHEMA)
+    return people.groupBy("block").applyInPandas(factors_of, FACTOR_SCHEMA)
+
+
+def with_cell_rates(factors: DataFrame, plan: PopulationPlan) -> DataFrame:
+    """generate_factors' rows with their cell's mean factor and rate divisor (from one aggregate over the whole
+    population) and the true 12-month admission probability."""
     cell = ["emergency_age_group", "imd_quintile"]
     histogram = (
         factors.withColumn("bucket", F.floor(F.log("emergency_factor") / FACTOR_BUCKET_WIDTH))
