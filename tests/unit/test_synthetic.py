@@ -17,7 +17,7 @@ from phm.synthetic.corruption import (
     ocr_misreading,
     typo_of,
 )
-from phm.synthetic.extracts import LINE_DEFECTS, line_defect_id_bound, line_defect_of
+from phm.synthetic.extracts import line_defect_id_bound, line_defect_of, line_defect_share
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
 from phm.synthetic.population import _intercepts_for, condition_logits, generate_block
@@ -288,7 +288,7 @@ def test_emergency_divisor_counts_person_years_not_people():
 def test_line_defect_bound_keeps_every_damaged_line_among_the_candidates():
     rates = CALIBRATION.defects
     ids = [f"{k:016x}" for k in np.random.default_rng(7).integers(0, 2**63, 200_000, dtype=np.int64) * 2]
-    edge = int(sum(getattr(rates, kind) for kind in LINE_DEFECTS) * 2**32)
+    edge = int(line_defect_share(rates) * 2**32)
     ids += [f"{k:08x}00000000" for k in (edge - 1, edge, edge + 1, edge + 2)]  # at the boundary
     bound = line_defect_id_bound(rates)
     damaged = {i for i in ids if line_defect_of(i, rates) is not None}

@@ -240,10 +240,15 @@ def line_defect_of(record_id: str, rates: DefectCalibration) -> str | None:
     return None
 
 
+def line_defect_share(rates: DefectCalibration) -> float:
+    """The share of lines given any text damage."""
+    return sum(getattr(rates, kind) for kind in LINE_DEFECTS)
+
+
 def line_defect_id_bound(rates: DefectCalibration) -> str:
     """Lines whose record id's first 8 hex digits sort below this may be damaged (line_defect_of decides);
     every other line is not, which a string comparison tells without parsing the id (ids are lowercase hex)."""
-    bound = math.ceil(sum(getattr(rates, kind) for kind in LINE_DEFECTS) * 2**32) + 1
+    bound = math.ceil(line_defect_share(rates) * 2**32) + 1
     return format(bound, "08x") if bound < 2**32 else "g"  # "g" sorts after every hex digit
 
 
@@ -251,7 +256,7 @@ def applicable_line_defect(fmt: ExtractFormat, rates: DefectCalibration) -> Colu
     """Spark twin of line_defect_of, null where the source's format cannot carry the damage."""
     position = F.conv(F.substring("record_id", 1, 8), 16, 10).cast("double") / 2**32
     kind = F.lit(None).cast("string")
-    edge = sum(getattr(rates, k) for k in LINE_DEFECTS)
+    edge = line_defect_share(rates)
     for name in reversed(LINE_DEFECTS):
         kind = F.when(position < edge, F.lit(name)).otherwise(kind)
         edge -= getattr(rates, name)
