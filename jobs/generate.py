@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from phm.errors import UserError
@@ -93,7 +93,9 @@ def run(ctx: JobContext) -> None:
         with step("programme"):
             programme = stage(spark, generate_programme(people, factors, plan), staging / "programme")
         with step("records"):
-            records = stage(spark, generate_records(people, factors, programme, plan), staging / "records")
+            # By source, so each extract reads only its own rows; written as they come, without a sort.
+            records = stage(spark, generate_records(people, factors, programme, plan), staging / "records",
+                            partition_by=("source",), open_writers=len(EXTRACT_FORMATS))  # fmt: skip
 
         written = {}
         for source, fmt in EXTRACT_FORMATS.items():
@@ -161,13 +163,17 @@ def _write_periods(
     if not missing:
         return {}
     out = staging / "extracts" / target.name
-    selected = df.where(F.col("period").isin(missing))
+    # Rows per period are counted as the write goes (a second query would render the source again).
+    rows = Observation(f"rows of {target.name}")
+    selected = df.where(F.col("period").isin(missing)).observe(
+        rows, *[F.count_if(F.col("period") == period).alias(period) for period in missing]
+    )
     writer = selected.repartition("period").write.mode("overwrite").partitionBy("period")
     if file_format == "csv":
         writer.option("header", True).csv(str(out))
     else:
         writer.parquet(str(out))
-    counts = {r["period"]: r["count"] for r in selected.groupBy("period").count().collect()}
+    counts = {period: n for period, n in rows.get.items() if n}
     target.mkdir(parents=True, exist_ok=True)
     for period in missing:
         source_dir = out / f"period={period}"
