@@ -93,9 +93,7 @@ def run(ctx: JobContext) -> None:
         with step("programme"):
             programme = stage(spark, generate_programme(people, factors, plan), staging / "programme")
         with step("records"):
-            # By source, so each extract reads only its own rows; written as they come, without a sort.
-            records = stage(spark, generate_records(people, factors, programme, plan), staging / "records",
-                            partition_by=("source",), open_writers=len(EXTRACT_FORMATS))  # fmt: skip
+            records = stage(spark, generate_records(people, factors, programme, plan), staging / "records")
 
         written = {}
         for source, fmt in EXTRACT_FORMATS.items():
@@ -118,7 +116,8 @@ def run(ctx: JobContext) -> None:
                 "programme": programme,
             }
             for name, frame in tables.items():
-                _write_truth(frame, truth_dir / name)
+                with step(f"truth {name}"):
+                    _write_truth(frame, truth_dir / name)
 
         with step("calibration report"):
             figures = calibration_figures(people, factors, records, plan, qof)
