@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -285,15 +286,23 @@ def damage_line(line: str, kind: str, header: list[str], source: str) -> str:
 
 
 def injected_defects(records: DataFrame, rates: DefectCalibration) -> DataFrame:
-    """Truth: (source, period, record_id, defect) for every defect that reached an extract."""
-    parts = [
-        records.where(F.col("source") == fmt.source)
-        .select("source", "period", "record_id", defect.alias("defect"))
-        .where(F.col("defect").isNotNull())
-        for fmt in EXTRACT_FORMATS.values()
-        for defect in (applicable_defect(fmt), applicable_line_defect(fmt, rates))
-    ]
-    out = parts[0]
-    for part in parts[1:]:
-        out = out.unionByName(part)
-    return out
+    """Truth: (source, period, record_id, defect) for every defect that reached an extract: a record's own
+    defect and its line's text damage, each where its source's format can carry it.
+
+    One pass over records: the few that can carry either (a record defect, or an id below the line damage
+    bound) are kept first, so the per-source choice runs on them alone (a query per source and kind read
+    every record 22 times: 65 s at 1m people; one pass choosing on every record took 137 s)."""
+    candidates = records.where(
+        F.col("defect").isNotNull() | (F.substring("record_id", 1, 8) < F.lit(line_defect_id_bound(rates)))
+    )
+
+    def by_source(defect_of: Callable[[ExtractFormat], Column]) -> Column:
+        out = F.lit(None).cast("string")
+        for fmt in EXTRACT_FORMATS.values():
+            out = F.when(F.col("source") == fmt.source, defect_of(fmt)).otherwise(out)
+        return out
+
+    defects = F.array(by_source(applicable_defect), by_source(partial(applicable_line_defect, rates=rates)))
+    return candidates.select("source", "period", "record_id", F.explode(defects).alias("defect")).where(
+        F.col("defect").isNotNull()
+    )
