@@ -151,51 +151,34 @@ def calibration_figures(
         .where(F.col("death_date").isNull() | (F.col("death_date") > F.lit(year_start)))
         .select("true_person_id", F.least(exposure_days, F.lit(365)).alias("exposure_days"))
     )
-    last_year = records.where((F.col("event_date") > F.lit(year_start)) & (F.col("event_date") <= F.lit(ref)))
-    counts = (
-        last_year.where(F.col("source") != "gp_registrations")
-        .groupBy("true_person_id")
-        .pivot("kind", ["emergency", "elective", "ae", "outpatient", "consultation", "community", "mental_health"])
-        .count()
-    )
-    per_person = (
-        at_risk.join(counts, "true_person_id", "left")
-        .join(
-            factors.select("true_person_id", "emergency_age_group", "imd_quintile", "p_emergency_12m"), "true_person_id"
-        )
-        .fillna(0)
-    )
-    day_cases = (
-        last_year.where((F.col("kind") == "elective") & (F.col("los_days") == 0))
-        .groupBy("true_person_id")
-        .count()
-        .withColumnRenamed("count", "day_case")
-    )
+    in_last_year = (F.col("event_date") > F.lit(year_start)) & (F.col("event_date") <= F.lit(ref))
+    counted = in_last_year & (F.col("source") != "gp_registrations")
+    emergency = in_last_year & (F.col("kind") == "emergency")
+    care = F.col("kind") == "care_start"
     trim = cal.activity.excess_bed_days_after
-    excess = (
-        last_year.where(F.col("kind") == "emergency")
-        .groupBy("true_person_id")
-        .agg(F.sum(F.greatest(F.col("los_days") - F.lit(trim), F.lit(0))).alias("excess_bed_days"))
-    )
-    falls = (
-        last_year.where((F.col("kind") == "emergency") & F.col("code").isin("S720", "S721", "S722", "W19X"))
-        .groupBy("true_person_id")
-        .count()
-        .withColumnRenamed("count", "fall")
-    )
     overlap_days = F.datediff(
         F.least(F.col("end_date"), F.lit(ref)), F.greatest(F.col("event_date"), F.lit(year_start))
     )
-    social_care = (
-        records.where(F.col("kind") == "care_start")
+    # One pass over the records (most of the data; an aggregate per figure read them five times).
+    activity = (
+        records.where(in_last_year | care)
         .groupBy("true_person_id")
-        .agg(F.sum(F.greatest(overlap_days, F.lit(0)) / 7 * F.col("value2")).alias("social_care_cost"))
+        .agg(
+            *[
+                F.count_if(counted & (F.col("kind") == kind)).alias(kind)
+                for kind in ("emergency", "elective", "ae", "outpatient", "consultation", "community", "mental_health")
+            ],
+            F.count_if(in_last_year & (F.col("kind") == "elective") & (F.col("los_days") == 0)).alias("day_case"),
+            F.sum(F.when(care, F.greatest(overlap_days, F.lit(0)) / 7 * F.col("value2"))).alias("social_care_cost"),
+            F.count_if(emergency & F.col("code").isin("S720", "S721", "S722", "W19X")).alias("fall"),
+            F.sum(F.when(emergency, F.greatest(F.col("los_days") - F.lit(trim), F.lit(0)))).alias("excess_bed_days"),
+        )
     )
     frame = (
-        per_person.join(day_cases, "true_person_id", "left")
-        .join(social_care, "true_person_id", "left")
-        .join(falls, "true_person_id", "left")
-        .join(excess, "true_person_id", "left")
+        at_risk.join(activity, "true_person_id", "left")
+        .join(
+            factors.select("true_person_id", "emergency_age_group", "imd_quintile", "p_emergency_12m"), "true_person_id"
+        )
         .fillna(0)
         .toPandas()
     )
@@ -277,7 +260,7 @@ def calibration_figures(
             )
         )
 
-    figures += _housing_figures(people, last_year, plan, year_start)
+    figures += _housing_figures(people, records.where(in_last_year), plan, year_start)
 
     # Cost concentration: unit costs over the last 12 months.
     costs = cal.unit_costs_gbp
