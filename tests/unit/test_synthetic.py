@@ -17,7 +17,7 @@ from phm.synthetic.corruption import (
     ocr_misreading,
     typo_of,
 )
-from phm.synthetic.extracts import line_defect_id_bound, line_defect_of, line_defect_share
+from phm.synthetic.extracts import injected_defects, line_defect_id_bound, line_defect_of, line_defect_share
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
 from phm.synthetic.population import _intercepts_for, condition_logits, generate_block
@@ -295,3 +295,37 @@ def test_line_defect_bound_keeps_every_damaged_line_among_the_candidates():
     candidates = {i for i in ids if i[:8] < bound}
     assert damaged and damaged <= candidates
     assert len(candidates - damaged) <= 2  # the bound's margin of one id prefix
+
+
+def test_injected_defects_lists_what_each_source_format_can_carry(spark):
+    rates = CALIBRATION.defects
+    edge = line_defect_share(rates)
+    damaged_id = f"{int(rates.truncated_line / 2 * 2**32):08x}00000001"  # a truncated line, by line_defect_of
+    wrong_type_id = f"{int((edge - rates.wrong_type / 2) * 2**32):08x}00000002"  # text in a numeric column
+    clean_id = f"{int(min(edge * 2, 0.99) * 2**32):08x}00000003"  # above the bound: no line damage
+    assert line_defect_of(damaged_id, rates) == "truncated_line"
+    assert line_defect_of(wrong_type_id, rates) == "wrong_type"
+    assert line_defect_of(clean_id, rates) is None
+    records = spark.createDataFrame(
+        [
+            ("gp_events", "2025-04", clean_id, "unknown_code"),  # GP events carry codes
+            ("deaths", "2025-04", clean_id, "unknown_code"),  # deaths have no code column: not applied
+            ("ae", "2025-04", clean_id, "malformed_date"),  # typed Parquet dates cannot be malformed
+            ("ae", "2025-05", damaged_id, "future_date"),  # Parquet: no line damage, the future date stays
+            ("inpatient", "2025-04", damaged_id, "malformed_date"),  # both the record's and the line's
+            ("gp_events", "2025-05", wrong_type_id, None),  # a numeric column to put text in
+            ("deaths", "2025-05", wrong_type_id, None),  # none: the line stays whole
+            ("outpatient", "2025-04", clean_id, None),
+        ],
+        "source string, period string, record_id string, defect string",
+    )
+    found = sorted(tuple(r) for r in injected_defects(records, rates).collect())
+    assert found == sorted(
+        [
+            ("gp_events", "2025-04", clean_id, "unknown_code"),
+            ("ae", "2025-05", damaged_id, "future_date"),
+            ("inpatient", "2025-04", damaged_id, "malformed_date"),
+            ("inpatient", "2025-04", damaged_id, "truncated_line"),
+            ("gp_events", "2025-05", wrong_type_id, "wrong_type"),
+        ]
+    )
