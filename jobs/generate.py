@@ -102,7 +102,7 @@ def run(ctx: JobContext) -> None:
                 damage = partial(_damage_lines, source=source, rates=calibration.defects)
                 written[source] = _write_periods(
                     render(records, fmt), fmt.file_format, landing / source, wanted, staging,
-                    prepare=damage if fmt.file_format == "csv" else None,
+                    finish=damage if fmt.file_format == "csv" else _parquet_rows,
                 )  # fmt: skip
         _write_static(plan, landing)
 
@@ -155,10 +155,12 @@ def _write_periods(
     target: Path,
     wanted: list[str],
     staging: Path,
-    prepare: Callable[[Path], None] | None = None,
+    finish: Callable[[Path], int],
 ) -> dict[str, int]:
     """Write each wanted period not yet delivered into target/<period>/, atomically per period: written and
-    `prepare`d (damaged) in staging, then moved into place, so a crash never leaves half a delivery."""
+    finished in staging by `finish` (which damages CSV text and returns the period's rows: counted from the
+    files, as a count query would render the source again), then moved into place, so a crash never leaves
+    half a delivery."""
     missing = [p for p in wanted if not (target / p).exists()]
     if not missing:
         return {}
@@ -178,10 +180,7 @@ def _write_periods(
         for junk in source_dir.glob(".*.crc"):
             junk.unlink()
         _name_as_delivered(source_dir, target.name, period, file_format)
-        # Counted from the files (a count query would render the source again, a full pass over records).
-        counts[period] = _rows_delivered(source_dir, file_format)
-        if prepare is not None:
-            prepare(source_dir)
+        counts[period] = finish(source_dir)
         os.replace(source_dir, target / period)
     return counts
 
@@ -196,19 +195,19 @@ def _name_as_delivered(folder: Path, source: str, period: str, file_format: str)
         part.rename(folder / f"{source}_{period.replace('-', '')}{suffix}.{file_format}")
 
 
-def _rows_delivered(folder: Path, file_format: str) -> int:
-    """Rows in a period's files as Spark wrote them: Parquet footers, or CSV lines after the header (no field
-    the generator writes holds a line break, so a line is a row)."""
-    if file_format == "parquet":
-        return sum(pq.read_metadata(path).num_rows for path in folder.glob("*.parquet"))
-    return sum(path.read_bytes().count(b"\n") - 1 for path in folder.glob("*.csv"))
+def _parquet_rows(period_folder: Path) -> int:
+    """Rows in a period's Parquet files, from their footers."""
+    return sum(pq.read_metadata(path).num_rows for path in period_folder.glob("*.parquet"))
 
 
-def _damage_lines(period_folder: Path, source: str, rates: DefectCalibration) -> None:
-    """Damage the text of the chosen records of one period (truth/injected_defects lists them)."""
+def _damage_lines(period_folder: Path, source: str, rates: DefectCalibration) -> int:
+    """Damage the text of the chosen records of one period (truth/injected_defects lists them); the period's
+    rows, as Spark wrote them: lines after the header (no field the generator writes holds a line break)."""
     bound = line_defect_id_bound(rates)
+    rows = 0
     for path in period_folder.glob("*.csv"):
         lines = path.read_text().split("\n")
+        rows += len(lines) - 2  # the header, and the empty text after the last line break
         header = lines[0].split(",")
         changed = False
         # A comparison per line leaves the few candidates (about the defect rates' share) to be parsed.
@@ -220,6 +219,7 @@ def _damage_lines(period_folder: Path, source: str, rates: DefectCalibration) ->
                 lines[i] = damaged
         if changed:
             path.write_text("\n".join(lines))
+    return rows
 
 
 def _write_static(plan, landing: Path) -> None:
