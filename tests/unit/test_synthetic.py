@@ -20,6 +20,7 @@ from phm.synthetic.corruption import (
 from phm.synthetic.extracts import injected_defects, line_defect_id_bound, line_defect_of, line_defect_share
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
+from phm.synthetic.records import RECORD_ARROW_SCHEMA, _as_arrow
 from phm.synthetic.population import _intercepts_for, condition_logits, generate_block
 
 from ..conftest import REPO
@@ -329,3 +330,29 @@ def test_injected_defects_lists_what_each_source_format_can_carry(spark):
             ("gp_events", "2025-05", wrong_type_id, "wrong_type"),
         ]
     )
+
+
+def test_records_reach_spark_as_arrow_with_pandas_nulls_as_nulls():
+    frame = pd.DataFrame(
+        {
+            "source": ["gp_events", "inpatient"],
+            "period": ["2025-04", "2025-05"],
+            "event_date": pd.to_datetime(["2025-04-03", "2025-05-31"]),
+            "date_of_birth": pd.to_datetime(["1950-01-02", None]),
+            "nhs_number": ["9990000018", None],
+            "value": [np.nan, 7.5],
+            "los_days": [np.nan, 3.0],  # a float column with gaps, as pandas' concat of event kinds leaves it
+        }
+    )
+    table = _as_arrow(frame)
+    assert table.schema == RECORD_ARROW_SCHEMA
+    first, second = table.to_pylist()
+    assert first == {
+        **dict.fromkeys(RECORD_ARROW_SCHEMA.names),  # every column no event of the block has: null
+        "source": "gp_events",
+        "period": "2025-04",
+        "event_date": date(2025, 4, 3),
+        "date_of_birth": date(1950, 1, 2),
+        "nhs_number": "9990000018",
+    }
+    assert (second["date_of_birth"], second["nhs_number"], second["value"], second["los_days"]) == (None, None, 7.5, 3)

@@ -1,6 +1,6 @@
-"""From a block's people to every row of every source extract (one frame, a column says which source).
+"""From a block's people to every row of every source extract (one table, a column says which source).
 
-Runs inside Spark tasks (applyInPandas per block), seeded by (seed, block),
+Runs inside Spark tasks (applyInArrow per block), seeded by (seed, block),
 so the rows are the same however Spark splits the work. Record ids are a
 keyed 64-bit mix of (seed, source, person, sequence): unique, stable, and
 revealing nothing about the person behind them.
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from phm.synthetic.activity import KIND_SOURCE, generate_events
 from phm.synthetic.calibration import SOURCES
 from phm.synthetic.corruption import apply_name_errors, apply_source_quality, identity_at_events
-from phm.synthetic.dates import days, for_spark
+from phm.synthetic.dates import days
 from phm.synthetic.population import PopulationPlan
 
 RECORDS_STREAM = 3
@@ -56,6 +58,7 @@ RECORD_SCHEMA = T.StructType(
         T.StructField("defect", T.StringType(), True),
     ]
 )
+RECORD_ARROW_SCHEMA = to_arrow_schema(RECORD_SCHEMA)
 
 # Registration changes a GP system sends after the first registration record.
 CHANGE_KINDS = {"moved_on": "address_change", "surname_changed_on": "name_change", "death_date": "deregistration"}
@@ -63,8 +66,9 @@ CHANGE_KINDS = {"moved_on": "address_change", "surname_changed_on": "name_change
 
 def block_records(
     people: pd.DataFrame, factors: pd.DataFrame, plan: PopulationPlan, programme: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Every extract row for one block of people (people, factors and programme in the same order)."""
+) -> pa.Table:
+    """Every extract row for one block of people (people, factors and programme in the same order), as Arrow
+    in RECORD_SCHEMA: handed to Spark as it is (pandas' hand-over checked every value for nulls again)."""
     block = int(people["block"].iloc[0])
     rng = np.random.default_rng([plan.seed, block, RECORDS_STREAM])
     name_rng = np.random.default_rng([plan.seed, block, RECORDS_STREAM, NAME_ERRORS_STREAM])
@@ -105,14 +109,21 @@ def block_records(
         own = (records["source"] == source).to_numpy()
         records.loc[own, "local_id"] = _local_ids(plan.seed, person["person_index"].to_numpy()[own], key, prefix)
     records["defect"] = _defects(len(records), plan, rng)
-    for column in ("value", "value2"):
-        records[column] = records[column].astype(float) if column in records else np.nan
-    records["los_days"] = records["los_days"].astype("Int32") if "los_days" in records else pd.NA
-    if "end_date" not in records:
-        records["end_date"] = pd.NaT
-    for column in ("event_date", "date_of_birth", "end_date"):
-        records[column] = for_spark(records[column])
-    return records.reindex(columns=RECORD_SCHEMA.fieldNames())
+    return _as_arrow(records)
+
+
+def _as_arrow(records: pd.DataFrame) -> pa.Table:
+    """The frame's columns in RECORD_SCHEMA (a column no event kind of the block has is all null); None, NaN
+    and NaT are nulls, as in Spark's own hand-over from pandas."""
+    arrays = []
+    for field in RECORD_ARROW_SCHEMA:
+        if field.name not in records:
+            arrays.append(pa.nulls(len(records), field.type))
+        elif pa.types.is_date32(field.type):
+            arrays.append(pa.array(days(records[field.name]), field.type, from_pandas=True))
+        else:
+            arrays.append(pa.Array.from_pandas(records[field.name], type=field.type))
+    return pa.Table.from_arrays(arrays, schema=RECORD_ARROW_SCHEMA)
 
 
 def _registration_changes(people: pd.DataFrame) -> pd.DataFrame:
