@@ -20,8 +20,8 @@ from phm.synthetic.corruption import (
 from phm.synthetic.extracts import injected_defects, line_defect_id_bound, line_defect_of, line_defect_share
 from phm.synthetic.generator import history_start, make_plan, periods
 from phm.synthetic.geography import build_geography
-from phm.synthetic.records import RECORD_ARROW_SCHEMA, _as_arrow
 from phm.synthetic.population import _intercepts_for, condition_logits, generate_block
+from phm.synthetic.records import RECORD_ARROW_SCHEMA, _as_arrow
 
 from ..conftest import REPO
 
