@@ -168,9 +168,12 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
             PERSON_ID_HISTORY.name,
             history.select(F.lit(ctx.run_id).alias("linkage_run_id"), "*", F.current_timestamp().alias("recorded_at")),
         )
-        catalog.overwrite(PERSON.name, _person(catalog, links, _reference_date(records)))
+        linked_profiles = state.select("profile_id", "person_id", "record_count", "sources").join(
+            profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
+        )
+        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, _reference_date(records)))
     with _timed(timings, "quality"):
-        measures = quality(ctx.run_id, scored, edges, links, history, comparisons)
+        measures = quality(ctx.run_id, scored, edges, state, links, history, comparisons)
         catalog.append(LINKAGE_QUALITY.name, measures)
         totals = _log_quality(catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == ctx.run_id), timings)
     ctx.rows_in = records.count()
@@ -216,13 +219,13 @@ def _nothing_new(catalog, records: DataFrame, settings) -> bool:
     return not now.exceptAll(linked).limit(1).count() and not linked.exceptAll(now).limit(1).count()
 
 
-def _person(catalog, links: DataFrame, reference_date: str) -> DataFrame:
+def _person(catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:
     def silver(name: str) -> DataFrame:
         if not catalog.exists(name):
             raise UserError(f"link: {name} does not exist; gold.person needs it (deliver and ingest that source)")
         return catalog.read(name)
 
-    return person_index(links, catalog.read(IDENTITY.name), *map(silver, PERSON_SOURCES), reference_date)
+    return person_index(linked_profiles, links, *map(silver, PERSON_SOURCES), reference_date)
 
 
 def _reference_date(records: DataFrame) -> str:

@@ -62,8 +62,12 @@ def test_profiles_derive_forms_known_surnames_and_postcode_parts(spark):
         ("p2", A, "ROBERT", "JONES", date(1950, 1, 2), "U", "LS1 4AB"),  # same number and DOB: a name change
         ("p3", INVALID, "ANN", "SMITH", None, "F", None),
     ]
-    got = by_id(profiles(records(spark, rows), nicknames(spark)))
-    assert got["p1"].record_count == 2 and got["p1"].sources == ["gp_registrations"]
+    one_from_ae = records(spark, rows).withColumn(
+        "source", F.when(F.col("record_id") == "r1", F.lit("ae")).otherwise(F.col("source"))
+    )
+    got = by_id(profiles(one_from_ae, nicknames(spark)))
+    assert (got["p1"].record_count, got["p1"].gp_record_count) == (2, 1)
+    assert got["p1"].sources == ["ae", "gp_registrations"]
     assert "ROBERT" in got["p1"].forename_forms and "BOB" in got["p1"].forename_forms
     assert got["p1"].surnames == ["JONES", "SMITH"] == got["p2"].surnames
     assert (got["p1"].postcode_sector, got["p1"].postcode_district) == ("LS1 4", "LS1")
@@ -318,16 +322,20 @@ def test_person_ids_are_minted_then_kept_and_every_change_is_recorded(spark):
 
 
 def test_person_index_takes_the_best_available_values(spark):
+    # P1's GP registration records say F, 1950-06-01; two other records of theirs say M, 1950-01-06.
+    profiles = spark.createDataFrame(
+        [("pr1", "P1", date(1950, 6, 1), "F", 2, 2, ["gp_registrations"]),
+         ("pr2", "P1", date(1950, 1, 6), "M", 2, 0, ["ae", "deaths"]),
+         ("pr3", "P1", date(1950, 1, 6), "M", 1, 0, ["ae"]),
+         ("pr4", "P2", date(2000, 3, 31), None, 1, 0, ["ae"]),
+         ("pr5", "P3", date(1980, 2, 1), "M", 1, 0, ["ae"]), ("pr6", "P3", date(1980, 1, 2), "F", 2, 0, ["ae"])],
+        "profile_id string, person_id string, date_of_birth date, sex string, record_count long, "
+        "gp_record_count long, sources array<string>",
+    )  # fmt: skip
     links = spark.createDataFrame(
         [("gp_registrations", "g1", "P1"), ("gp_registrations", "g2", "P1"), ("ae", "e1", "P1"),
          ("deaths", "d1", "P1"), ("ae", "e2", "P2")],
         "source string, record_id string, person_id string",
-    )  # fmt: skip
-    identity = spark.createDataFrame(
-        [("gp_registrations", "g1", date(1950, 6, 1), "F"), ("gp_registrations", "g2", date(1950, 6, 1), "F"),
-         ("ae", "e1", date(1950, 1, 6), "M"), ("deaths", "d1", date(1950, 1, 6), "M"),
-         ("ae", "e2", date(2000, 3, 31), "U")],
-        "source string, record_id string, date_of_birth date, sex string",
     )  # fmt: skip
     registrations = spark.createDataFrame(
         [("g1", "registration", "Asian or Asian British", "L1", 3, "Q1", date(2020, 1, 1), "2026-01", 2),
@@ -337,14 +345,17 @@ def test_person_index_takes_the_best_available_values(spark):
     )  # fmt: skip
     deaths = spark.createDataFrame([("d1", date(2026, 2, 10))], "record_id string, date_of_death date")
     practices = spark.createDataFrame([("Q1", "U1", "PL1")], "practice_code string, pcn_code string, place_code string")
-    got = by_id(person_index(links, identity, registrations, deaths, practices, "2026-03-31"), "person_id")
-    p1, p2 = got["P1"], got["P2"]
+    got = by_id(person_index(profiles, links, registrations, deaths, practices, "2026-03-31"), "person_id")
+    p1, p2, p3 = got["P1"], got["P2"], got["P3"]
+    # GP records first, though three of P1's five records say otherwise
     assert (p1.age, p1.age_band, p1.sex, p1.ethnicity) == (75, "75-79", "F", "Asian or Asian British")
     assert (p1.practice_code, p1.pcn_code, p1.place_code, p1.gp_registered) == ("Q1", "U1", "PL1", True)
     assert (p1.lsoa_code, p1.imd_decile, p1.imd_quintile) == ("L1", 3, 2)
-    assert (p1.deceased, p1.death_period, p1.records) == (True, "2026-02", 4)
+    assert (p1.deceased, p1.death_period, p1.records) == (True, "2026-02", 5)
     assert p1.sources == ["ae", "deaths", "gp_registrations"]
     assert (p2.age, p2.sex, p2.gp_registered, p2.practice_code, p2.deceased) == (26, None, False, None, False)
+    # No GP record: the values on most records (two against one), counted by the profiles' records
+    assert (p3.sex, p3.age, p3.records, p3.sources) == ("F", 46, 3, ["ae"])
 
 
 def test_evaluation_counts_pairs_misses_splits_and_merges(spark):

@@ -25,23 +25,30 @@ NOT_STATED = "Not stated"
 
 
 def person_index(
+    profiles: DataFrame,
     links: DataFrame,
-    identity: DataFrame,
     registrations: DataFrame,
     deaths: DataFrame,
     practices: DataFrame,
     reference_date: str,
 ) -> DataFrame:
-    """links: silver.person_link; identity: vault.identity; the others their silver tables."""
-    linked = links.select("source", "record_id", "person_id")
-    totals = linked.groupBy("person_id").agg(
-        F.count(F.lit(1)).alias("records"), F.array_sort(F.collect_set("source")).alias("sources")
-    )
-    demographics = linked.join(identity.select("source", "record_id", "date_of_birth", "sex"), ["source", "record_id"])
-    gp_first = (F.col("source") == GP_SOURCE).cast("int")
-    date_of_birth = _most_frequent(demographics, "date_of_birth", gp_first)
-    sex = _most_frequent(demographics.where(F.col("sex").isin("M", "F")), "sex", gp_first)
+    """profiles: one row per linked profile (profile_id, person_id, date_of_birth, sex, record_count,
+    gp_record_count, sources); links: silver.person_link, of which only GP registration and death records
+    are read; the others their silver tables.
 
+    Every record of a profile carries the profile's identifiers, so counting values over profiles
+    weighted by their records gives what counting over the records would, without joining every
+    record back to the vault (31.6m records at 1m people, against 3.7m profiles).
+    """
+    people = profiles.select("person_id", "date_of_birth", "sex", "record_count", "gp_record_count", "sources")
+    totals = people.groupBy("person_id").agg(
+        F.sum("record_count").cast("long").alias("records"),
+        F.array_sort(F.array_distinct(F.flatten(F.collect_list("sources")))).alias("sources"),
+    )
+    date_of_birth = _most_frequent(people, "date_of_birth")
+    sex = _most_frequent(people.where(F.col("sex").isin("M", "F")), "sex")
+
+    linked = links.where(F.col("source").isin(GP_SOURCE, DEATHS_SOURCE)).select("source", "record_id", "person_id")
     gp = linked.where(F.col("source") == GP_SOURCE).join(
         registrations.select("record_id", "record_type", "ethnicity", "lsoa_code", "imd_decile", "practice_code",
                              "effective_date", "period", "line_number"),
@@ -99,12 +106,12 @@ def person_index(
     )
 
 
-def _most_frequent(records: DataFrame, column: str, preference: Column) -> DataFrame:
-    """(person_id, column): the value most frequent among preferred records, then among all (ties: smaller)."""
+def _most_frequent(profiles: DataFrame, column: str) -> DataFrame:
+    """(person_id, column): the value on most GP records, then on most records of any source (ties: smaller)."""
     counts = (
-        records.where(F.col(column).isNotNull())
+        profiles.where(F.col(column).isNotNull())
         .groupBy("person_id", column)
-        .agg(F.sum(preference).alias("_preferred"), F.count(F.lit(1)).alias("_n"))
+        .agg(F.sum("gp_record_count").alias("_preferred"), F.sum("record_count").alias("_n"))
     )
     order = [F.col("_preferred").desc(), F.col("_n").desc(), F.col(column)]
     return _first(counts, order).select("person_id", column)

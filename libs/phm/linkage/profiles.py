@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.identifiers import nhs_number_is_valid
+from phm.linkage.person_index import GP_SOURCE
 
 # The identifiers linkage compares (vault.identity columns) and the pseudonyms that name them.
 IDENTIFIERS = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
@@ -47,10 +48,12 @@ def linkage_records(identity: DataFrame) -> DataFrame:
 
 
 def profiles(records: DataFrame, nicknames: DataFrame) -> DataFrame:
-    """One row per distinct profile with its record count, sources and the comparison columns."""
+    """One row per distinct profile with its record counts (all, and GP registrations for gold.person's
+    best values), sources and the comparison columns."""
     grouped = records.groupBy("profile_id").agg(
         *[F.first(name).alias(name) for name in IDENTIFIERS],
         F.count(F.lit(1)).alias("record_count"),
+        F.count(F.when(F.col("source") == GP_SOURCE, 1)).alias("gp_record_count"),
         F.array_sort(F.collect_set("source")).alias("sources"),
     )
     sex = F.when(F.col("sex").isin("M", "F"), F.col("sex"))  # U(nknown) compares as missing
@@ -66,6 +69,7 @@ def profiles(records: DataFrame, nicknames: DataFrame) -> DataFrame:
         postcode_sector(F.col("postcode")).alias("postcode_sector"),
         postcode_district(F.col("postcode")).alias("postcode_district"),
         "record_count",
+        "gp_record_count",
         "sources",
     )
     return _with_known_surnames(_with_forename_forms(with_columns, nicknames))

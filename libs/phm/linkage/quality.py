@@ -32,14 +32,17 @@ def quality(
     run_id: str,
     scored: DataFrame,
     edges: DataFrame,
+    linked_profiles: DataFrame,
     links: DataFrame,
     history: DataFrame,
     comparisons: dict[str, int],
 ) -> DataFrame:
-    """links: silver.person_link rows of this run (source, profile_id, person_id, link_method)."""
+    """linked_profiles: silver.linkage_profiles of this run (profile_id, person_id); links: its
+    silver.person_link rows (source, profile_id, person_id, link_method). Profiles are counted from the
+    former (a tenth of the rows: each record's profile is one of them)."""
     low, high = WEIGHT_RANGE
     weight = F.least(F.greatest(F.floor("match_weight"), F.lit(low)), F.lit(high)).cast("int")
-    profiles_per_person = links.groupBy("person_id").agg(F.countDistinct("profile_id").alias("n"))
+    profiles_per_person = linked_profiles.groupBy("person_id").agg(F.count(F.lit(1)).alias("n"))
     gp_persons = links.where(F.col("source") == GP_SOURCE).select("person_id").distinct()
     unlinked = (F.col("link_method") == UNLINKED).cast("long")
     by_source = links.groupBy("source").agg(
@@ -61,17 +64,19 @@ def quality(
         _measure(outside_gp, "without_gp_registration", "source", F.col("count")),
         _counted("link_method", links.groupBy(F.col("link_method").alias("group_value")).count()),
         _counted("history", history.groupBy(F.col("event").alias("group_value")).count()),
-        _totals(scored, edges, links, profiles_per_person),
+        _totals(scored, edges, linked_profiles, links, profiles_per_person),
     ]
     return reduce(DataFrame.unionByName, parts).select(F.lit(run_id).alias("linkage_run_id"), "*")
 
 
-def _totals(scored: DataFrame, edges: DataFrame, links: DataFrame, persons: DataFrame) -> DataFrame:
+def _totals(
+    scored: DataFrame, edges: DataFrame, linked_profiles: DataFrame, links: DataFrame, persons: DataFrame
+) -> DataFrame:
     totals = {
         "scored_comparisons": scored.count(),
         "accepted_edges": edges.count(),
         "persons": persons.count(),
-        "profiles": links.select("profile_id").distinct().count(),
+        "profiles": linked_profiles.count(),
         "identity_records": links.count(),
     }
     return links.sparkSession.createDataFrame(
