@@ -18,8 +18,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from phm.ingest.outputs import age_band
+from phm.linkage.profiles import GP_SOURCE
 
-GP_SOURCE = "gp_registrations"
 DEATHS_SOURCE = "deaths"
 NOT_STATED = "Not stated"
 

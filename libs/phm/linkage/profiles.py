@@ -23,8 +23,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.identifiers import nhs_number_is_valid
-from phm.linkage.person_index import GP_SOURCE
 
+# The source whose records gold.person trusts first (profiles count them apart).
+GP_SOURCE = "gp_registrations"
 # The identifiers linkage compares (vault.identity columns) and the pseudonyms that name them.
 IDENTIFIERS = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
 PSEUDONYMISED = ("nhs_number", "forename", "surname", "date_of_birth", "postcode")

@@ -23,7 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.linkage.linking import UNLINKED
-from phm.linkage.person_index import GP_SOURCE
+from phm.linkage.profiles import GP_SOURCE
 
 WEIGHT_RANGE = (-20, 30)
 
@@ -38,8 +38,8 @@ def quality(
     comparisons: dict[str, int],
 ) -> DataFrame:
     """linked_profiles: silver.linkage_profiles of this run (profile_id, person_id); links: its
-    silver.person_link rows (source, profile_id, person_id, link_method). Profiles are counted from the
-    former (a tenth of the rows: each record's profile is one of them)."""
+    silver.person_link rows (source, person_id, link_method). Profiles are counted from the former
+    (a tenth of the rows: each record's profile is one of them)."""
     low, high = WEIGHT_RANGE
     weight = F.least(F.greatest(F.floor("match_weight"), F.lit(low)), F.lit(high)).cast("int")
     profiles_per_person = linked_profiles.groupBy("person_id").agg(F.count(F.lit(1)).alias("n"))
