@@ -283,3 +283,23 @@ def test_compound_keys_with_a_missing_part_are_not_duplicates(spark):
     ).withColumn("parse_error", F.lit(None).cast("string"))
     got = {r.line_number: r._outcome for r in evaluate(frame, [rule]).where("file = 'f'").collect()}
     assert got == {2: "accept", 3: "quarantine", 4: "accept", 5: "accept"}
+
+
+def test_the_first_copy_of_a_key_is_the_first_by_file_then_line(spark):
+    # The row position is ranked over the frame's files: a copy at a later line of an earlier file is the first.
+    spec = {"name": "id_once", "check": "unique", "columns": ["id"], "action": "quarantine", "reason": "r"}
+    warn = {"name": "code_known", "check": "in_set", "column": "code", "values": ["A"], "action": "warn", "reason": "r"}
+    rules = [compile_rule(RuleSpec.model_validate(spec)), compile_rule(RuleSpec.model_validate(warn))]
+    frame = spark.createDataFrame(
+        [("b.csv", 2, "x", "A", None), ("a.csv", 9, "x", "A", None), ("a.csv", 3, "x", "Z", None),
+         ("a.csv", 4, "y", "Z", None), ("b.csv", 3, None, "Z", "1 field where the header has 2")],
+        "file string, line_number long, id string, code string, parse_error string",
+    )  # fmt: skip
+    got = {(r.file, r.line_number): (r._outcome, r._failed, r._warnings) for r in evaluate(frame, rules).collect()}
+    assert got == {
+        ("a.csv", 3): ("accept", ["code_known"], ["code_known"]),
+        ("a.csv", 9): ("quarantine", ["id_once"], []),
+        ("b.csv", 2): ("quarantine", ["id_once"], []),
+        ("a.csv", 4): ("accept", ["code_known"], ["code_known"]),
+        ("b.csv", 3): ("quarantine", ["malformed_line", "code_known"], ["code_known"]),  # malformed first, in order
+    }
