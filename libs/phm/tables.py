@@ -29,6 +29,10 @@ class TableSpec:
     description: str
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
+    # Columns Delta keeps file statistics (min, max, nulls) of, for data skipping; None: Delta's default, the
+    # first 32 columns. Large tables whose other columns no reader filters on (pseudonyms, free text) name
+    # theirs: collecting statistics of every column cost about a third of writing such a table.
+    stats_columns: tuple[str, ...] | None = None
     # Wide tables whose further columns follow from configuration (gold.features: one per condition and
     # window) declare their fixed columns and the one type every further column has.
     further_columns_type: T.DataType | None = None
@@ -104,6 +108,7 @@ LANDED_ROWS = TableSpec(
     ),
     keys=("source", "file", "line_number"),
     partition_by=("source", "period"),
+    stats_columns=("file", "line_number"),  # finding a quarantined row's raw line
     schema=T.StructType(
         [
             *_LOAD_FIELDS,
@@ -161,6 +166,7 @@ IDENTITY = TableSpec(
     ),
     keys=("source", "record_id"),
     partition_by=("source", "period"),
+    stats_columns=("record_id", "key_id"),  # ingest's check of the key reads key_id from statistics
     schema=T.StructType(
         [
             T.StructField("source", T.StringType(), False),

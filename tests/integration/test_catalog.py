@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
@@ -19,6 +21,17 @@ WIDGETS = register(
         description="A table for catalogue tests.",
         keys=("widget_id",),
         schema=T.StructType([T.StructField("widget_id", T.LongType()), T.StructField("colour", T.StringType())]),
+    )
+)
+
+GAUGES = register(
+    TableSpec(
+        name="silver.test_gauges",
+        grain="one row per gauge (test table)",
+        description="A table whose declaration names the columns Delta keeps statistics of.",
+        keys=("gauge_id",),
+        stats_columns=("gauge_id",),
+        schema=T.StructType([T.StructField("gauge_id", T.LongType()), T.StructField("reading", T.StringType())]),
     )
 )
 
@@ -144,3 +157,34 @@ def test_list_tables_reports_version_rows_and_writer(spark, catalog):
     assert (info.version, info.rows) == (3, catalog.read(WIDGETS.name).count()) == (3, 4)
     assert Path(catalog.path(WIDGETS.name), "_delta_log", f"{3:020d}.crc").is_file()
     assert catalog._rows_from_checksum(WIDGETS.name, 3) == 4
+
+
+def _statistics_of_added_files(table_path: str, version: int) -> list[dict]:
+    log_file = Path(table_path) / "_delta_log" / f"{version:020d}.json"
+    actions = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    return [json.loads(a["add"]["stats"]) for a in actions if "add" in a]
+
+
+def test_declared_statistics_columns_apply_to_new_and_existing_tables(spark, catalog, tmp_path):
+    rows = spark.createDataFrame([(1, "low"), (2, "high")], GAUGES.schema)
+    catalog.overwrite(GAUGES.name, rows)
+    path = catalog.path(GAUGES.name)
+    assert catalog.history(GAUGES.name, 1).first()["userMetadata"] == "run-1"
+    assert (
+        spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").where("key = 'delta.dataSkippingStatsColumns'").first()[1]
+        == "gauge_id"
+    )
+    assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, 0)} == {("gauge_id",)}
+    # A table created before its declaration named them (statistics of every column) gets the property once.
+    earlier = Catalog(spark, str(tmp_path / "earlier"), run_id="run-2")
+    path = earlier.path(GAUGES.name)
+    rows.withColumn(RUN_ID_COLUMN, F.lit("run-0")).write.format("delta").save(path)
+    assert {tuple(sorted(s["minValues"])) for s in _statistics_of_added_files(path, 0)} == {
+        (RUN_ID_COLUMN, "gauge_id", "reading")
+    }
+    version = earlier.append(GAUGES.name, spark.createDataFrame([(3, "mid")], GAUGES.schema))
+    assert version == 2  # the property's commit, then the rows'
+    assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, version)} == {("gauge_id",)}
+    assert earlier.rows_written == {GAUGES.name: 1}
+    earlier.append(GAUGES.name, spark.createDataFrame([(4, "top")], GAUGES.schema))
+    assert earlier.version(GAUGES.name) == 3  # set once

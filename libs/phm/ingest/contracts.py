@@ -212,6 +212,7 @@ def silver_spec(contract: SourceContract) -> TableSpec:
         description=f"{contract.description}: validated, standardised and pseudonymised",
         keys=(contract.record_id,),
         partition_by=("period",),  # monthly loads replace whole partitions, never rewrite other months
+        stats_columns=(contract.record_id, *([contract.event_date] if contract.event_date else [])),
         schema=T.StructType(fields),
     )
 

@@ -100,6 +100,7 @@ class Catalog:
             writer = writer.option("overwriteSchema", "true")
         if spec.partition_by:
             writer = writer.partitionBy(*spec.partition_by)
+        self._keep_properties(spec)
         before = self.version(name)
         writer.save(self.path(name))
         return self._written(name, before)
@@ -108,6 +109,7 @@ class Catalog:
         """Add rows; returns the new version."""
         spec = get_spec(name)
         writer = self._writer(spec, df, "append")
+        self._keep_properties(spec)
         before = self.version(name)
         if spec.partition_by and before is None:
             writer = writer.partitionBy(*spec.partition_by)
@@ -185,7 +187,22 @@ class Catalog:
         """A Delta writer of the conformed frame whose commit carries the run id (as a write option, not a
         session setting, so that writes from concurrent threads each carry their own)."""
         writer = self._conform(spec, df).write.format("delta").mode(mode)
+        for key, value in table_properties(spec).items():  # set when the write creates the table
+            writer = writer.option(key, value)
         return writer.option("userMetadata", self.run_id) if self.run_id else writer
+
+    def _keep_properties(self, spec: TableSpec) -> None:
+        """Give an existing table the properties its declaration asks for (a table created before the
+        declaration changed), once: Delta applies a writer's table properties only when it creates the table."""
+        wanted = table_properties(spec)
+        if not wanted or not self.exists(spec.name):
+            return
+        current = self._delta(spec.name).detail().select("properties").first()["properties"] or {}
+        if all(current.get(key) == value for key, value in wanted.items()):
+            return
+        pairs = ", ".join(f"'{key}' = '{value}'" for key, value in sorted(wanted.items()))
+        self.spark.sql(f"ALTER TABLE delta.`{self.path(spec.name)}` SET TBLPROPERTIES ({pairs})")
+        log.info("set %s's table properties %s", spec.name, pairs)
 
     def _conform(self, spec: TableSpec, df: DataFrame) -> DataFrame:
         """Check columns and types against the declared schema; order them; add the audit column."""
@@ -290,6 +307,15 @@ class Catalog:
         hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
         fs = hadoop_path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
         fs.delete(hadoop_path, True)
+
+
+def table_properties(spec: TableSpec) -> dict[str, str]:
+    """The Delta table properties a declaration implies: which columns get file statistics."""
+    if spec.stats_columns is None:
+        return {}
+    if not spec.stats_columns:
+        return {"delta.dataSkippingNumIndexedCols": "0"}
+    return {"delta.dataSkippingStatsColumns": ",".join(spec.stats_columns)}
 
 
 class _CommitMetadata:
