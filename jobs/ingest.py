@@ -24,7 +24,7 @@ from phm.errors import UserError
 from phm.ingest import pseudonymise
 from phm.ingest.contracts import SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, check_period_name, plan_loads, scan_landing, schema_drift
-from phm.ingest.outputs import file_accounting, pseudonymised, to_quarantine, to_silver, to_vault
+from phm.ingest.outputs import file_accounting, to_quarantine, to_silver, to_vault
 from phm.ingest.reader import landed_rows
 from phm.ingest.rules import MALFORMED_RULE, compile_rules, evaluate, failure_counts
 from phm.ingest.standardise import standardise
@@ -92,12 +92,12 @@ def run(ctx: JobContext) -> None:
         log.info("ingest: read %d files in %.1fs", len(plan.files), time.monotonic() - started)
 
         validator = _validator(config, ctx.run_id)
-        evaluated, rules_of, failing = _check(ctx, contracts, plan, bronze, validator, staging, key)
+        evaluated, rules_of, failing = _check(ctx, contracts, plan, bronze, validator, staging)
         validator.build_docs()
         _stop_on_fail_rules(evaluated, failing)
 
         started = time.monotonic()
-        accounting = _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key_id, landed)
+        accounting = _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id, landed)
         log.info("ingest: wrote and accounted in %.1fs", time.monotonic() - started)
         ctx.rows_in = sum(a["rows_in"] for a in accounting)
         ctx.rows_quarantined = sum(a["rows_quarantined"] for a in accounting)
@@ -181,19 +181,18 @@ def _reference(source: str, contracts, evaluated: dict[str, DataFrame], catalog)
     return catalog.read(table) if catalog.exists(table) else None
 
 
-def _check(ctx, contracts, plan, bronze, validator, staging: Path, key: bytes):
-    """Each planned source standardised, its rules evaluated per row and its pseudonyms computed (staged), the
-    rules also run as its Great Expectations suite, the two counts compared; sources at once
-    (spark.concurrent_jobs), each after the sources whose accepted values its rules check against. Returns
-    (flagged rows, rules, rows failing a `fail` rule) by source."""
+def _check(ctx, contracts, plan, bronze, validator, staging: Path):
+    """Each planned source standardised, its rules evaluated per row (staged) and run as its Great Expectations
+    suite, the two counts compared; sources at once (spark.concurrent_jobs), each after the sources whose
+    accepted values its rules check against. Returns (flagged rows, rules, rows failing a `fail` rule) by
+    source."""
     evaluated: dict[str, DataFrame] = {}
 
     def check(contract: SourceContract):
         def run():
             started = time.monotonic()
             rules = compile_rules(contract, _value_sets(contract, contracts, evaluated, ctx.catalog))
-            flagged = pseudonymised(ctx.spark, evaluate(standardise(bronze, contract), rules), contract, key)
-            flagged = stage(ctx.spark, flagged, staging / contract.source)
+            flagged = stage(ctx.spark, evaluate(standardise(bronze, contract), rules), staging / contract.source)
             checked = time.monotonic()
             counts = _failing_rows(flagged, rules)
             _agree_with_gx(contract, counts, rules, validator.validate(contract.source, flagged, rules))
@@ -248,7 +247,7 @@ def _stop_on_fail_rules(evaluated: dict[str, DataFrame], failing: dict[str, int]
         )
 
 
-def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key_id, landed) -> list[dict]:
+def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id, landed) -> list[dict]:
     catalog, spark = ctx.catalog, ctx.spark
     pairs = {(load.source, load.period) for load in plan.loads}
     where = _pairs_predicate(pairs)
@@ -258,14 +257,14 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key_id, lan
     def to_tables(source: str, flagged: DataFrame):
         def run():
             contract, rules = contracts[source], rules_of[source]
-            accepted = flagged.where(F.col("_outcome") == "accept")
+            accepted = pseudonymise.with_key(spark, flagged.where(F.col("_outcome") == "accept"), key)
             catalog.overwrite(contract.silver_table, to_silver(accepted, contract, postcode_lsoa, lsoa_imd),
                               replace_where=_in("period", plan.periods(source)))  # fmt: skip
             vault = to_vault(accepted, contract, key_id)
             id_first = _record_id_first(contract, [f for f in landed if f.source == source])
             quarantined = to_quarantine(flagged.where(F.col("_outcome") == "quarantine"), contract, rules, id_first)
             quality = _quality_rows(contract, flagged, drift, [f for f in landed if (f.source, f.period) in pairs])
-            return vault, quarantined, quality
+            return None if vault is None else pseudonymise.without_key(vault), quarantined, quality
 
         return run
 

@@ -9,11 +9,11 @@ from the postcode directory). Age bands follow the ONS 5-year bands
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from phm.ingest import pseudonymise
 from phm.ingest.contracts import IDENTIFIER_KINDS, SourceContract, pseudonym_column, silver_spec
+from phm.ingest.pseudonymise import pseudonym
 from phm.ingest.rules import CompiledRule, first_quarantine_rule, quarantine_reason
 from phm.tables import IDENTITY, QUARANTINE
 
@@ -29,27 +29,13 @@ def age_band(age: Column) -> Column:
     )
 
 
-def pseudonymised(spark: SparkSession, frame: DataFrame, contract: SourceContract, key: bytes) -> DataFrame:
-    """frame with the keyed pseudonym of each of the source's identifiers (`<kind>_pseudonym`), computed once
-    for silver and the vault, which both read them."""
-    identifiers = contract.identifiers
-    if not identifiers:
-        return frame
-    keyed = pseudonymise.with_key(spark, frame, key)
-    columns = [
-        pseudonymise.pseudonym(kind, F.col(column)).alias(pseudonym_column(kind))
-        for kind, column in identifiers.items()
-    ]
-    return pseudonymise.without_key(keyed.select("*", *columns))
-
-
 def to_silver(
     accepted: DataFrame,
     contract: SourceContract,
     postcode_lsoa: DataFrame | None,
     lsoa_imd: DataFrame | None,
 ) -> DataFrame:
-    """Accepted rows, with their pseudonyms (`pseudonymised`)."""
+    """Accepted, pseudonymised rows (the key columns of pseudonymise.with_key must be present)."""
     identifiers = contract.identifiers
     frame = accepted
     if "postcode" in identifiers:
@@ -72,13 +58,14 @@ def to_silver(
         frame = frame.withColumn("age_at_event", age.cast("int")).withColumn(
             "age_band", age_band(F.col("age_at_event"))
         )
+    for kind, column in identifiers.items():
+        frame = frame.withColumn(pseudonym_column(kind), pseudonym(kind, F.col(column)))
     frame = frame.withColumn("warnings", F.when(F.size("_warnings") > 0, F.col("_warnings")))
     return frame.select(*silver_spec(contract).schema.fieldNames())
 
 
 def to_vault(accepted: DataFrame, contract: SourceContract, key_id: str) -> DataFrame | None:
-    """vault.identity rows of an identity-bearing source (None for sources without identifiers), from accepted
-    rows with their pseudonyms (`pseudonymised`)."""
+    """vault.identity rows of an identity-bearing source (None for sources without identifiers)."""
     identifiers = contract.identifiers
     if not identifiers:
         return None
@@ -97,7 +84,8 @@ def to_vault(accepted: DataFrame, contract: SourceContract, key_id: str) -> Data
     event = F.col(contract.event_date) if contract.event_date else F.lit(None)
     columns.append(event.cast("date").alias("event_date"))
     for kind in IDENTIFIER_KINDS:
-        value = F.col(pseudonym_column(kind)) if kind in identifiers else F.lit(None).cast("string")
+        column = identifiers.get(kind)
+        value = pseudonym(kind, F.col(column)) if column else F.lit(None).cast("string")
         columns.append(value.alias(pseudonym_column(kind)))
     return accepted.where(F.col(contract.record_id).isNotNull()).select(*columns).select(*IDENTITY.schema.fieldNames())
 
