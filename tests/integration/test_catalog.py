@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -24,16 +25,8 @@ WIDGETS = register(
     )
 )
 
-GAUGES = register(
-    TableSpec(
-        name="silver.test_gauges",
-        grain="one row per gauge (test table)",
-        description="A table whose declaration names the columns Delta keeps statistics of.",
-        keys=("gauge_id",),
-        stats_columns=("gauge_id",),
-        schema=T.StructType([T.StructField("gauge_id", T.LongType()), T.StructField("reading", T.StringType())]),
-    )
-)
+# The same table, declaring which columns Delta keeps file statistics of.
+GAUGES = register(replace(WIDGETS, name="silver.test_gauges", stats_columns=("widget_id",)))
 
 
 @pytest.fixture
@@ -166,25 +159,25 @@ def _statistics_of_added_files(table_path: str, version: int) -> list[dict]:
 
 
 def test_declared_statistics_columns_apply_to_new_and_existing_tables(spark, catalog, tmp_path):
-    rows = spark.createDataFrame([(1, "low"), (2, "high")], GAUGES.schema)
+    rows = spark.createDataFrame([(1, "red"), (2, "blue")], GAUGES.schema)
     catalog.overwrite(GAUGES.name, rows)
     path = catalog.path(GAUGES.name)
     assert catalog.history(GAUGES.name, 1).first()["userMetadata"] == "run-1"
     assert (
         spark.sql(f"SHOW TBLPROPERTIES delta.`{path}`").where("key = 'delta.dataSkippingStatsColumns'").first()[1]
-        == "gauge_id"
+        == "widget_id"
     )
-    assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, 0)} == {("gauge_id",)}
+    assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, 0)} == {("widget_id",)}
     # A table created before its declaration named them (statistics of every column) gets the property once.
     earlier = Catalog(spark, str(tmp_path / "earlier"), run_id="run-2")
     path = earlier.path(GAUGES.name)
     rows.withColumn(RUN_ID_COLUMN, F.lit("run-0")).write.format("delta").save(path)
     assert {tuple(sorted(s["minValues"])) for s in _statistics_of_added_files(path, 0)} == {
-        (RUN_ID_COLUMN, "gauge_id", "reading")
+        (RUN_ID_COLUMN, "colour", "widget_id")
     }
-    version = earlier.append(GAUGES.name, spark.createDataFrame([(3, "mid")], GAUGES.schema))
+    version = earlier.append(GAUGES.name, spark.createDataFrame([(3, "green")], GAUGES.schema))
     assert version == 2  # the property's commit, then the rows'
-    assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, version)} == {("gauge_id",)}
+    assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, version)} == {("widget_id",)}
     assert earlier.rows_written == {GAUGES.name: 1}
-    earlier.append(GAUGES.name, spark.createDataFrame([(4, "top")], GAUGES.schema))
+    earlier.append(GAUGES.name, spark.createDataFrame([(4, "pink")], GAUGES.schema))
     assert earlier.version(GAUGES.name) == 3  # set once
