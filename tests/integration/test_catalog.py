@@ -175,7 +175,7 @@ def test_declared_statistics_columns_apply_to_new_and_existing_tables(spark, cat
     assert {tuple(sorted(s["minValues"])) for s in _statistics_of_added_files(path, 0)} == {
         (RUN_ID_COLUMN, "colour", "widget_id")
     }
-    version = earlier.append(GAUGES.name, spark.createDataFrame([(3, "green")], GAUGES.schema))
+    version = earlier.merge(GAUGES.name, spark.createDataFrame([(3, "green")], GAUGES.schema))
     assert version == 2  # the property's commit, then the rows'
     assert {tuple(s["minValues"]) for s in _statistics_of_added_files(path, version)} == {("widget_id",)}
     assert earlier.rows_written == {GAUGES.name: 1}

@@ -130,6 +130,7 @@ class Catalog:
             raise ValueError(f"table {name} declares no keys to merge on")
         if not self.exists(name):
             return self.overwrite(name, df)
+        self._keep_properties(spec)
         source = self._conform(spec, df)
         condition = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
         builder = self._delta(name).alias("t").merge(source.alias("s"), condition)
