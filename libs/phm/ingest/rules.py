@@ -18,7 +18,6 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from phm.identifiers import nhs_number_is_valid
 from phm.ingest.contracts import RuleSpec, SourceContract
@@ -77,12 +76,12 @@ def compile_rule(rule: RuleSpec, values: list[str] | None = None) -> CompiledRul
 def _first_copies(rule: RuleSpec) -> Callable[[DataFrame], DataFrame]:
     """Adds the rule's helper: true for a row whose key is unique or that is its key's first copy.
 
-    Keys seen more than once are found by a hash aggregate (count and the least row position, a long:
-    the file's rank among the frame's files, then the line) and broadcast back to every row. Repeated keys
-    are usually few, so no row is shuffled (a month delivered twice under two file names makes the broadcast
-    as large as that month's keys: a few hundred thousand at 1m people). A minimum over a (file, line) struct,
-    or a join the planner is left to size, sorted or shuffled every row (1m people, GP events' rules:
-    145-150 s -> 108-116 s with the evaluation below).
+    Keys seen more than once are found by a hash aggregate (a count), the first copy of each among that
+    key's rows only, and both broadcast: repeated keys are usually few, so no row is shuffled or sorted (a
+    month delivered twice under two file names makes the broadcast as large as that month's keys: a few
+    hundred thousand at 1m people). A minimum over (file, line) of every row, which only a sort aggregate
+    computes, and a join the planner is left to size sorted and shuffled every row (1m people, GP events'
+    rules: 145-150 s -> 108-116 s with the evaluation below).
     """
     names = list(rule.columns)
     renamed = [f"_key_{i}" for i in range(len(names))]
@@ -91,21 +90,22 @@ def _first_copies(rule: RuleSpec) -> Callable[[DataFrame], DataFrame]:
         complete = F.lit(True)
         for name in names:  # a key with a missing part identifies nothing (as in SQL)
             complete = complete & F.col(name).isNotNull()
-        files = frame.select(F.col("file").alias("_ranked_file")).distinct()
-        ranks = files.select("_ranked_file", F.row_number().over(Window.orderBy("_ranked_file")).alias("_file_rank"))
-        ranked = frame.join(F.broadcast(ranks), F.col("file") == F.col("_ranked_file")).drop("_ranked_file")
-        position = F.col("_file_rank").cast("long") * F.lit(1 << 32) + F.col("line_number")
+        keyed = frame.where(complete)
+        on = [F.col(c) == F.col(r) for c, r in zip(names, renamed, strict=True)]
         repeated = (
-            ranked.where(complete)
-            .groupBy(*[F.col(c).alias(r) for c, r in zip(names, renamed, strict=True)])
-            .agg(F.count(F.lit(1)).alias("_copies"), F.min(position).alias("_first"))
+            keyed.groupBy(*[F.col(c).alias(r) for c, r in zip(names, renamed, strict=True)])
+            .agg(F.count(F.lit(1)).alias("_copies"))
             .where(F.col("_copies") > 1)
             .drop("_copies")
         )
-        on = [F.col(c) == F.col(r) for c, r in zip(names, renamed, strict=True)]
-        joined = ranked.join(F.broadcast(repeated), on, "left")
-        first = F.col("_first").isNull() | (position == F.col("_first"))
-        return joined.withColumn(helper_name(rule), first).drop("_first", "_file_rank", *renamed)
+        firsts = (
+            keyed.join(F.broadcast(repeated), on)
+            .groupBy(*renamed)
+            .agg(F.min(F.struct("file", "line_number")).alias("_first"))
+        )
+        joined = frame.join(F.broadcast(firsts), on, "left")
+        first = F.col("_first").isNull() | (F.struct("file", "line_number") == F.col("_first"))
+        return joined.withColumn(helper_name(rule), first).drop("_first", *renamed)
 
     return prepare
 
