@@ -286,7 +286,7 @@ def test_compound_keys_with_a_missing_part_are_not_duplicates(spark):
 
 
 def test_the_first_copy_of_a_key_is_the_first_by_file_then_line(spark):
-    # The row position is ranked over the frame's files: a copy at a later line of an earlier file is the first.
+    # Copies in two files: the first is the copy in the earlier file, though at a later line than the other's.
     spec = {"name": "id_once", "check": "unique", "columns": ["id"], "action": "quarantine", "reason": "r"}
     warn = {"name": "code_known", "check": "in_set", "column": "code", "values": ["A"], "action": "warn", "reason": "r"}
     rules = [compile_rule(RuleSpec.model_validate(spec)), compile_rule(RuleSpec.model_validate(warn))]

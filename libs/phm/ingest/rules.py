@@ -79,9 +79,9 @@ def _first_copies(rule: RuleSpec) -> Callable[[DataFrame], DataFrame]:
     Keys seen more than once are found by a hash aggregate (a count), the first copy of each among that
     key's rows only, and both broadcast: repeated keys are usually few, so no row is shuffled or sorted (a
     month delivered twice under two file names makes the broadcast as large as that month's keys: a few
-    hundred thousand at 1m people). A minimum over (file, line) of every row, which only a sort aggregate
-    computes, and a join the planner is left to size sorted and shuffled every row (1m people, GP events'
-    rules, two rounds: 161.6 / 150.1 s -> 128.4 / 119.2 s with the evaluation below).
+    hundred thousand at 1m people). Before, a minimum over (file, line) of every row (which only a sort
+    aggregate computes) and a join back that the planner sized sorted and shuffled every row (1m people, GP
+    events' rules, two rounds: 161.6 / 150.1 s -> 128.4 / 119.2 s with the evaluation below).
     """
     names = list(rule.columns)
     renamed = [f"_key_{i}" for i in range(len(names))]
