@@ -65,6 +65,9 @@ class SparkConfig(StrictModel):
     master: str = "local[*]"
     app_name: str = "phm"
     driver_memory: str = Field("8g", pattern=MEMORY_PATTERN)
+    # What one action may bring back to the driver (spark.driver.maxResultSize; Spark's default is 1g).
+    # train_risk collects gold.features' training rows for LightGBM: at 1m people 1.23 GB, which 1g refused.
+    max_result_size: str = Field("4g", pattern=MEMORY_PATTERN)
     shuffle_partitions: int = Field(8, ge=1)
     # Delta reconstructs table state with this many tasks; its default of 50
     # costs seconds per read on a 2-core machine with small tables.

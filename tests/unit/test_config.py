@@ -184,6 +184,17 @@ def test_missing_jar_names_the_fetch_command(tmp_path):
     assert conf["spark.sql.session.timeZone"] == "UTC"
 
 
+def test_the_driver_may_collect_what_the_config_allows(spark):
+    from phm.runtime.spark import session_conf
+
+    assert session_conf(load_config(str(TEST_CONFIG), [f"paths.root={REPO}"]))["spark.driver.maxResultSize"] == "4g"
+    smaller = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.max_result_size=512m"])
+    assert session_conf(smaller)["spark.driver.maxResultSize"] == "512m"
+    assert spark.conf.get("spark.driver.maxResultSize") == "4g"  # the suite's session (configs/test.yaml)
+    with pytest.raises(ConfigError, match=r"spark.max_result_size: string should match pattern"):
+        load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.max_result_size=unlimited"])
+
+
 def test_codegen_off_interprets_expressions_and_whole_stages(spark):
     from phm.runtime.spark import session_conf
 

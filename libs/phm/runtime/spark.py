@@ -49,6 +49,7 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
     conf = {
         "spark.app.name": spark.app_name,
         "spark.driver.memory": spark.driver_memory,
+        "spark.driver.maxResultSize": spark.max_result_size,
         "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
