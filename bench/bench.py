@@ -375,9 +375,11 @@ def bench_size(
                     if section.name in SUMMARIES:
                         run["summary"] = _summary(section.name, section.lines)
                     _add(rows, runner.mode, phase, section.name, size, run)
-                if (phase, stage) == ("full", "link") and isinstance(runner, Local):
-                    _add(rows, runner.mode, "side_by_side", "splink_spark_and_duckdb", size,
-                         side_by_side(base, size, work))  # fmt: skip
+                record(rows)
+            # After the phase's stages, which it does not change: a run stopped or failing in it (at 1m people it
+            # takes longer than the link stage) has recorded every stage.
+            if phase == "full" and "link" in stages and isinstance(runner, Local):
+                _add(rows, runner.mode, "side_by_side", "splink_spark_and_duckdb", size, side_by_side(base, size, work))
                 record(rows)
         shutil.rmtree(base, ignore_errors=True)
     return rows
