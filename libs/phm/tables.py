@@ -30,8 +30,8 @@ class TableSpec:
     keys: tuple[str, ...] = ()
     partition_by: tuple[str, ...] = ()
     # Columns Delta keeps file statistics (min, max, nulls) of, for data skipping; None: Delta's default, the
-    # first 32 columns. Large tables whose other columns no reader filters on (pseudonyms, free text) name
-    # theirs: collecting statistics of every column cost about a third of writing such a table.
+    # first 32 columns; (): none at all. Large tables whose other columns no reader filters on (pseudonyms,
+    # free text) name theirs: collecting statistics of every column cost about a third of writing such a table.
     stats_columns: tuple[str, ...] | None = None
     # Wide tables whose further columns follow from configuration (gold.features: one per condition and
     # window) declare their fixed columns and the one type every further column has.
