@@ -387,6 +387,33 @@ def test_evaluation_counts_pairs_misses_splits_and_merges(spark):
     assert rows[("corruption", "name_swap")].true_pairs == 1  # r2 and r3, both swapped
 
 
+def test_evaluation_breaks_ties_by_the_smaller_id_and_leaves_out_unknown_group_values(spark):
+    truth = spark.createDataFrame(
+        [("s", "a1", "T1", None), ("s", "a2", "T1", None), ("t", "a3", "T1", None), ("t", "a4", "T1", None),
+         ("s", "b1", "T2", None)],
+        "source string, record_id string, true_person_id string, corruptions string",
+    )  # fmt: skip
+    people = spark.createDataFrame(
+        [("T1", None, "20-24", 1), ("T2", "White", "20-24", 1)],
+        "true_person_id string, ethnicity string, age_band string, imd_quintile int",
+    )
+    # T1 in two predicted persons of two records each (a tie: X, the smaller id, is its main one); T2 merged into Y
+    links = spark.createDataFrame(
+        [("s", "a1", "X"), ("s", "a2", "X"), ("t", "a3", "Y"), ("t", "a4", "Y"), ("s", "b1", "Y")],
+        "source string, record_id string, person_id string",
+    )
+    rows = {(r.scope, r.group_value): r for r in evaluate(links, truth, people, "model").collect()}
+    figures = ("records", "persons", "true_pairs", "predicted_pairs", "true_positive_pairs", "missed_link_records",
+               "split_persons", "falsely_merged_persons")  # fmt: skip
+    got = {key: tuple(getattr(row, name) for name in figures) for key, row in rows.items()}
+    assert got[("overall", "overall")] == (5, 2, 6, 4, 2, 2, 1, 2)
+    # Within a source, pairs of two records of that source; a person's flags are the person's, wherever counted
+    assert got[("source", "s")] == (3, 2, 1, 1, 1, 0, 1, 2)
+    assert got[("source", "t")] == (2, 1, 1, 1, 1, 2, 1, 1)
+    assert [key for key in got if key[0] == "ethnicity"] == [("ethnicity", "White")]  # T1's unknown: left out
+    assert got[("ethnicity", "White")] == (1, 1, 0, 0, 0, 0, 0, 1)
+
+
 def test_nhs_number_baseline_links_only_equal_valid_numbers(spark):
     identity = spark.createDataFrame(
         [("s", "r1", A), ("t", "r2", A), ("s", "r3", INVALID), ("t", "r4", INVALID), ("s", "r5", None)],

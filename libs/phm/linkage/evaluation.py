@@ -61,44 +61,55 @@ def nhs_number_baseline(identity: DataFrame) -> DataFrame:
 
 
 def labelled(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame) -> DataFrame:
-    """Each linked record with its true person, its flags and the groups it is reported in."""
+    """The linked records with their truth, counted: one row per true person, predicted person, source and
+    corruption set, with `n` records, their flags (the same for every record of one true person in one
+    predicted person) and the groups the true person is reported in. Counted before anything else is worked
+    out, because a person has tens of records and only a few such rows."""
     corruption = F.when(F.col("corruptions").isNull(), F.array(F.lit(NO_CORRUPTION))).otherwise(
         F.split("corruptions", ";")
     )
-    records = links.select("source", "record_id", "person_id").join(
-        record_truth.select("source", "record_id", "true_person_id", corruption.alias("corruption")),
-        ["source", "record_id"],
-    )
-    cell = Window.partitionBy("true_person_id", "person_id")
-    by_person = Window.partitionBy("true_person_id")
-    by_cluster = Window.partitionBy("person_id")
-    flagged = (
-        records.withColumn("_cell", F.count(F.lit(1)).over(cell))
-        .withColumn(
-            "_main",
-            F.first("person_id").over(
-                by_person.orderBy(F.col("_cell").desc(), F.col("person_id")).rowsBetween(
-                    Window.unboundedPreceding, Window.unboundedFollowing
-                )
-            ),
-        )
-        .withColumn("missed_link", F.col("person_id") != F.col("_main"))
-        .withColumn("split", F.size(F.collect_set("person_id").over(by_person)) > 1)
-        .withColumn("_in_merged_cluster", F.size(F.collect_set("true_person_id").over(by_cluster)) > 1)
-        .withColumn("falsely_merged", F.max("_in_merged_cluster").over(by_person))
-        .drop("_cell", "_main", "_in_merged_cluster")
-    )
+    counted = (
+        links.select("source", "record_id", "person_id")
+        .join(record_truth.select("source", "record_id", "true_person_id", corruption.alias("corruption")),
+              ["source", "record_id"])
+        .groupBy("true_person_id", "person_id", "source", "corruption")
+        .agg(F.count(F.lit(1)).alias("n"))
+    )  # fmt: skip
     groups = person_truth.select(
         "true_person_id", "ethnicity", "age_band", F.col("imd_quintile").cast("string").alias("imd_quintile")
     )
-    return flagged.join(groups, "true_person_id", "left")
+    return _with_flags(counted).join(groups, "true_person_id", "left")
 
 
-def metrics(flagged: DataFrame, groups: Sequence[str] = (), multi_groups: Sequence[str] = ()) -> DataFrame:
-    """One row per scope and group value with METRICS: the overall row, then one per value of each of `groups`
-    (labelled's columns), then one per element of each of `multi_groups` (array columns). Every scope in one
-    pass: each record is repeated once per scope (explode), so the counts are one set of aggregations grouped
-    by scope, not a query per scope."""
+def _with_flags(counted: DataFrame) -> DataFrame:
+    """Counted records with missed_link, split and falsely_merged. Windows over the counted rows, in a straight
+    line: a join of the flags worked out on the cells would be a second branch of the plan over the same
+    records, and Spark would join and count them twice."""
+    cell = Window.partitionBy("true_person_id", "person_id")
+    true_person = Window.partitionBy("true_person_id")
+    predicted_person = Window.partitionBy("person_id")
+    main = F.first("person_id").over(
+        true_person.orderBy(F.col("_cell_n").desc(), F.col("person_id")).rowsBetween(
+            Window.unboundedPreceding, Window.unboundedFollowing
+        )
+    )
+    return (
+        counted.withColumn("_cell_n", F.sum("n").over(cell))
+        .withColumn("missed_link", F.col("person_id") != main)
+        .withColumn("split", F.size(F.collect_set("person_id").over(true_person)) > 1)
+        .withColumn("_in_merged_cluster", F.size(F.collect_set("true_person_id").over(predicted_person)) > 1)
+        .withColumn("falsely_merged", F.max("_in_merged_cluster").over(true_person))
+        .drop("_cell_n", "_in_merged_cluster")
+    )
+
+
+def metrics(labelled: DataFrame, groups: Sequence[str] = (), multi_groups: Sequence[str] = ()) -> DataFrame:
+    """One row per scope and group value with METRICS, from labelled's counted records: the overall row, then
+    one per value of each of `groups` (labelled's columns), then one per element of each of `multi_groups`
+    (array columns). Every scope in one pass: each count is repeated once per scope (explode) and summed into
+    cells (a scope's group value x true person x predicted person, whose flags are the same for every record in
+    it), and every figure comes from the cells. The three branches below share the cells' exchange (Spark
+    reuses it), so the records are joined, counted and flagged once."""
 
     def scope(name: str, value: Column) -> Column:
         return F.struct(F.lit(name).alias("scope"), value.cast("string").alias("group_value"))
@@ -109,24 +120,45 @@ def metrics(flagged: DataFrame, groups: Sequence[str] = (), multi_groups: Sequen
         return F.transform(group, lambda value: scope(group, value))
 
     several = [scopes_of(group) for group in multi_groups]
-    with_group = flagged.select(
-        F.explode(F.concat(single, *several)).alias("_scope"), "true_person_id", "person_id", "missed_link", "split",
-        "falsely_merged",
-    ).select("_scope.*", "true_person_id", "person_id", "missed_link", "split", "falsely_merged")  # fmt: skip
+    flags = ["missed_link", "split", "falsely_merged"]
     keys = ["scope", "group_value"]
-    pairs = _pairs(with_group, keys)
-    persons = with_group.groupBy(*keys, "true_person_id").agg(
-        F.max("split").alias("split"), F.max("falsely_merged").alias("falsely_merged")
+    n = F.col("n")
+    cells = (
+        labelled.select(
+            F.explode(F.concat(single, *several)).alias("_scope"), "true_person_id", "person_id", "n", *flags
+        )
+        .select("_scope.*", "true_person_id", "person_id", "n", *flags)
+        .groupBy(*keys, "true_person_id", "person_id")
+        .agg(F.sum(n).alias("n"), *[F.max(flag).alias(flag) for flag in flags])
     )
-    person_counts = persons.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias("persons"),
-        F.sum(F.col("split").cast("long")).alias("split_persons"),
-        F.sum(F.col("falsely_merged").cast("long")).alias("falsely_merged_persons"),
+    # Each cell beside its true person's and its predicted person's record counts in the scope: the sum over a
+    # person's cells of n*(m-1) is m*(m-1), so every figure is one aggregation of the cells, in a straight line
+    # of windows (branches of the plan would each repeat the join and the counting: Spark reuses no exchange
+    # between them, their columns differ).
+    true_person = Window.partitionBy(*keys, "true_person_id")
+    predicted_person = Window.partitionBy(*keys, "person_id")
+    first_cell = F.col("person_id") == F.min("person_id").over(true_person)  # one cell per true person
+
+    def count_of(condition: Column) -> Column:
+        return F.sum(F.when(condition, 1).otherwise(0)).cast("long")
+
+    out = (
+        cells.withColumn("true_n", F.sum(n).over(true_person))
+        .withColumn("first_cell", first_cell)
+        .withColumn("predicted_n", F.sum(n).over(predicted_person))
+        .groupBy(*keys)
+        .agg(
+            F.sum(n).alias("records"),
+            F.sum(F.when(F.col("missed_link"), n).otherwise(0)).alias("missed_link_records"),
+            _pair_count(n, n).alias("true_positive_pairs"),
+            _pair_count(n, F.col("true_n")).alias("true_pairs"),
+            _pair_count(n, F.col("predicted_n")).alias("predicted_pairs"),
+            count_of(F.col("first_cell")).alias("persons"),
+            count_of(F.col("first_cell") & F.col("split")).alias("split_persons"),
+            count_of(F.col("first_cell") & F.col("falsely_merged")).alias("falsely_merged_persons"),
+        )
+        .where(F.col("group_value").isNotNull())  # a record without a group value is left out of that scope
     )
-    record_counts = with_group.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias("records"), F.sum(F.col("missed_link").cast("long")).alias("missed_link_records")
-    )
-    out = record_counts.join(person_counts, keys).join(pairs, keys)  # a record without a group value is left out
     precision = _ratio(F.col("true_positive_pairs"), F.col("predicted_pairs"))
     recall = _ratio(F.col("true_positive_pairs"), F.col("true_pairs"))
     return (
@@ -147,22 +179,10 @@ def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame,
     )
 
 
-def _pairs(with_group: DataFrame, keys: list[str]) -> DataFrame:
-    def pairs_of(*people: str) -> DataFrame:
-        n = F.col("n")
-        return (
-            with_group.groupBy(*keys, *people)
-            .agg(F.count(F.lit(1)).alias("n"))
-            .groupBy(*keys)
-            .agg(F.sum(n * (n - 1) / 2).cast("long").alias("pairs"))
-        )
-
-    return (
-        pairs_of("true_person_id")
-        .withColumnRenamed("pairs", "true_pairs")
-        .join(pairs_of("person_id").withColumnRenamed("pairs", "predicted_pairs"), keys)
-        .join(pairs_of("true_person_id", "person_id").withColumnRenamed("pairs", "true_positive_pairs"), keys)
-    )
+def _pair_count(n: Column, m: Column) -> Column:
+    """Pairs within groups, never listing them: a group of m records has m*(m-1)/2, and here each of its cells
+    of n records adds n*(m-1)/2 (with n = m for whole groups)."""
+    return (F.sum(n * (m - 1)) / 2).cast("long")
 
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
