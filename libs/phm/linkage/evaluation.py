@@ -108,8 +108,7 @@ def metrics(labelled: DataFrame, groups: Sequence[str] = (), multi_groups: Seque
     one per value of each of `groups` (labelled's columns), then one per element of each of `multi_groups`
     (array columns). Every scope in one pass: each count is repeated once per scope (explode) and summed into
     cells (a scope's group value x true person x predicted person, whose flags are the same for every record in
-    it), and every figure comes from the cells. The three branches below share the cells' exchange (Spark
-    reuses it), so the records are joined, counted and flagged once."""
+    it), and every figure is one aggregation of the cells."""
 
     def scope(name: str, value: Column) -> Column:
         return F.struct(F.lit(name).alias("scope"), value.cast("string").alias("group_value"))
@@ -173,7 +172,7 @@ def metrics(labelled: DataFrame, groups: Sequence[str] = (), multi_groups: Seque
 
 def evaluate(links: DataFrame, record_truth: DataFrame, person_truth: DataFrame, method: str) -> DataFrame:
     """Every scope's metrics for one linkage (`method` names it: the model, or the baseline)."""
-    # One query (the scopes exploded in it), so nothing to cache: the branches share its exchanges.
+    # One query with no branches (the scopes exploded in it): nothing is computed twice, nothing to cache.
     return metrics(labelled(links, record_truth, person_truth), GROUPS, MULTI_GROUPS).select(
         F.lit(method).alias("method"), "*"
     )
