@@ -137,10 +137,6 @@ def metrics(labelled: DataFrame, groups: Sequence[str] = (), multi_groups: Seque
     true_person = Window.partitionBy(*keys, "true_person_id")
     predicted_person = Window.partitionBy(*keys, "person_id")
     first_cell = F.col("person_id") == F.min("person_id").over(true_person)  # one cell per true person
-
-    def count_of(condition: Column) -> Column:
-        return F.sum(F.when(condition, 1).otherwise(0)).cast("long")
-
     out = (
         cells.withColumn("true_n", F.sum(n).over(true_person))
         .withColumn("first_cell", first_cell)
@@ -152,9 +148,9 @@ def metrics(labelled: DataFrame, groups: Sequence[str] = (), multi_groups: Seque
             _pair_count(n, n).alias("true_positive_pairs"),
             _pair_count(n, F.col("true_n")).alias("true_pairs"),
             _pair_count(n, F.col("predicted_n")).alias("predicted_pairs"),
-            count_of(F.col("first_cell")).alias("persons"),
-            count_of(F.col("first_cell") & F.col("split")).alias("split_persons"),
-            count_of(F.col("first_cell") & F.col("falsely_merged")).alias("falsely_merged_persons"),
+            F.count_if(F.col("first_cell")).alias("persons"),
+            F.count_if(F.col("first_cell") & F.col("split")).alias("split_persons"),
+            F.count_if(F.col("first_cell") & F.col("falsely_merged")).alias("falsely_merged_persons"),
         )
         .where(F.col("group_value").isNotNull())  # a record without a group value is left out of that scope
     )
