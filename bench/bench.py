@@ -20,7 +20,9 @@ the mode `local[*] one process`.
 
 With `--stages` only the stages named run (each reads what the earlier ones
 wrote, so name those too): `--stages generate --phases full` measures
-generation alone, and replaces only those rows in the results file.
+generation alone, and replaces only those rows in the results file; with
+`--one-process` the refresh runs only the stages named (e.g. without the
+evaluate_* stages, which read the truth store).
 
     python bench/bench.py [--sizes 100000 1000000] [--repeats 1] [--phases full increment nothing_new]
                           [--cluster 2 --worker-memory 5g | --one-process] [--stages generate ...]
@@ -339,6 +341,13 @@ def steps_of(phase: str, stages: list[str]) -> list[tuple[str, list[str]]]:
     return [(s, []) for s in stages if s != "generate"]
 
 
+def in_one_process(steps: list[tuple[str, list[str]]], only: list[str] | None) -> list[tuple[str, list[str]]]:
+    """A phase's steps as generate (its own process, if the phase has it) and one `phm refresh` of the rest: the
+    stages in `only` but generate, or every stage the refresh runs by default."""
+    chosen = [f"refresh.stages={[s for s in only if s != 'generate']}"] if only else []
+    return [s for s in steps if s[0] == "generate"] + [(REFRESH, [f"refresh.exclude={['generate']}", *chosen])]
+
+
 def bench_size(
     size: int, repeats: int, work: Path, phases: list[str], record, runner, only: list[str] | None = None
 ) -> list[dict]:
@@ -353,7 +362,7 @@ def bench_size(
         for phase in phases:
             steps = steps_of(phase, stages)
             if isinstance(runner, OneProcess):
-                steps = [s for s in steps if s[0] == "generate"] + [(REFRESH, [f"refresh.exclude={['generate']}"])]
+                steps = in_one_process(steps, stages if only else None)
             for stage, extra in steps:
                 log = work / f"{size}-{runner.tag}-{repeat}-{phase}-{stage}.log"
                 command = runner.command(stage, _settings(base, size, *extra))
@@ -439,8 +448,6 @@ def main() -> None:
         help="only these stages (each reads what the ones before it wrote: name them all), e.g. --stages generate",
     )
     args = parser.parse_args()
-    if args.stages and args.one_process:
-        parser.error("--stages runs a process per stage; it cannot be combined with --one-process")
     if args.stages and set(args.stages) - set(refresh_stages()):
         parser.error(f"--stages: no refresh stage {sorted(set(args.stages) - set(refresh_stages()))}")
     if args.one_process and args.cluster:
@@ -481,7 +488,8 @@ def rows_kept(
     phases: list[str] | tuple[str, ...] = PHASES,
 ) -> list[dict]:
     """The results a run in `mode` at `sizes` of `phases` leaves in place: other modes', sizes' and phases', and,
-    when it runs only some `stages`, the other stages' rows (the DuckDB side by side goes with the full link)."""
+    when it runs only some `stages`, the other stages' rows (the DuckDB side by side goes with the full link, a
+    one-process run's session start with any stage)."""
 
     def replaced(row: dict) -> bool:
         if row["mode"] != mode or row["people"] not in sizes:
@@ -489,7 +497,7 @@ def rows_kept(
         side_by_side = row["phase"] == "side_by_side"
         stage = "link" if side_by_side else row["stage"]
         phase = "full" if side_by_side else row["phase"]
-        return phase in phases and (stages is None or stage in stages)
+        return phase in phases and (stages is None or stage in stages or stage == "session_start")
 
     return [row for row in rows if not replaced(row)]
 

@@ -82,6 +82,22 @@ def test_a_run_of_some_stages_or_phases_replaces_only_their_rows():
     assert bench.rows_kept(rows, "local[*]", [1000], None) == [rows[3], rows[4]]  # every stage: all its rows
     rows.append(row("local[*]", 1000, "increment", "link"))
     assert bench.rows_kept(rows, "local[*]", [1000], None, ["full"]) == [rows[3], rows[4], rows[5]]  # its phases
+    started = row("local[*] one process", 1000, "full", "session_start")
+    assert bench.rows_kept([started], "local[*] one process", [1000], ["link"]) == []  # goes with any stage
+
+
+def test_one_process_runs_generate_apart_and_the_stages_named_in_one_refresh():
+    full = bench.steps_of("full", ["generate", "ingest", "link"])
+    generate = ("generate", [f"synthetic.until={bench.LAST_PERIOD_BUT_ONE}"])
+    assert bench.in_one_process(full, ["generate", "ingest", "link"]) == [
+        generate,
+        ("refresh", ["refresh.exclude=['generate']", "refresh.stages=['ingest', 'link']"]),
+    ]
+    assert bench.in_one_process(full, None) == [generate, ("refresh", ["refresh.exclude=['generate']"])]
+    nothing_new = bench.steps_of("nothing_new", ["generate", "ingest"])
+    assert bench.in_one_process(nothing_new, ["generate", "ingest"]) == [
+        ("refresh", ["refresh.exclude=['generate']", "refresh.stages=['ingest']"])
+    ]
 
 
 def test_a_child_with_its_parents_address_space_is_not_counted_again():
