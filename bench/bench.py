@@ -387,7 +387,7 @@ def bench_size(
                 record(rows)
             # After the phase's stages, which it does not change: a run stopped or failing in it (at 1m people it
             # takes longer than the link stage) has recorded every stage.
-            if phase == "full" and "link" in stages and isinstance(runner, Local):
+            if phase == "full" and "link" in stages and type(runner) is Local:
                 _add(rows, runner.mode, "side_by_side", "splink_spark_and_duckdb", size, side_by_side(base, size, work))
                 record(rows)
         shutil.rmtree(base, ignore_errors=True)
