@@ -74,7 +74,7 @@ def run(ctx: JobContext) -> None:
     staging = Path(config.resolve(config.paths.checkpoints)) / f"link-{ctx.run_id}"
     timings: dict[str, float] = {}
     try:
-        with tracked_run(config, "linkage", ctx.run_id):
+        with tracked_run(config, "linkage", ctx.run_id), linkage_model.splink_tables_removed(spark):
             with _timed(timings, "profiles"):
                 records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
                 nicknames = read_nicknames(spark, config.resolve(settings.nicknames))

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from datetime import date
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from pyspark.sql import functions as F
@@ -156,6 +157,24 @@ def test_each_comparison_level(comparison_linker, case):
     scored = linker.inference.score_pair(api.register(left), api.register(right)).as_spark_dataframe().first()
     expected = COMPARISON_CASES[case][2]
     assert {name: scored[f"gamma_{name}"] for name in expected} == expected
+
+
+def test_the_tables_splink_writes_in_a_block_are_removed_and_earlier_ones_kept(comparison_linker, spark):
+    _, profile, api = comparison_linker
+    checkpoints = Path(urlparse(spark.sparkContext.getCheckpointDir()).path)
+    earlier = checkpoints / "__splink__an_earlier_runs_table"
+    earlier.mkdir()
+    before = set(checkpoints.glob("__splink__*"))
+    try:
+        with linkage_model.splink_tables_removed(spark):
+            linker = Linker(api.register(linkage_model.comparable(profile)), linkage_model.settings())
+            linker.table_management.compute_tf_table("forename")
+            written = set(checkpoints.glob("__splink__*")) - before
+            assert written  # Splink writes its tables here (break_lineage_method="parquet")
+        assert not any(path.exists() for path in written)
+        assert set(checkpoints.glob("__splink__*")) == before
+    finally:
+        earlier.rmdir()
 
 
 @pytest.fixture(scope="module")
