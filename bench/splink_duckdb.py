@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -54,59 +55,68 @@ def main() -> None:
     threshold = config.linkage.threshold
     model = linkage_model.load_model(Path(config.resolve(config.linkage.model)))
     staging = Path(config.resolve(config.paths.checkpoints)) / "side_by_side"
-    records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
-    profile = stage(spark, profiles(records, read_nicknames(spark, config.resolve(config.linkage.nicknames))),
-                    staging / "profiles")  # fmt: skip
-    alone = profile.where(linkage_model.number_only()).select("profile_id", F.col("profile_id").alias("cluster_id"))
-    truth = Path(config.resolve(config.paths.truth))
-    record_truth = spark.read.parquet(str(truth / "record_person"))
-    people = _with_band_labels(spark.read.parquet(str(truth / "person")), config)
+    # Its staging and the tables Splink writes (2-3 GB at 1m people) go when it ends.
+    with linkage_model.splink_tables_removed(spark):
+        try:
+            records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
+            profile = stage(spark, profiles(records, read_nicknames(spark, config.resolve(config.linkage.nicknames))),
+                            staging / "profiles")  # fmt: skip
+            alone = profile.where(linkage_model.number_only()).select(
+                "profile_id", F.col("profile_id").alias("cluster_id")
+            )
+            truth = Path(config.resolve(config.paths.truth))
+            record_truth = spark.read.parquet(str(truth / "record_person"))
+            people = _with_band_labels(spark.read.parquet(str(truth / "person")), config)
 
-    def quality(clusters) -> dict:
-        attached = attach_number_only(clusters.unionByName(alone), profile)
-        links = records.join(attached, "profile_id").select(
-            "source", "record_id", F.col("cluster_id").alias("person_id")
-        )
-        row = metrics(labelled(links, record_truth, people)).first()
-        return {k: row[k] for k in ("precision", "recall", "f1", "false_merge_rate", "missed_link_rate")}
+            def quality(clusters) -> dict:
+                attached = attach_number_only(clusters.unionByName(alone), profile)
+                links = records.join(attached, "profile_id").select(
+                    "source", "record_id", F.col("cluster_id").alias("person_id")
+                )
+                row = metrics(labelled(links, record_truth, people)).first()
+                return {k: row[k] for k in ("precision", "recall", "f1", "false_merge_rate", "missed_link_rate")}
 
-    profiles_in_all = profile.count()
-    out: dict = {"profiles": profiles_in_all, "comparable_profiles": profiles_in_all - alone.count()}
+            profiles_in_all = profile.count()
+            out: dict = {"profiles": profiles_in_all, "comparable_profiles": profiles_in_all - alone.count()}
 
-    started = time.monotonic()
-    linker = linkage_model.linker_for(spark, profile, model)
-    scored = linker.inference.predict(threshold_match_probability=threshold)
-    predicted = time.monotonic()
-    clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
-        scored, threshold_match_probability=threshold
-    )
-    spark_clusters = stage(spark, clusters.as_spark_dataframe().select("profile_id", "cluster_id"), staging / "spark")
-    out["spark"] = {"predict_seconds": round(predicted - started, 1),
-                    "cluster_seconds": round(time.monotonic() - predicted, 1),
-                    "pairs_above_threshold": scored.as_spark_dataframe().count(),
-                    **quality(spark_clusters)}  # fmt: skip
+            started = time.monotonic()
+            linker = linkage_model.linker_for(spark, profile, model)
+            scored = linker.inference.predict(threshold_match_probability=threshold)
+            predicted = time.monotonic()
+            clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
+                scored, threshold_match_probability=threshold
+            )
+            spark_clusters = stage(
+                spark, clusters.as_spark_dataframe().select("profile_id", "cluster_id"), staging / "spark"
+            )
+            out["spark"] = {"predict_seconds": round(predicted - started, 1),
+                            "cluster_seconds": round(time.monotonic() - predicted, 1),
+                            "pairs_above_threshold": scored.as_spark_dataframe().count(),
+                            **quality(spark_clusters)}  # fmt: skip
 
-    started = time.monotonic()
-    rows = linkage_model.comparable(profile).toArrow()
-    exported = time.monotonic()
-    connection = duckdb.connect(":memory:")  # DuckDB's default: a thread per core
-    duck = Linker(DuckDBAPI(connection).register(rows), linkage_model.in_dialect(model, "duckdb"),
-                  log_level=logging.WARNING)  # fmt: skip
-    scored = duck.inference.predict(threshold_match_probability=threshold)
-    predicted = time.monotonic()
-    clusters = duck.clustering.cluster_pairwise_predictions_at_threshold(scored, threshold)
-    assigned = clusters.as_pandas_dataframe()[[linkage_model.UNIQUE_ID, "cluster_id"]].astype(str)
-    clustered = time.monotonic()
-    pairs = connection.execute(f"SELECT count(*) FROM {scored.physical_name}").fetchone()[0]
-    out["duckdb"] = {"profiles_to_arrow_seconds": round(exported - started, 1),
-                     "predict_seconds": round(predicted - exported, 1),
-                     "cluster_seconds": round(clustered - predicted, 1), "pairs_above_threshold": int(pairs),
-                     **quality(spark.createDataFrame(assigned))}  # fmt: skip
-    for backend in ("spark", "duckdb"):
-        out[backend]["predict_and_cluster_seconds"] = round(
-            out[backend]["predict_seconds"] + out[backend]["cluster_seconds"], 1
-        )
-    print(json.dumps(out))
+            started = time.monotonic()
+            rows = linkage_model.comparable(profile).toArrow()
+            exported = time.monotonic()
+            connection = duckdb.connect(":memory:")  # DuckDB's default: a thread per core
+            duck = Linker(DuckDBAPI(connection).register(rows), linkage_model.in_dialect(model, "duckdb"),
+                          log_level=logging.WARNING)  # fmt: skip
+            scored = duck.inference.predict(threshold_match_probability=threshold)
+            predicted = time.monotonic()
+            clusters = duck.clustering.cluster_pairwise_predictions_at_threshold(scored, threshold)
+            assigned = clusters.as_pandas_dataframe()[[linkage_model.UNIQUE_ID, "cluster_id"]].astype(str)
+            clustered = time.monotonic()
+            pairs = connection.execute(f"SELECT count(*) FROM {scored.physical_name}").fetchone()[0]
+            out["duckdb"] = {"profiles_to_arrow_seconds": round(exported - started, 1),
+                             "predict_seconds": round(predicted - exported, 1),
+                             "cluster_seconds": round(clustered - predicted, 1), "pairs_above_threshold": int(pairs),
+                             **quality(spark.createDataFrame(assigned))}  # fmt: skip
+            for backend in ("spark", "duckdb"):
+                out[backend]["predict_and_cluster_seconds"] = round(
+                    out[backend]["predict_seconds"] + out[backend]["cluster_seconds"], 1
+                )
+            print(json.dumps(out))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":
