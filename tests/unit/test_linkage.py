@@ -160,7 +160,8 @@ def test_each_comparison_level(comparison_linker, case):
 
 
 def test_the_tables_splink_writes_in_a_block_are_removed_and_earlier_ones_kept(comparison_linker, spark):
-    _, profile, api = comparison_linker
+    _, profile, _ = comparison_linker
+    api = linkage_model.spark_api(spark)  # its own cache: the fixture's may hold the tf table from other tests
     checkpoints = Path(urlparse(spark.sparkContext.getCheckpointDir()).path)
     earlier = checkpoints / "__splink__an_earlier_runs_table"
     earlier.mkdir()
