@@ -39,7 +39,7 @@ def main() -> None:
     from phm.linkage.profiles import linkage_records, profiles
     from phm.runtime.catalog import Catalog
     from phm.runtime.spark import get_spark
-    from phm.runtime.staging import stage
+    from phm.runtime.staging import splink_tables_removed, stage
     from phm.tables import IDENTITY
     from phm_jobs.evaluate_linkage import _with_band_labels
     from phm_jobs.link import read_nicknames
@@ -56,7 +56,7 @@ def main() -> None:
     model = linkage_model.load_model(Path(config.resolve(config.linkage.model)))
     staging = Path(config.resolve(config.paths.checkpoints)) / "side_by_side"
     # Its staging and the tables Splink writes (2-3 GB at 1m people) go when it ends.
-    with linkage_model.splink_tables_removed(spark):
+    with splink_tables_removed(spark):
         try:
             records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
             profile = stage(spark, profiles(records, read_nicknames(spark, config.resolve(config.linkage.nicknames))),

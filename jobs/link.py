@@ -35,7 +35,7 @@ from phm.linkage.profiles import linkage_records, profiles
 from phm.linkage.quality import quality
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
-from phm.runtime.staging import stage
+from phm.runtime.staging import splink_tables_removed, stage
 from phm.runtime.tracking import tracked_run
 from phm.tables import (
     IDENTITY,
@@ -74,7 +74,7 @@ def run(ctx: JobContext) -> None:
     staging = Path(config.resolve(config.paths.checkpoints)) / f"link-{ctx.run_id}"
     timings: dict[str, float] = {}
     try:
-        with tracked_run(config, "linkage", ctx.run_id), linkage_model.splink_tables_removed(spark):
+        with tracked_run(config, "linkage", ctx.run_id), splink_tables_removed(spark):
             with _timed(timings, "profiles"):
                 records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
                 nicknames = read_nicknames(spark, config.resolve(settings.nicknames))

@@ -24,6 +24,7 @@ from phm.linkage.linking import (
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import deterministic_keys, profiles
+from phm.runtime.staging import splink_tables_removed
 from phm_jobs.link import read_nicknames
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,7 +168,7 @@ def test_the_tables_splink_writes_in_a_block_are_removed_and_earlier_ones_kept(c
     earlier.mkdir()
     before = set(checkpoints.glob("__splink__*"))
     try:
-        with linkage_model.splink_tables_removed(spark):
+        with splink_tables_removed(spark):
             linker = Linker(api.register(linkage_model.comparable(profile)), linkage_model.settings())
             linker.table_management.compute_tf_table("forename")
             written = set(checkpoints.glob("__splink__*")) - before

@@ -36,13 +36,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import duckdb
 import splink.comparison_level_library as cll
@@ -202,29 +198,6 @@ class TrainingPlan:
 def spark_api(spark: SparkSession) -> SparkAPI:
     # Splink breaks lineage by writing parquet under the session's checkpoint directory.
     return SparkAPI(spark_session=spark, break_lineage_method="parquet")
-
-
-@contextmanager
-def splink_tables_removed(spark: SparkSession) -> Iterator[None]:
-    """Removes, when the block ends, the tables Splink wrote in it. Splink's Spark backend breaks lineage by
-    writing each intermediate table as Parquet in the context's checkpoint directory (`__splink__<name>_<id>`)
-    and never deletes them: 2-3 GB a link run at 1m people, kept by every run until the disk fills. Only a
-    local (file:) checkpoint directory is cleaned, as the jobs' own staging is; tables that were there before
-    the block (another run's) are left alone."""
-    before = set(_splink_tables(spark))
-    try:
-        yield
-    finally:
-        for path in set(_splink_tables(spark)) - before:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _splink_tables(spark: SparkSession) -> list[Path]:
-    directory = spark.sparkContext.getCheckpointDir()
-    location = urlparse(directory or "")
-    if not directory or location.scheme not in ("", "file") or not Path(location.path).is_dir():
-        return []
-    return [p for p in Path(location.path).iterdir() if p.name.startswith("__splink__")]
 
 
 def duckdb_api() -> DuckDBAPI:
