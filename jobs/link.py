@@ -126,13 +126,14 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
     for rule, n in comparisons.items():
         log.info("link: blocking rule %s: %d comparisons", rule, n)
     with _timed(timings, "predict_and_cluster"):
+        def materialise(df: DataFrame, name: str) -> DataFrame:
+            return stage(spark, df, staging / name)
+
         if full:
-            linked = link_all(linker, profile, settings.threshold)
+            linked = link_all(linker, profile, settings.threshold, materialise)
         else:
-            linked = link_new(linker, profile, previous, settings.threshold)
-        scored = stage(spark, linked.scored.select("profile_id_l", "profile_id_r", "match_weight", "match_probability"),
-                       staging / "scored")  # fmt: skip
-        edges = stage(spark, linked.edges, staging / "edges")
+            linked = link_new(linker, profile, previous, settings.threshold, materialise)
+        scored, edges = linked.scored, linked.edges
         clusters = stage(spark, linked.clusters, staging / "clusters")
     with _timed(timings, "assign"):
         assigned, history = assign(clusters, previous, ctx.run_id)

@@ -16,7 +16,9 @@ from splink import Linker
 from phm.linkage import model as linkage_model
 from phm.linkage.evaluation import evaluate, nhs_number_baseline
 from phm.linkage.linking import (
+    _one_edit_away,
     attach_number_only,
+    blocked_with,
     deterministic_edges,
     with_earlier_links,
     without_number_conflicts,
@@ -242,6 +244,23 @@ def test_each_prediction_blocking_rule_finds_its_pair_and_nothing_else(spark):
     pairs = linker.inference.predict().as_spark_dataframe().select("profile_id_l", "profile_id_r", "match_key")
     found = {(r.profile_id_l, r.profile_id_r): int(r.match_key) for r in pairs.collect()}
     assert found == {("n1", "n2"): 0, ("d1", "d2"): 1, ("f1", "f2"): 2, ("s1", "s2"): 3, ("m1", "m2"): 4}
+
+
+def test_a_refresh_scores_new_profiles_only_against_known_profiles_a_blocking_rule_pairs_them_with(spark):
+    profile = linkage_model.comparable(profiles(records(spark, BLOCKING_PROFILES), nicknames(spark)))
+    new = profile.where(F.col("profile_id").isin("n2", "d2", "f2", "s2", "m2"))
+    known = profile.join(new, "profile_id", "left_anti")
+    got = sorted(r.profile_id for r in blocked_with(known, new).collect())
+    assert got == ["d1", "f1", "m1", "n1", "s1"]  # not z1; d1 and d2 share no number (both null)
+
+
+def test_the_numbers_one_keying_error_away_are_substitutions_and_adjacent_swaps(spark):
+    rows = spark.createDataFrame([(A,), ("999000001",)], "n string")
+    got = {r.n: r.near for r in rows.select("n", _one_edit_away(F.col("n")).alias("near")).collect()}
+    near = set(got[A])
+    assert {"9990000010", "9990000081", "0990000018", "9990000019"} <= near and A not in near
+    assert len(near) == len(got[A]) == 90 + 3  # 9 digits x 10 positions; swaps of unequal neighbours: 9-0, 0-1, 1-8
+    assert got["999000001"] == []
 
 
 def test_number_conflicts_are_vetoed(spark):

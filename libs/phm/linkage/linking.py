@@ -7,11 +7,15 @@ Two ways to link:
   the profiles already linked (the monthly increment). Existing persons enter
   the graph as one node each, so a new profile that matches two persons merges
   them, and nothing already linked is split.
-Both return clusters of every current profile for `person_ids.assign`.
+Both return clusters of every current profile for `person_ids.assign`. The
+scored pairs and the edges are each read more than once (the edges by the
+clustering, the quality report and the link details); a caller that passes
+`materialise` (e.g. the job's staging) has each computed once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
@@ -19,7 +23,7 @@ from pyspark.sql import functions as F
 from splink import Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
-from phm.linkage.model import TF_COLUMNS, comparable, number_only
+from phm.linkage.model import PREDICTION_BLOCKING_KEYS, TF_COLUMNS, comparable, number_only
 from phm.linkage.profiles import deterministic_keys
 
 DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = (
@@ -34,6 +38,13 @@ DETERMINISTIC_WEIGHT = 99.0
 # A number-only profile joins the cluster holding its number on this share of the number's fuller records
 # (above a half, so at most one cluster does).
 NUMBER_HOME_SHARE = 0.9
+
+# Takes a frame and a name, returns the same rows (e.g. written to a staging folder and read back).
+Materialise = Callable[[DataFrame, str], DataFrame]
+
+
+def _as_is(df: DataFrame, _name: str) -> DataFrame:
+    return df
 
 
 @dataclass
@@ -115,30 +126,41 @@ def without_number_conflicts(edges: DataFrame, profiles: DataFrame) -> DataFrame
     )
 
 
-def link_all(linker: Linker, profiles: DataFrame, threshold: float) -> Linked:
-    scored = linker.inference.predict().as_spark_dataframe()
-    edges = deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold, profiles))
+def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise: Materialise = _as_is) -> Linked:
+    scored = materialise(_scored_columns(linker.inference.predict().as_spark_dataframe()), "scored")
+    edges = materialise(
+        deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold, profiles)), "edges"
+    )
     nodes = profiles.select("profile_id")
     clusters = attach_number_only(connected_components(linker, nodes, edges, "profile_id"), profiles)
     return Linked(_with_record_counts(clusters, profiles), edges, scored)
 
 
-def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold: float) -> Linked:
+def link_new(
+    linker: Linker, profiles: DataFrame, previous: DataFrame, threshold: float, materialise: Materialise = _as_is
+) -> Linked:
     """Link profiles absent from `previous` (profile_id, person_id) to each other and to existing persons."""
     api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
     new = profiles.join(previous, "profile_id", "left_anti")
     known = profiles.join(previous.select("profile_id"), "profile_id", "left_semi")
-    new_sdf, known_sdf = (api.register(comparable(df)) for df in (new, known))
+    new_sdf = api.register(comparable(new))
+    known_sdf = api.register(blocked_with(comparable(known), comparable(new)))
     # predict_within / predict_between take term frequencies only from registered tables: compute them
     # over every profile (the linker's input), as predict() would.
     for column in TF_COLUMNS:
         linker.table_management.compute_tf_table(column)
-    scored = (
-        linker.inference.predict_within(new_sdf)
-        .as_spark_dataframe()
-        .unionByName(linker.inference.predict_between(new_sdf, known_sdf).as_spark_dataframe())
+    scored = materialise(
+        _scored_columns(
+            linker.inference.predict_within(new_sdf)
+            .as_spark_dataframe()
+            .unionByName(linker.inference.predict_between(new_sdf, known_sdf).as_spark_dataframe())
+        ),
+        "scored",
     )
-    edges = deterministic_edges(profiles, among=new).unionByName(probabilistic_edges(scored, threshold, profiles))
+    edges = materialise(
+        deterministic_edges(profiles, among=new).unionByName(probabilistic_edges(scored, threshold, profiles)),
+        "edges",
+    )
     person_of = previous.select(F.col("profile_id").alias("_pid"), F.col("person_id").alias("_person"))
     # Ends that are existing profiles become their person's node.
     graph_edges = edges
@@ -148,24 +170,40 @@ def link_new(linker: Linker, profiles: DataFrame, previous: DataFrame, threshold
             .withColumn(side, F.coalesce("_person", side))
             .drop("_pid", "_person")
         )
-    nodes = new.select(F.col("profile_id").alias("node_id")).unionByName(
-        previous.select(F.col("person_id").alias("node_id")).distinct()
+    graph_edges = graph_edges.select(F.col("profile_id_l").alias("node_id_l"), F.col("profile_id_r").alias("node_id_r"))
+    # Only persons an edge reaches can change: every other person stays one cluster, named by its person_id
+    # (as a node of its own it would be: a component's cluster_id is one of its nodes).
+    reached = graph_edges.select(F.col("node_id_l").alias("node_id")).unionByName(
+        graph_edges.select(F.col("node_id_r").alias("node_id"))
     )
-    node_clusters = connected_components(
-        linker,
-        nodes,
-        graph_edges.select(F.col("profile_id_l").alias("node_id_l"), F.col("profile_id_r").alias("node_id_r")),
-        "node_id",
-    ).withColumnRenamed("node_id", "_node")
+    nodes = new.select(F.col("profile_id").alias("node_id")).unionByName(
+        previous.select(F.col("person_id").alias("node_id")).join(reached, "node_id", "left_semi").distinct()
+    )
+    node_clusters = connected_components(linker, nodes, graph_edges, "node_id").withColumnRenamed("node_id", "_node")
     new_clusters = new.select("profile_id").join(node_clusters, F.col("profile_id") == F.col("_node")).drop("_node")
     known_clusters = (
         known.select("profile_id")
         .join(previous, "profile_id")
-        .join(node_clusters, F.col("person_id") == F.col("_node"))
-        .select("profile_id", "cluster_id")
+        .join(node_clusters, F.col("person_id") == F.col("_node"), "left")
+        .select("profile_id", F.coalesce("cluster_id", "person_id").alias("cluster_id"))
     )
     clusters = attach_number_only(new_clusters.unionByName(known_clusters), profiles)
     return Linked(_with_record_counts(clusters, profiles), edges, scored)
+
+
+def blocked_with(known: DataFrame, new: DataFrame) -> DataFrame:
+    """The known profiles a prediction blocking rule pairs with some new profile (equal, not null, on all of
+    the rule's columns): scoring new against these finds every pair scoring against all known would, without
+    Splink copying every known profile for each refresh."""
+    matched = [known.join(new.select(*columns), list(columns), "left_semi") for columns in PREDICTION_BLOCKING_KEYS]
+    union = matched[0]
+    for more in matched[1:]:
+        union = union.unionByName(more)
+    return union.dropDuplicates(["profile_id"])
+
+
+def _scored_columns(predictions: DataFrame) -> DataFrame:
+    return predictions.select("profile_id_l", "profile_id_r", "match_weight", "match_probability")
 
 
 def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
@@ -200,17 +238,12 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
         .select(F.col("cluster_id").alias("_from"), "nhs_number", "_valid")
     )
     fuller = labelled.where(~F.col("_number_only") & F.col("nhs_number").isNotNull())
-    homes = _main_home(fuller)
+    homes = _main_home(fuller.join(alone.select("nhs_number"), "nhs_number", "left_semi"))
     exact = alone.join(homes, "nhs_number").select("_from", "_to")
     mistyped = alone.where(~F.col("_valid")).join(homes, "nhs_number", "left_anti")
-    near = mistyped.select("_from", F.explode(_one_edit_keys(F.col("nhs_number"), typed=True)).alias("_key"))
-    valid_keys = (
-        fuller.where(F.col("nhs_number_valid"))
-        .select("nhs_number", "cluster_id")
-        .distinct()
-        .select("cluster_id", F.explode(_one_edit_keys(F.col("nhs_number"), typed=False)).alias("_key"))
-    )
-    corrected = _unique_home(near.join(valid_keys, "_key").select("_from", "cluster_id"), "_from").select(
+    near = mistyped.select("_from", F.explode(_one_edit_away(F.col("nhs_number"))).alias("nhs_number"))
+    held_valid = fuller.where(F.col("nhs_number_valid")).select("nhs_number", "cluster_id")
+    corrected = _unique_home(near.join(held_valid, "nhs_number").select("_from", "cluster_id"), "_from").select(
         "_from", "_to"
     )
     moves = exact.unionByName(corrected)
@@ -242,21 +275,23 @@ def _unique_home(pairs: DataFrame, key: str) -> DataFrame:
     )
 
 
-def _one_edit_keys(number: Column, typed: bool) -> Column:
-    """Join keys that meet when two 10-digit numbers differ by one substitution or one adjacent transposition.
+def _one_edit_away(number: Column) -> Column:
+    """Every 10-character number one substitution (of a digit) or one adjacent transposition away.
 
-    Both sides give the number with each position masked (equal masks: one
-    substitution apart); the typed (wrong) number also gives each adjacent
-    transposition, which meets the valid number itself.
+    The mistyped side is a handful of numbers, so it lists the numbers it could have been (99 each) and
+    joins them to the valid numbers held, rather than each valid number listing keys to meet it by.
     """
-    masks = [F.concat(number.substr(1, i), F.lit("_"), number.substr(i + 2, 10)) for i in range(10)]
-    if not typed:
-        return F.array(*masks, number)
-    swaps = [
-        F.concat(number.substr(1, i), number.substr(i + 2, 1), number.substr(i + 1, 1), number.substr(i + 3, 10))
-        for i in range(9)
-    ]
-    return F.array(*masks, *swaps)
+    substituted = F.transform(
+        F.sequence(F.lit(0), F.lit(99)),
+        lambda k: F.overlay(number, (k % 10).cast("string"), (k / 10).cast("int") + 1, F.lit(1)),
+    )
+    swapped = F.transform(
+        F.sequence(F.lit(1), F.lit(9)),
+        lambda i: F.concat(number.substr(F.lit(1), i - 1), number.substr(i + 1, F.lit(1)),
+                           number.substr(i, F.lit(1)), number.substr(i + 2, F.lit(10))),
+    )  # fmt: skip
+    candidates = F.array_remove(F.array_distinct(F.concat(substituted, swapped)), number)
+    return F.when(F.length(number) == 10, candidates).otherwise(F.array())
 
 
 def connected_components(linker: Linker, nodes: DataFrame, edges: DataFrame, node_id: str) -> DataFrame:

@@ -71,13 +71,15 @@ MODEL_COLUMNS = (
 # Comparisons whose exact-match level is term-frequency adjusted (see comparisons()).
 TF_COLUMNS = ("forename", "surname", "postcode")
 
-PREDICTION_BLOCKING_RULES = (
-    block_on("nhs_number"),
-    block_on("date_of_birth", "surname"),
-    block_on("date_of_birth", "forename"),
-    block_on("date_of_birth", "postcode_sector"),
-    block_on("forename", "surname", "postcode_district"),
+# Each prediction blocking rule pairs profiles equal (and not null) on all of its columns.
+PREDICTION_BLOCKING_KEYS = (
+    ("nhs_number",),
+    ("date_of_birth", "surname"),
+    ("date_of_birth", "forename"),
+    ("date_of_birth", "postcode_sector"),
+    ("forename", "surname", "postcode_district"),
 )
+PREDICTION_BLOCKING_RULES = tuple(block_on(*columns) for columns in PREDICTION_BLOCKING_KEYS)
 TRAINING_BLOCKING_RULES = (
     block_on("nhs_number"),  # frees names, date of birth, sex and postcode
     block_on("date_of_birth", "postcode_district"),  # frees NHS number, names and sex
