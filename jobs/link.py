@@ -1,9 +1,13 @@
 """Link every source's identity records into one person index: `phm run link`.
 
-Reads vault.identity (this job runs with vault access) and writes pseudonyms
-only: silver.linkage_profiles (the linkage state), silver.person_link (record
--> person_id), silver.person_id_history (merges, moves, splits; appended),
-gold.person and mart.linkage_quality. The model is trained on the first run
+Reads vault.identity (this job runs with vault access) and, besides the
+profiles it compares (vault.identity_profiles: identifiers, so in the vault),
+writes pseudonyms only: silver.linkage_profiles (the linkage state),
+silver.person_link (record -> person_id), silver.person_id_history (merges,
+moves, splits; appended), gold.person and mart.linkage_quality. A refresh
+profiles only the records vault.identity gained or lost since the last run
+(Delta's change data feed) when it can tell which they are; otherwise every
+record. The model is trained on the first run
 (or with linkage.retrain) and saved as JSON at linkage.model; every other run
 reuses it. A refresh scores only profiles not seen before, against each other
 and the existing persons; a new model or linkage.full_relink scores them all.
@@ -31,14 +35,16 @@ from phm.linkage import model as linkage_model
 from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links
 from phm.linkage.person_ids import assign, check_unique
 from phm.linkage.person_index import person_index
-from phm.linkage.profiles import linkage_records, profiles
+from phm.linkage.profiles import linkage_records, profiles, updated_profiles
 from phm.linkage.quality import quality
 from phm.runtime.jobs import JobContext, JobSpec
+from phm.runtime.ledger import Ledger
 from phm.runtime.script import main_for
 from phm.runtime.staging import splink_tables_removed, stage
 from phm.runtime.tracking import tracked_run
 from phm.tables import (
     IDENTITY,
+    IDENTITY_PROFILES,
     LINKAGE_PROFILES,
     LINKAGE_QUALITY,
     PERSON,
@@ -55,7 +61,14 @@ INPUTS = (IDENTITY.name, *PERSON_SOURCES)
 SPEC = JobSpec(
     name="link",
     description="vault.identity -> one person index (Splink on Spark): person_link, person_id history, gold.person",
-    outputs=(LINKAGE_PROFILES.name, PERSON_LINK.name, PERSON_ID_HISTORY.name, PERSON.name, LINKAGE_QUALITY.name),
+    outputs=(
+        IDENTITY_PROFILES.name,
+        LINKAGE_PROFILES.name,
+        PERSON_LINK.name,
+        PERSON_ID_HISTORY.name,
+        PERSON.name,
+        LINKAGE_QUALITY.name,
+    ),
     depends_on=("ingest",),
 )
 
@@ -73,13 +86,24 @@ def run(ctx: JobContext) -> None:
         return
     staging = Path(config.resolve(config.paths.checkpoints)) / f"link-{ctx.run_id}"
     timings: dict[str, float] = {}
+    relink = settings.retrain or settings.full_relink
     try:
         with tracked_run(config, "linkage", ctx.run_id), splink_tables_removed(spark):
             with _timed(timings, "profiles"):
-                records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
                 nicknames = read_nicknames(spark, config.resolve(settings.nicknames))
-                profile = stage(spark, profiles(records, nicknames), staging / "profiles")
-            if _nothing_new(catalog, records, settings):
+                changed = _changed_records(ctx, staging)
+                if changed is None:  # the first run, or Delta has not recorded every change since the last
+                    records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
+                    profile = stage(spark, profiles(records, nicknames), staging / "profiles")
+                    nothing_new = not relink and _nothing_new(catalog, records)
+                else:
+                    inserted, deleted = changed
+                    nothing_new = not relink and _no_net_change(inserted, deleted)
+                    records = _records_after(catalog, inserted, deleted)
+                    state = catalog.read(IDENTITY_PROFILES.name)
+                    profile = stage(spark, updated_profiles(state, inserted, deleted, nicknames), staging / "profiles")
+                mlflow.log_param("profiled", "all_records" if changed is None else "changed_records")
+            if nothing_new:
                 mlflow.set_tag("phm.outcome", "nothing new")
                 log.info("link: every identity record is already linked with the same identifiers; nothing to do")
                 ctx.rows_out = 0
@@ -126,6 +150,7 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
     for rule, n in comparisons.items():
         log.info("link: blocking rule %s: %d comparisons", rule, n)
     with _timed(timings, "predict_and_cluster"):
+
         def materialise(df: DataFrame, name: str) -> DataFrame:
             return stage(spark, df, staging / name)
 
@@ -158,6 +183,7 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
                 F.lit(ctx.run_id).alias("linkage_run_id"),
             )
         )
+        catalog.overwrite(IDENTITY_PROFILES.name, profile)
         catalog.overwrite(LINKAGE_PROFILES.name, state)
         state = catalog.read(LINKAGE_PROFILES.name)
         links = records.select("source", "period", "record_id", "profile_id").join(
@@ -211,13 +237,49 @@ def read_nicknames(spark: SparkSession, path: str) -> DataFrame:
     return table.select(F.upper(F.trim("formal")).alias("formal"), F.upper(F.trim("nickname")).alias("nickname"))
 
 
-def _nothing_new(catalog, records: DataFrame, settings) -> bool:
-    """The last run linked exactly these records with these identifiers, and no relink is asked for."""
-    if settings.retrain or settings.full_relink or not catalog.exists(PERSON_LINK.name):
+def _nothing_new(catalog, records: DataFrame) -> bool:
+    """The last run linked exactly these records with these identifiers."""
+    if not catalog.exists(PERSON_LINK.name):
         return False
     linked = catalog.read(PERSON_LINK.name).select("source", "record_id", "profile_id")
     now = records.select("source", "record_id", "profile_id")
     return not now.exceptAll(linked).limit(1).count() and not linked.exceptAll(now).limit(1).count()
+
+
+def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFrame] | None:
+    """The linkage records vault.identity gained and lost since the last link run (staged), or None when they
+    cannot be known: no earlier run or profile state, change data not recorded throughout (a vault from before
+    the feed was on), or a key rotation in between (its records come back under new pseudonyms)."""
+    catalog = ctx.catalog
+    if not all(catalog.exists(name) for name in (IDENTITY_PROFILES.name, PERSON_LINK.name)):
+        return None
+    last = Ledger(ctx.spark, catalog.warehouse).last_succeeded(SPEC.name)
+    since = (last.input_versions or {}).get(IDENTITY.name) if last is not None else None
+    changes = catalog.changes(IDENTITY.name, since) if since is not None else None
+    if changes is None:
+        return None
+    changed = stage(ctx.spark, linkage_records(changes, keep=("key_id", "_change_type")), staging / "changes")
+    if changed.select("key_id").distinct().limit(2).count() > 1:
+        log.info("link: the pseudonymisation key changed since the last run; profiling every record")
+        return None
+    return tuple(changed.where(F.col("_change_type") == kind).drop("key_id", "_change_type")
+                 for kind in ("insert", "delete"))  # fmt: skip
+
+
+def _no_net_change(inserted: DataFrame, deleted: DataFrame) -> bool:
+    """Every record removed came back with the same identifiers (e.g. a period delivered again unchanged)."""
+    now, before = (df.select("source", "record_id", "profile_id") for df in (inserted, deleted))
+    return not now.exceptAll(before).limit(1).count() and not before.exceptAll(now).limit(1).count()
+
+
+def _records_after(catalog, inserted: DataFrame, deleted: DataFrame) -> DataFrame:
+    """(source, period, record_id, profile_id) of every record now: the last run's less those removed, with
+    those added."""
+    columns = ("source", "period", "record_id", "profile_id")
+    linked = catalog.read(PERSON_LINK.name).select(*columns)
+    return linked.join(deleted.select("source", "record_id"), ["source", "record_id"], "left_anti").unionByName(
+        inserted.select(*columns)
+    )
 
 
 def _person(catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:

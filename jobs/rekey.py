@@ -37,11 +37,11 @@ from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.ledger import Ledger
 from phm.runtime.script import main_for
 from phm.runtime.staging import stage
-from phm.tables import IDENTITY, LINKAGE_PROFILES, PERSON_LINK
+from phm.tables import IDENTITY, IDENTITY_PROFILES, LINKAGE_PROFILES, PERSON_LINK
 
 log = logging.getLogger("phm.jobs.rekey")
 
-LINKAGE_TABLES = (LINKAGE_PROFILES.name, PERSON_LINK.name)
+LINKAGE_TABLES = (IDENTITY_PROFILES.name, LINKAGE_PROFILES.name, PERSON_LINK.name)
 
 
 def _pseudonymised_tables(config) -> dict[str, dict[str, str]]:

@@ -36,6 +36,9 @@ class TableSpec:
     # Wide tables whose further columns follow from configuration (gold.features: one per condition and
     # window) declare their fixed columns and the one type every further column has.
     further_columns_type: T.DataType | None = None
+    # Delta records each version's inserted and deleted rows (the change data feed), for readers that
+    # process only what changed since the version they last read.
+    change_feed: bool = False
 
     @property
     def layer(self) -> str:
@@ -167,6 +170,7 @@ IDENTITY = TableSpec(
     keys=("source", "record_id"),
     partition_by=("source", "period"),
     stats_columns=("record_id", "key_id"),  # ingest's check of the key reads key_id from statistics
+    change_feed=True,  # linkage reads only the records added or removed since its last run
     schema=T.StructType(
         [
             T.StructField("source", T.StringType(), False),
@@ -212,6 +216,37 @@ DATA_QUALITY = TableSpec(
             T.StructField("rows_checked", T.LongType(), False),
             T.StructField("failing_rows", T.LongType(), False),
             T.StructField("detail", T.StringType(), True),
+        ]
+    ),
+)
+
+IDENTITY_PROFILES = TableSpec(
+    name="vault.identity_profiles",
+    grain="one row per distinct identity profile (combination of identifiers) of vault.identity's records",
+    description=(
+        "Restricted: what linkage compares, each profile's identifiers and the comparison columns derived from "
+        "them, with its records counted by source; kept by `link` so a refresh profiles only the records that "
+        "changed."
+    ),
+    keys=("profile_id",),
+    schema=T.StructType(
+        [
+            T.StructField("profile_id", T.StringType(), False),
+            T.StructField("nhs_number", T.StringType(), True),
+            T.StructField("nhs_number_valid", T.BooleanType(), True),
+            T.StructField("forename", T.StringType(), True),
+            T.StructField("surname", T.StringType(), True),
+            T.StructField("date_of_birth", T.DateType(), True),
+            T.StructField("sex", T.StringType(), True),
+            T.StructField("postcode", T.StringType(), True),
+            T.StructField("postcode_sector", T.StringType(), True),
+            T.StructField("postcode_district", T.StringType(), True),
+            T.StructField("forename_forms", T.ArrayType(T.StringType()), True),
+            T.StructField("surnames", T.ArrayType(T.StringType()), True),
+            T.StructField("records_by_source", T.MapType(T.StringType(), T.LongType()), False),
+            T.StructField("record_count", T.LongType(), False),
+            T.StructField("gp_record_count", T.LongType(), False),
+            T.StructField("sources", T.ArrayType(T.StringType()), False),
         ]
     ),
 )
@@ -1202,6 +1237,7 @@ for _spec in (
     QUARANTINE,
     IDENTITY,
     DATA_QUALITY,
+    IDENTITY_PROFILES,
     LINKAGE_PROFILES,
     PERSON_LINK,
     PERSON_ID_HISTORY,

@@ -25,7 +25,7 @@ from phm.linkage.linking import (
 )
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
 from phm.linkage.person_index import person_index
-from phm.linkage.profiles import deterministic_keys, profiles
+from phm.linkage.profiles import deterministic_keys, profiles, updated_profiles
 from phm.runtime.staging import splink_tables_removed
 from phm_jobs.link import read_nicknames
 
@@ -77,6 +77,43 @@ def test_profiles_derive_forms_known_surnames_and_postcode_parts(spark):
     assert (got["p1"].postcode_sector, got["p1"].postcode_district) == ("LS1 4", "LS1")
     assert got["p2"].sex is None  # U compares as missing
     assert got["p3"].nhs_number_valid is False and got["p3"].surnames == ["SMITH"]
+
+
+def test_profiles_updated_from_changed_records_equal_profiles_of_all_records(spark):
+    rows = [  # (record_id, source, profile_id, nhs, forename, surname, dob, sex, postcode)
+        ("r1", "gp_registrations", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
+        ("r2", "ae", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
+        ("r3", "ae", "p2", A, "BOB", "BROWN", date(1950, 1, 2), "M", "LS1 4AB"),  # goes: its only record deleted
+        ("r4", "outpatient", "p3", B, "ANN", "LEE", date(1960, 5, 6), "F", "LS2 1AA"),
+        ("r5", "outpatient", "p4", None, "CY", "DAY", date(1970, 1, 1), "F", None),
+    ]
+    arriving = [
+        ("r6", "ae", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),  # p1 counts one more A&E record
+        ("r7", "gp_registrations", "p5", A, "ROBERT", "JONES", date(1950, 1, 2), "M", "LS1 4AB"),  # A's new name
+        ("r8", "community", "p6", None, "DI", "ROSS", None, "U", "LS9 9ZZ"),  # a new profile with no number
+        ("r9", "gp_registrations", "p3", B, "ANN", "LEE", date(1960, 5, 6), "F", "LS2 1AA"),  # p3 now from two
+    ]
+    schema = "record_id string, source string, profile_id string, nhs_number string, forename string, " \
+             "surname string, date_of_birth date, sex string, postcode string"  # fmt: skip
+    before, inserted = (
+        spark.createDataFrame(r, schema).withColumn("period", F.lit("2026-01")) for r in (rows, arriving)
+    )
+    deleted = before.where(F.col("record_id").isin("r3", "r5"))
+    inserted = inserted.unionByName(before.where(F.col("record_id") == "r5"))  # r5 re-delivered unchanged
+    after = before.where(~F.col("record_id").isin("r3", "r5")).unionByName(inserted)
+    names = nicknames(spark)
+
+    def rows_of(df):
+        rows = [r.asDict() | {"records_by_source": sorted(r.records_by_source.items())} for r in df.collect()]
+        return sorted(rows, key=lambda row: row["profile_id"])
+
+    got = updated_profiles(profiles(before, names), inserted, deleted, names)
+    assert rows_of(got) == rows_of(profiles(after, names))
+    got = by_id(got)
+    assert got.keys() == {"p1", "p3", "p4", "p5", "p6"}  # p2 went
+    assert got["p1"].surnames == ["JONES", "SMITH"] == got["p5"].surnames  # BROWN went with p2
+    assert (got["p1"].record_count, got["p1"].gp_record_count, got["p3"].sources) == (
+        3, 1, ["gp_registrations", "outpatient"])  # fmt: skip
 
 
 def test_deterministic_keys_need_a_valid_number_and_one_date_of_birth(spark):

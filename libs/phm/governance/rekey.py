@@ -10,7 +10,8 @@ pseudonyms, so the vault gives their old -> new mapping too.
 
 Rotation rewrites vault.identity (new pseudonyms, new key id), each pseudonym
 column of every silver source table through the mapping, and the profile ids
-of silver.linkage_profiles and silver.person_link, keeping every person_id.
+of vault.identity_profiles, silver.linkage_profiles and silver.person_link,
+keeping every person_id.
 Afterwards the warehouse holds exactly what ingesting the same extracts with
 the new key would have made, so linkage finds nothing new. A pseudonym or
 profile id with no mapping means a table was not made from the vault it sits

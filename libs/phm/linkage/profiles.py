@@ -37,26 +37,104 @@ def profile_id(record: DataFrame) -> Column:
     return F.sha2(F.concat_ws("|", *parts, F.coalesce(F.col("sex"), F.lit(""))), 256).substr(1, 32)
 
 
-def linkage_records(identity: DataFrame) -> DataFrame:
-    """vault.identity -> (source, period, record_id, profile_id, identifiers): one row per identity record."""
+def linkage_records(identity: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+    """vault.identity -> (source, period, record_id, profile_id, identifiers, and the columns to `keep`): one
+    row per identity record."""
     return identity.select(
         "source",
         "period",
         "record_id",
         profile_id(identity).alias("profile_id"),
         *IDENTIFIERS,
+        *keep,
     )
 
 
 def profiles(records: DataFrame, nicknames: DataFrame) -> DataFrame:
-    """One row per distinct profile with its record counts (all, and GP registrations for gold.person's
-    best values), sources and the comparison columns."""
-    grouped = records.groupBy("profile_id").agg(
-        *[F.first(name).alias(name) for name in IDENTIFIERS],
-        F.count(F.lit(1)).alias("record_count"),
-        F.count(F.when(F.col("source") == GP_SOURCE, 1)).alias("gp_record_count"),
-        F.array_sort(F.collect_set("source")).alias("sources"),
+    """One row per distinct profile with its records counted by source (all, and GP registrations for
+    gold.person's best values), its sources and the comparison columns."""
+    return _with_record_counts(_with_known_surnames(_with_comparison_columns(_grouped(records), nicknames)))
+
+
+def updated_profiles(state: DataFrame, inserted: DataFrame, deleted: DataFrame, nicknames: DataFrame) -> DataFrame:
+    """The profiles after records were inserted and deleted, from the profiles before (`state`): what
+    `profiles()` of every record gives, computed from the changed records alone (a monthly increment).
+
+    inserted / deleted: linkage_records() of the records added and removed (a re-delivered period removes
+    its earlier records). Counts change by source; a profile left with no record goes; a profile first
+    seen gets its comparison columns. Known surnames follow an NHS number's profiles (deterministic_keys),
+    so they are recomputed for the numbers of profiles that came or went, and only for those.
+    """
+    change = (
+        inserted.select("profile_id", "source", F.lit(1).alias("_n"))
+        .unionByName(deleted.select("profile_id", "source", F.lit(-1).alias("_n")))
+        .groupBy("profile_id", "source")
+        .agg(F.sum("_n").alias("_n"))
+        .groupBy("profile_id")
+        .agg(F.map_from_entries(F.collect_list(F.struct("source", "_n"))).alias("_change"))
     )
+    arriving = _with_comparison_columns(
+        _grouped(inserted.join(state.select("profile_id"), "profile_id", "left_anti")), nicknames
+    ).select(  # counted by `change`, like every other profile's new records
+        *[c for c in PROFILE_COLUMNS if c not in ("surnames", "records_by_source")],
+        F.lit(None).cast("array<string>").alias("surnames"),
+        F.create_map().cast("map<string,bigint>").alias("records_by_source"),
+    )
+    before = state.select(*PROFILE_COLUMNS).unionByName(arriving.select(*PROFILE_COLUMNS))
+    counts = F.map_filter(
+        F.map_zip_with("records_by_source", F.coalesce("_change", F.create_map().cast("map<string,bigint>")),
+                       lambda _source, was, change: F.coalesce(was, F.lit(0)) + F.coalesce(change, F.lit(0))),
+        lambda _source, n: n > 0,
+    )  # fmt: skip
+    after = (
+        before.join(change, "profile_id", "left")
+        .withColumn("records_by_source", counts)
+        .drop("_change")
+        .where(F.size("records_by_source") > 0)
+    )
+    came_or_went = arriving.select("profile_id", "nhs_number").unionByName(
+        before.join(after, "profile_id", "left_anti").select("profile_id", "nhs_number")
+    )
+    numbers = came_or_went.where(F.col("nhs_number").isNotNull()).select("nhs_number").distinct()
+    redo = (
+        after.join(numbers, "nhs_number", "left_semi")
+        .unionByName(after.join(arriving.select("profile_id"), "profile_id", "left_semi"))
+        .dropDuplicates(["profile_id"])
+    )
+    kept = after.join(redo.select("profile_id"), "profile_id", "left_anti")
+    return _with_record_counts(kept.unionByName(_with_known_surnames(redo.drop("surnames")).select(*kept.columns)))
+
+
+# What a profile row holds (profiles() adds record_count, gp_record_count and sources from records_by_source).
+PROFILE_COLUMNS = (
+    "profile_id",
+    "nhs_number",
+    "nhs_number_valid",
+    "forename",
+    "surname",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "postcode_sector",
+    "postcode_district",
+    "forename_forms",
+    "surnames",
+    "records_by_source",
+)
+
+
+def _grouped(records: DataFrame) -> DataFrame:
+    """One row per profile: its identifiers and its records counted by source."""
+    by_source = records.groupBy("profile_id", "source").agg(
+        *[F.first(name).alias(name) for name in IDENTIFIERS], F.count(F.lit(1)).alias("_n")
+    )
+    return by_source.groupBy("profile_id").agg(
+        *[F.first(name).alias(name) for name in IDENTIFIERS],
+        F.map_from_entries(F.collect_list(F.struct("source", "_n"))).alias("records_by_source"),
+    )
+
+
+def _with_comparison_columns(grouped: DataFrame, nicknames: DataFrame) -> DataFrame:
     sex = F.when(F.col("sex").isin("M", "F"), F.col("sex"))  # U(nknown) compares as missing
     with_columns = grouped.select(
         "profile_id",
@@ -69,11 +147,19 @@ def profiles(records: DataFrame, nicknames: DataFrame) -> DataFrame:
         "postcode",
         postcode_sector(F.col("postcode")).alias("postcode_sector"),
         postcode_district(F.col("postcode")).alias("postcode_district"),
-        "record_count",
-        "gp_record_count",
-        "sources",
+        "records_by_source",
     )
-    return _with_known_surnames(_with_forename_forms(with_columns, nicknames))
+    return _with_forename_forms(with_columns, nicknames)
+
+
+def _with_record_counts(profile: DataFrame) -> DataFrame:
+    counts = F.col("records_by_source")
+    return profile.select(
+        *PROFILE_COLUMNS,
+        F.aggregate(F.map_values(counts), F.lit(0).cast("bigint"), lambda total, n: total + n).alias("record_count"),
+        F.coalesce(counts[GP_SOURCE], F.lit(0).cast("bigint")).alias("gp_record_count"),
+        F.array_sort(F.map_keys(counts)).alias("sources"),
+    )
 
 
 def postcode_sector(postcode: Column) -> Column:
