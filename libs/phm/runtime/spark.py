@@ -57,6 +57,11 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.sql.adaptive.enabled": str(spark.adaptive_enabled).lower(),
+        # Spark 4.1+ lets a union of children hash-partitioned alike claim that partitioning, so a join above it
+        # reads the children partition by partition; with adaptive execution their partition counts can differ
+        # at run time, and the job fails ("Can't zip RDDs with unequal numbers of partitions: List(32, 16)":
+        # link's clusters in a 1m refresh, where new and known profiles' clusters are unioned, then joined).
+        "spark.sql.unionOutputPartitioning": "false",
         "spark.databricks.delta.snapshotPartitions": str(spark.delta_snapshot_partitions),
         "spark.ui.enabled": str(spark.ui_enabled).lower(),
         "spark.ui.showConsoleProgress": str(spark.console_progress).lower(),
