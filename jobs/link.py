@@ -26,11 +26,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from splink.blocking_analysis import count_comparisons_from_blocking_rules
 
 from phm.errors import SchemaMismatchError, UserError
+from phm.linkage import Materialise
 from phm.linkage import model as linkage_model
 from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links
 from phm.linkage.person_ids import assign, check_unique
@@ -101,7 +104,8 @@ def run(ctx: JobContext) -> None:
                     nothing_new = not relink and _no_net_change(inserted, deleted)
                     records = _records_after(catalog, inserted, deleted)
                     state = catalog.read(IDENTITY_PROFILES.name)
-                    profile = stage(spark, updated_profiles(state, inserted, deleted, nicknames), staging / "profiles")
+                    updated = updated_profiles(state, inserted, deleted, nicknames, _materialiser(spark, staging))
+                    profile = stage(spark, updated, staging / "profiles")
                 mlflow.log_param("profiled", "all_records" if changed is None else "changed_records")
             if nothing_new:
                 mlflow.set_tag("phm.outcome", "nothing new")
@@ -150,14 +154,10 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
     for rule, n in comparisons.items():
         log.info("link: blocking rule %s: %d comparisons", rule, n)
     with _timed(timings, "predict_and_cluster"):
-
-        def materialise(df: DataFrame, name: str) -> DataFrame:
-            return stage(spark, df, staging / name)
-
         if full:
-            linked = link_all(linker, profile, settings.threshold, materialise)
+            linked = link_all(linker, profile, settings.threshold, _materialiser(spark, staging))
         else:
-            linked = link_new(linker, profile, previous, settings.threshold, materialise)
+            linked = link_new(linker, profile, previous, settings.threshold, _materialiser(spark, staging))
         scored, edges = linked.scored, linked.edges
         clusters = stage(spark, linked.clusters, staging / "clusters")
     with _timed(timings, "assign"):
@@ -211,6 +211,11 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
              ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
 
 
+def _materialiser(spark: SparkSession, staging: Path) -> Materialise:
+    """The library's frames that later steps read more than once, staged in this run's folder."""
+    return lambda df, name: stage(spark, df, staging / name)
+
+
 def _comparisons(linker, profile: DataFrame) -> dict[str, int]:
     """Comparisons each prediction rule adds (exact counts, before predicting) on a full run.
 
@@ -258,7 +263,12 @@ def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFra
     changes = catalog.changes(IDENTITY.name, since) if since is not None else None
     if changes is None:
         return None
-    changed = stage(ctx.spark, linkage_records(changes, keep=("key_id", "_change_type")), staging / "changes")
+    try:
+        changed = stage(ctx.spark, linkage_records(changes, keep=("key_id", "_change_type")), staging / "changes")
+    except (PySparkException, Py4JJavaError) as unreadable:  # e.g. removed files vacuumed after a key rotation
+        log.warning("link: the records changed since the last run cannot be read (%s); profiling every record",
+                    str(unreadable).splitlines()[0][:300])  # fmt: skip
+        return None
     if changed.select("key_id").distinct().limit(2).count() > 1:
         log.info("link: the pseudonymisation key changed since the last run; profiling every record")
         return None

@@ -15,7 +15,6 @@ clustering, the quality report and the link details); a caller that passes
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
@@ -23,6 +22,7 @@ from pyspark.sql import functions as F
 from splink import Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
+from phm.linkage import Materialise, as_is
 from phm.linkage.model import PREDICTION_BLOCKING_KEYS, TF_COLUMNS, comparable, number_only
 from phm.linkage.profiles import deterministic_keys
 
@@ -38,13 +38,6 @@ DETERMINISTIC_WEIGHT = 99.0
 # A number-only profile joins the cluster holding its number on this share of the number's fuller records
 # (above a half, so at most one cluster does).
 NUMBER_HOME_SHARE = 0.9
-
-# Takes a frame and a name, returns the same rows (e.g. written to a staging folder and read back).
-Materialise = Callable[[DataFrame, str], DataFrame]
-
-
-def _as_is(df: DataFrame, _name: str) -> DataFrame:
-    return df
 
 
 @dataclass
@@ -126,7 +119,7 @@ def without_number_conflicts(edges: DataFrame, profiles: DataFrame) -> DataFrame
     )
 
 
-def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise: Materialise = _as_is) -> Linked:
+def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise: Materialise = as_is) -> Linked:
     scored = materialise(_scored_columns(linker.inference.predict().as_spark_dataframe()), "scored")
     edges = materialise(
         deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold, profiles)), "edges"
@@ -137,14 +130,15 @@ def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise:
 
 
 def link_new(
-    linker: Linker, profiles: DataFrame, previous: DataFrame, threshold: float, materialise: Materialise = _as_is
+    linker: Linker, profiles: DataFrame, previous: DataFrame, threshold: float, materialise: Materialise = as_is
 ) -> Linked:
     """Link profiles absent from `previous` (profile_id, person_id) to each other and to existing persons."""
     api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
     new = profiles.join(previous, "profile_id", "left_anti")
     known = profiles.join(previous.select("profile_id"), "profile_id", "left_semi")
     new_sdf = api.register(comparable(new))
-    known_sdf = api.register(blocked_with(comparable(known), comparable(new)))
+    # Staged: Splink reads its inputs once per blocking rule, and each read would redo the five semi-joins.
+    known_sdf = api.register(materialise(blocked_with(comparable(known), comparable(new)), "known_blocked"))
     # predict_within / predict_between take term frequencies only from registered tables: compute them
     # over every profile (the linker's input), as predict() would.
     for column in TF_COLUMNS:

@@ -23,6 +23,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.identifiers import nhs_number_is_valid
+from phm.linkage import Materialise, as_is
 
 # The source whose records gold.person trusts first (profiles count them apart).
 GP_SOURCE = "gp_registrations"
@@ -56,53 +57,70 @@ def profiles(records: DataFrame, nicknames: DataFrame) -> DataFrame:
     return _with_record_counts(_with_known_surnames(_with_comparison_columns(_grouped(records), nicknames)))
 
 
-def updated_profiles(state: DataFrame, inserted: DataFrame, deleted: DataFrame, nicknames: DataFrame) -> DataFrame:
+def updated_profiles(
+    state: DataFrame,
+    inserted: DataFrame,
+    deleted: DataFrame,
+    nicknames: DataFrame,
+    materialise: Materialise = as_is,
+) -> DataFrame:
     """The profiles after records were inserted and deleted, from the profiles before (`state`): what
     `profiles()` of every record gives, computed from the changed records alone (a monthly increment).
 
     inserted / deleted: linkage_records() of the records added and removed (a re-delivered period removes
     its earlier records). Counts change by source; a profile left with no record goes; a profile first
     seen gets its comparison columns. Known surnames follow an NHS number's profiles (deterministic_keys),
-    so they are recomputed for the numbers of profiles that came or went, and only for those.
+    so they are recomputed for the numbers of profiles that came or went, and only for those. The state is
+    joined with the changes once (`materialise` keeps that join for the steps that read it).
     """
-    change = (
-        inserted.select("profile_id", "source", F.lit(1).alias("_n"))
-        .unionByName(deleted.select("profile_id", "source", F.lit(-1).alias("_n")))
-        .groupBy("profile_id", "source")
-        .agg(F.sum("_n").alias("_n"))
-        .groupBy("profile_id")
-        .agg(F.map_from_entries(F.collect_list(F.struct("source", "_n"))).alias("_change"))
+    signed = inserted.withColumn("_n", F.lit(1)).unionByName(deleted.withColumn("_n", F.lit(-1)))
+    by_source = signed.groupBy("profile_id", "source").agg(
+        *[F.first(name).alias(name) for name in IDENTIFIERS], F.sum("_n").alias("_n")
     )
-    arriving = _with_comparison_columns(
-        _grouped(inserted.join(state.select("profile_id"), "profile_id", "left_anti")), nicknames
-    ).select(  # counted by `change`, like every other profile's new records
-        *[c for c in PROFILE_COLUMNS if c not in ("surnames", "records_by_source")],
-        F.lit(None).cast("array<string>").alias("surnames"),
-        F.create_map().cast("map<string,bigint>").alias("records_by_source"),
+    change = by_source.groupBy("profile_id").agg(
+        *[F.first(name).alias(f"_new_{name}") for name in IDENTIFIERS],  # a profile's records share them
+        F.map_from_entries(F.collect_list(F.struct("source", "_n"))).alias("_change"),
     )
-    before = state.select(*PROFILE_COLUMNS).unionByName(arriving.select(*PROFILE_COLUMNS))
+    empty = F.create_map().cast("map<string,bigint>")
     counts = F.map_filter(
-        F.map_zip_with("records_by_source", F.coalesce("_change", F.create_map().cast("map<string,bigint>")),
+        F.map_zip_with(F.coalesce("records_by_source", empty), F.coalesce("_change", empty),
                        lambda _source, was, change: F.coalesce(was, F.lit(0)) + F.coalesce(change, F.lit(0))),
         lambda _source, n: n > 0,
     )  # fmt: skip
-    after = (
-        before.join(change, "profile_id", "left")
-        .withColumn("records_by_source", counts)
-        .drop("_change")
-        .where(F.size("records_by_source") > 0)
+    joined = state.join(change, "profile_id", "full")
+    arrived = F.col("records_by_source").isNull()  # not in the state
+    counted = materialise(
+        joined.select(
+            "profile_id",
+            *[c for c in PROFILE_COLUMNS if c not in ("profile_id", "records_by_source")],
+            *[f"_new_{name}" for name in IDENTIFIERS],
+            counts.alias("records_by_source"),
+            arrived.alias("_arrived"),
+        ),
+        "counted_profiles",
     )
-    came_or_went = arriving.select("profile_id", "nhs_number").unionByName(
-        before.join(after, "profile_id", "left_anti").select("profile_id", "nhs_number")
+    present = F.size("records_by_source") > 0
+    arriving = _with_comparison_columns(
+        counted.where(F.col("_arrived") & present).select(
+            "profile_id", *[F.col(f"_new_{name}").alias(name) for name in IDENTIFIERS], "records_by_source"
+        ),
+        nicknames,
+    ).withColumn("surnames", F.lit(None).cast("array<string>"))
+    existing = counted.where(~F.col("_arrived") & present).select(*PROFILE_COLUMNS, "_arrived")
+    gone = counted.where(~F.col("_arrived") & ~present)
+    numbers = (
+        gone.select("nhs_number")
+        .unionByName(arriving.select("nhs_number"))
+        .where(F.col("nhs_number").isNotNull())
+        .distinct()
+        .withColumn("_redo", F.lit(True))
     )
-    numbers = came_or_went.where(F.col("nhs_number").isNotNull()).select("nhs_number").distinct()
-    redo = (
-        after.join(numbers, "nhs_number", "left_semi")
-        .unionByName(after.join(arriving.select("profile_id"), "profile_id", "left_semi"))
-        .dropDuplicates(["profile_id"])
-    )
-    kept = after.join(redo.select("profile_id"), "profile_id", "left_anti")
-    return _with_record_counts(kept.unionByName(_with_known_surnames(redo.drop("surnames")).select(*kept.columns)))
+    current = existing.unionByName(arriving.select(*PROFILE_COLUMNS, F.lit(True).alias("_arrived")))
+    flagged = current.join(numbers, "nhs_number", "left")
+    redo = F.coalesce("_redo", F.lit(False)) | F.col("_arrived")
+    kept = flagged.where(~redo).select(*PROFILE_COLUMNS)
+    redone = _with_known_surnames(flagged.where(redo).select(*PROFILE_COLUMNS).drop("surnames"))
+    return _with_record_counts(kept.unionByName(redone.select(*PROFILE_COLUMNS)))
 
 
 # What a profile row holds (profiles() adds record_count, gp_record_count and sources from records_by_source).
