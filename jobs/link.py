@@ -161,8 +161,7 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         scored, edges = linked.scored, linked.edges
         clusters = stage(spark, linked.clusters, staging / "clusters")
     with _timed(timings, "assign"):
-        assigned, history = assign(clusters, previous, ctx.run_id)
-        assigned = stage(spark, assigned, staging / "assigned")
+        assigned, history = assign(clusters, previous, ctx.run_id, _materialiser(spark, staging))
         check_unique(assigned)
         history = stage(spark, history, staging / "history")
 

@@ -137,8 +137,12 @@ def link_new(
     new = profiles.join(previous, "profile_id", "left_anti")
     known = profiles.join(previous.select("profile_id"), "profile_id", "left_semi")
     new_sdf = api.register(comparable(new))
-    # Staged: Splink reads its inputs once per blocking rule, and each read would redo the five semi-joins.
-    known_sdf = api.register(materialise(blocked_with(comparable(known), comparable(new)), "known_blocked"))
+    # Staged: Splink reads its inputs once per blocking rule, and each read would redo the five semi-joins. The
+    # candidates are cut from all profiles, then the new ones dropped: cheaper than first joining 3.7m profiles
+    # with 3.7m earlier ones (at 1m people) to find the known.
+    candidates = blocked_with(comparable(profiles), comparable(new)).join(new.select("profile_id"), "profile_id",
+                                                                          "left_anti")  # fmt: skip
+    known_sdf = api.register(materialise(candidates, "known_blocked"))
     # predict_within / predict_between take term frequencies only from registered tables: compute them
     # over every profile (the linker's input), as predict() would.
     for column in TF_COLUMNS:
@@ -151,8 +155,12 @@ def link_new(
         ),
         "scored",
     )
+    # A deterministic key is a number's (deterministic_keys), so the profiles holding the new profiles' numbers
+    # give every key among them.
+    numbered = profiles.join(new.select("nhs_number").where(F.col("nhs_number").isNotNull()).distinct(),
+                             "nhs_number", "left_semi")  # fmt: skip
     edges = materialise(
-        deterministic_edges(profiles, among=new).unionByName(probabilistic_edges(scored, threshold, profiles)),
+        deterministic_edges(numbered, among=new).unionByName(probabilistic_edges(scored, threshold, profiles)),
         "edges",
     )
     person_of = previous.select(F.col("profile_id").alias("_pid"), F.col("person_id").alias("_person"))

@@ -19,6 +19,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from phm.linkage import Materialise, as_is
+
 MERGE, MOVE, SPLIT = "merge", "move", "split"
 
 
@@ -34,13 +36,16 @@ def mint(founder: Column, salt: Column | None = None) -> Column:
     return F.concat(F.lit("P"), F.upper(F.sha2(text, 256).substr(1, 15)))
 
 
-def assign(clusters: DataFrame, previous: DataFrame | None, run_id: str) -> tuple[DataFrame, DataFrame]:
+def assign(
+    clusters: DataFrame, previous: DataFrame | None, run_id: str, materialise: Materialise = as_is
+) -> tuple[DataFrame, DataFrame]:
     """Person ids for clustered profiles, stable against the previous assignment.
 
     clusters: (profile_id, cluster_id, record_count) for every current profile.
     previous: (profile_id, person_id) of the last run, or None on the first run.
     Returns (profile_id, cluster_id, person_id) and the history rows
-    (event, person_id_from, person_id_to, records, profiles).
+    (event, person_id_from, person_id_to, records, profiles), both from the assignment computed once
+    (`materialise`).
     """
     if previous is None:
         previous = clusters.sparkSession.createDataFrame([], "profile_id string, person_id string")
@@ -49,8 +54,11 @@ def assign(clusters: DataFrame, previous: DataFrame | None, run_id: str) -> tupl
     cells = earlier.groupBy("cluster_id", "earlier_id").agg(F.sum("record_count").alias("records"))
     by_records = [F.col("records").desc()]
     home = _first_of(cells, "earlier_id", [*by_records, F.col("cluster_id")])
-    kept = _first_of(home, "cluster_id", [*by_records, F.col("earlier_id")]).select(
-        "cluster_id", F.col("earlier_id").alias("kept_id")
+    kept = materialise(
+        _first_of(home, "cluster_id", [*by_records, F.col("earlier_id")]).select(
+            "cluster_id", F.col("earlier_id").alias("kept_id")
+        ),
+        "kept_ids",
     )
     founders = clusters.groupBy("cluster_id").agg(F.min("profile_id").alias("founder"))
     earlier_ids = previous.select(F.col("person_id").alias("minted")).distinct()
@@ -61,7 +69,7 @@ def assign(clusters: DataFrame, previous: DataFrame | None, run_id: str) -> tupl
     ids = kept.select("cluster_id", F.col("kept_id").alias("person_id")).unionByName(
         minted.select("cluster_id", F.col("minted").alias("person_id"))
     )
-    assigned = current.join(ids, "cluster_id")
+    assigned = materialise(current.join(ids, "cluster_id"), "assigned_ids")
     history = _history(assigned, kept)
     return assigned.select("profile_id", "cluster_id", "person_id"), history
 
