@@ -125,8 +125,9 @@ def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise:
         deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold, profiles)), "edges"
     )
     nodes = profiles.select("profile_id")
-    clusters = attach_number_only(connected_components(linker, nodes, edges, "profile_id"), profiles)
-    return Linked(_with_record_counts(clusters, profiles), edges, scored)
+    labelled = connected_components(linker, nodes, edges, "profile_id").join(_kinds(profiles), "profile_id")
+    clusters = _attached(labelled)
+    return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
 
 
 def link_new(
@@ -134,8 +135,9 @@ def link_new(
 ) -> Linked:
     """Link profiles absent from `previous` (profile_id, person_id) to each other and to existing persons."""
     api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
-    new = profiles.join(previous, "profile_id", "left_anti")
-    known = profiles.join(previous.select("profile_id"), "profile_id", "left_semi")
+    # Staged: a few thousand profiles read by every step below, each read a join of every profile with every
+    # earlier one.
+    new = materialise(profiles.join(previous, "profile_id", "left_anti"), "new_profiles")
     new_sdf = api.register(comparable(new))
     # Staged: Splink reads its inputs once per blocking rule, and each read would redo the five semi-joins. The
     # candidates are cut from all profiles, then the new ones dropped: cheaper than first joining 3.7m profiles
@@ -182,15 +184,14 @@ def link_new(
         previous.select(F.col("person_id").alias("node_id")).join(reached, "node_id", "left_semi").distinct()
     )
     node_clusters = connected_components(linker, nodes, graph_edges, "node_id").withColumnRenamed("node_id", "_node")
-    new_clusters = new.select("profile_id").join(node_clusters, F.col("profile_id") == F.col("_node")).drop("_node")
-    known_clusters = (
-        known.select("profile_id")
-        .join(previous, "profile_id")
-        .join(node_clusters, F.col("person_id") == F.col("_node"), "left")
-        .select("profile_id", F.coalesce("cluster_id", "person_id").alias("cluster_id"))
+    # Every profile's node: a new profile is its own, a known one its person's.
+    noded = _kinds(profiles).join(previous, "profile_id", "left")
+    node = F.coalesce("person_id", "profile_id")
+    labelled = noded.join(node_clusters, node == F.col("_node"), "left").withColumn(
+        "cluster_id", F.coalesce("cluster_id", "person_id")
     )
-    clusters = attach_number_only(new_clusters.unionByName(known_clusters), profiles)
-    return Linked(_with_record_counts(clusters, profiles), edges, scored)
+    clusters = _attached(labelled.drop("person_id", "_node"))
+    return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
 
 
 def blocked_with(known: DataFrame, new: DataFrame) -> DataFrame:
@@ -225,10 +226,20 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
     digit exists to catch). A number split more evenly between clusters, or
     near two, is ambiguous and stays on its own.
     """
-    kinds = profiles.select(
+    labelled = clusters.select("profile_id", "cluster_id").join(_kinds(profiles), "profile_id")
+    attached = _attached(labelled).select("profile_id", F.col("cluster_id").alias("_attached_to"))
+    return clusters.join(attached, "profile_id").withColumn("cluster_id", F.col("_attached_to")).drop("_attached_to")
+
+
+def _kinds(profiles: DataFrame) -> DataFrame:
+    """What attaching number-only profiles reads of each profile."""
+    return profiles.select(
         "profile_id", "nhs_number", "nhs_number_valid", "record_count", number_only().alias("_number_only")
     )
-    labelled = clusters.select("profile_id", "cluster_id").join(kinds, "profile_id")
+
+
+def _attached(labelled: DataFrame) -> DataFrame:
+    """attach_number_only on clusters already joined with their profiles' _kinds (every column kept)."""
     alone = (
         labelled.groupBy("cluster_id")
         .agg(
@@ -250,7 +261,7 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
     )
     moves = exact.unionByName(corrected)
     return (
-        clusters.join(moves, clusters["cluster_id"] == moves["_from"], "left")
+        labelled.join(moves, labelled["cluster_id"] == moves["_from"], "left")
         .withColumn("cluster_id", F.coalesce("_to", "cluster_id"))
         .drop("_from", "_to")
     )
@@ -353,7 +364,3 @@ def with_earlier_links(details: DataFrame, earlier: DataFrame) -> DataFrame:
         method.alias("link_method"),
         F.greatest("match_probability", "_probability").alias("match_probability"),
     )
-
-
-def _with_record_counts(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
-    return clusters.join(profiles.select("profile_id", "record_count"), "profile_id")
