@@ -101,7 +101,8 @@ def run(ctx: JobContext) -> None:
                     nothing_new = not relink and _nothing_new(catalog, records)
                 else:
                     inserted, deleted = changed
-                    nothing_new = not relink and _no_net_change(inserted, deleted)
+                    # e.g. a period delivered again unchanged: every record removed came back as it was
+                    nothing_new = not relink and _same_records(inserted, deleted)
                     records = _records_after(catalog, inserted, deleted)
                     state = catalog.read(IDENTITY_PROFILES.name)
                     updated = updated_profiles(state, inserted, deleted, nicknames, _materialiser(spark, staging))
@@ -245,9 +246,7 @@ def _nothing_new(catalog, records: DataFrame) -> bool:
     """The last run linked exactly these records with these identifiers."""
     if not catalog.exists(PERSON_LINK.name):
         return False
-    linked = catalog.read(PERSON_LINK.name).select("source", "record_id", "profile_id")
-    now = records.select("source", "record_id", "profile_id")
-    return not now.exceptAll(linked).limit(1).count() and not linked.exceptAll(now).limit(1).count()
+    return _same_records(records, catalog.read(PERSON_LINK.name))
 
 
 def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFrame] | None:
@@ -275,9 +274,9 @@ def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFra
                  for kind in ("insert", "delete"))  # fmt: skip
 
 
-def _no_net_change(inserted: DataFrame, deleted: DataFrame) -> bool:
-    """Every record removed came back with the same identifiers (e.g. a period delivered again unchanged)."""
-    now, before = (df.select("source", "record_id", "profile_id") for df in (inserted, deleted))
+def _same_records(one: DataFrame, other: DataFrame) -> bool:
+    """The same records with the same identifiers (source, record_id, profile_id), as many times each."""
+    now, before = (df.select("source", "record_id", "profile_id") for df in (one, other))
     return not now.exceptAll(before).limit(1).count() and not before.exceptAll(now).limit(1).count()
 
 

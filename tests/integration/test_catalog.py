@@ -27,6 +27,8 @@ WIDGETS = register(
 
 # The same table, declaring which columns Delta keeps file statistics of.
 GAUGES = register(replace(WIDGETS, name="silver.test_gauges", stats_columns=("widget_id",)))
+# The same table, with Delta's change data feed.
+DIALS = register(replace(WIDGETS, name="silver.test_dials", change_feed=True))
 
 
 @pytest.fixture
@@ -181,3 +183,36 @@ def test_declared_statistics_columns_apply_to_new_and_existing_tables(spark, cat
     assert earlier.rows_written == {GAUGES.name: 1}
     earlier.append(GAUGES.name, spark.createDataFrame([(4, "pink")], GAUGES.schema))
     assert earlier.version(GAUGES.name) == 3  # set once
+
+
+def test_changes_since_a_version_are_the_rows_inserted_and_deleted_or_none_without_the_feed(spark, catalog):
+    catalog.overwrite(DIALS.name, widgets(spark, [(1, "red"), (2, "blue")]))  # v0
+    catalog.append(DIALS.name, widgets(spark, [(3, "green")]))  # v1
+    catalog.overwrite(DIALS.name, widgets(spark, [(1, "red"), (2, "navy")]), replace_where="widget_id <= 2")  # v2
+
+    def rows(df):
+        return sorted((r.widget_id, r.colour, r._change_type) for r in df.collect())
+
+    assert rows(catalog.changes(DIALS.name, 0)) == [
+        (1, "red", "delete"), (1, "red", "insert"), (2, "blue", "delete"), (2, "navy", "insert"),
+        (3, "green", "insert")]  # fmt: skip
+    assert rows(catalog.changes(DIALS.name, 1)) == [
+        (1, "red", "delete"), (1, "red", "insert"), (2, "blue", "delete"), (2, "navy", "insert")]  # fmt: skip
+    assert rows(catalog.changes(DIALS.name, 2)) == []  # nothing since
+    assert catalog.versions_read[DIALS.name] == 2
+    # A table without the feed declared: None.
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))
+    catalog.append(WIDGETS.name, widgets(spark, [(2, "blue")]))
+    assert catalog.changes(WIDGETS.name, 0) is None
+
+
+def test_changes_over_versions_written_before_the_feed_was_on_are_none(spark, tmp_path):
+    earlier = Catalog(spark, str(tmp_path / "earlier"), run_id="run-2")
+    path = earlier.path(DIALS.name)
+    for colour in ("red", "blue"):  # v0, v1: written before the table declared the feed
+        widgets(spark, [(1, colour)]).withColumn(RUN_ID_COLUMN, F.lit("run-0")).write.format("delta").mode(
+            "append"
+        ).save(path)
+    assert earlier.append(DIALS.name, widgets(spark, [(2, "green")])) == 3  # the feed turned on (v2), then rows
+    assert earlier.changes(DIALS.name, 0) is None  # v1 has no change data
+    assert [(r.widget_id, r._change_type) for r in earlier.changes(DIALS.name, 1).collect()] == [(2, "insert")]

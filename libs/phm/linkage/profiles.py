@@ -31,6 +31,23 @@ GP_SOURCE = "gp_registrations"
 IDENTIFIERS = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
 PSEUDONYMISED = ("nhs_number", "forename", "surname", "date_of_birth", "postcode")
 
+# What a profile row holds (profiles() adds record_count, gp_record_count and sources from records_by_source).
+PROFILE_COLUMNS = (
+    "profile_id",
+    "nhs_number",
+    "nhs_number_valid",
+    "forename",
+    "surname",
+    "date_of_birth",
+    "sex",
+    "postcode",
+    "postcode_sector",
+    "postcode_district",
+    "forename_forms",
+    "surnames",
+    "records_by_source",
+)
+
 
 def profile_id(record: DataFrame) -> Column:
     """A stable id for a combination of identifiers, from their keyed pseudonyms (sex is not identifying)."""
@@ -121,24 +138,6 @@ def updated_profiles(
     kept = flagged.where(~redo).select(*PROFILE_COLUMNS)
     redone = _with_known_surnames(flagged.where(redo).select(*PROFILE_COLUMNS).drop("surnames"))
     return _with_record_counts(kept.unionByName(redone.select(*PROFILE_COLUMNS)))
-
-
-# What a profile row holds (profiles() adds record_count, gp_record_count and sources from records_by_source).
-PROFILE_COLUMNS = (
-    "profile_id",
-    "nhs_number",
-    "nhs_number_valid",
-    "forename",
-    "surname",
-    "date_of_birth",
-    "sex",
-    "postcode",
-    "postcode_sector",
-    "postcode_district",
-    "forename_forms",
-    "surnames",
-    "records_by_source",
-)
 
 
 def _grouped(records: DataFrame) -> DataFrame:
