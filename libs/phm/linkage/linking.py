@@ -4,9 +4,10 @@ Two ways to link:
 - `link_all`: every profile against every other (first run, a retrained model
   or a requested full relink);
 - `link_new`: only profiles not seen before, against each other and against
-  the profiles already linked (the monthly increment). Existing persons enter
-  the graph as one node each, so a new profile that matches two persons merges
-  them, and nothing already linked is split.
+  the known profiles a blocking rule pairs them with (the monthly increment).
+  Existing persons an edge reaches enter the graph as one node each, so a new
+  profile that matches two persons merges them, and nothing already linked is
+  split; every other person stays as it was.
 Both return clusters of every current profile for `person_ids.assign`. The
 scored pairs and the edges are each read more than once (the edges by the
 clustering, the quality report and the link details); a caller that passes
@@ -135,8 +136,8 @@ def link_new(
 ) -> Linked:
     """Link profiles absent from `previous` (profile_id, person_id) to each other and to existing persons."""
     api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
-    # Staged: a few thousand profiles read by every step below, each read a join of every profile with every
-    # earlier one.
+    # Staged: the new profiles (tens of thousands in a month at 1m people) are read by every step below, each
+    # read otherwise a join of every profile with every earlier one.
     new = materialise(profiles.join(previous, "profile_id", "left_anti"), "new_profiles")
     new_sdf = api.register(comparable(new))
     # Staged: Splink reads its inputs once per blocking rule, and each read would redo the five semi-joins. The
