@@ -154,19 +154,21 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         comparisons = _comparisons(linker, profile) if full else {}
     for rule, n in comparisons.items():
         log.info("link: blocking rule %s: %d comparisons", rule, n)
+    materialise = _materialiser(spark, staging)
     with _timed(timings, "predict_and_cluster"):
         if full:
-            linked = link_all(linker, profile, settings.threshold, _materialiser(spark, staging))
+            linked = link_all(linker, profile, settings.threshold, materialise)
         else:
-            linked = link_new(linker, profile, previous, settings.threshold, _materialiser(spark, staging))
+            linked = link_new(linker, profile, previous, settings.threshold, materialise)
         scored, edges = linked.scored, linked.edges
         clusters = stage(spark, linked.clusters, staging / "clusters")
     with _timed(timings, "assign"):
-        assigned, history = assign(clusters, previous, ctx.run_id, _materialiser(spark, staging))
+        assigned, history = assign(clusters, previous, ctx.run_id, materialise)
         check_unique(assigned)
         history = stage(spark, history, staging / "history")
 
     with _timed(timings, "write"):
+        ctx.rows_in, reference_date = _counted_and_dated(records)
         details = profile_link_details(profile, edges)
         if not full:
             details = with_earlier_links(details, earlier)
@@ -198,12 +200,11 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         linked_profiles = state.select("profile_id", "person_id", "record_count", "sources").join(
             profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
         )
-        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, _reference_date(records)))
+        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
     with _timed(timings, "quality"):
         measures = quality(ctx.run_id, scored, edges, state, links, history, comparisons)
         catalog.append(LINKAGE_QUALITY.name, measures)
         totals = _log_quality(catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == ctx.run_id), timings)
-    ctx.rows_in = records.count()
     ctx.rows_out = int(totals["identity_records"])
     if ctx.rows_out != ctx.rows_in:
         raise RuntimeError(f"link: {ctx.rows_in} identity records in, {ctx.rows_out} linked: a defect")
@@ -299,12 +300,16 @@ def _person(catalog, linked_profiles: DataFrame, links: DataFrame, reference_dat
     return person_index(linked_profiles, links, *map(silver, PERSON_SOURCES), reference_date)
 
 
-def _reference_date(records: DataFrame) -> str:
-    """The last day of the latest monthly period loaded."""
-    latest = records.where(F.col("period").rlike(r"^\d{4}-\d{2}$")).agg(F.max("period")).first()[0]
-    if latest is None:
+def _counted_and_dated(records: DataFrame) -> tuple[int, str]:
+    """How many records there are, and the last day of the latest monthly period loaded (gold.person's
+    reference date), in one pass over them."""
+    monthly = F.when(F.col("period").rlike(r"^\d{4}-\d{2}$"), F.col("period"))
+    row = records.agg(
+        F.count(F.lit(1)).alias("records"), F.last_day(F.to_date(F.concat(F.max(monthly), F.lit("-01")))).alias("day")
+    ).first()
+    if row.day is None:
         raise UserError("link: vault.identity holds no monthly period (yyyy-MM); nothing to date gold.person by")
-    return str(records.sparkSession.sql(f"SELECT last_day(to_date('{latest}-01'))").first()[0])
+    return int(row.records), str(row.day)
 
 
 def _log_model(linker, model: dict) -> None:

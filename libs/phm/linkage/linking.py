@@ -227,9 +227,7 @@ def attach_number_only(clusters: DataFrame, profiles: DataFrame) -> DataFrame:
     digit exists to catch). A number split more evenly between clusters, or
     near two, is ambiguous and stays on its own.
     """
-    labelled = clusters.select("profile_id", "cluster_id").join(_kinds(profiles), "profile_id")
-    attached = _attached(labelled).select("profile_id", F.col("cluster_id").alias("_attached_to"))
-    return clusters.join(attached, "profile_id").withColumn("cluster_id", F.col("_attached_to")).drop("_attached_to")
+    return _attached(clusters.join(_kinds(profiles), "profile_id")).select(*clusters.columns)
 
 
 def _kinds(profiles: DataFrame) -> DataFrame:
