@@ -3,7 +3,7 @@
 Evaluation only: this is the one job that reads the truth store (the
 generator's record -> true person map), which a real ICS does not have; on
 real data leave it out (`refresh.exclude: [evaluate_linkage]`). Writes
-mart.linkage_evaluation for the linkage run in silver.person_link (the model
+mart.linkage_evaluation for the latest linkage run (the model
 and the NHS-number-only baseline on the same records, overall and by source,
 ethnicity, age band and IMD quintile) and adds the overall figures to that
 linkage run's MLflow run.
@@ -24,7 +24,7 @@ from phm.runtime.script import main_for
 from phm.runtime.tracking import run_for, tracked_run
 from phm.synthetic.calibration import load_calibration
 from phm.synthetic.truth import truth_store
-from phm.tables import IDENTITY, LINKAGE_EVALUATION, PERSON_LINK
+from phm.tables import IDENTITY, LINKAGE_EVALUATION, LINKAGE_QUALITY, PERSON_LINK
 
 log = logging.getLogger("phm.jobs.evaluate_linkage")
 
@@ -40,13 +40,12 @@ MODEL, BASELINE = "splink", "nhs_number_only"
 def run(ctx: JobContext) -> None:
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
     truth = truth_store(config, SPEC.name, "record_person")
-    if not catalog.exists(PERSON_LINK.name):
+    if not all(catalog.exists(name) for name in (PERSON_LINK.name, LINKAGE_QUALITY.name)):
         raise UserError("evaluate_linkage: silver.person_link does not exist; run `phm run link` first")
     links = catalog.read(PERSON_LINK.name)
-    run_ids = [r[0] for r in links.select("linkage_run_id").distinct().collect()]
-    if len(run_ids) != 1:
-        raise RuntimeError(f"silver.person_link holds {len(run_ids)} linkage runs; it must hold exactly one")
-    linkage_run_id = run_ids[0]
+    # person_link's records carry the run that last linked each; what is evaluated is the person index after
+    # the latest run that linked (the last with quality figures: run ids start with their UTC start time).
+    linkage_run_id = catalog.read(LINKAGE_QUALITY.name).agg(F.max("linkage_run_id")).first()[0]
     if (
         catalog.exists(LINKAGE_EVALUATION.name)
         and catalog.read(LINKAGE_EVALUATION.name).where(F.col("linkage_run_id") == linkage_run_id).limit(1).count()

@@ -35,7 +35,7 @@ from splink.blocking_analysis import count_comparisons_from_blocking_rules
 from phm.errors import SchemaMismatchError, UserError
 from phm.linkage import Materialise
 from phm.linkage import model as linkage_model
-from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links
+from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links, with_linking_run
 from phm.linkage.person_ids import assign, check_unique
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import linkage_records, profiles, updated_profiles
@@ -60,6 +60,8 @@ log = logging.getLogger("phm.jobs.link")
 # What a link run reads: the identity records, and what gold.person takes its best values from.
 PERSON_SOURCES = ("silver.gp_registrations", "silver.deaths", "silver.practices")
 INPUTS = (IDENTITY.name, *PERSON_SOURCES)
+# A linkage record: which source record, of which period, has which identity profile.
+RECORD_COLUMNS = ("source", "period", "record_id", "profile_id")
 
 SPEC = JobSpec(
     name="link",
@@ -113,12 +115,21 @@ def run(ctx: JobContext) -> None:
                 log.info("link: every identity record is already linked with the same identifiers; nothing to do")
                 ctx.rows_out = 0
                 return
-            _link(ctx, records, profile, staging, timings)
+            _link(ctx, records, profile, changed, staging, timings)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path, timings: dict[str, float]) -> None:
+def _link(
+    ctx: JobContext,
+    records: DataFrame,
+    profile: DataFrame,
+    changed: tuple[DataFrame, DataFrame] | None,
+    staging: Path,
+    timings: dict[str, float],
+) -> None:
+    """Link the profiles and write every output. records: (source, period, record_id, profile_id) of every
+    record now; changed: the records inserted and deleted since the last run when the change feed told them."""
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
     settings = config.linkage
     # Staged: this run overwrites the table it starts from.
@@ -172,26 +183,26 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         details = profile_link_details(profile, edges)
         if not full:
             details = with_earlier_links(details, earlier)
-        state = (
-            assigned.join(profile.select("profile_id", "record_count", "sources"), "profile_id")
-            .join(details, "profile_id")
-            .select(
-                "profile_id",
-                "person_id",
-                F.col("record_count").cast("long").alias("record_count"),
-                "sources",
-                "link_method",
-                "match_probability",
-                F.lit(ctx.run_id).alias("linkage_run_id"),
-            )
+        state = assigned.join(profile.select("profile_id", "record_count", "sources"), "profile_id").join(
+            details, "profile_id"
+        )
+        state = with_linking_run(state, earlier, ctx.run_id).select(
+            "profile_id",
+            "person_id",
+            F.col("record_count").cast("long").alias("record_count"),
+            "sources",
+            "link_method",
+            "match_probability",
+            "linkage_run_id",
         )
         catalog.overwrite(IDENTITY_PROFILES.name, profile)
         catalog.overwrite(LINKAGE_PROFILES.name, state)
         state = catalog.read(LINKAGE_PROFILES.name)
-        links = records.select("source", "period", "record_id", "profile_id").join(
-            state.select("profile_id", "person_id", "match_probability", "link_method", "linkage_run_id"), "profile_id"
-        )
-        catalog.overwrite(PERSON_LINK.name, links)
+        linked = state.select("profile_id", "person_id", "match_probability", "link_method", "linkage_run_id")
+        if full or changed is None:
+            catalog.overwrite(PERSON_LINK.name, records.select(*RECORD_COLUMNS).join(linked, "profile_id"))
+        else:
+            _links_changed_in_place(catalog, ctx.run_id, changed, linked)
         links = catalog.read(PERSON_LINK.name)
         catalog.append(
             PERSON_ID_HISTORY.name,
@@ -210,6 +221,21 @@ def _link(ctx: JobContext, records: DataFrame, profile: DataFrame, staging: Path
         raise RuntimeError(f"link: {ctx.rows_in} identity records in, {ctx.rows_out} linked: a defect")
     log.info("link: %d records -> %d persons (%s)", ctx.rows_out, int(totals["persons"]),
              ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
+
+
+def _links_changed_in_place(catalog, run_id: str, changed: tuple[DataFrame, DataFrame], linked: DataFrame) -> None:
+    """A refresh's person_link: the records removed deleted, the records of the profiles this run linked anew
+    updated in place (Delta marks the rows it replaces in deletion vectors) and the records added appended,
+    instead of rewriting every record (36.2m at 1m people, most of them unchanged).
+
+    linked: this run's (profile_id, person_id, match_probability, link_method, linkage_run_id) of every
+    profile. A record re-delivered under the same key is in both changes: deleted, then added."""
+    inserted, deleted = changed
+    if deleted.limit(1).count():
+        catalog.delete_matching(PERSON_LINK.name, deleted)
+    # Profiles first seen in this run are among them: they have no row yet, so match none.
+    catalog.update_matching(PERSON_LINK.name, linked.where(F.col("linkage_run_id") == run_id), on="profile_id")
+    catalog.append(PERSON_LINK.name, inserted.select(*RECORD_COLUMNS).join(linked, "profile_id"))
 
 
 def _materialiser(spark: SparkSession, staging: Path) -> Materialise:
@@ -284,10 +310,9 @@ def _same_records(one: DataFrame, other: DataFrame) -> bool:
 def _records_after(catalog, inserted: DataFrame, deleted: DataFrame) -> DataFrame:
     """(source, period, record_id, profile_id) of every record now: the last run's less those removed, with
     those added."""
-    columns = ("source", "period", "record_id", "profile_id")
-    linked = catalog.read(PERSON_LINK.name).select(*columns)
+    linked = catalog.read(PERSON_LINK.name).select(*RECORD_COLUMNS)
     return linked.join(deleted.select("source", "record_id"), ["source", "record_id"], "left_anti").unionByName(
-        inserted.select(*columns)
+        inserted.select(*RECORD_COLUMNS)
     )
 
 

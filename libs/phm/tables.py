@@ -39,6 +39,9 @@ class TableSpec:
     # Delta records each version's inserted and deleted rows (the change data feed), for readers that
     # process only what changed since the version they last read.
     change_feed: bool = False
+    # Updates and deletes mark the rows they replace in a deletion vector instead of rewriting every file that
+    # holds one (tables a refresh changes a few rows of in place).
+    deletion_vectors: bool = False
 
     @property
     def layer(self) -> str:
@@ -281,6 +284,7 @@ PERSON_LINK = TableSpec(
     ),
     keys=("source", "record_id"),
     partition_by=("source",),
+    deletion_vectors=True,  # a refresh relinks the records of a few profiles in place
     schema=T.StructType(
         [
             T.StructField("source", T.StringType(), False),

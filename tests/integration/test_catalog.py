@@ -29,6 +29,15 @@ WIDGETS = register(
 GAUGES = register(replace(WIDGETS, name="silver.test_gauges", stats_columns=("widget_id",)))
 # The same table, with Delta's change data feed.
 DIALS = register(replace(WIDGETS, name="silver.test_dials", change_feed=True))
+# A table whose rows are changed in place, with deletion vectors.
+SWATCHES = register(
+    replace(
+        WIDGETS,
+        name="silver.test_swatches",
+        deletion_vectors=True,
+        schema=T.StructType([*WIDGETS.schema.fields, T.StructField("shade", T.StringType())]),
+    )
+)
 
 
 @pytest.fixture
@@ -216,3 +225,26 @@ def test_changes_over_versions_written_before_the_feed_was_on_are_none(spark, tm
     assert earlier.append(DIALS.name, widgets(spark, [(2, "green")])) == 3  # the feed turned on (v2), then rows
     assert earlier.changes(DIALS.name, 0) is None  # v1 has no change data
     assert [(r.widget_id, r._change_type) for r in earlier.changes(DIALS.name, 1).collect()] == [(2, "insert")]
+
+
+def test_rows_updated_where_a_column_matches_and_deleted_by_key_in_place(spark, tmp_path):
+    warehouse = str(tmp_path / "warehouse")
+    first, second = (Catalog(spark, warehouse, run_id=run) for run in ("run-1", "run-2"))
+    rows = [(1, "red", "dark"), (2, "red", "light"), (3, "blue", "dark"), (4, "green", "dark")]
+    first.overwrite(SWATCHES.name, spark.createDataFrame(rows, SWATCHES.schema).repartition(1))
+    # every red row gets the new shade, with this run's id; many rows match one of the source's
+    pale = spark.createDataFrame([("red", "pale")], "colour string, shade string")
+    assert second.update_matching(SWATCHES.name, pale, on="colour") == 1
+    assert second.rows_written == {SWATCHES.name: 2}
+    assert second.delete_matching(SWATCHES.name, widgets(spark, [(3, "ignored"), (3, "twice"), (9, "absent")])) == 2
+    table = second.read(SWATCHES.name)
+    assert sorted((r.widget_id, r.colour, r.shade, r[RUN_ID_COLUMN]) for r in table.collect()) == [
+        (1, "red", "pale", "run-2"), (2, "red", "pale", "run-2"), (4, "green", "dark", "run-1")]  # fmt: skip
+    # in place: the one file written first keeps its unchanged row, the changed rows marked in a deletion vector
+    commits = {r.version: r for r in second.history(SWATCHES.name).collect()}
+    assert [commits[v].operation for v in (1, 2)] == ["MERGE", "MERGE"]
+    assert all(int(commits[v].operationMetrics["numTargetDeletionVectorsAdded"]) > 0 for v in (1, 2))
+    assert all(int(commits[v].operationMetrics["numTargetRowsCopied"]) == 0 for v in (1, 2))
+    with pytest.raises(SchemaMismatchError, match="shadow"):
+        second.update_matching(SWATCHES.name, spark.createDataFrame([("red", "x")], "colour string, shadow string"),
+                               on="colour")  # fmt: skip

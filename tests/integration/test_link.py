@@ -41,7 +41,6 @@ def test_every_identity_record_is_linked_exactly_once(linked):
     identity = catalog.read(IDENTITY.name)
     assert links.count() == identity.count() == links.select("source", "record_id").distinct().count()
     assert links.join(identity, ["source", "record_id"], "anti").count() == 0
-    assert links.select("linkage_run_id").distinct().count() == 1
     assert {r.link_method for r in links.select("link_method").distinct().collect()} <= {
         "deterministic", "probabilistic", "identical_identifiers", "unlinked"}  # fmt: skip
     persons = catalog.read(PERSON.name)
@@ -56,7 +55,7 @@ def test_the_refresh_keeps_person_ids_and_records_every_change(linked):
     _, catalog, before = linked
     now = {(r.source, r.record_id): r.person_id for r in catalog.read(PERSON_LINK.name).collect()}
     history = catalog.read(PERSON_ID_HISTORY.name)
-    second_run = catalog.read(PERSON_LINK.name).first().linkage_run_id
+    second_run = _latest_linkage_run(catalog)
     assert second_run != before["run"]
     assert history.where(F.col("linkage_run_id") == before["run"]).count() == 0  # a first run changes nothing
     changed_from = {r.person_id_from for r in history.where(F.col("linkage_run_id") == second_run).collect()}
@@ -76,7 +75,7 @@ def test_the_refresh_reuses_the_saved_model_and_tracks_both_runs(linked):
     model = json.loads(before["model"])
     assert model["unique_id_column_name"] == "profile_id" and len(model["comparisons"]) == 6
     first = run_for(config, "linkage", before["run"])
-    second = run_for(config, "linkage", catalog.read(PERSON_LINK.name).first().linkage_run_id)
+    second = run_for(config, "linkage", _latest_linkage_run(catalog))
     assert first and second
     client = mlflow.MlflowClient()
     trained, refreshed = client.get_run(first), client.get_run(second)
@@ -91,6 +90,27 @@ def test_the_refresh_reuses_the_saved_model_and_tracks_both_runs(linked):
     # readable offline: Vega's libraries are in the page, no script is fetched
     assert len(page) > 200_000 and "<script src=" not in page.replace(" ", "")
     assert refreshed.data.metrics["persons.all"] > 0 and "truth.f1" in refreshed.data.metrics
+
+
+def test_the_refresh_changes_in_place_the_links_of_the_profiles_it_linked_anew(linked):
+    _, catalog, before = linked
+    links = catalog.read(PERSON_LINK.name)
+    state = catalog.read(LINKAGE_PROFILES.name)
+    # every record carries its profile's link, as if person_link had been rewritten from the state
+    columns = ["profile_id", "person_id", "match_probability", "link_method", "linkage_run_id"]
+    assert links.select(*columns).exceptAll(links.select("profile_id").join(state.select(*columns), "profile_id")
+                                            ).count() == 0  # fmt: skip
+    # the refresh (in place: deletion vectors, no rewrite of the table) gave its own run id only to the profiles
+    # whose link it changed; the others keep the first run's
+    second_run = _latest_linkage_run(catalog)
+    runs = {r.linkage_run_id: r["count"] for r in links.groupBy("linkage_run_id").count().collect()}
+    assert set(runs) == {before["run"], second_run} and runs[before["run"]] > runs[second_run] > 0
+    commits = catalog.history(PERSON_LINK.name).where(F.col("userMetadata") == second_run).collect()
+    assert {(r.operation, r.operationParameters.get("mode")) for r in commits} == {("MERGE", None), ("WRITE", "Append")}
+
+
+def _latest_linkage_run(catalog) -> str:
+    return catalog.read(LINKAGE_QUALITY.name).agg(F.max("linkage_run_id")).first()[0]
 
 
 def test_the_profiles_a_refresh_updates_are_those_of_every_record(linked, spark):

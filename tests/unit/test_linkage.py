@@ -21,6 +21,7 @@ from phm.linkage.linking import (
     blocked_with,
     deterministic_edges,
     with_earlier_links,
+    with_linking_run,
     without_number_conflicts,
 )
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
@@ -362,6 +363,25 @@ def test_a_refresh_keeps_each_earlier_profiles_strongest_link(spark):
     got = {r.profile_id: (r.link_method, r.match_probability) for r in with_earlier_links(now, earlier).collect()}
     assert got == {"a": ("probabilistic", 0.97), "b": ("deterministic", 1.0), "c": ("identical_identifiers", None),
                    "d": ("probabilistic", 0.99), "n": ("probabilistic", 0.92)}  # fmt: skip
+
+
+def test_a_profile_keeps_the_run_that_linked_it_until_its_person_method_or_probability_changes(spark):
+    columns = "profile_id string, person_id string, link_method string, match_probability double"
+    earlier = spark.createDataFrame(
+        [("a", "P1", "probabilistic", 0.97, "run1"), ("b", "P1", "deterministic", None, "run1"),
+         ("c", "P2", "probabilistic", 0.91, "run0"), ("d", "P3", "unlinked", None, "run0"),
+         ("e", "P4", "probabilistic", 0.95, "run0")],
+        f"{columns}, linkage_run_id string",
+    )  # fmt: skip
+    now = spark.createDataFrame(
+        [("a", "P1", "probabilistic", 0.97), ("b", "P1", "deterministic", None), ("c", "P2", "probabilistic", 0.99),
+         ("d", "P1", "probabilistic", 0.93), ("e", "P4", "deterministic", 0.95), ("n", "P1", "probabilistic", 0.9)],
+        columns,
+    )  # fmt: skip
+    got = {r.profile_id: r.linkage_run_id for r in with_linking_run(now, earlier, "run2").collect()}
+    # a, b unchanged (a null probability equals a null); c's probability, d's person, e's method changed; n new
+    assert got == {"a": "run1", "b": "run1", "c": "run2", "d": "run2", "e": "run2", "n": "run2"}
+    assert {r.linkage_run_id for r in with_linking_run(now, None, "run1").collect()} == {"run1"}
 
 
 CLUSTERS = "profile_id string, cluster_id string, record_count long"

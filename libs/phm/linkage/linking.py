@@ -363,3 +363,29 @@ def with_earlier_links(details: DataFrame, earlier: DataFrame) -> DataFrame:
         method.alias("link_method"),
         F.greatest("match_probability", "_probability").alias("match_probability"),
     )
+
+
+def with_linking_run(state: DataFrame, earlier: DataFrame | None, run_id: str) -> DataFrame:
+    """Each profile's linkage_run_id: the run that gave it its current link. A profile the earlier state
+    (the last run's linkage_profiles) links to the same person, by the same method, with the same probability
+    keeps that run's id, so a refresh changes the rows of only the profiles it linked anew; the others get
+    `run_id`."""
+    if earlier is None:
+        return state.withColumn("linkage_run_id", F.lit(run_id))
+    before = earlier.select(
+        "profile_id",
+        F.col("person_id").alias("_person"),
+        F.col("link_method").alias("_method"),
+        F.col("match_probability").alias("_probability"),
+        F.col("linkage_run_id").alias("_run"),
+    )
+    unchanged = (
+        (F.col("person_id") == F.col("_person"))
+        & (F.col("link_method") == F.col("_method"))
+        & F.col("match_probability").eqNullSafe(F.col("_probability"))
+    )
+    return (
+        state.join(before, "profile_id", "left")
+        .withColumn("linkage_run_id", F.when(unchanged, F.col("_run")).otherwise(F.lit(run_id)))
+        .drop("_person", "_method", "_probability", "_run")
+    )

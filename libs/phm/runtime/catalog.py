@@ -159,12 +159,39 @@ class Catalog:
         builder = self._delta(name).alias("t").merge(source.alias("s"), condition)
         if update_matched:
             builder = builder.whenMatchedUpdateAll()
-        builder = builder.whenNotMatchedInsertAll()
+        return self._merged(spec, builder.whenNotMatchedInsertAll())
+
+    def update_matching(self, name: str, df: DataFrame, on: str) -> int:
+        """Set df's other columns on every row whose `on` value is one of df's (many rows may share one; df has
+        one row per value); returns the new version. The rows' audit column names this run."""
+        spec = get_spec(name)
+        declared = {f.name for f in spec.schema.fields}
+        undeclared = sorted(set(df.columns) - declared)
+        if undeclared or on not in df.columns:
+            raise SchemaMismatchError(f"cannot update {name}: undeclared columns {undeclared} or no column {on}")
+        values = {f"`{c}`": F.col(f"s.`{c}`") for c in df.columns if c != on}
+        values[RUN_ID_COLUMN] = F.lit(self.run_id or "unknown")
+        self._keep_properties(spec)
+        builder = self._delta(name).alias("t").merge(df.alias("s"), f"t.`{on}` = s.`{on}`")
+        return self._merged(spec, builder.whenMatchedUpdate(set=values))
+
+    def delete_matching(self, name: str, keys: DataFrame) -> int:
+        """Delete the rows whose keys (the table's declared keys) are among `keys`' rows; returns the new
+        version."""
+        spec = get_spec(name)
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
+        self._keep_properties(spec)
+        builder = self._delta(name).alias("t").merge(keys.select(*spec.keys).distinct().alias("s"), condition)
+        return self._merged(spec, builder.whenMatchedDelete())
+
+    def _merged(self, spec: TableSpec, builder) -> int:
+        """Run a merge on an existing table (its properties kept before the merge was built) with the run id
+        on its commit."""
+        before = self._latest_version(spec.name)
         # A merge takes its commit metadata from the session only (so merges are not run concurrently).
-        before = self._latest_version(name)
         with self._commit_metadata():
             builder.execute()
-        return self._written(name, before)
+        return self._written(spec.name, before)
 
     def restore(self, name: str, version: int | None) -> None:
         """Put a table back as it was at `version`; None means it did not exist, so remove it."""
@@ -334,9 +361,11 @@ class Catalog:
 
 
 def table_properties(spec: TableSpec) -> dict[str, str]:
-    """The Delta table properties a declaration implies: which columns get file statistics, and whether Delta
-    records its changes."""
+    """The Delta table properties a declaration implies: which columns get file statistics, whether Delta
+    records its changes and whether row-level changes use deletion vectors."""
     properties = {"delta.enableChangeDataFeed": "true"} if spec.change_feed else {}
+    if spec.deletion_vectors:
+        properties["delta.enableDeletionVectors"] = "true"
     if spec.stats_columns is None:
         return properties
     if not spec.stats_columns:
