@@ -213,12 +213,17 @@ def _link(
         )
         catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
     with _timed(timings, "quality"):
-        measures = quality(ctx.run_id, scored, edges, state, links, history, comparisons)
+        linked_records = links.count()
+        counted = state.select("profile_id", "person_id", "link_method").join(
+            profile.select("profile_id", "records_by_source"), "profile_id"
+        )
+        measures = quality(ctx.run_id, scored, edges, counted, history, comparisons)
         catalog.append(LINKAGE_QUALITY.name, measures)
         totals = _log_quality(catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == ctx.run_id), timings)
     ctx.rows_out = int(totals["identity_records"])
-    if ctx.rows_out != ctx.rows_in:
-        raise RuntimeError(f"link: {ctx.rows_in} identity records in, {ctx.rows_out} linked: a defect")
+    if not ctx.rows_in == linked_records == ctx.rows_out:
+        raise RuntimeError(f"link: {ctx.rows_in} identity records in, {linked_records} in silver.person_link, "
+                           f"{ctx.rows_out} counted by the profiles: a defect")  # fmt: skip
     log.info("link: %d records -> %d persons (%s)", ctx.rows_out, int(totals["persons"]),
              ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))  # fmt: skip
 
@@ -234,7 +239,8 @@ def _links_changed_in_place(catalog, run_id: str, changed: tuple[DataFrame, Data
     if deleted.limit(1).count():
         catalog.delete_matching(PERSON_LINK.name, deleted)
     # Profiles first seen in this run are among them: they have no row yet, so match none.
-    catalog.update_matching(PERSON_LINK.name, linked.where(F.col("linkage_run_id") == run_id), on="profile_id")
+    relinked = linked.where(F.col("linkage_run_id") == run_id)
+    catalog.update_matching(PERSON_LINK.name, relinked, on="profile_id", broadcast=True)
     catalog.append(PERSON_LINK.name, inserted.select(*RECORD_COLUMNS).join(linked, "profile_id"))
 
 

@@ -27,6 +27,7 @@ from phm.linkage.linking import (
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import deterministic_keys, profiles, updated_profiles
+from phm.linkage.quality import quality
 from phm.runtime.staging import splink_tables_removed
 from phm_jobs.link import read_nicknames
 
@@ -382,6 +383,31 @@ def test_a_profile_keeps_the_run_that_linked_it_until_its_person_method_or_proba
     # a, b unchanged (a null probability equals a null); c's probability, d's person, e's method changed; n new
     assert got == {"a": "run1", "b": "run1", "c": "run2", "d": "run2", "e": "run2", "n": "run2"}
     assert {r.linkage_run_id for r in with_linking_run(now, None, "run1").collect()} == {"run1"}
+
+
+def test_quality_counts_records_by_source_method_and_gp_registration_from_the_profiles(spark):
+    linked = spark.createDataFrame(
+        [("a", "P1", "deterministic", {"gp_registrations": 3, "ae": 2}), ("b", "P1", "probabilistic", {"ae": 1}),
+         ("c", "P2", "unlinked", {"ae": 1}), ("d", "P3", "identical_identifiers", {"community": 2, "ae": 4})],
+        "profile_id string, person_id string, link_method string, records_by_source map<string, long>",
+    )  # fmt: skip
+    scored = spark.createDataFrame([(-25.0,), (3.2,), (3.9,), (12.5,)], "match_weight double")
+    edges = spark.createDataFrame([("a", "b")], "profile_id_l string, profile_id_r string")
+    history = spark.createDataFrame([("merge",), ("merge",), ("split",)], "event string")
+    rows = quality("run1", scored, edges, linked, history, {"rule 1": 7}).collect()
+    got = {(r.measure, r.group_value): r.value for r in rows}
+    assert {r.linkage_run_id for r in rows} == {"run1"}
+    assert {k[1]: v for k, v in got.items() if k[0] == "records"} == {"gp_registrations": 3, "ae": 8, "community": 2}
+    assert got[("unlinked_records", "ae")] == 1 and got[("unlinked_rate", "ae")] == 1 / 8
+    # P2 and P3 have no GP registration record: their 7 records
+    assert {k[1]: v for k, v in got.items() if k[0] == "without_gp_registration"} == {"ae": 5, "community": 2}
+    assert {k[1]: v for k, v in got.items() if k[0] == "link_method"} == {
+        "deterministic": 5, "probabilistic": 1, "unlinked": 1, "identical_identifiers": 6}  # fmt: skip
+    assert {k[1]: v for k, v in got.items() if k[0] == "match_weight"} == {"-20": 1, "3": 2, "12": 1}
+    assert {k[1]: v for k, v in got.items() if k[0] == "cluster_profiles"} == {"1": 2, "2": 1}
+    assert got[("identity_records", "all")] == 13 and got[("profiles", "all")] == 4 and got[("persons", "all")] == 3
+    assert got[("history", "merge")] == 2 and got[("comparisons", "rule 1")] == 7
+    assert got[("scored_comparisons", "all")] == 4 and got[("accepted_edges", "all")] == 1
 
 
 CLUSTERS = "profile_id string, cluster_id string, record_count long"

@@ -161,9 +161,11 @@ class Catalog:
             builder = builder.whenMatchedUpdateAll()
         return self._merged(spec, builder.whenNotMatchedInsertAll())
 
-    def update_matching(self, name: str, df: DataFrame, on: str) -> int:
+    def update_matching(self, name: str, df: DataFrame, on: str, broadcast: bool = False) -> int:
         """Set df's other columns on every row whose `on` value is one of df's (many rows may share one; df has
-        one row per value); returns the new version. The rows' audit column names this run."""
+        one row per value); returns the new version. The rows' audit column names this run. `broadcast`: df is
+        small (a fraction of the table): each of the merge's passes joins it to the table without shuffling the
+        table (at 1m people, 210k profiles against 36.2m records: three sort-merge joins took 40 s)."""
         spec = get_spec(name)
         declared = {f.name for f in spec.schema.fields}
         undeclared = sorted(set(df.columns) - declared)
@@ -172,7 +174,8 @@ class Catalog:
         values = {f"`{c}`": F.col(f"s.`{c}`") for c in df.columns if c != on}
         values[RUN_ID_COLUMN] = F.lit(self.run_id or "unknown")
         self._keep_properties(spec)
-        builder = self._delta(name).alias("t").merge(df.alias("s"), f"t.`{on}` = s.`{on}`")
+        source = F.broadcast(df) if broadcast else df
+        builder = self._delta(name).alias("t").merge(source.alias("s"), f"t.`{on}` = s.`{on}`")
         return self._merged(spec, builder.whenMatchedUpdate(set=values))
 
     def delete_matching(self, name: str, keys: DataFrame) -> int:
