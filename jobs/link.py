@@ -214,8 +214,13 @@ def _link(
         catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
     with _timed(timings, "quality"):
         linked_records = links.count()
-        counted = state.select("profile_id", "person_id", "link_method").join(
-            profile.select("profile_id", "records_by_source"), "profile_id"
+        # Staged: quality aggregates it five ways.
+        counted = stage(
+            spark,
+            state.select("profile_id", "person_id", "link_method").join(
+                profile.select("profile_id", "records_by_source"), "profile_id"
+            ),
+            staging / "counted",
         )
         measures = quality(ctx.run_id, scored, edges, counted, history, comparisons)
         catalog.append(LINKAGE_QUALITY.name, measures)
