@@ -41,10 +41,12 @@ def run(ctx: JobContext) -> None:
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
     truth = truth_store(config, SPEC.name, "record_person")
     if not all(catalog.exists(name) for name in (PERSON_LINK.name, LINKAGE_QUALITY.name)):
-        raise UserError("evaluate_linkage: silver.person_link does not exist; run `phm run link` first")
+        raise UserError("evaluate_linkage: silver.person_link or mart.linkage_quality does not exist; run "
+                        "`phm run link` first")  # fmt: skip
     links = catalog.read(PERSON_LINK.name)
-    # person_link's records carry the run that last linked each; what is evaluated is the person index after
-    # the latest run that linked (the last with quality figures: run ids start with their UTC start time).
+    # A record carries the run that gave its profile its link, so person_link holds several runs' ids; what is
+    # evaluated is the person index after the latest run that linked (the last with quality figures: run ids
+    # start with their UTC start time).
     linkage_run_id = catalog.read(LINKAGE_QUALITY.name).agg(F.max("linkage_run_id")).first()[0]
     if (
         catalog.exists(LINKAGE_EVALUATION.name)

@@ -258,8 +258,10 @@ LINKAGE_PROFILES = TableSpec(
     name="silver.linkage_profiles",
     grain="one row per distinct identity profile (combination of identifiers) seen by linkage",
     description=(
-        "Linkage state: each profile's person_id and how it linked. The profile id is a hash of keyed "
-        "pseudonyms, so this holds no identifier; the next refresh keeps person_ids stable from it."
+        "Linkage state: each profile's person_id, how it linked and the linkage run that gave it that link "
+        "(a refresh that leaves a profile's person, method and probability as they were keeps the earlier "
+        "run's id). The profile id is a hash of keyed pseudonyms, so this holds no identifier; the next "
+        "refresh keeps person_ids stable from it."
     ),
     keys=("profile_id",),
     schema=T.StructType(
@@ -280,7 +282,9 @@ PERSON_LINK = TableSpec(
     grain="one row per accepted identity-bearing source record",
     description=(
         "Which person each source record belongs to, the match probability of its profile's strongest "
-        "link, how it linked (deterministic, probabilistic, identical_identifiers, unlinked) and the run."
+        "link, how it linked (deterministic, probabilistic, identical_identifiers, unlinked) and the linkage "
+        "run that gave its profile that link (silver.linkage_profiles'). A refresh changes in place only the "
+        "records added or removed and those of profiles it linked anew."
     ),
     keys=("source", "record_id"),
     partition_by=("source",),

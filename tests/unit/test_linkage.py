@@ -456,13 +456,16 @@ def test_person_index_takes_the_best_available_values(spark):
         "gp_record_count long, sources array<string>",
     )  # fmt: skip
     links = spark.createDataFrame(
-        [("gp_registrations", "g1", "P1"), ("gp_registrations", "g2", "P1"), ("ae", "e1", "P1"),
+        [("gp_registrations", "g1", "P1"), ("gp_registrations", "g2", "P1"), ("gp_registrations", "g3", "P1"),
+         ("ae", "e1", "P1"),
          ("deaths", "d1", "P1"), ("ae", "e2", "P2")],
         "source string, record_id string, person_id string",
     )  # fmt: skip
     registrations = spark.createDataFrame(
         [("g1", "registration", "Asian or Asian British", "L1", 3, "Q1", date(2020, 1, 1), "2026-01", 2),
-         ("g2", "address_change", "Not stated", None, None, "Q1", date(2026, 1, 5), "2026-01", 3)],
+         ("g2", "address_change", "Not stated", None, None, "Q1", date(2026, 1, 5), "2026-01", 3),
+         # delivered later but undated: any dated record is later
+         ("g3", "deregistration", None, "L9", 9, "Q9", None, "2026-02", 1)],
         "record_id string, record_type string, ethnicity string, lsoa_code string, imd_decile int, "
         "practice_code string, effective_date date, period string, line_number long",
     )  # fmt: skip

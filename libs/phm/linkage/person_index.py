@@ -54,16 +54,25 @@ def person_index(
                              "effective_date", "period", "line_number"),
         "record_id",
     )  # fmt: skip
-    latest = [F.col("effective_date").desc_nulls_last(), F.col("period").desc(), F.col("line_number").desc()]
-    current = _first(gp, latest).select(
-        "person_id",
-        (F.col("record_type") != "deregistration").alias("gp_registered"),
-        F.when(F.col("record_type") != "deregistration", F.col("practice_code")).alias("practice_code"),
+    # One aggregation picks the three latest records (one shuffle of the GP records, not a window each):
+    # the larger the key, the later the record (an effective date first, then the later one, delivery, line).
+    latest = F.struct(
+        F.col("effective_date").isNotNull(), F.col("effective_date"), F.col("period"), F.col("line_number")
     )
-    area = _first(gp.where(F.col("lsoa_code").isNotNull()), latest).select("person_id", "lsoa_code", "imd_decile")
-    stated = F.when(F.col("ethnicity") == NOT_STATED, 0).otherwise(1)
-    ethnicity = _first(gp.where(F.col("ethnicity").isNotNull()), [stated.desc(), *latest]).select(
-        "person_id", "ethnicity"
+    stated = F.col("ethnicity") != NOT_STATED
+    gp_values = gp.groupBy("person_id").agg(
+        F.max_by(F.struct("record_type", "practice_code"), latest).alias("_current"),
+        F.max_by(F.struct("lsoa_code", "imd_decile"), F.when(F.col("lsoa_code").isNotNull(), latest)).alias("_area"),
+        F.max_by("ethnicity", F.when(F.col("ethnicity").isNotNull(), F.struct(stated, latest))).alias("ethnicity"),
+    )
+    registered = F.col("_current.record_type") != "deregistration"
+    gp_values = gp_values.select(
+        "person_id",
+        registered.alias("gp_registered"),
+        F.when(registered, F.col("_current.practice_code")).alias("practice_code"),
+        F.col("_area.lsoa_code").alias("lsoa_code"),
+        F.col("_area.imd_decile").alias("imd_decile"),
+        "ethnicity",
     )
     died = (
         linked.where(F.col("source") == DEATHS_SOURCE)
@@ -79,9 +88,7 @@ def person_index(
     return (
         totals.join(date_of_birth, "person_id", "left")
         .join(sex, "person_id", "left")
-        .join(current, "person_id", "left")
-        .join(area, "person_id", "left")
-        .join(ethnicity, "person_id", "left")
+        .join(gp_values, "person_id", "left")
         .join(died, "person_id", "left")
         .join(F.broadcast(units), "practice_code", "left")
         .select(
