@@ -110,6 +110,16 @@ def run(ctx: JobContext) -> None:
                     updated = updated_profiles(state, inserted, deleted, nicknames, _materialiser(spark, staging))
                     profile = stage(spark, updated, staging / "profiles")
                 mlflow.log_param("profiled", "all_records" if changed is None else "changed_records")
+            if nothing_new and _person_sources_changed(ctx):
+                # e.g. a practice moved to another PCN: every link stands, gold.person's values do not
+                with _timed(timings, "person"):
+                    ctx.rows_in, reference_date = _counted_and_dated(records)
+                    state, links = catalog.read(LINKAGE_PROFILES.name), catalog.read(PERSON_LINK.name)
+                    catalog.overwrite(PERSON.name, _person(catalog, state, profile, links, reference_date))
+                mlflow.set_tag("phm.outcome", "gold.person rebuilt")
+                log.info("link: every identity record is already linked with the same identifiers; gold.person "
+                         "rebuilt, since tables it takes values from changed (%.1fs)", timings["person"])  # fmt: skip
+                return
             if nothing_new:
                 mlflow.set_tag("phm.outcome", "nothing new")
                 log.info("link: every identity record is already linked with the same identifiers; nothing to do")
@@ -208,10 +218,7 @@ def _link(
             PERSON_ID_HISTORY.name,
             history.select(F.lit(ctx.run_id).alias("linkage_run_id"), "*", F.current_timestamp().alias("recorded_at")),
         )
-        linked_profiles = state.select("profile_id", "person_id", "record_count", "sources").join(
-            profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
-        )
-        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
+        catalog.overwrite(PERSON.name, _person(catalog, state, profile, links, reference_date))
     with _timed(timings, "quality"):
         linked_records = links.count()
         # Staged: quality aggregates it five ways.
@@ -294,8 +301,7 @@ def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFra
     catalog = ctx.catalog
     if not all(catalog.exists(name) for name in (IDENTITY_PROFILES.name, PERSON_LINK.name)):
         return None
-    last = Ledger(ctx.spark, catalog.warehouse).last_succeeded(SPEC.name)
-    since = (last.input_versions or {}).get(IDENTITY.name) if last is not None else None
+    since = _last_read(ctx).get(IDENTITY.name)
     changes = catalog.changes(IDENTITY.name, since) if since is not None else None
     if changes is None:
         return None
@@ -310,6 +316,20 @@ def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFra
         return None
     return tuple(changed.where(F.col("_change_type") == kind).drop("key_id", "_change_type")
                  for kind in ("insert", "delete"))  # fmt: skip
+
+
+def _last_read(ctx: JobContext) -> dict[str, int]:
+    """The table versions the last successful link run read (none before the first)."""
+    last = Ledger(ctx.spark, ctx.catalog.warehouse).last_succeeded(SPEC.name)
+    return dict(last.input_versions or {}) if last is not None else {}
+
+
+def _person_sources_changed(ctx: JobContext) -> bool:
+    """gold.person is missing, or a table it takes values from has a version the last run did not read."""
+    if not ctx.catalog.exists(PERSON.name):
+        return True
+    read = _last_read(ctx)
+    return any(read.get(name) != ctx.catalog.version(name) for name in PERSON_SOURCES)
 
 
 def _same_records(one: DataFrame, other: DataFrame) -> bool:
@@ -327,7 +347,13 @@ def _records_after(catalog, inserted: DataFrame, deleted: DataFrame) -> DataFram
     )
 
 
-def _person(catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:
+def _person(catalog, state: DataFrame, profile: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:
+    """gold.person from the linkage state (silver.linkage_profiles), the identity profiles, person_link and the
+    silver tables it takes values from."""
+    linked_profiles = state.select("profile_id", "person_id", "record_count", "sources").join(
+        profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
+    )
+
     def silver(name: str) -> DataFrame:
         if not catalog.exists(name):
             raise UserError(f"link: {name} does not exist; gold.person needs it (deliver and ingest that source)")

@@ -5,12 +5,16 @@ the quality measures, the model reused, MLflow tracked, and the truth evaluation
 from __future__ import annotations
 
 import json
+import shutil
 
 import mlflow
 import pytest
 from pyspark.sql import functions as F
 
+from phm import cli
+from phm.config import load_config
 from phm.linkage.profiles import linkage_records, profiles
+from phm.runtime.catalog import Catalog
 from phm.runtime.tracking import run_for
 from phm.tables import (
     IDENTITY,
@@ -23,6 +27,8 @@ from phm.tables import (
     PERSON_LINK,
 )
 from phm_jobs.link import read_nicknames
+
+from ..conftest import TEST_CONFIG, test_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -163,3 +169,36 @@ def test_evaluation_against_truth_beats_the_nhs_number_baseline(linked):
     assert model.false_merge_rate <= 0.01 and model.missed_link_rate <= 0.01
     scopes = {(r.method, r.scope) for r in rows}
     assert {("splink", s) for s in ("source", "ethnicity", "age_band", "imd_quintile")} <= scopes
+
+
+def test_a_practice_moving_to_another_pcn_rebuilds_gold_person_and_relinks_nothing(refreshed, spark, tmp_path_factory):
+    _, base, _, _ = refreshed
+    copy = tmp_path_factory.mktemp("practice_moved")
+    for folder in ("warehouse", "landing", "models"):
+        shutil.copytree(base / folder, copy / folder)
+    overrides = [*test_overrides(copy), f"paths.truth={base / 'truth'}"]
+    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+    config = load_config(str(TEST_CONFIG), overrides)
+    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
+    before = catalog.read(PERSON.name).drop("_run_id").cache()
+    practice = before.where(F.col("pcn_code").isNotNull()).groupBy("practice_code").count().orderBy(
+        F.desc("count")).first().practice_code  # fmt: skip
+    # The reference data moves the practice to a new PCN (as a re-delivered practice list would).
+    moved = F.when(F.col("practice_code") == practice, F.lit("U_MOVED")).otherwise(F.col("pcn_code"))
+    practices = catalog.read("silver.practices").withColumn("pcn_code", moved)
+    practices.write.format("delta").mode("overwrite").save(catalog.path("silver.practices"))
+    linkage = (IDENTITY_PROFILES, LINKAGE_PROFILES, PERSON_LINK, PERSON_ID_HISTORY, LINKAGE_QUALITY)
+    versions = {t.name: catalog.version(t.name) for t in linkage}
+
+    assert cli.main(["run", "link", *arguments]) == 0
+    assert {t.name: catalog.version(t.name) for t in linkage} == versions  # every link stands
+    after = catalog.read(PERSON.name).drop("_run_id")
+    assert after.where(F.col("practice_code") == practice).count() == before.where(
+        F.col("practice_code") == practice).count() > 0  # fmt: skip
+    assert {r.pcn_code for r in after.where(F.col("practice_code") == practice).collect()} == {"U_MOVED"}
+    assert after.where(F.col("practice_code") != practice).exceptAll(before).count() == 0
+    assert after.count() == before.count()
+    # and with nothing changed since, nothing to do
+    person = catalog.version(PERSON.name)
+    assert cli.main(["run", "link", *arguments]) == 0
+    assert catalog.version(PERSON.name) == person
