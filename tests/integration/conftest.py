@@ -3,10 +3,14 @@ by every module that checks what a refresh wrote."""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 import pytest
 
 from phm import cli
-from phm.config import load_config
+from phm.config import PhmConfig, load_config
 from phm.governance.leaks import Canary
 from phm.runtime.catalog import Catalog
 from phm.tables import PERSON_LINK
@@ -84,3 +88,24 @@ def largest_cohort(sample) -> str:
     sizes = {name: catalog.read(name).count() for name in catalog.existing_tables()
              if name.startswith("mart.cohort_") and name != "mart.cohort_summary"}  # fmt: skip
     return max(sizes, key=sizes.get)
+
+
+@dataclass(frozen=True)
+class SampleCopy:
+    """A copy of the refreshed sample's warehouse, landing and linkage model (its truth store shared), for tests
+    that change it."""
+
+    folder: Path
+    arguments: list[str]  # the CLI's --config and --set arguments for the copy
+    config: PhmConfig
+    catalog: Catalog
+
+
+def copy_of_sample(refreshed, spark, folder: Path) -> SampleCopy:
+    _, base, _, _ = refreshed
+    for name in ("warehouse", "landing", "models"):
+        shutil.copytree(base / name, folder / name)
+    overrides = [*test_overrides(folder), f"paths.truth={base / 'truth'}"]
+    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
+    config = load_config(str(TEST_CONFIG), overrides)
+    return SampleCopy(folder, arguments, config, Catalog(spark, config.resolve(config.paths.warehouse)))

@@ -5,16 +5,13 @@ the quality measures, the model reused, MLflow tracked, and the truth evaluation
 from __future__ import annotations
 
 import json
-import shutil
 
 import mlflow
 import pytest
 from pyspark.sql import functions as F
 
 from phm import cli
-from phm.config import load_config
 from phm.linkage.profiles import linkage_records, profiles
-from phm.runtime.catalog import Catalog
 from phm.runtime.tracking import run_for
 from phm.tables import (
     IDENTITY,
@@ -28,7 +25,7 @@ from phm.tables import (
 )
 from phm_jobs.link import read_nicknames
 
-from ..conftest import TEST_CONFIG, test_overrides
+from .conftest import copy_of_sample
 
 pytestmark = pytest.mark.slow
 
@@ -172,14 +169,8 @@ def test_evaluation_against_truth_beats_the_nhs_number_baseline(linked):
 
 
 def test_a_practice_moving_to_another_pcn_rebuilds_gold_person_and_relinks_nothing(refreshed, spark, tmp_path_factory):
-    _, base, _, _ = refreshed
-    copy = tmp_path_factory.mktemp("practice_moved")
-    for folder in ("warehouse", "landing", "models"):
-        shutil.copytree(base / folder, copy / folder)
-    overrides = [*test_overrides(copy), f"paths.truth={base / 'truth'}"]
-    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
-    config = load_config(str(TEST_CONFIG), overrides)
-    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
+    copy = copy_of_sample(refreshed, spark, tmp_path_factory.mktemp("practice_moved"))
+    catalog, arguments = copy.catalog, copy.arguments
     before = catalog.read(PERSON.name).drop("_run_id").cache()
     practice = before.where(F.col("pcn_code").isNotNull()).groupBy("practice_code").count().orderBy(
         F.desc("count")).first().practice_code  # fmt: skip

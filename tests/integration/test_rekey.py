@@ -4,20 +4,19 @@ nothing new; a second rotation to the same key does nothing; rotation waits for 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from pyspark.sql import functions as F
 
 from phm import cli
-from phm.config import load_config
 from phm.ingest.contracts import IDENTIFIER_KINDS, load_contracts, pseudonym_column
 from phm.ingest.pseudonymise import key_id, reference_pseudonym
 from phm.runtime.catalog import Catalog
 from phm.tables import IDENTITY, LINKAGE_PROFILES, PERSON_LINK
 
-from ..conftest import TEST_CONFIG, TEST_KEY_HEX, test_overrides
+from ..conftest import TEST_KEY_HEX
+from .conftest import copy_of_sample
 
 pytestmark = pytest.mark.slow
 NEW_KEY_HEX, THIRD_KEY_HEX = "7a" * 32, "c4" * 32
@@ -39,14 +38,8 @@ def links(catalog: Catalog) -> dict[tuple[str, str], tuple[str, str]]:
 @pytest.fixture(scope="module")
 def rotated(refreshed, spark, tmp_path_factory):
     """A copy of the sample (warehouse, landing, linkage model) and what it held before `phm rekey` to a new key."""
-    _, base, _, _ = refreshed
-    copy = tmp_path_factory.mktemp("rekeyed")
-    for folder in ("warehouse", "landing", "models"):
-        shutil.copytree(base / folder, copy / folder)
-    overrides = [*test_overrides(copy), f"paths.truth={base / 'truth'}"]
-    arguments = ["--config", str(TEST_CONFIG), *[a for o in overrides for a in ("--set", o)]]
-    config = load_config(str(TEST_CONFIG), overrides)
-    catalog = Catalog(spark, config.resolve(config.paths.warehouse))
+    sample = copy_of_sample(refreshed, spark, tmp_path_factory.mktemp("rekeyed"))
+    copy, arguments, config, catalog = sample.folder, sample.arguments, sample.config, sample.catalog
     contracts = load_contracts(config.resolve(config.ingest.sources)).values()
     tables = {c.silver_table: [pseudonym_column(k) for k in c.identifiers] for c in contracts if c.identifiers}
     tables[IDENTITY.name] = [pseudonym_column(k) for k in IDENTIFIER_KINDS]
