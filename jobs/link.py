@@ -325,11 +325,11 @@ def _last_read(ctx: JobContext) -> dict[str, int]:
 
 
 def _person_sources_changed(ctx: JobContext) -> bool:
-    """gold.person is missing, or a table it takes values from has a version the last run did not read."""
+    """gold.person is missing, or a table it takes values from has changed since the last run read it."""
     if not ctx.catalog.exists(PERSON.name):
         return True
     read = _last_read(ctx)
-    return any(read.get(name) != ctx.catalog.version(name) for name in PERSON_SOURCES)
+    return not all(ctx.catalog.data_unchanged(name, read.get(name)) for name in PERSON_SOURCES)
 
 
 def _same_records(one: DataFrame, other: DataFrame) -> bool:

@@ -85,7 +85,7 @@ def run(ctx: JobContext) -> None:
         )
     linkage = [name for name in LINKAGE_TABLES if catalog.exists(name)]
     if linkage:
-        _check_linked_with(ctx, catalog.version(IDENTITY.name))
+        _check_linked_with(ctx)
 
     staging = Path(config.resolve(config.paths.checkpoints)) / f"rekey-{ctx.run_id}"
     try:
@@ -129,11 +129,11 @@ def _new_key(config) -> bytes:
     raise UserError("rekey: no key to rotate to; give `phm rekey --new-key-file PATH` (or --new-key-env VAR)")
 
 
-def _check_linked_with(ctx: JobContext, vault_version: int | None) -> None:
-    """The linkage tables must be the last link run's over this vault: their profile ids are then exactly those
-    the vault's records make, so every one has its new value."""
+def _check_linked_with(ctx: JobContext) -> None:
+    """The linkage tables must be the last link run's over this vault's records: their profile ids are then
+    exactly those the vault's records make, so every one has its new value."""
     last = Ledger(ctx.spark, ctx.catalog.warehouse).last_succeeded("link")
-    if last is None or (last.input_versions or {}).get(IDENTITY.name) != vault_version:
+    if last is None or not ctx.catalog.data_unchanged(IDENTITY.name, (last.input_versions or {}).get(IDENTITY.name)):
         raise UserError(
             "rekey: vault.identity has changed since linkage last ran (or linkage never ran on it); run "
             "`phm run link` first, so every profile id in the linkage tables can be re-keyed"

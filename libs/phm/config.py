@@ -345,6 +345,25 @@ class ActuarialConfig(StrictModel):
     scenarios: str = Field("configs/scenarios", description="Scenario definitions, one YAML per scenario.")
 
 
+class MaintenanceConfig(StrictModel):
+    """`phm run maintain`, the refresh's last stage: compacts the small files of tables written a little at a
+    time and deletes the files no recent version needs (phm.runtime.maintenance; docs/maintenance.md)."""
+
+    compact_min_files: int = Field(
+        16, ge=2, description="Compact a table once this many of its small files can be joined (2+ in a partition)."
+    )
+    small_file_mb: float = Field(32, gt=0, description="Files below this size are small: compaction rewrites them.")
+    target_file_mb: float = Field(128, gt=0, description="The size compaction writes files at (Delta OPTIMIZE).")
+    vacuum_retention_hours: float | None = Field(
+        720,
+        ge=0,
+        description="Delete files no version of this many hours needs (null: never). Time travel, restoring a "
+        "failed run's outputs and reading change data work only within it; Delta refuses less than 168.",
+    )
+    vacuum_every_days: float = Field(7, ge=0, description="How often a refresh vacuums (listing: ~1 s a table).")
+    listing_parallelism: int = Field(8, ge=1, description="Spark tasks a vacuum lists a table's folders with.")
+
+
 class RefreshConfig(StrictModel):
     """What `phm refresh` runs: every registered stage (or only `stages`), less `exclude`, in dependency order."""
 
@@ -374,6 +393,7 @@ class PhmConfig(StrictModel):
     cohorts: CohortsConfig = CohortsConfig()
     actuarial: ActuarialConfig = ActuarialConfig()
     reidentification: ReidentificationConfig = ReidentificationConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     refresh: RefreshConfig = RefreshConfig()
 
     def resolve(self, path: str) -> str:

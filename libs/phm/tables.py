@@ -1233,12 +1233,38 @@ ACTUARIAL_BACKTEST = TableSpec(
 )
 
 
+TABLE_MAINTENANCE = TableSpec(
+    name="ops.table_maintenance",
+    grain="one row per maintain run x table x action (compact, vacuum) it took",
+    description=(
+        "What `phm run maintain` did to each table: files compacted (before and after, with bytes) and files "
+        "vacuumed; a vacuum pass records every table it checked, so the next pass is due from its time."
+    ),
+    keys=("run_id", "table_name", "action"),
+    schema=T.StructType(
+        [
+            T.StructField("run_id", T.StringType(), False),
+            T.StructField("table_name", T.StringType(), False),
+            T.StructField("action", T.StringType(), False),
+            T.StructField("files_before", T.LongType(), False),
+            T.StructField("files_after", T.LongType(), False),
+            T.StructField("bytes_before", T.LongType(), False),
+            T.StructField("bytes_after", T.LongType(), False),
+            T.StructField("files_deleted", T.LongType(), False),
+            T.StructField("seconds", T.DoubleType(), False),
+            T.StructField("done_at", T.TimestampType(), False),
+        ]
+    ),
+)
+
+
 def all_specs() -> list[TableSpec]:
     return sorted(_REGISTRY.values(), key=lambda s: s.name)
 
 
 for _spec in (
     JOB_RUNS,
+    TABLE_MAINTENANCE,
     QOF_PREVALENCE,
     LANDED_ROWS,
     INGEST_FILES,

@@ -21,6 +21,7 @@ STAGES = [
     "load_reference", "generate", "ingest", "link", "evaluate_linkage", "build_person_model", "evaluate_person_model",
     "segment", "features", "train_risk", "evaluate_risk", "score", "evaluate_programme", "train_impactability",
     "target", "evaluate_impactability", "profile", "case_finding", "evaluate_case_finding", "actuarial", "report",
+    "maintain",
 ]  # fmt: skip
 
 

@@ -248,3 +248,43 @@ def test_rows_updated_where_a_column_matches_and_deleted_by_key_in_place(spark, 
     with pytest.raises(SchemaMismatchError, match="shadow"):
         second.update_matching(SWATCHES.name, spark.createDataFrame([("red", "x")], "colour string, shadow string"),
                                on="colour")  # fmt: skip
+
+
+def test_compaction_joins_the_small_files_and_changes_no_row_a_reader_would_recompute_for(spark, catalog):
+    catalog.overwrite(DIALS.name, widgets(spark, [(1, "red")]).repartition(1))  # v0
+    for widget in range(2, 6):  # v1-v4: a file each
+        catalog.append(DIALS.name, widgets(spark, [(widget, "blue")]).repartition(1))
+    before, rows_before = catalog.version(DIALS.name), content(catalog.read(DIALS.name))
+    assert len(catalog.files(DIALS.name)) == 5 and catalog.data_unchanged(DIALS.name, before)
+    metrics = catalog.compact(DIALS.name, small_file_bytes=1024 * 1024, target_file_bytes=128 * 1024 * 1024)
+    assert int(metrics["numRemovedFiles"]) == 5 and int(metrics["numAddedFiles"]) == 1
+    assert catalog.version(DIALS.name) == before + 1 and len(catalog.files(DIALS.name)) == 1
+    assert content(catalog.read(DIALS.name)) == rows_before
+    assert catalog.last_writer(DIALS.name) == "run-1"  # the maintenance commit names its run too
+    # no row changed: the same data as before, no change data, and the last data commit is still the append
+    assert catalog.data_unchanged(DIALS.name, before) and not catalog.data_unchanged(DIALS.name, before - 1)
+    assert catalog.changes(DIALS.name, before).count() == 0
+    assert catalog.last_data_operation(DIALS.name)["operation"] == "WRITE"
+    # nothing left to join: no commit
+    assert catalog.compact(DIALS.name, 1024 * 1024, 128 * 1024 * 1024) == {}
+    assert catalog.version(DIALS.name) == before + 1
+    # a change after the compaction is a change
+    catalog.append(DIALS.name, widgets(spark, [(6, "green")]))
+    assert not catalog.data_unchanged(DIALS.name, before) and not catalog.data_unchanged(DIALS.name, None)
+
+
+def test_vacuum_deletes_only_files_no_retained_version_needs_and_commits_nothing_when_there_are_none(spark, catalog):
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]).repartition(1))
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(2, "blue")]).repartition(1))  # v0's file no longer needed
+    spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+    try:
+        assert catalog.vacuum(WIDGETS.name, retention_hours=1.0, listing_parallelism=2) == 0  # needed an hour ago
+        assert catalog.version(WIDGETS.name) == 1  # nothing to delete: no VACUUM commits
+        assert catalog.vacuum(WIDGETS.name, retention_hours=0.0, listing_parallelism=2) == 1
+        assert catalog.vacuum(WIDGETS.name, retention_hours=0.0, listing_parallelism=2) == 0
+    finally:
+        spark.conf.unset("spark.databricks.delta.retentionDurationCheck.enabled")
+    assert content(catalog.read(WIDGETS.name)) == [(2, "blue")]
+    assert catalog.data_unchanged(WIDGETS.name, 1)  # VACUUM START and END change no row
+    assert catalog.spark.conf.get("spark.sql.sources.parallelPartitionDiscovery.parallelism", None) is None
+    assert catalog.created_at(WIDGETS.name) is not None

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -26,6 +29,9 @@ from phm.tables import RUN_ID_COLUMN, TableSpec, all_specs, get_spec
 log = logging.getLogger(__name__)
 
 COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+# Commits that rewrite or delete files without changing a row: a table whose later commits are all of these holds
+# the same data (readers that compare versions to know whether to recompute ask `data_unchanged`).
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG"})
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,18 @@ class Catalog:
             return None
         return self._latest_version(name)
 
+    def data_unchanged(self, name: str, since_version: int | None) -> bool:
+        """True if the table holds the rows it held at `since_version`: it is still at that version, or every
+        commit after it is maintenance (compaction, vacuum: files rewritten or deleted, no row changed). A
+        commit whose log entry is gone (Delta's log retention) counts as a change."""
+        current = self.version(name)
+        if current is None or since_version is None or current < since_version:
+            return current == since_version
+        return all(
+            self._commit_info(name, version).get("operation") in MAINTENANCE_OPERATIONS
+            for version in range(current, since_version, -1)
+        )
+
     def history(self, name: str, limit: int | None = None) -> DataFrame:
         table = self._delta(name)
         return table.history(limit) if limit else table.history()
@@ -105,9 +123,9 @@ class Catalog:
             changed = reader.option("startingVersion", since_version + 1).option("endingVersion", current)
             changed = changed.load(self.path(name))
             changed.select(F.lit(1)).limit(1).collect()  # Delta finds a version without change data when it runs
-        except AnalysisException as missing:
+        except (AnalysisException, Py4JJavaError) as missing:  # off for some version, or its files vacuumed
             log.info("%s has no change data after version %d (%s); reading it whole", name, since_version,
-                     str(missing).splitlines()[0])  # fmt: skip
+                     str(missing).splitlines()[0][:300])  # fmt: skip
             return None
         return changed.where(F.col("_change_type").isin("insert", "delete")).drop("_commit_version",
                                                                                   "_commit_timestamp")  # fmt: skip
@@ -196,6 +214,59 @@ class Catalog:
             builder.execute()
         return self._written(spec.name, before)
 
+    # -- maintenance ------------------------------------------------------------
+    def files(self, name: str) -> list[tuple[str, int]]:
+        """(partition values as JSON, size in bytes) of every file of the table's current version: from the
+        version's checksum file while it lists them (small tables), else from Delta's log state (a Spark job)."""
+        text = self._log_file(name, f"{self._latest_version(name):020d}.crc")
+        listed = json.loads(text).get("allFiles") if text else None
+        if listed is not None:
+            return [(json.dumps(f.get("partitionValues") or {}, sort_keys=True), int(f["size"])) for f in listed]
+        state = DataFrame(self._snapshot(name).allFiles().toDF(), self.spark)
+        rows = state.select(F.to_json(F.col("partitionValues")).alias("partition"), "size").collect()
+        return [(json.dumps(json.loads(r.partition or "{}"), sort_keys=True), int(r.size)) for r in rows]
+
+    def last_data_operation(self, name: str) -> dict:
+        """The commit info of the table's latest commit that was not maintenance."""
+        for version in range(self._latest_version(name), -1, -1):
+            commit = self._commit_info(name, version)
+            if commit.get("operation") not in MAINTENANCE_OPERATIONS:
+                return commit
+        return {}
+
+    def created_at(self, name: str) -> datetime | None:
+        """When the table's first version was committed (UTC), or None once its log entry is gone."""
+        return _committed_at(self._commit_info(name, 0))
+
+    def compact(self, name: str, small_file_bytes: int, target_file_bytes: int) -> dict:
+        """Rewrite the table's files smaller than `small_file_bytes` into files of about `target_file_bytes`
+        (Delta OPTIMIZE; larger files are left as they are; a partition with one small file has nothing to
+        join it with). No row changes. Returns the commit's operation metrics ({} if Delta had nothing to do)."""
+        before = self._latest_version(name)
+        settings = {
+            "spark.databricks.delta.optimize.minFileSize": str(small_file_bytes),
+            "spark.databricks.delta.optimize.maxFileSize": str(target_file_bytes),
+        }
+        with self._commit_metadata(), _session_settings(self.spark, settings):
+            self._delta(name).optimize().executeCompaction()
+        after = self._latest_version(name)
+        return (self._commit_info(name, after).get("operationMetrics") or {}) if after != before else {}
+
+    def vacuum(self, name: str, retention_hours: float, listing_parallelism: int) -> int:
+        """Delete the files of the table that no version of the last `retention_hours` needs (Delta VACUUM);
+        returns how many data files (Parquet files and deletion vectors) were deleted. A dry run first, so a
+        table with none to delete gets no VACUUM commits. `listing_parallelism`: tasks to list the table's
+        folders with (Spark's default for parallel listing, 10,000 tasks, took 25 s a table on 2 cores)."""
+        statement = f"VACUUM delta.`{self.path(name)}` RETAIN {float(retention_hours)} HOURS"
+        settings = {"spark.sql.sources.parallelPartitionDiscovery.parallelism": str(listing_parallelism)}
+        with _session_settings(self.spark, settings):
+            listed = self.spark.sql(f"{statement} DRY RUN").collect()
+            deletable = sum(1 for row in listed if row.path.endswith((".parquet", ".bin")))
+            if deletable:
+                with self._commit_metadata():
+                    self.spark.sql(statement).collect()
+        return deletable
+
     def restore(self, name: str, version: int | None) -> None:
         """Put a table back as it was at `version`; None means it did not exist, so remove it."""
         if version is None:
@@ -218,8 +289,7 @@ class Catalog:
         spec = get_spec(name)
         version = self._latest_version(name)
         commit = self._commit_info(name, version)
-        stamp = commit.get("inCommitTimestamp") or commit.get("timestamp")
-        updated_at = datetime.fromtimestamp(stamp / 1000, UTC).replace(tzinfo=None) if stamp else None
+        updated_at = _committed_at(commit)
         rows = self._rows_from_checksum(name, version)
         if rows is None:
             rows = self.spark.read.format("delta").load(self.path(name)).count()
@@ -294,10 +364,14 @@ class Catalog:
     def _latest_version(self, name: str) -> int:
         """The latest version from Delta's own (cached, incrementally updated) log state: a listing of the
         log's new files, where `history(1)` plans and runs a Spark job (about 25 ms against 200 ms)."""
+        return int(self._snapshot(name).version())
+
+    def _snapshot(self, name: str):
+        """Delta's latest snapshot of the table (its JVM object), brought up to date with the log."""
         jvm = self.spark.sparkContext._jvm
         log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, self.path(name))
         none = jvm.scala.Option.empty()
-        return int(log.update(False, none, none).version())
+        return log.update(False, none, none)
 
     def _commit_info(self, name: str, version: int) -> dict:
         """The commitInfo action of one commit (user metadata, operation metrics), read from its log file: the
@@ -353,8 +427,9 @@ class Catalog:
         log.info("wrote %s version %d", name, version)
         return version
 
-    def _commit_metadata(self) -> _CommitMetadata:
-        return _CommitMetadata(self.spark, self.run_id)
+    def _commit_metadata(self) -> AbstractContextManager[None]:
+        """Stamp Delta commits made inside the block (merges, maintenance: no writer option) with the run id."""
+        return _session_settings(self.spark, {COMMIT_METADATA_CONF: self.run_id} if self.run_id else {})
 
     def _delete_path(self, path: str) -> None:
         jvm = self.spark.sparkContext._jvm
@@ -376,24 +451,26 @@ def table_properties(spec: TableSpec) -> dict[str, str]:
     return properties | {"delta.dataSkippingStatsColumns": ",".join(spec.stats_columns)}
 
 
-class _CommitMetadata:
-    """Stamp Delta commits made inside the block with the run id (restoring the previous setting after)."""
+def _committed_at(commit: dict) -> datetime | None:
+    """A commit's time (UTC, naive) from its commit info."""
+    stamp = commit.get("inCommitTimestamp") or commit.get("timestamp")
+    return datetime.fromtimestamp(stamp / 1000, UTC).replace(tzinfo=None) if stamp else None
 
-    def __init__(self, spark: SparkSession, run_id: str | None) -> None:
-        self.spark = spark
-        self.run_id = run_id
-        self.previous: str | None = None
 
-    def __enter__(self) -> None:
-        self.previous = self.spark.conf.get(COMMIT_METADATA_CONF, None)
-        if self.run_id:
-            self.spark.conf.set(COMMIT_METADATA_CONF, self.run_id)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is None:
-            self.spark.conf.unset(COMMIT_METADATA_CONF)
-        else:
-            self.spark.conf.set(COMMIT_METADATA_CONF, self.previous)
+@contextmanager
+def _session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Set Spark session settings inside the block, putting back what each was before (or unsetting it)."""
+    previous = {key: spark.conf.get(key, None) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
 
 
 def _ignoring_nulls(data_type: T.DataType) -> T.DataType:

@@ -77,7 +77,7 @@ class JobContext:
     job: str = ""
 
     def unchanged_since_last_success(self, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> bool:
-        """True if this job's last successful run read these tables at their current versions, with the same
+        """True if this job's last successful run read these tables with the rows they hold now, with the same
         configuration and definition files (its ledger digest), and its outputs are still there: re-running
         would write the same. The inputs are recorded as read either way, so the next run can tell too."""
         if not all(self.catalog.exists(name) for name in outputs):
@@ -89,7 +89,8 @@ class JobContext:
                 self.catalog.read(name, version=current[name])
         if last is None or last.config_digest != self.config.digest() or None in current.values():
             return False
-        return all((last.input_versions or {}).get(name) == version for name, version in current.items())
+        read = last.input_versions or {}
+        return all(self.catalog.data_unchanged(name, read.get(name)) for name in inputs)
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def recover_interrupted_runs(
 
 def resumable_stages(spark: SparkSession, warehouse: str, refresh_job: str, config_digest: str) -> dict[str, Row]:
     """The stages that failed refreshes since the last successful one completed, by job, when the config is
-    the same and each stage's inputs and outputs are still at the versions it read and wrote."""
+    the same and each stage's inputs and outputs hold what they held at the versions it read and wrote (later
+    maintenance commits change no row)."""
     ledger = Ledger(spark, warehouse)
     failed = []
     for run in ledger.runs_of(refresh_job):  # newest first
@@ -97,6 +98,6 @@ def resumable_stages(spark: SparkSession, warehouse: str, refresh_job: str, conf
         if stage.status != SUCCEEDED or stage.job in done:
             continue
         recorded = {**(stage.input_versions or {}), **(stage.output_versions or {})}
-        if all(catalog.version(name) == version for name, version in recorded.items()):
+        if all(catalog.data_unchanged(name, version) for name, version in recorded.items()):
             done[stage.job] = stage
     return done
