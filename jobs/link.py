@@ -96,7 +96,8 @@ def run(ctx: JobContext) -> None:
         with tracked_run(config, "linkage", ctx.run_id), splink_tables_removed(spark):
             with _timed(timings, "profiles"):
                 nicknames = read_nicknames(spark, config.resolve(settings.nicknames))
-                changed = _changed_records(ctx, staging)
+                last_read = _last_read(ctx)
+                changed = _changed_records(ctx, last_read.get(IDENTITY.name), staging)
                 if changed is None:  # the first run, or Delta has not recorded every change since the last
                     records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
                     profile = stage(spark, profiles(records, nicknames), staging / "profiles")
@@ -110,7 +111,7 @@ def run(ctx: JobContext) -> None:
                     updated = updated_profiles(state, inserted, deleted, nicknames, _materialiser(spark, staging))
                     profile = stage(spark, updated, staging / "profiles")
                 mlflow.log_param("profiled", "all_records" if changed is None else "changed_records")
-            if nothing_new and _person_sources_changed(ctx):
+            if nothing_new and _person_sources_changed(ctx, last_read):
                 # e.g. a practice moved to another PCN: every link stands, gold.person's values do not
                 with _timed(timings, "person"):
                     ctx.rows_in, reference_date = _counted_and_dated(records)
@@ -294,14 +295,14 @@ def _nothing_new(catalog, records: DataFrame) -> bool:
     return _same_records(records, catalog.read(PERSON_LINK.name))
 
 
-def _changed_records(ctx: JobContext, staging: Path) -> tuple[DataFrame, DataFrame] | None:
-    """The linkage records vault.identity gained and lost since the last link run (staged), or None when they
-    cannot be known: no earlier run or profile state, change data not recorded throughout (a vault from before
-    the feed was on), or a key rotation in between (its records come back under new pseudonyms)."""
+def _changed_records(ctx: JobContext, since: int | None, staging: Path) -> tuple[DataFrame, DataFrame] | None:
+    """The linkage records vault.identity gained and lost since `since`, the version the last successful link
+    run read (staged), or None when they cannot be known: no earlier run or profile state, change data not
+    recorded throughout (a vault from before the feed was on), or a key rotation in between (its records come
+    back under new pseudonyms)."""
     catalog = ctx.catalog
     if not all(catalog.exists(name) for name in (IDENTITY_PROFILES.name, PERSON_LINK.name)):
         return None
-    since = _last_read(ctx).get(IDENTITY.name)
     changes = catalog.changes(IDENTITY.name, since) if since is not None else None
     if changes is None:
         return None
@@ -324,12 +325,11 @@ def _last_read(ctx: JobContext) -> dict[str, int]:
     return dict(last.input_versions or {}) if last is not None else {}
 
 
-def _person_sources_changed(ctx: JobContext) -> bool:
+def _person_sources_changed(ctx: JobContext, last_read: dict[str, int]) -> bool:
     """gold.person is missing, or a table it takes values from has changed since the last run read it."""
     if not ctx.catalog.exists(PERSON.name):
         return True
-    read = _last_read(ctx)
-    return not all(ctx.catalog.data_unchanged(name, read.get(name)) for name in PERSON_SOURCES)
+    return not all(ctx.catalog.data_unchanged(name, last_read.get(name)) for name in PERSON_SOURCES)
 
 
 def _same_records(one: DataFrame, other: DataFrame) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import pandas as pd
 from pyspark.sql import functions as F
 
 from phm.runtime.jobs import JobContext, JobSpec
@@ -47,7 +46,8 @@ def run(ctx: JobContext) -> None:
     log.info("maintain: %d table(s) compacted or vacuumed%s", len(acted),
              f" ({len(rows) - len(acted)} more checked for a vacuum)" if vacuum else "; no vacuum due")  # fmt: skip
     if rows:
-        catalog.append(TABLE_MAINTENANCE.name, catalog.from_pandas(TABLE_MAINTENANCE.name, _frame(rows, ctx.run_id)))
+        done = [{"run_id": ctx.run_id, **row} for row in rows]
+        catalog.append(TABLE_MAINTENANCE.name, ctx.spark.createDataFrame(done, TABLE_MAINTENANCE.schema))
 
 
 def _last_vacuum(ctx: JobContext) -> datetime | None:
@@ -55,10 +55,6 @@ def _last_vacuum(ctx: JobContext) -> datetime | None:
         return None
     done = ctx.catalog.read(TABLE_MAINTENANCE.name).where(F.col("action") == VACUUM).agg(F.max("done_at"))
     return done.first()[0]
-
-
-def _frame(rows: list[dict], run_id: str) -> pd.DataFrame:
-    return pd.DataFrame([{"run_id": run_id, **row} for row in rows])
 
 
 if __name__ == "__main__":
