@@ -11,6 +11,7 @@ Results go to mart.uplift_model_performance.
 from __future__ import annotations
 
 import logging
+from datetime import date
 
 import mlflow
 import numpy as np
@@ -20,6 +21,7 @@ from mlflow.models import infer_signature
 
 from phm.errors import UserError
 from phm.features.build import feature_columns
+from phm.features.index_dates import validation_date
 from phm.impactability.cohort import trial_with_features
 from phm.impactability.uplift import (
     BaggedUplift,
@@ -32,7 +34,7 @@ from phm.impactability.uplift import (
     trial_outcomes,
 )
 from phm.models import plots
-from phm.models.registry import CANDIDATE, CHAMPION, champion_of
+from phm.models.registry import CANDIDATE, CHAMPION, champion_of, champions_kept, tag_validation_date
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.tracking import move_alias, pinned_requirements, use_experiment
@@ -68,8 +70,14 @@ def run(ctx: JobContext) -> None:
         log.info("train_impactability: the trial and the specs are unchanged since the last training; nothing to do")
         ctx.rows_out = 0
         return
+    features = catalog.read(FEATURES.name)
+    validation = validation_date(features)
+    models = [spec.registered_model for spec, _ in specs.values()]
+    if champions_kept(ctx, client, models, validation, "impactability.retrain_every_months",
+                      config.impactability.retrain_every_months):  # fmt: skip
+        return
     frame = trial_frame(catalog)
-    available = feature_columns([c for c in catalog.read(FEATURES.name).columns if c != "pcn_code"])
+    available = feature_columns([c for c in features.columns if c != "pcn_code"])
     train, held_out = frame[~frame["held_out"]], frame[frame["held_out"]]
     for part, name in ((train, "training"), (held_out, "held-out")):
         if part["treated"].sum() < 2 or (part["treated"] == 0).sum() < 2:
@@ -77,7 +85,7 @@ def run(ctx: JobContext) -> None:
                 f"train_impactability: the programme trial's {name} people have {int(part['treated'].sum())} treated; "
                 "uplift models need treated and comparators in both (more history, people or referrals)"
             )
-    results = [_train(ctx, client, spec, spec.select_features(available, path), train, held_out)
+    results = [_train(ctx, client, spec, spec.select_features(available, path), train, held_out, validation)
                for spec, path in specs.values()]  # fmt: skip
     for result in results:  # promotions only once every model trained: a failed run moves no champion
         if result["promoted"]:
@@ -90,7 +98,7 @@ def _qini(predicted_benefit: np.ndarray, part: pd.DataFrame) -> float:
 
 
 def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: list[str], train: pd.DataFrame,
-           held_out: pd.DataFrame) -> dict:  # fmt: skip
+           held_out: pd.DataFrame, validation: date) -> dict:  # fmt: skip
     settings = ctx.config.impactability
     tags = {"phm.run_id": ctx.run_id, "phm.environment": ctx.config.environment, "phm.model": spec.name}
     with mlflow.start_run(run_name=f"{spec.name} {ctx.run_id}", tags=tags) as run:
@@ -127,6 +135,7 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
         )
         version = str(info.registered_model_version)
         move_alias(client, spec.registered_model, CANDIDATE, version)
+        tag_validation_date(client, spec.registered_model, version, validation)
         promoted, reason = _decide(client, spec, qini, held_out)
         mlflow.set_tag("phm.promotion_reason", reason)
         client.set_model_version_tag(spec.registered_model, version, "promotion_reason", reason)

@@ -23,10 +23,19 @@ from mlflow.models import infer_signature
 
 from phm.errors import UserError
 from phm.features.build import feature_columns
-from phm.features.index_dates import TRAIN, VALIDATION
+from phm.features.index_dates import TRAIN, VALIDATION, validation_date
 from phm.models import plots
 from phm.models.metrics import GROUPINGS, performance_by_group
-from phm.models.registry import CANDIDATE, CHAMPION, Decision, champion_auc, champion_of, decide
+from phm.models.registry import (
+    CANDIDATE,
+    CHAMPION,
+    Decision,
+    champion_auc,
+    champion_of,
+    champions_kept,
+    decide,
+    tag_validation_date,
+)
 from phm.models.specs import ModelSpec, load_model_specs
 from phm.models.training import fit, importance, predict
 from phm.runtime.jobs import JobContext, JobSpec
@@ -75,6 +84,10 @@ def run(ctx: JobContext) -> None:
         return
     version = catalog.version(FEATURES.name)
     table = catalog.read(FEATURES.name, version=version)
+    models = [spec.registered_model for spec, _ in specs.values()]
+    if champions_kept(ctx, client, models, validation_date(table), "risk.retrain_every_months",
+                      config.risk.retrain_every_months):  # fmt: skip
+        return
     available = feature_columns(table.columns)
     # Every feature (a champion measured on the same rows may use some no spec now names), the label and what the
     # measures group by; each split collected by itself, as a mask over both would copy them (1m people: 1.86m rows).
@@ -165,6 +178,7 @@ def _train(
         )
         version = str(info.registered_model_version)
         move_alias(client, spec.registered_model, CANDIDATE, version)
+        tag_validation_date(client, spec.registered_model, version, validation["index_date"].iloc[0])
         champion = champion_of(client, spec.registered_model)
         measured = None
         if champion is not None:

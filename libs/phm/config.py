@@ -204,6 +204,14 @@ class RiskTiers(StrictModel):
         return self
 
 
+# Models are retrained on a cadence, not at every monthly refresh (phm.models.registry.retraining_due).
+RETRAIN_EVERY_MONTHS = 3
+RETRAIN_DESCRIPTION = (
+    "When only the data changed, keep the champions until the validation index date is this many months past "
+    "the one they were measured at (0: retrain whenever the data change). A changed configuration always retrains."
+)
+
+
 class RiskConfig(StrictModel):
     """`phm run features`, `train_risk`, `score`: index dates, feature windows, model specs, tiers.
 
@@ -218,6 +226,7 @@ class RiskConfig(StrictModel):
     lookback_months: list[Annotated[int, Field(ge=1, le=120)]] = Field(default_factory=lambda: [3, 12, 24])
     training_index_dates: int = Field(1, ge=1, le=10)
     min_history_months: int = Field(12, ge=1, le=120)
+    retrain_every_months: int = Field(RETRAIN_EVERY_MONTHS, ge=0, le=120, description=RETRAIN_DESCRIPTION)
     tiers: RiskTiers = RiskTiers()
     seed: int = 20261124
 
@@ -249,6 +258,7 @@ class ImpactabilityConfig(StrictModel):
     """
 
     models: str = Field("models/impactability", description="Uplift model specs, one YAML per model.")
+    retrain_every_months: int = Field(RETRAIN_EVERY_MONTHS, ge=0, le=120, description=RETRAIN_DESCRIPTION)
     programme_source: str = "programme"
     eligible: str = Field("age >= 65 OR long_term_conditions >= 2", description="Who the programme was for.")
     exclusions: dict[str, str] = Field(

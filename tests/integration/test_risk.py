@@ -20,7 +20,8 @@ from phm import cli
 from phm.config import load_config, load_definitions
 from phm.features.build import build_features
 from phm.features.index_dates import plan_index_dates
-from phm.models.registry import CANDIDATE, CHAMPION
+from phm.impactability.uplift import load_uplift_specs
+from phm.models.registry import CANDIDATE, CHAMPION, VALIDATION_DATE_TAG
 from phm.models.specs import load_model_specs
 from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
@@ -40,6 +41,7 @@ from phm.tables import (
 )
 
 from ..conftest import TEST_CONFIG, test_overrides
+from .conftest import copy_of_sample
 
 pytestmark = pytest.mark.slow
 KEYS = ["person_id", "index_date"]
@@ -252,3 +254,30 @@ def test_train_gate_and_score_against_a_tracking_server(sample, tracking_server,
     assert {r.model_version for r in catalog.read(RISK_SCORES.name).select("model_version").distinct().collect()} == {
         "1"
     }
+
+
+def test_champions_are_kept_while_only_the_data_moved_on_and_retrained_when_due(refreshed, spark, tmp_path_factory):
+    copy = copy_of_sample(refreshed, spark, tmp_path_factory.mktemp("retraining"))
+    config, catalog = copy.config, copy.catalog
+    risk = [spec.registered_model for spec in _specs(config)]
+    uplift_specs = load_uplift_specs(config.resolve(config.impactability.models))
+    uplift = [spec.registered_model for spec, _ in uplift_specs.values()]
+    client = _client(config)
+
+    def versions(models: list[str]) -> dict[str, int]:
+        return {m: len(client.search_model_versions(f"name = '{m}'")) for m in models}
+
+    for job in ("train_risk", "train_impactability"):  # the copy's own tracking store: version 1 of each spec
+        assert cli.main(["run", job, *copy.arguments]) == 0
+    validation = catalog.read(FEATURES.name).where(F.col("split") == "validation").first().index_date
+    for model in risk + uplift:
+        assert client.get_model_version(model, "1").tags[VALIDATION_DATE_TAG] == str(validation)
+    # The data move on (gold.features rewritten: a new version), the configuration does not: the champions,
+    # measured 0 months before the validation date, are kept (risk.retrain_every_months: 3).
+    catalog.overwrite(FEATURES.name, catalog.read(FEATURES.name).drop("_run_id"))
+    for job in ("train_risk", "train_impactability"):
+        assert cli.main(["run", job, *copy.arguments]) == 0
+    assert versions(risk + uplift) == dict.fromkeys(risk + uplift, 1)
+    # Retraining asked for (a changed configuration always trains): a new version of each risk spec.
+    assert cli.main(["run", "train_risk", *copy.arguments, "--set", "risk.retrain_every_months=0"]) == 0
+    assert versions(risk) == dict.fromkeys(risk, 2)

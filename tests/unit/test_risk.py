@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,7 @@ from phm.features.build import build_features
 from phm.features.index_dates import IndexPlan, months_between, plan_index_dates
 from phm.models.metrics import calibration_in_the_large, performance, performance_by_group
 from phm.models.oracle import oracle_measures, true_person_of, true_probability
-from phm.models.registry import decide
+from phm.models.registry import VALIDATION_DATE_TAG, decide, retraining_due
 from phm.models.scoring import with_tiers
 from phm.models.specs import Gate, ModelSpec, load_model_specs
 from phm.person.conditions import condition_codes
@@ -220,6 +221,36 @@ def test_gate_and_champion_decide_promotion_with_a_reason(auc, slope, champion, 
 
 
 # -- model specs -----------------------------------------------------------------------------------------------
+class _Registry:
+    """What retraining_due asks of an MLflow client: each registered model's champion (or MlflowException)."""
+
+    def __init__(self, champions: dict):
+        self.champions = champions
+
+    def get_model_version_by_alias(self, name, alias):
+        from mlflow.exceptions import MlflowException
+
+        if name not in self.champions:
+            raise MlflowException(f"no {alias} for {name}")
+        version, measured = self.champions[name]
+        return SimpleNamespace(version=version, tags={VALIDATION_DATE_TAG: measured} if measured else {})
+
+
+@pytest.mark.parametrize(
+    ("champions", "every", "due"),
+    [
+        ({"a": ("1", "2025-04-01"), "b": ("3", "2025-02-01")}, 3, None),  # 0 and 2 months old
+        ({"a": ("1", "2025-04-01"), "b": ("3", "2025-01-01")}, 3, "b's champion v3 was measured at 2025-01-01, 3 "),
+        ({"a": ("1", "2025-04-01"), "b": ("3", "2025-04-01")}, 0, "retrain_every_months is 0"),
+        ({"a": ("1", "2025-04-01")}, 3, "b has no champion"),
+        ({"a": ("1", "2025-04-01"), "b": ("3", None)}, 3, "b's champion v3 records no validation date"),
+    ],
+)
+def test_champions_are_retrained_when_the_oldest_is_due(champions, every, due):
+    reason = retraining_due(_Registry(champions), ["a", "b"], date(2025, 4, 1), every)
+    assert reason == due if due is None else reason.startswith(due)
+
+
 def test_spec_feature_patterns_keep_table_order_and_name_what_matches_nothing():
     spec = ModelSpec(name="m", description="d", algorithm="lightgbm", features=["cost_*", "age", "condition_*"],
                      exclude=["condition_asthma"])  # fmt: skip

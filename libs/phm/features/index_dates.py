@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from dateutil.relativedelta import relativedelta
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from phm.config import RiskConfig
 from phm.errors import UserError
@@ -37,6 +39,11 @@ class IndexPlan:
     def dates(self) -> list[tuple[date, str]]:
         """(index date, split), earliest first."""
         return [(d, TRAIN) for d in sorted(self.training)] + [(self.validation, VALIDATION), (self.scoring, SCORE)]
+
+
+def validation_date(features: DataFrame) -> date:
+    """The validation index date of a gold.features frame."""
+    return features.where(F.col("split") == VALIDATION).agg(F.max("index_date")).first()[0]
 
 
 def months_between(start: date, end: date) -> int:

@@ -5,19 +5,33 @@ if it passes the spec's gate (AUC, calibration slope) and beats the current
 champion's AUC, measured on the same validation rows, by at least
 min_improvement. The reason is recorded either way (run tag and model
 version tag), so a data scientist can see why a model was or was not promoted.
+
+Retraining follows a cadence, as a scheduled platform retrains: a version is
+tagged with the validation index date it was measured at, and a refresh whose
+configuration is unchanged but whose data moved on keeps the champions until
+the validation date is `retrain_every_months` past the oldest champion's
+(`retraining_due`); a changed configuration or model spec, or a missing
+champion, always trains.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from datetime import date
 
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from phm.features.index_dates import months_between
 from phm.models.specs import Gate
 
+log = logging.getLogger(__name__)
+
 CANDIDATE, CHAMPION = "candidate", "champion"
+# Model version tag: the validation index date of the data the version was trained and measured on.
+VALIDATION_DATE_TAG = "validation_index_date"
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,49 @@ def champion_of(client: MlflowClient, registered_model: str):
         return client.get_model_version_by_alias(registered_model, CHAMPION)
     except MlflowException:
         return None
+
+
+def tag_validation_date(client: MlflowClient, registered_model: str, version: str, validation: date) -> None:
+    client.set_model_version_tag(registered_model, version, VALIDATION_DATE_TAG, str(validation)[:10])
+
+
+def champions_kept(
+    ctx, client: MlflowClient, registered_models: list[str], validation: date, setting: str, every_months: int
+) -> bool:
+    """True (logged, no rows out) when a job whose inputs changed may keep its champions: its configuration is the
+    one it last succeeded with and no champion is due for retraining (`retraining_due`, every `setting`
+    months); else False, having logged why it trains."""
+    if not ctx.config_unchanged_since_last_success():
+        return False
+    due = retraining_due(client, registered_models, validation, every_months)
+    if due is not None:
+        log.info("%s: retraining: %s (%s %d)", ctx.job, due, setting, every_months)
+        return False
+    log.info("%s: only the data moved on (validation date %s): every champion was measured fewer than %d month(s) "
+             "before it, so they are kept, not retrained (%s)", ctx.job, validation, every_months, setting)  # fmt: skip
+    ctx.rows_out = 0
+    return True
+
+
+def retraining_due(
+    client: MlflowClient, registered_models: list[str], validation: date, every_months: int
+) -> str | None:
+    """Why the champions of `registered_models` must be retrained on data whose validation index date is
+    `validation`, or None when each was measured fewer than `every_months` months before it (0: always due)."""
+    if every_months == 0:
+        return "retrain_every_months is 0"
+    for model in sorted(registered_models):
+        champion = champion_of(client, model)
+        if champion is None:
+            return f"{model} has no champion"
+        measured = (champion.tags or {}).get(VALIDATION_DATE_TAG)
+        if measured is None:
+            return f"{model}'s champion v{champion.version} records no validation date"
+        age = months_between(date.fromisoformat(measured), validation)
+        if age >= every_months:
+            return (f"{model}'s champion v{champion.version} was measured at {measured}, {age} month(s) before "
+                    f"{validation}")  # fmt: skip
+    return None
 
 
 def champions_of(client: MlflowClient, registered: dict[str, str]) -> dict:

@@ -92,6 +92,11 @@ class JobContext:
         read = last.input_versions or {}
         return all(self.catalog.data_unchanged(name, read.get(name)) for name in inputs)
 
+    def config_unchanged_since_last_success(self) -> bool:
+        """True if this job last succeeded with the same configuration and definition files (its ledger digest)."""
+        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(self.job)
+        return last is not None and last.config_digest == self.config.digest()
+
 
 @dataclass(frozen=True)
 class Job:
