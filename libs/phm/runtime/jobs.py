@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 
@@ -82,7 +83,7 @@ class JobContext:
         would write the same. The inputs are recorded as read either way, so the next run can tell too."""
         if not all(self.catalog.exists(name) for name in outputs):
             return False
-        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(self.job)
+        last = self.last_success
         current = {name: self.catalog.version(name) for name in inputs}
         for name in inputs:
             if current[name] is not None:
@@ -94,8 +95,12 @@ class JobContext:
 
     def config_unchanged_since_last_success(self) -> bool:
         """True if this job last succeeded with the same configuration and definition files (its ledger digest)."""
-        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(self.job)
-        return last is not None and last.config_digest == self.config.digest()
+        return self.last_success is not None and self.last_success.config_digest == self.config.digest()
+
+    @cached_property
+    def last_success(self):
+        """The ledger's row of this job's last successful run (read once a run), or None."""
+        return Ledger(self.spark, self.catalog.warehouse).last_succeeded(self.job)
 
 
 @dataclass(frozen=True)
