@@ -25,7 +25,7 @@ from phm.ingest import pseudonymise
 from phm.ingest.contracts import SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, check_period_name, plan_loads, scan_landing, schema_drift
 from phm.ingest.outputs import file_accounting, to_quarantine, to_silver, to_vault
-from phm.ingest.reader import landed_rows
+from phm.ingest.reader import landed_rows, with_fields
 from phm.ingest.rules import MALFORMED_RULE, compile_rules, evaluate, failure_counts
 from phm.ingest.standardise import standardise
 from phm.runtime.concurrency import run_in_dependency_order
@@ -192,7 +192,9 @@ def _check(ctx, contracts, plan, bronze, validator, staging: Path):
         def run():
             started = time.monotonic()
             rules = compile_rules(contract, _value_sets(contract, contracts, evaluated, ctx.catalog))
-            flagged = stage(ctx.spark, evaluate(standardise(bronze, contract), rules), staging / contract.source)
+            headers = {f.file: f.columns for f in plan.files if f.source == contract.source}
+            standardised = standardise(bronze, contract, headers)
+            flagged = stage(ctx.spark, evaluate(standardised, rules), staging / contract.source)
             checked = time.monotonic()
             counts = _failing_rows(flagged, rules)
             _agree_with_gx(contract, counts, rules, validator.validate(contract.source, flagged, rules))
@@ -270,7 +272,8 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id
 
     workers = ctx.config.spark.concurrent_jobs
     tasks = {s: to_tables(s, f) for s, f in evaluated.items()}
-    tasks[LANDED_ROWS.name] = lambda: catalog.overwrite(LANDED_ROWS.name, bronze, replace_where=where)
+    tasks[LANDED_ROWS.name] = lambda: catalog.overwrite(LANDED_ROWS.name, with_fields(bronze, plan.files),
+                                                        replace_where=where)  # fmt: skip
     written = run_in_dependency_order(tasks, workers=workers)
     parts = [written[source] for source in evaluated]
     identities = [vault for vault, _, _ in parts if vault is not None]

@@ -15,7 +15,7 @@ from phm.ingest import pseudonymise
 from phm.ingest.contracts import RuleSpec, SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, plan_loads, schema_drift
 from phm.ingest.outputs import age_band
-from phm.ingest.reader import landed_rows
+from phm.ingest.reader import field_of, landed_rows, with_fields
 from phm.ingest.rules import compile_rule, evaluate
 from phm.ingest.standardise import clean_text, standardise
 from phm.ingest.validation import Validator
@@ -40,7 +40,8 @@ def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\n".join([b"id,name,when", *[line for line, _, _ in LINES]]) + b"\n")
     landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.csv", "sum", 1, ("id", "name", "when"))
-    got = {r.line_number: r for r in landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64).collect()}
+    rows = with_fields(landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64), [landed])
+    got = {r.line_number: r for r in rows.collect()}
     expected_numbers = [n for n, (line, _, _) in enumerate(LINES, start=2) if line.strip()]
     assert sorted(got) == expected_numbers
     for number in expected_numbers:
@@ -141,14 +142,28 @@ def _contract(rules: list[dict], **extra) -> SourceContract:
     )
 
 
-def _bronze(spark, rows):
-    data = [("demo", "2026-01", "demo/2026-01/a.csv", i + 2, "c", fields, raw, err)
-            for i, (fields, raw, err) in enumerate(rows)]  # fmt: skip
+def _bronze(spark, rows, header):
+    """landed_rows' form of rows given as {column: value} (None: a malformed line) of one file with `header`."""
+    data = [("demo", "2026-01", "demo/2026-01/a.csv", i + 2, "c", [fields.get(c) for c in header] if fields else None,
+             raw, err) for i, (fields, raw, err) in enumerate(rows)]  # fmt: skip
     return spark.createDataFrame(
         data,
         "source string, period string, file string, line_number long, checksum string, "
-        "fields map<string,string>, raw_line string, parse_error string",
+        "values array<string>, raw_line string, parse_error string",
     )
+
+
+def test_a_field_is_found_by_each_files_own_header(spark):
+    rows = [("a.csv", ["1", "x"]), ("b.csv", ["y", "2"]), ("c.csv", ["3"]), ("a.csv", None)]
+    frame = spark.createDataFrame(rows, "file string, `values` array<string>")
+    one = {"a.csv": ("id", "name"), "c.csv": ("id",)}
+    two = {**one, "b.csv": ("name", "id")}
+    got = frame.select("file", field_of("id", two).alias("id"), field_of("name", two).alias("name")).collect()
+    assert [tuple(r) for r in got] == [
+        ("a.csv", "1", "x"), ("b.csv", "2", "y"), ("c.csv", "3", None), ("a.csv", None, None)
+    ]  # fmt: skip
+    same = frame.where("file = 'a.csv'").select(field_of("name", {"a.csv": ("id", "name")}).alias("name")).collect()
+    assert [r.name for r in same] == ["x", None]
 
 
 def test_every_check_and_action_on_inline_rows(spark):
@@ -183,7 +198,8 @@ def test_every_check_and_action_on_inline_rows(spark):
         ({**good, "ID": None}, None, None),  # 12: no id -> quarantine (unique ignores nulls)
     ]
     compiled = [compile_rule(RuleSpec.model_validate(r)) for r in rules]
-    out = evaluate(standardise(_bronze(spark, rows), contract), compiled)
+    header = ("ID", "NHS", "DOB", "Seen", "Code", "Cost")
+    out = evaluate(standardise(_bronze(spark, rows, header), contract, {"demo/2026-01/a.csv": header}), compiled)
     got = {r.line_number: (r._outcome, sorted(r._failed), sorted(r._warnings))
            for r in out.select("line_number", "_outcome", "_failed", "_warnings").collect()}  # fmt: skip
     assert got == {

@@ -14,6 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.ingest.contracts import STATIC_PERIOD, ColumnSpec, SourceContract
+from phm.ingest.reader import field_of
 
 ISO_DATE = "yyyy-MM-dd"
 META_COLUMNS = ("source", "period", "file", "line_number", "checksum", "parse_error", "raw_line")
@@ -59,12 +60,13 @@ def typed(column: Column, spec: ColumnSpec, date_format: str | None) -> Column:
     return text
 
 
-def standardise(bronze: DataFrame, contract: SourceContract) -> DataFrame:
-    """One source's bronze rows -> metadata, `_period_start/_end`, canonical columns and raw text of typed ones."""
+def standardise(bronze: DataFrame, contract: SourceContract, headers: dict[str, tuple[str, ...]]) -> DataFrame:
+    """One source's bronze rows (phm.ingest.reader.landed_rows' form; `headers`: file -> its columns, for the
+    source's files) -> metadata, `_period_start/_end`, canonical columns and raw text of typed ones."""
     date_format = contract.date_format if contract.format == "csv" else ISO_DATE
     columns: list[Column] = [F.col(c) for c in META_COLUMNS]
     for name, spec in contract.columns.items():
-        raw = F.col("fields")[spec.source_column]
+        raw = field_of(spec.source_column, headers)
         columns.append(typed(raw, spec, date_format).alias(name))
         if spec.type != "string":
             columns.append(F.when(F.trim(raw) != "", F.trim(raw)).alias(raw_column(name)))
