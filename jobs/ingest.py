@@ -88,7 +88,7 @@ def run(ctx: JobContext) -> None:
         formats = {c.source: c.format for c in contracts.values()}
         bronze = stage(spark, landed_rows(spark, plan.files, formats, 2 * spark.sparkContext.defaultParallelism,
                                          config.ingest.max_field_chars),
-                        staging / "bronze", partition_by=("source",))  # fmt: skip
+                        staging / "bronze", partition_by=("source",), open_files=len(contracts))  # fmt: skip
         log.info("ingest: read %d files in %.1fs", len(plan.files), time.monotonic() - started)
 
         validator = _validator(config, ctx.run_id)
