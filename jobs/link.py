@@ -41,7 +41,6 @@ from phm.linkage.person_index import person_index
 from phm.linkage.profiles import linkage_records, profiles, updated_profiles
 from phm.linkage.quality import quality
 from phm.runtime.jobs import JobContext, JobSpec
-from phm.runtime.ledger import Ledger
 from phm.runtime.script import main_for
 from phm.runtime.staging import splink_tables_removed, stage
 from phm.runtime.tracking import tracked_run
@@ -321,7 +320,7 @@ def _changed_records(ctx: JobContext, since: int | None, staging: Path) -> tuple
 
 def _last_read(ctx: JobContext) -> dict[str, int]:
     """The table versions the last successful link run read (none before the first)."""
-    last = Ledger(ctx.spark, ctx.catalog.warehouse).last_succeeded(SPEC.name)
+    last = ctx.last_success
     return dict(last.input_versions or {}) if last is not None else {}
 
 

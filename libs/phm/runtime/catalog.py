@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from phm.errors import MissingTableError, SchemaMismatchError
+from phm.runtime.spark import session_settings
 from phm.tables import RUN_ID_COLUMN, TableSpec, all_specs, get_spec
 
 log = logging.getLogger(__name__)
@@ -247,7 +247,7 @@ class Catalog:
             "spark.databricks.delta.optimize.minFileSize": str(small_file_bytes),
             "spark.databricks.delta.optimize.maxFileSize": str(target_file_bytes),
         }
-        with self._commit_metadata(), _session_settings(self.spark, settings):
+        with self._commit_metadata(), session_settings(self.spark, settings):
             self._delta(name).optimize().executeCompaction()
         after = self._latest_version(name)
         return (self._commit_info(name, after).get("operationMetrics") or {}) if after != before else {}
@@ -259,7 +259,7 @@ class Catalog:
         folders with (Spark's default for parallel listing, 10,000 tasks, took 25 s a table on 2 cores)."""
         statement = f"VACUUM delta.`{self.path(name)}` RETAIN {float(retention_hours)} HOURS"
         settings = {"spark.sql.sources.parallelPartitionDiscovery.parallelism": str(listing_parallelism)}
-        with _session_settings(self.spark, settings):
+        with session_settings(self.spark, settings):
             listed = self.spark.sql(f"{statement} DRY RUN").collect()
             deletable = sum(1 for row in listed if row.path.endswith((".parquet", ".bin")))
             if deletable:
@@ -429,7 +429,7 @@ class Catalog:
 
     def _commit_metadata(self) -> AbstractContextManager[None]:
         """Stamp Delta commits made inside the block (merges, maintenance: no writer option) with the run id."""
-        return _session_settings(self.spark, {COMMIT_METADATA_CONF: self.run_id} if self.run_id else {})
+        return session_settings(self.spark, {COMMIT_METADATA_CONF: self.run_id} if self.run_id else {})
 
     def _delete_path(self, path: str) -> None:
         jvm = self.spark.sparkContext._jvm
@@ -455,22 +455,6 @@ def _committed_at(commit: dict) -> datetime | None:
     """A commit's time (UTC, naive) from its commit info."""
     stamp = commit.get("inCommitTimestamp") or commit.get("timestamp")
     return datetime.fromtimestamp(stamp / 1000, UTC).replace(tzinfo=None) if stamp else None
-
-
-@contextmanager
-def _session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
-    """Set Spark session settings inside the block, putting back what each was before (or unsetting it)."""
-    previous = {key: spark.conf.get(key, None) for key in settings}
-    for key, value in settings.items():
-        spark.conf.set(key, value)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                spark.conf.unset(key)
-            else:
-                spark.conf.set(key, value)
 
 
 def _ignoring_nulls(data_type: T.DataType) -> T.DataType:

@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 
+from phm.runtime.spark import session_settings
+
 
 def stage(
     spark: SparkSession, df: DataFrame, path: Path, partition_by: tuple[str, ...] = (), open_files: int = 0
@@ -22,25 +24,10 @@ def stage(
     beyond it Spark sorts the rest). For tasks whose rows fall in few partitions: ingest's landed rows by source
     sorted 35m rows and spilled 16 GB at 1m people (docs/ingest.md). The setting is the session's while the
     write runs: call it when no other partitioned write is running."""
-    with _open_files(spark, open_files):
+    writers = {"spark.sql.maxConcurrentOutputFileWriters": str(open_files)} if open_files else {}
+    with session_settings(spark, writers):
         df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(path))
     return spark.read.parquet(str(path))
-
-
-@contextmanager
-def _open_files(spark: SparkSession, files: int) -> Iterator[None]:
-    """The session's spark.sql.maxConcurrentOutputFileWriters set to `files` in the block (0: left alone)."""
-    setting = "spark.sql.maxConcurrentOutputFileWriters"
-    before = spark.conf.get(setting, None)
-    if files:
-        spark.conf.set(setting, str(files))
-    try:
-        yield
-    finally:
-        if files and before is None:
-            spark.conf.unset(setting)
-        elif files:
-            spark.conf.set(setting, before)
 
 
 @contextmanager
