@@ -289,6 +289,7 @@ PERSON_LINK = TableSpec(
     keys=("source", "record_id"),
     partition_by=("source",),
     deletion_vectors=True,  # a refresh relinks the records of a few profiles in place
+    change_feed=True,  # the person model follows the records relinked, added and removed since it last read
     schema=T.StructType(
         [
             T.StructField("source", T.StringType(), False),
@@ -414,6 +415,7 @@ EVENTS = TableSpec(
     ),
     keys=("source", "record_id"),
     partition_by=("service",),
+    deletion_vectors=True,  # a refresh replaces, removes and relinks the events of the records that changed
     schema=T.StructType(
         [
             T.StructField("person_id", T.StringType(), False),

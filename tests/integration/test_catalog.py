@@ -39,6 +39,9 @@ SWATCHES = register(
     )
 )
 
+# The same, with Delta's change data feed: an update is its old row deleted and its new one inserted.
+KNOBS = register(replace(SWATCHES, name="silver.test_knobs", change_feed=True))
+
 
 @pytest.fixture
 def catalog(spark, tmp_path):
@@ -202,9 +205,12 @@ def test_changes_since_a_version_are_the_rows_inserted_and_deleted_or_none_witho
     def rows(df):
         return sorted((r.widget_id, r.colour, r._change_type) for r in df.collect())
 
+    # over two commits, netted: widget 1 was rewritten as it was (by the same run), so it did not change
     assert rows(catalog.changes(DIALS.name, 0)) == [
-        (1, "red", "delete"), (1, "red", "insert"), (2, "blue", "delete"), (2, "navy", "insert"),
-        (3, "green", "insert")]  # fmt: skip
+        (2, "blue", "delete"),
+        (2, "navy", "insert"),
+        (3, "green", "insert"),
+    ]
     assert rows(catalog.changes(DIALS.name, 1)) == [
         (1, "red", "delete"), (1, "red", "insert"), (2, "blue", "delete"), (2, "navy", "insert")]  # fmt: skip
     assert rows(catalog.changes(DIALS.name, 2)) == []  # nothing since
@@ -225,6 +231,47 @@ def test_changes_over_versions_written_before_the_feed_was_on_are_none(spark, tm
     assert earlier.append(DIALS.name, widgets(spark, [(2, "green")])) == 3  # the feed turned on (v2), then rows
     assert earlier.changes(DIALS.name, 0) is None  # v1 has no change data
     assert [(r.widget_id, r._change_type) for r in earlier.changes(DIALS.name, 1).collect()] == [(2, "insert")]
+
+
+def test_changes_over_commits_are_netted_and_an_update_is_a_delete_and_an_insert(spark, catalog):
+    def swatches(rows):
+        return spark.createDataFrame(rows, KNOBS.schema)
+
+    def rows(df):
+        return sorted((r.widget_id, r.colour, r.shade, r._change_type) for r in df.collect())
+
+    catalog.overwrite(KNOBS.name, swatches([(1, "red", "dark"), (2, "blue", "dark"), (3, "green", "dark")]))  # v0
+    catalog.update_matching(KNOBS.name, spark.createDataFrame([("red", "pale")], "colour string, shade string"),
+                            on="colour")  # v1  # fmt: skip
+    assert rows(catalog.changes(KNOBS.name, 0)) == [(1, "red", "dark", "delete"), (1, "red", "pale", "insert")]
+    catalog.append(KNOBS.name, swatches([(4, "grey", "dark")]))  # v2: added...
+    catalog.delete_matching(KNOBS.name, swatches([(4, None, None), (3, None, None)]))  # v3: ...and removed again
+    catalog.update_matching(KNOBS.name, spark.createDataFrame([("red", "dark")], "colour string, shade string"),
+                            on="colour")  # v4: widget 1 back as it was at v0  # fmt: skip
+    assert rows(catalog.changes(KNOBS.name, 0)) == [(3, "green", "dark", "delete")]
+    assert rows(catalog.changes(KNOBS.name, 1)) == [
+        (1, "red", "dark", "insert"), (1, "red", "pale", "delete"), (3, "green", "dark", "delete")]  # fmt: skip
+
+
+def test_changes_applied_in_one_commit_upserts_first_then_deletes_then_updates_where_they_differ(spark, tmp_path):
+    warehouse = str(tmp_path / "warehouse")
+    first, second = (Catalog(spark, warehouse, run_id=run) for run in ("run-1", "run-2"))
+    rows = [(1, "red", "dark"), (2, "red", "light"), (3, "blue", "dark"), (4, "green", "dark"), (5, "grey", "dark")]
+    first.overwrite(SWATCHES.name, spark.createDataFrame(rows, SWATCHES.schema).repartition(1))
+    upserts = spark.createDataFrame([(2, "red", "pale"), (6, "white", "pale")], SWATCHES.schema)
+    deleted = spark.createDataFrame([(2,), (3,), (3,), (9,)], "widget_id long")  # 2 is upserted: it stays
+    updated = spark.createDataFrame(
+        [(1, "red"), (3, "black"), (4, "teal"), (6, "black"), (8, "absent")], "widget_id long, colour string"
+    )  # 1 is as it was (no change), 3 is deleted, 6 upserted, 8 not in the table
+    assert second.apply_changes(SWATCHES.name, upserts, deleted, updated) == 1
+    table = second.read(SWATCHES.name)
+    assert sorted((r.widget_id, r.colour, r.shade, r[RUN_ID_COLUMN]) for r in table.collect()) == [
+        (1, "red", "dark", "run-1"), (2, "red", "pale", "run-2"), (4, "teal", "dark", "run-2"),
+        (5, "grey", "dark", "run-1"), (6, "white", "pale", "run-2")]  # fmt: skip
+    metrics = second.last_data_operation(SWATCHES.name)["operationMetrics"]
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"], metrics["numTargetRowsDeleted"]) == (
+        "1", "2", "1")  # fmt: skip
+    assert int(metrics["numTargetRowsCopied"]) == 0  # in place: deletion vectors, no file rewritten
 
 
 def test_rows_updated_where_a_column_matches_and_deleted_by_key_in_place(spark, tmp_path):

@@ -4,14 +4,30 @@ FACTS.md (directions that hold even on 2,000 people)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
+from phm import cli
 from phm.ingest.contracts import load_contracts
 from phm.person.events import BUILDERS
-from phm.tables import CONDITION_ASCERTAINMENT, CONDITIONS, EVENTS, OBSERVATIONS, PERSON, PERSON_LINK, SEGMENTS
+from phm.tables import (
+    CONDITION_ASCERTAINMENT,
+    CONDITIONS,
+    EVENTS,
+    OBSERVATIONS,
+    PERSON,
+    PERSON_LINK,
+    RUN_ID_COLUMN,
+    SEGMENTS,
+)  # fmt: skip
+
+from .conftest import copy_of_sample
 
 pytestmark = pytest.mark.slow
+ONE_DAY = timedelta(days=1)
 
 
 def test_every_activity_row_is_on_the_timeline_once_with_its_person(sample):
@@ -93,3 +109,59 @@ def test_scores_and_segments_look_like_the_facts(sample):
     shares = {r.segment: r["count"] for r in segments.groupBy("segment").count().collect()}
     assert shares["healthy"] + shares.get("acute_illness", 0) > shares["long_term_conditions"] > 0
     assert shares.get("end_of_life", 0) < shares["long_term_conditions"]
+
+
+def test_a_refresh_changes_the_timeline_in_place_as_building_it_whole_would(refreshed, spark, tmp_path_factory):
+    copy = copy_of_sample(refreshed, spark, tmp_path_factory.mktemp("person_model_in_place"))
+    catalog = copy.catalog
+    assert cli.main(["run", "build_person_model", *copy.arguments]) == 0  # the copy's configuration: built whole
+    spells = load_contracts(copy.config.resolve(copy.config.ingest.sources))["inpatient"].silver_table
+    silver = catalog.read(spells).drop(RUN_ID_COLUMN)
+    period = silver.agg(F.max("period")).first()[0]
+    month = silver.where(F.col("period") == period).orderBy("spell_id").collect()
+    dropped, moved, template = month[0].spell_id, month[1].spell_id, month[2]
+    links = catalog.read(PERSON_LINK.name).drop(RUN_ID_COLUMN)
+    # A month of spells re-delivered: one left out, one admitted a day earlier, one added (and linked).
+    redelivered = (
+        silver.where((F.col("period") == period) & (F.col("spell_id") != dropped))
+        .withColumn("admission_date", F.when(F.col("spell_id") == moved, F.date_sub("admission_date", 1))
+                    .otherwise(F.col("admission_date")))
+        .unionByName(spark.createDataFrame([template], silver.schema).withColumn("spell_id", F.lit("TEST-NEW")))
+    )  # fmt: skip
+    catalog.overwrite(spells, redelivered, replace_where=f"period = '{period}'")
+    template_link = links.where((F.col("source") == "inpatient") & (F.col("record_id") == template.spell_id))
+    catalog.append(PERSON_LINK.name, template_link.withColumn("record_id", F.lit("TEST-NEW")))
+    # An earlier spell's profile linked to another person (as a merge does): all of its records move.
+    earlier = links.where((F.col("source") == "inpatient") & (F.col("period") < period)).orderBy("record_id").first()
+    other = links.where(F.col("person_id") != earlier.person_id).orderBy("person_id").first().person_id
+    relinked = spark.createDataFrame([(earlier.profile_id, other)], "profile_id string, person_id string")
+    catalog.update_matching(PERSON_LINK.name, relinked, on="profile_id")
+
+    assert cli.main(["run", "build_person_model", *copy.arguments]) == 0
+    assert catalog.last_data_operation(EVENTS.name)["operation"] == "MERGE"  # in place, not rewritten
+    events = catalog.read(EVENTS.name).drop(RUN_ID_COLUMN)
+    inpatient = {r.record_id: r for r in events.where(F.col("source") == "inpatient").collect()}
+    assert dropped not in inpatient and inpatient["TEST-NEW"].person_id == template_link.first().person_id
+    assert inpatient[moved].event_date == next(r.admission_date for r in month if r.spell_id == moved) - ONE_DAY
+    moved_records = catalog.read(PERSON_LINK.name).where(F.col("profile_id") == earlier.profile_id)
+    assert moved_records.count() >= 1
+    assert events.join(moved_records.select("source", "record_id"), ["source", "record_id"]).where(
+        F.col("person_id") != other).count() == 0  # fmt: skip
+    in_place = {name: catalog.read(name).drop(RUN_ID_COLUMN) for name in (EVENTS.name, CONDITIONS.name,
+                                                                          OBSERVATIONS.name)}  # fmt: skip
+    in_place = {name: frame.collect() for name, frame in in_place.items()}
+
+    # The same tables built whole (another configuration: nothing is reused).
+    whole = [*copy.arguments, "--set", "spark.console_progress=true"]
+    assert cli.main(["run", "build_person_model", *whole]) == 0
+    assert catalog.last_data_operation(EVENTS.name)["operation"] == "WRITE"
+    for name, rows in in_place.items():
+        assertDataFrameEqual(catalog.read(name).drop(RUN_ID_COLUMN), rows)
+
+    # A new row nobody linked: the run fails before it changes anything.
+    before = catalog.version(EVENTS.name)
+    catalog.append(
+        spells, spark.createDataFrame([template], silver.schema).withColumn("spell_id", F.lit("TEST-UNLINKED"))
+    )
+    assert cli.main(["run", "build_person_model", *whole]) == 2
+    assert catalog.version(EVENTS.name) == before

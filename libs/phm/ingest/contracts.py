@@ -214,6 +214,7 @@ def silver_spec(contract: SourceContract) -> TableSpec:
         partition_by=("period",),  # monthly loads replace whole partitions, never rewrite other months
         stats_columns=(contract.record_id, *([contract.event_date] if contract.event_date else [])),
         schema=T.StructType(fields),
+        change_feed=True,  # the person model reads only the rows a load added or replaced since it last read
     )
 
 

@@ -227,6 +227,10 @@ BUILDERS: dict[str, Builder] = {
 }
 # Sources that arrive with person_id already attached (their builder pairs records of one person).
 NEEDS_PERSON = {"social_care"}
+# Sources whose events are not each one row's own: a social care package pairs a start record with an end record
+# delivered months later, and an open package's cost runs to the reference date. A refresh that changes gold.events
+# in place rebuilds these whole (every other source's events follow their rows).
+REBUILT_WHOLE = ("social_care",)
 
 
 def build_events(

@@ -32,6 +32,9 @@ COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Commits that rewrite or delete files without changing a row: a table whose later commits are all of these holds
 # the same data (readers that compare versions to know whether to recompute ask `data_unchanged`).
 MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG"})
+# Catalog.changes' `_change_type` values, and the change data feed's own columns it drops.
+INSERT, DELETE = "insert", "delete"
+CHANGE_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
 
 
 @dataclass(frozen=True)
@@ -110,14 +113,17 @@ class Catalog:
 
     def changes(self, name: str, since_version: int) -> DataFrame | None:
         """The rows inserted and deleted after `since_version` up to the current version (Delta's change data
-        feed: the table's columns and `_change_type`), recorded as a run input at the current version; None
-        when Delta did not record changes for all of those versions (the feed was off for some of them)."""
+        feed: the table's columns and `_change_type`, "insert" or "delete"), recorded as a run input at the
+        current version; None when Delta did not record changes for all of those versions (the feed was off for
+        some of them). An updated row is its old row deleted and its new one inserted. Over several commits the
+        changes are netted: a row inserted and deleted again in between (a period delivered twice, a record
+        relinked twice) is in neither."""
         current = self.version(name)
         if current is None or not get_spec(name).change_feed:
             return None
         self.versions_read[name] = int(current)
         if current == since_version:
-            return self.read(name).limit(0).withColumn("_change_type", F.lit("insert"))
+            return self.read(name).limit(0).withColumn("_change_type", F.lit(INSERT))
         reader = self.spark.read.format("delta").option("readChangeFeed", "true")
         try:
             changed = reader.option("startingVersion", since_version + 1).option("endingVersion", current)
@@ -127,8 +133,24 @@ class Catalog:
             log.info("%s has no change data after version %d (%s); reading it whole", name, since_version,
                      str(missing).splitlines()[0][:300])  # fmt: skip
             return None
-        return changed.where(F.col("_change_type").isin("insert", "delete")).drop("_commit_version",
-                                                                                  "_commit_timestamp")  # fmt: skip
+        kind = F.col("_change_type")
+        changed = changed.select(
+            *[c for c in changed.columns if c not in CHANGE_FEED_COLUMNS],
+            F.when(kind.isin(INSERT, "update_postimage"), F.lit(INSERT)).otherwise(F.lit(DELETE)).alias("_change_type"),
+        )
+        data_commits = [
+            v for v in range(since_version + 1, current + 1)
+            if self._commit_info(name, v).get("operation") not in MAINTENANCE_OPERATIONS
+        ]  # fmt: skip
+        if len(data_commits) <= 1:  # one commit's change data holds no row twice
+            return changed
+        rows = [c for c in changed.columns if c != "_change_type"]
+        inserted, deleted = (changed.where(kind == k).select(*rows) for k in (INSERT, DELETE))
+        return (
+            inserted.exceptAll(deleted)
+            .withColumn("_change_type", F.lit(INSERT))
+            .unionByName(deleted.exceptAll(inserted).withColumn("_change_type", F.lit(DELETE)))
+        )
 
     # -- writes ---------------------------------------------------------------
     def overwrite(self, name: str, df: DataFrame, replace_where: str | None = None) -> int:
@@ -204,6 +226,41 @@ class Catalog:
         self._keep_properties(spec)
         builder = self._delta(name).alias("t").merge(keys.select(*spec.keys).distinct().alias("s"), condition)
         return self._merged(spec, builder.whenMatchedDelete())
+
+    def apply_changes(self, name: str, upserts: DataFrame, deleted: DataFrame, updated: DataFrame) -> int:
+        """Change the table in one commit (a merge on its keys), as a table derived row by row from others follows
+        their changes: each row of `upserts` (the table's columns) replaces the row with its keys or is added; the
+        rows whose keys are in `deleted` (key columns) are removed; the rows whose keys are in `updated` (key
+        columns and some others) take its other columns' values where they differ. A key in `upserts` is taken
+        from there only, then one in `deleted`; `updated` may hold keys the table does not (they change nothing).
+        Returns the new version."""
+        spec = get_spec(name)
+        keys = list(spec.keys)
+        rows = self._conform(spec, upserts)
+        taken = rows.select(*keys)
+        removed = deleted.select(*keys).distinct().join(taken, keys, "left_anti")
+        changed = updated.join(taken.unionByName(removed), keys, "left_anti")
+        columns = [c for c in changed.columns if c not in keys]
+        action = "_action"
+        source = (
+            rows.withColumn(action, F.lit("upsert"))
+            .unionByName(removed.withColumn(action, F.lit("delete")), allowMissingColumns=True)
+            .unionByName(changed.withColumn(action, F.lit("update")), allowMissingColumns=True)
+        )
+        condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+        every = {f"`{c}`": F.col(f"s.`{c}`") for c in rows.columns}
+        differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns) or "false"
+        self._keep_properties(spec)
+        builder = (
+            self._delta(name).alias("t").merge(source.alias("s"), condition)
+            .whenMatchedUpdate(condition=f"s.{action} = 'upsert'", set=every)
+            .whenMatchedDelete(condition=f"s.{action} = 'delete'")
+            .whenMatchedUpdate(condition=f"s.{action} = 'update' AND ({differs})",
+                               set={**{f"`{c}`": F.col(f"s.`{c}`") for c in columns},
+                                    RUN_ID_COLUMN: F.lit(self.run_id or "unknown")})
+            .whenNotMatchedInsert(condition=f"s.{action} = 'upsert'", values=every)
+        )  # fmt: skip
+        return self._merged(spec, builder)
 
     def _merged(self, spec: TableSpec, builder) -> int:
         """Run a merge on an existing table (its properties kept before the merge was built) with the run id
