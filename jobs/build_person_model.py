@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -36,6 +37,9 @@ LINKS = "_links"  # silver.person_link's changes, beside each source's
 # Past this share of gold.events changed, it is rewritten whole: a merge writes each changed row as a rewrite would
 # and reads the table besides (not measured at the boundary; a monthly refresh changes about 3% of it).
 WHOLE_PAST = 0.25
+# The merge's changed events are sent whole to every task when there are at most this many (about 300 bytes each):
+# the table is then scanned without a shuffle; a month re-delivered whole is joined the usual way.
+BROADCAST_ROWS = 250_000
 
 SPEC = JobSpec(
     name="build_person_model",
@@ -134,40 +138,52 @@ def _changes_since_last_build(ctx: JobContext, contracts: dict) -> dict[str, Dat
 def _changed_in_place(
     ctx, silver, record_ids, changes, definitions, reference_date, staging: Path
 ) -> dict[str, int] | None:
-    """gold.events changed in place by one merge: the events of the rows each silver table gained (replacing the
-    events of rows it lost under the same record id), without those of the rows it lost, the records whose person
-    changed relinked, and the sources rebuilt whole (REBUILT_WHOLE) rebuilt. Returns the rows per silver table, or
-    None (nothing written) when the rows changed are more than WHOLE_PAST of the events; a UserError if a new row,
-    or an old row whose link was removed, has no person_link row."""
+    """gold.events changed in place: the events of the rows each silver table gained, without those of the rows it
+    lost, the records whose link changed moved to their person, and the sources in REBUILT_WHOLE rebuilt. Two
+    commits, as link changes person_link: a merge of the few events that replace, leave or move (re-delivered
+    rows, social care, relinked records), then the events of new rows appended (no key to look up). Returns the
+    rows per silver table, or None (nothing written) when more than WHOLE_PAST of the events would change; a
+    UserError if a new row, or an old row whose link was removed, has no person_link row."""
     catalog, spark = ctx.catalog, ctx.spark
-    links = catalog.read(PERSON_LINK.name)
-    link_changes = changes[LINKS]
+    whole, keys = F.col("source").isin(*REBUILT_WHOLE), ["source", "record_id"]
+    link_changes = stage(spark, changes[LINKS], staging / "links")  # netted once, read four times
+    linked, unlinked_since = (_rows(link_changes, kind).select(*keys, "person_id") for kind in (INSERT, DELETE))
+    # Rows added since the last run were linked since (link runs after ingest): their person is among the links
+    # added since. The sources rebuilt whole need every record's.
+    people = catalog.read(PERSON_LINK.name).select(*keys, "person_id")
     added = {source: (frame if source in REBUILT_WHOLE else _rows(changes[source], INSERT))
              for source, frame in silver.items()}  # fmt: skip
+    links = people.where(whole).unionByName(linked.where(~whole))
     upserts = stage(spark, build_events(added, record_ids, links, definitions, reference_date), staging / "events")
-    changed, events = upserts.count(), catalog.read(EVENTS.name).count()
-    if changed > WHOLE_PAST * events:  # a key rotation rewrites every silver row
+    if upserts.where(F.col("person_id").isNull()).limit(1).count():  # linked before the last run: look them up
+        found = upserts.where(F.col("person_id").isNull()).drop("person_id").join(people, keys, "left")
+        upserts = stage(spark, upserts.where(F.col("person_id").isNotNull()).unionByName(found), staging / "looked_up")
+    relinked = stage(spark, linked.join(unlinked_since, keys, "left_semi"), staging / "relinked")  # not the added
+    changed, events = upserts.count() + relinked.count(), catalog.read(EVENTS.name).count()
+    if changed > WHOLE_PAST * events:  # a key rotation, a full relink
         log.info("build_person_model: %d of %d events changed; building gold.events whole", changed, events)
         return None
-    unlinked = upserts.where(F.col("person_id").isNull()).groupBy("source").count().collect()
-    lost = (
-        _rows(link_changes, DELETE)
-        .select("source", "record_id")
-        .join(_rows(link_changes, INSERT).select("source", "record_id"), ["source", "record_id"], "left_anti")
-    )
     removed = [_keys(_rows(changes[s], DELETE), s, record_ids[s]) for s in silver if s not in REBUILT_WHOLE]
-    rebuilt = catalog.read(EVENTS.name).where(F.col("source").isin(*REBUILT_WHOLE)).select("source", "record_id")
-    removed = _union([*removed, rebuilt])
-    unlinked += lost.join(removed, ["source", "record_id"], "left_anti").groupBy("source").count().collect()
-    if unlinked:
-        _unlinked_error([f"{r['source']} {r['count']}" for r in unlinked])
-    relinked = _rows(link_changes, INSERT).select("source", "record_id", "person_id")
-    catalog.apply_changes(EVENTS.name, upserts, removed, relinked)
-    metrics = catalog.last_data_operation(EVENTS.name).get("operationMetrics") or {}
+    removed = stage(
+        spark, _union([*removed, catalog.read(EVENTS.name).where(whole).select(*keys)]), staging / "removed"
+    )
+    lost = unlinked_since.select(*keys).join(linked, keys, "left_anti").join(removed, keys, "left_anti")
+    counts = Counter()
+    for frame in (upserts.where(F.col("person_id").isNull()), lost):
+        counts.update({r.source: r["count"] for r in frame.groupBy("source").count().collect()})
+    if counts:
+        _unlinked_error([f"{source} {count}" for source, count in sorted(counts.items())])
+    replacing = upserts.where(whole).unionByName(upserts.where(~whole).join(removed, keys, "left_semi"))
+    replacing = stage(spark, replacing, staging / "replacing")  # the merge reads its source several times
+    few = replacing.count() + relinked.count() <= BROADCAST_ROWS
+    catalog.apply_changes(EVENTS.name, replacing, removed, relinked, broadcast=few)
+    merged = catalog.last_data_operation(EVENTS.name).get("operationMetrics") or {}
+    catalog.append(EVENTS.name, upserts.where(~whole).join(removed, keys, "left_anti"))
+    appended = catalog.last_data_operation(EVENTS.name).get("operationMetrics") or {}
     log.info(
-        "build_person_model: gold.events changed in place: %s events added, %s replaced or relinked, %s removed",
-        metrics.get("numTargetRowsInserted", 0), metrics.get("numTargetRowsUpdated", 0),
-        metrics.get("numTargetRowsDeleted", 0),
+        "build_person_model: gold.events changed in place: %d events added, %s replaced or relinked, %s removed",
+        int(merged.get("numTargetRowsInserted", 0)) + int(appended.get("numOutputRows", 0)),
+        merged.get("numTargetRowsUpdated", 0), merged.get("numTargetRowsDeleted", 0),
     )  # fmt: skip
     return {source: frame.count() for source, frame in silver.items()}
 

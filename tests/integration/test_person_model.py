@@ -138,7 +138,7 @@ def test_a_refresh_changes_the_timeline_in_place_as_building_it_whole_would(refr
     catalog.update_matching(PERSON_LINK.name, relinked, on="profile_id")
 
     assert cli.main(["run", "build_person_model", *copy.arguments]) == 0
-    assert catalog.last_data_operation(EVENTS.name)["operation"] == "MERGE"  # in place, not rewritten
+    assert _writes(catalog, 2) == [("WRITE", "Append"), ("MERGE", None)]  # in place: merged, then appended
     events = catalog.read(EVENTS.name).drop(RUN_ID_COLUMN)
     inpatient = {r.record_id: r for r in events.where(F.col("source") == "inpatient").collect()}
     assert dropped not in inpatient and inpatient["TEST-NEW"].person_id == template_link.first().person_id
@@ -154,7 +154,7 @@ def test_a_refresh_changes_the_timeline_in_place_as_building_it_whole_would(refr
     # The same tables built whole (another configuration: nothing is reused).
     whole = [*copy.arguments, "--set", "spark.console_progress=true"]
     assert cli.main(["run", "build_person_model", *whole]) == 0
-    assert catalog.last_data_operation(EVENTS.name)["operation"] == "WRITE"
+    assert _writes(catalog, 1) == [("WRITE", "Overwrite")]
     for name, rows in in_place.items():
         assertDataFrameEqual(catalog.read(name).drop(RUN_ID_COLUMN), rows)
 
@@ -165,3 +165,8 @@ def test_a_refresh_changes_the_timeline_in_place_as_building_it_whole_would(refr
     )
     assert cli.main(["run", "build_person_model", *whole]) == 2
     assert catalog.version(EVENTS.name) == before
+
+
+def _writes(catalog, last: int) -> list[tuple[str, str | None]]:
+    """(operation, mode) of gold.events' last commits, latest first."""
+    return [(r.operation, r.operationParameters.get("mode")) for r in catalog.history(EVENTS.name, last).collect()]

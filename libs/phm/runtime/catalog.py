@@ -227,13 +227,16 @@ class Catalog:
         builder = self._delta(name).alias("t").merge(keys.select(*spec.keys).distinct().alias("s"), condition)
         return self._merged(spec, builder.whenMatchedDelete())
 
-    def apply_changes(self, name: str, upserts: DataFrame, deleted: DataFrame, updated: DataFrame) -> int:
+    def apply_changes(
+        self, name: str, upserts: DataFrame, deleted: DataFrame, updated: DataFrame, broadcast: bool = False
+    ) -> int:
         """Change the table in one commit (a merge on its keys), as a table derived row by row from others follows
         their changes: each row of `upserts` (the table's columns) replaces the row with its keys or is added; the
         rows whose keys are in `deleted` (key columns) are removed; the rows whose keys are in `updated` (key
         columns and some others) take its other columns' values where they differ. A key in `upserts` is taken
         from there only, then one in `deleted`; `updated` may hold keys the table does not (they change nothing).
-        Returns the new version."""
+        `broadcast`: the three are small (every task gets them whole, the table is not shuffled). Returns the new
+        version."""
         spec = get_spec(name)
         keys = list(spec.keys)
         rows = self._conform(spec, upserts)
@@ -252,7 +255,7 @@ class Catalog:
         differs = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in columns) or "false"
         self._keep_properties(spec)
         builder = (
-            self._delta(name).alias("t").merge(source.alias("s"), condition)
+            self._delta(name).alias("t").merge((F.broadcast(source) if broadcast else source).alias("s"), condition)
             .whenMatchedUpdate(condition=f"s.{action} = 'upsert'", set=every)
             .whenMatchedDelete(condition=f"s.{action} = 'delete'")
             .whenMatchedUpdate(condition=f"s.{action} = 'update' AND ({differs})",
