@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter
+from functools import reduce
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -33,7 +34,6 @@ from phm.runtime.staging import stage
 from phm.tables import CONDITIONS, EVENTS, OBSERVATIONS, PERSON, PERSON_LINK
 
 log = logging.getLogger("phm.jobs.build_person_model")
-LINKS = "_links"  # silver.person_link's changes, beside each source's
 # Past this share of gold.events changed, it is rewritten whole: a merge writes each changed row as a rewrite would
 # and reads the table besides (not measured at the boundary; a monthly refresh changes about 3% of it).
 WHOLE_PAST = 0.25
@@ -81,7 +81,7 @@ def run(ctx: JobContext) -> None:
     try:
         rows_in = None
         if changes is not None:
-            rows_in = _changed_in_place(ctx, silver, record_ids, changes, definitions, reference_date, staging)
+            rows_in = _changed_in_place(ctx, silver, record_ids, *changes, definitions, reference_date, staging)
         if rows_in is None:
             links = catalog.read(PERSON_LINK.name)
             rows_in = _rows_and_unlinked(silver, record_ids, links)
@@ -108,35 +108,43 @@ def run(ctx: JobContext) -> None:
     )
 
 
-def _changes_since_last_build(ctx: JobContext, contracts: dict) -> dict[str, DataFrame] | None:
-    """The rows each silver table and silver.person_link gained and lost (`_change_type`) since the versions the
-    last successful run read, or None when gold.events is to be built whole: no earlier run, another
+def _changes_since_last_build(ctx: JobContext, contracts: dict) -> tuple[dict[str, DataFrame], DataFrame] | None:
+    """The rows each silver table (by source) and silver.person_link gained and lost (`_change_type`) since the
+    versions the last successful run read, or None when gold.events is to be built whole: no earlier run, another
     configuration (code lists, unit costs), a source it did not read, or change data not recorded throughout.
     gold.events is what that run made of those versions: only this job writes it, and a failed run's writes are
     rolled back."""
     catalog, last = ctx.catalog, ctx.last_success
     read = (last.input_versions or {}) if last is not None else {}
-    tables = {source: contract.silver_table for source, contract in contracts.items()} | {LINKS: PERSON_LINK.name}
+    tables = {source: contract.silver_table for source, contract in contracts.items()}
     whole = (
         "it has not been built" if last is None or not catalog.exists(EVENTS.name)
         else "the configuration changed since the last run" if not ctx.config_unchanged_since_last_success()
-        else "a source is new since the last run" if any(read.get(table) is None for table in tables.values())
+        else "a source is new since the last run"
+        if any(read.get(table) is None for table in [*tables.values(), PERSON_LINK.name])
         else None
     )  # fmt: skip
     if whole:
         log.info("build_person_model: building gold.events whole: %s", whole)
         return None
+
+    def changes_of(table: str) -> DataFrame | None:
+        found = catalog.changes(table, read[table])
+        if found is None:
+            log.info("build_person_model: building gold.events whole: %s has no change data since the last run", table)
+        return found
+
     changes = {}
     for source, table in tables.items():
-        changes[source] = catalog.changes(table, read[table])
+        changes[source] = changes_of(table)
         if changes[source] is None:
-            log.info("build_person_model: building gold.events whole: %s has no change data since the last run", table)
             return None
-    return changes
+    link_changes = changes_of(PERSON_LINK.name)
+    return None if link_changes is None else (changes, link_changes)
 
 
 def _changed_in_place(
-    ctx, silver, record_ids, changes, definitions, reference_date, staging: Path
+    ctx, silver, record_ids, changes, link_changes, definitions, reference_date, staging: Path
 ) -> dict[str, int] | None:
     """gold.events changed in place: the events of the rows each silver table gained, without those of the rows it
     lost, the records whose link changed moved to their person, and the sources in REBUILT_WHOLE rebuilt. Two
@@ -146,7 +154,7 @@ def _changed_in_place(
     UserError if a new row, or an old row whose link was removed, has no person_link row."""
     catalog, spark = ctx.catalog, ctx.spark
     whole, keys = F.col("source").isin(*REBUILT_WHOLE), ["source", "record_id"]
-    link_changes = stage(spark, changes[LINKS], staging / "links")  # netted once, read four times
+    link_changes = stage(spark, link_changes, staging / "links")  # netted once, read four times
     linked, unlinked_since = (_rows(link_changes, kind).select(*keys, "person_id") for kind in (INSERT, DELETE))
     # Rows added since the last run were linked since (link runs after ingest): their person is among the links
     # added since. The sources rebuilt whole need every record's.
@@ -159,14 +167,14 @@ def _changed_in_place(
         found = upserts.where(F.col("person_id").isNull()).drop("person_id").join(people, keys, "left")
         upserts = stage(spark, upserts.where(F.col("person_id").isNotNull()).unionByName(found), staging / "looked_up")
     relinked = stage(spark, linked.join(unlinked_since, keys, "left_semi"), staging / "relinked")  # not the added
-    changed, events = upserts.count() + relinked.count(), catalog.read(EVENTS.name).count()
+    relinked_rows = relinked.count()
+    changed, events = upserts.count() + relinked_rows, catalog.read(EVENTS.name).count()
     if changed > WHOLE_PAST * events:  # a key rotation, a full relink
         log.info("build_person_model: %d of %d events changed; building gold.events whole", changed, events)
         return None
     removed = [_keys(_rows(changes[s], DELETE), s, record_ids[s]) for s in silver if s not in REBUILT_WHOLE]
-    removed = stage(
-        spark, _union([*removed, catalog.read(EVENTS.name).where(whole).select(*keys)]), staging / "removed"
-    )
+    removed.append(catalog.read(EVENTS.name).where(whole).select(*keys))
+    removed = stage(spark, reduce(DataFrame.unionByName, removed), staging / "removed")
     lost = unlinked_since.select(*keys).join(linked, keys, "left_anti").join(removed, keys, "left_anti")
     counts = Counter()
     for frame in (upserts.where(F.col("person_id").isNull()), lost):
@@ -175,7 +183,7 @@ def _changed_in_place(
         _unlinked_error([f"{source} {count}" for source, count in sorted(counts.items())])
     replacing = upserts.where(whole).unionByName(upserts.where(~whole).join(removed, keys, "left_semi"))
     replacing = stage(spark, replacing, staging / "replacing")  # the merge reads its source several times
-    few = replacing.count() + relinked.count() <= BROADCAST_ROWS
+    few = replacing.count() + relinked_rows <= BROADCAST_ROWS
     catalog.apply_changes(EVENTS.name, replacing, removed, relinked, broadcast=few)
     merged = catalog.last_data_operation(EVENTS.name).get("operationMetrics") or {}
     catalog.append(EVENTS.name, upserts.where(~whole).join(removed, keys, "left_anti"))
@@ -197,13 +205,6 @@ def _rows(changes: DataFrame, kind: str) -> DataFrame:
     return changes.where(F.col("_change_type") == kind).drop("_change_type")
 
 
-def _union(frames: list[DataFrame]) -> DataFrame:
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return union
-
-
 def _unlinked_error(counts: list[str]):
     raise UserError(
         f"build_person_model: records with no person_link row ({', '.join(counts)}); run `phm run link` "
@@ -214,7 +215,7 @@ def _unlinked_error(counts: list[str]):
 def _rows_and_unlinked(silver: dict, record_ids: dict[str, str], links) -> dict[str, int]:
     """Rows per silver table, in one pass over the record keys; a UserError if any has no person_link row
     (checked on the keys, so the timeline itself is computed once, when it is written)."""
-    keys = _union([_keys(frame, source, record_ids[source]) for source, frame in silver.items()])
+    keys = reduce(DataFrame.unionByName, [_keys(frame, source, record_ids[source]) for source, frame in silver.items()])
     counts = (
         keys.join(links.select("source", "record_id", F.lit(True).alias("_linked")), ["source", "record_id"], "left")
         .groupBy("source")
