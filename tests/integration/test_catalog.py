@@ -230,6 +230,11 @@ def test_changes_over_versions_written_before_the_feed_was_on_are_none(spark, tm
         ).save(path)
     assert earlier.append(DIALS.name, widgets(spark, [(2, "green")])) == 3  # the feed turned on (v2), then rows
     assert earlier.changes(DIALS.name, 0) is None  # v1 has no change data
+    # turning the feed on changed no row: a reader of v1 would recompute for v3 only
+    assert earlier.history(DIALS.name).where("version = 2").first().operation == "SET TBLPROPERTIES"
+    assert earlier.data_unchanged(DIALS.name, 1) is False and earlier.data_unchanged(DIALS.name, 3)
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ('delta.dataSkippingNumIndexedCols' = '8')")  # v4
+    assert earlier.version(DIALS.name) == 4 and earlier.data_unchanged(DIALS.name, 3)
     assert [(r.widget_id, r._change_type) for r in earlier.changes(DIALS.name, 1).collect()] == [(2, "insert")]
 
 

@@ -29,9 +29,11 @@ from phm.tables import RUN_ID_COLUMN, TableSpec, all_specs, get_spec
 log = logging.getLogger(__name__)
 
 COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
-# Commits that rewrite or delete files without changing a row: a table whose later commits are all of these holds
-# the same data (readers that compare versions to know whether to recompute ask `data_unchanged`).
-MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG"})
+# Commits that rewrite or delete files, or set table properties, without changing a row: a table whose later
+# commits are all of these holds the same data (readers that compare versions to know whether to recompute ask
+# `data_unchanged`; Catalog.changes nets only over the others). SET TBLPROPERTIES: a table given the properties
+# its declaration gained (_keep_properties: the change data feed, deletion vectors) before a write.
+MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "REORG", "SET TBLPROPERTIES"})
 # Catalog.changes' `_change_type` values, and the change data feed's own columns it drops.
 INSERT, DELETE = "insert", "delete"
 CHANGE_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
