@@ -41,6 +41,9 @@ SWATCHES = register(
 
 # The same, with Delta's change data feed: an update is its old row deleted and its new one inserted.
 KNOBS = register(replace(SWATCHES, name="silver.test_knobs", change_feed=True))
+# Partitioned by colour, each widget's rows written together.
+CLUSTERED = register(replace(SWATCHES, name="silver.test_clustered", partition_by=("colour",),
+                             cluster_by=("widget_id",)))  # fmt: skip
 
 
 @pytest.fixture
@@ -340,3 +343,18 @@ def test_vacuum_deletes_only_files_no_retained_version_needs_and_commits_nothing
     assert catalog.data_unchanged(WIDGETS.name, 1)  # VACUUM START and END change no row
     assert catalog.spark.conf.get("spark.sql.sources.parallelPartitionDiscovery.parallelism", None) is None
     assert catalog.created_at(WIDGETS.name) is not None
+
+
+def test_a_clustered_table_writes_each_keys_rows_to_one_file_sorted_within_it(spark, catalog):
+    rows = [(w % 7, colour, f"shade {k}") for k, w in enumerate(range(60)) for colour in ("red", "blue")]
+    shuffled = spark.createDataFrame(rows, CLUSTERED.schema).repartition(3)  # every task holds every widget
+    catalog.overwrite(CLUSTERED.name, shuffled)
+    catalog.append(CLUSTERED.name, shuffled)
+    written = catalog.read(CLUSTERED.name).withColumn("file", F.input_file_name())
+    assert written.count() == 240
+    files_per_key = written.groupBy("widget_id", "colour").agg(F.countDistinct("file").alias("files")).collect()
+    assert {r.files for r in files_per_key} == {2}  # one file per write for each widget and colour
+    for (path,) in written.select("file").distinct().collect():
+        in_file = [r.widget_id for r in spark.read.parquet(path).collect()]  # one small file: one task, in order
+        assert in_file == sorted(in_file)
+    assert len(catalog.files(CLUSTERED.name)) <= 2 * 2 * 2  # colours x shuffle partitions (2 in tests) x writes

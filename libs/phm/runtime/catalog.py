@@ -371,8 +371,14 @@ class Catalog:
 
     def _writer(self, spec: TableSpec, df: DataFrame, mode: str):
         """A Delta writer of the conformed frame whose commit carries the run id (as a write option, not a
-        session setting, so that writes from concurrent threads each carry their own)."""
-        writer = self._conform(spec, df).write.format("delta").mode(mode)
+        session setting, so that writes from concurrent threads each carry their own), its rows clustered as
+        the table declares (TableSpec.cluster_by)."""
+        conformed = self._conform(spec, df)
+        if spec.cluster_by:
+            conformed = conformed.repartition(*spec.cluster_by).sortWithinPartitions(
+                *spec.partition_by, *spec.cluster_by
+            )
+        writer = conformed.write.format("delta").mode(mode)
         for key, value in table_properties(spec).items():  # set when the write creates the table
             writer = writer.option(key, value)
         return writer.option("userMetadata", self.run_id) if self.run_id else writer
