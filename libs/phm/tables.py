@@ -420,8 +420,8 @@ EVENTS = TableSpec(
     ),
     keys=("source", "record_id"),
     partition_by=("service",),
-    # features, segment, actuarial and case finding aggregate the timeline per person: at 1m, features'
-    # activity counts took 17-24 s on clustered files against 38-44 s (docs/bench.md)
+    # features, actuarial, segment and case finding aggregate the timeline per person: at 1m features took
+    # 159-168 s on clustered files against 196.5 s, actuarial 121 s against 163 s (docs/bench.md)
     cluster_by=("person_id",),
     deletion_vectors=True,  # a refresh replaces, removes and relinks the events of the records that changed
     schema=T.StructType(

@@ -346,7 +346,7 @@ def test_vacuum_deletes_only_files_no_retained_version_needs_and_commits_nothing
 
 
 def test_a_clustered_table_writes_each_keys_rows_to_one_file_sorted_within_it(spark, catalog):
-    rows = [(w % 7, colour, f"shade {k}") for k, w in enumerate(range(60)) for colour in ("red", "blue")]
+    rows = [(w % 7, colour, f"shade {w}") for w in range(60) for colour in ("red", "blue")]
     shuffled = spark.createDataFrame(rows, CLUSTERED.schema).repartition(3)  # every task holds every widget
     catalog.overwrite(CLUSTERED.name, shuffled)
     catalog.append(CLUSTERED.name, shuffled)
