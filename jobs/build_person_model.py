@@ -172,9 +172,9 @@ def _changed_in_place(
     if changed > WHOLE_PAST * events:  # a key rotation, a full relink
         log.info("build_person_model: %d of %d events changed; building gold.events whole", changed, events)
         return None
-    removed = [_keys(_rows(changes[s], DELETE), s, record_ids[s]) for s in silver if s not in REBUILT_WHOLE]
-    removed.append(catalog.read(EVENTS.name).where(whole).select(*keys))
-    removed = stage(spark, reduce(DataFrame.unionByName, removed), staging / "removed")
+    removed_keys = [_keys(_rows(changes[s], DELETE), s, record_ids[s]) for s in silver if s not in REBUILT_WHOLE]
+    removed_keys.append(catalog.read(EVENTS.name).where(whole).select(*keys))
+    removed = stage(spark, reduce(DataFrame.unionByName, removed_keys), staging / "removed")
     lost = unlinked_since.select(*keys).join(linked, keys, "left_anti").join(removed, keys, "left_anti")
     counts = Counter()
     for frame in (upserts.where(F.col("person_id").isNull()), lost):
