@@ -1,7 +1,8 @@
 """Evaluation of the historical programme: `phm run evaluate_programme`.
 
 Builds the emulated trial of the programme (phm.impactability.cohort) into gold.programme_trial, fits
-the propensity of enrolment on the baseline features, checks overlap and balance (mart.programme_balance,
+the propensity of enrolment on the baseline features (and, for the difference in differences, on the
+characteristics alone: phm.impactability.effects), checks overlap and balance (mart.programme_balance,
 MLflow), and estimates the average effect on the treated five ways with 95% bootstrap intervals
 (phm.impactability.effects) into mart.programme_evaluation; every referral is accounted for by its role.
 """
@@ -20,7 +21,15 @@ from phm.errors import UserError
 from phm.features.build import feature_columns
 from phm.features.index_dates import SCORE
 from phm.impactability.cohort import REFERRAL_ROLES, build_trial, plan_trial, referrals
-from phm.impactability.effects import Trial, att_weights, estimate_effects, fit_propensity, overlap, smd
+from phm.impactability.effects import (
+    Trial,
+    att_weights,
+    characteristics,
+    estimate_effects,
+    fit_propensity,
+    overlap,
+    smd,
+)
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.tracking import tracked_run
@@ -69,10 +78,20 @@ def run(ctx: JobContext) -> None:
             f"comparators (referrals: {accounting}); it needs at least two of each"
         )
     trial_arrays = Trial.of(frame, covariates)
-    propensity = fit_propensity(trial_arrays.x, trial_arrays.t, settings.seed).predict_proba(trial_arrays.x)[:, 1]
-    diagnostics = overlap(propensity, trial_arrays.t, trial_arrays.x)
+    x, t = trial_arrays.x, trial_arrays.t
+    balanced_by_did = characteristics(covariates, settings.did_leaves_out)
+    if not balanced_by_did:
+        raise UserError(f"evaluate_programme: impactability.did_leaves_out {settings.did_leaves_out} leaves none "
+                        "of gold.features' columns for the difference-in-differences' propensity")  # fmt: skip
+    propensity = _propensity(x, t, settings.seed)
+    did_propensity = _propensity(x[balanced_by_did], t, settings.seed)
+    diagnostics = overlap(propensity, t, x)
+    # The DiD's weights against every feature: how much prior use they leave to the DiD.
+    did_diagnostics = overlap(did_propensity, t, x)
     with tracked_run(config, EXPERIMENT, ctx.run_id) as run:
-        estimates = estimate_effects(trial_arrays, propensity, settings.caliper_sd, settings.bootstrap, settings.seed)
+        estimates = estimate_effects(
+            trial_arrays, propensity, did_propensity, settings.caliper_sd, settings.bootstrap, settings.seed
+        )
         mlflow.log_params(
             {
                 "baseline_date": str(plan.baseline),
@@ -80,6 +99,8 @@ def run(ctx: JobContext) -> None:
                 "follow_up_months": plan.follow_up_months,
                 "eligible": settings.eligible,
                 "covariates": len(covariates),
+                "did_covariates": len(balanced_by_did),
+                "did_leaves_out": " ".join(settings.did_leaves_out),
                 "bootstrap": settings.bootstrap,
                 "caliper_sd": settings.caliper_sd,
                 "data.gold.features.version": catalog.version(FEATURES.name),
@@ -87,6 +108,7 @@ def run(ctx: JobContext) -> None:
             }
         )
         mlflow.log_metrics({"trial_people": len(frame), "trial_treated": treated, **diagnostics})
+        mlflow.log_metrics({f"did.{name}": value for name, value in did_diagnostics.items()})
         mlflow.log_metrics({f"referrals.{role}": float(accounting.get(role, 0)) for role in REFERRAL_ROLES})
         for row in estimates.itertuples():
             mlflow.log_metrics({f"{row.method}.estimate": row.estimate, f"{row.method}.ci_low": row.ci_low,
@@ -98,11 +120,14 @@ def run(ctx: JobContext) -> None:
     log.info("evaluate_programme: propensity overlap: %.1f%% of treated beyond the comparators' range; max |SMD| "
              "%.3f before weighting, %.3f after", 100 * diagnostics["treated_beyond_comparator_range"],
              diagnostics["max_abs_smd_before"], diagnostics["max_abs_smd_after"])  # fmt: skip
-    catalog.overwrite(PROGRAMME_TRIAL.name, spark.createDataFrame(_trial_rows(frame, propensity, plan.baseline,
-                                                                              settings)))  # fmt: skip
-    weights_after = att_weights(trial_arrays.t, propensity)
-    balance = pd.DataFrame({"smd_before": smd(trial_arrays.x, trial_arrays.t),
-                            "smd_after": smd(trial_arrays.x, trial_arrays.t, weights_after)})  # fmt: skip
+    log.info("evaluate_programme: the DiD's propensity on %d of the %d features (left out: %s): max |SMD| %.3f over "
+             "them after its weights, %.3f over every feature", len(balanced_by_did), len(covariates),
+             " ".join(settings.did_leaves_out), smd(x[balanced_by_did], t, att_weights(t, did_propensity)).abs().max(),
+             did_diagnostics["max_abs_smd_after"])  # fmt: skip
+    trial_rows = _trial_rows(frame, propensity, did_propensity, plan.baseline, settings)
+    catalog.overwrite(PROGRAMME_TRIAL.name, spark.createDataFrame(trial_rows))
+    balance = pd.DataFrame({"smd_before": smd(x, t), "smd_after": smd(x, t, att_weights(t, propensity)),
+                            "smd_after_did": smd(x, t, att_weights(t, did_propensity))})  # fmt: skip
     catalog.overwrite(PROGRAMME_BALANCE.name, spark.createDataFrame(balance.rename_axis("feature").reset_index()))
     result = estimates.assign(
         baseline_date=plan.baseline, follow_up_months=plan.follow_up_months, mlflow_run_id=mlflow_run_id
@@ -113,13 +138,20 @@ def run(ctx: JobContext) -> None:
     )
 
 
-def _trial_rows(frame: pd.DataFrame, propensity: np.ndarray, baseline: date, settings) -> pd.DataFrame:
-    """gold.programme_trial: the trial's people, outcomes and propensity; a seeded held-out share by person."""
+def _propensity(x: pd.DataFrame, t: np.ndarray, seed: int) -> np.ndarray:
+    return fit_propensity(x, t, seed).predict_proba(x)[:, 1]
+
+
+def _trial_rows(
+    frame: pd.DataFrame, propensity: np.ndarray, did_propensity: np.ndarray, baseline: date, settings
+) -> pd.DataFrame:
+    """gold.programme_trial: the trial's people, outcomes and propensities; a seeded held-out share by person."""
     held_out = pd.util.hash_pandas_object(frame["person_id"] + str(settings.seed), index=False).to_numpy()
     kept = ["person_id", "role", "treated", "time_zero", "outcome", "outcome_count", "prior", "prior_count", "pcn_code"]
     return frame[kept].assign(
         baseline_date=baseline,
         propensity=propensity,
+        did_propensity=did_propensity,
         held_out=(held_out % 1000) < settings.held_out_share * 1000,
     )
 

@@ -104,7 +104,7 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
     with mlflow.start_run(run_name=f"{spec.name} {ctx.run_id}", tags=tags) as run:
         model = BaggedUplift(spec, columns).fit(
             train[columns], train["treated"].to_numpy(int), train["outcome"].to_numpy(float), settings.seed,
-            prior=train["prior"].to_numpy(float), propensity=train["propensity"].to_numpy(float),
+            prior=train["prior"].to_numpy(float), did_propensity=train["did_propensity"].to_numpy(float),
         )  # fmt: skip
         predicted = model.predict(held_out[columns])
         benefit, (t, y, w) = predicted["benefit"].to_numpy(), trial_outcomes(held_out)

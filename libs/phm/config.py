@@ -290,6 +290,12 @@ class ImpactabilityConfig(StrictModel):
     held_out_share: float = Field(0.3, gt=0.0, lt=1.0)
     bootstrap: int = Field(200, ge=20, le=2000, description="Resamples for the effect estimates' intervals.")
     caliper_sd: float = Field(0.2, gt=0.0, description="Matching caliper in SDs of the logit propensity.")
+    did_leaves_out: list[str] = Field(
+        default_factory=lambda: ["*_3m", "*_12m", "*_trend", "days_since_*"],
+        description="Baseline features (shell-style patterns) the difference-in-differences' propensity does "
+        "not balance: use of services over a window before baseline, the outcome's own history "
+        "(phm.impactability.effects).",
+    )
     seed: int = 20261125
 
 

@@ -715,7 +715,8 @@ PROGRAMME_TRIAL = TableSpec(
         "The historical programme as an emulated trial (phm.impactability.cohort): people eligible at the "
         "baseline index date at a practice that referred anyone; treated if enrolled at a referral in the "
         "recruitment window; time zero (the referral, or a seeded date in the window); an emergency admission "
-        "and their number in the follow-up from time zero and in the same span before; the propensity; the "
+        "and their number in the follow-up from time zero and in the same span before; the propensity (every "
+        "baseline feature) and the difference-in-differences' propensity (the characteristics); the "
         "held-out flag of the uplift models' evaluation. Baseline features are in gold.features."
     ),
     keys=("person_id",),
@@ -731,6 +732,7 @@ PROGRAMME_TRIAL = TableSpec(
             T.StructField("prior", T.IntegerType(), False),
             T.StructField("prior_count", T.IntegerType(), False),
             T.StructField("propensity", T.DoubleType(), False),
+            T.StructField("did_propensity", T.DoubleType(), False),
             T.StructField("held_out", T.BooleanType(), False),
             T.StructField("pcn_code", T.StringType(), True),
         ]
@@ -910,14 +912,16 @@ PROGRAMME_EVALUATION = TableSpec(
 PROGRAMME_BALANCE = TableSpec(
     name="mart.programme_balance",
     grain="one row per baseline feature of the programme's propensity model",
-    description="Standardised mean difference (treated minus comparators) of each baseline feature before and "
-    "after propensity weighting: the balance the adjusted estimates rest on.",
+    description="Standardised mean difference (treated minus comparators) of each baseline feature before "
+    "weighting, after the propensity's weights (ipw, matched) and after the difference-in-differences' weights "
+    "(did_ipw: the characteristics balanced, prior use left to the DiD): the balance the estimates rest on.",
     keys=("feature",),
     schema=T.StructType(
         [
             T.StructField("feature", T.StringType(), False),
             T.StructField("smd_before", T.DoubleType(), False),
             T.StructField("smd_after", T.DoubleType(), False),
+            T.StructField("smd_after_did", T.DoubleType(), False),
         ]
     ),
 )

@@ -44,12 +44,16 @@ def test_the_trial_accounts_for_every_referral_and_follows_everyone_from_time_ze
     baseline = trial.select("baseline_date").first()[0]
     window_end = baseline + relativedelta(months=config.risk.follow_up_months)
     assert trial.where((F.col("time_zero") < F.lit(baseline)) | (F.col("time_zero") >= F.lit(window_end))).count() == 0
-    assert trial.where("propensity <= 0 OR propensity >= 1").count() == 0
+    assert trial.where("propensity <= 0 OR propensity >= 1 OR did_propensity <= 0 OR did_propensity >= 1").count() == 0
+    # the DiD's propensity balances the characteristics only: no feature of the windows before baseline
+    assert 0 < int(run.data.params["did_covariates"]) < int(run.data.params["covariates"])
+    assert run.data.params["did_leaves_out"] == " ".join(config.impactability.did_leaves_out)
     assert {r.method for r in estimates} == set(METHODS)
     for row in estimates:
         assert row.ci_low <= row.ci_high and row.treated > 0, row.method
     balance = catalog.read(PROGRAMME_BALANCE.name)
     assert balance.count() > 20 and balance.where("feature = 'age'").count() == 1
+    assert balance.where("smd_after_did IS NULL").count() == 0
 
 
 def test_uplift_models_are_tracked_registered_and_gated(sample):

@@ -10,11 +10,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from pyspark.sql import functions as F
 
 from phm.config import Capacity
 from phm.errors import ConfigError, UserError
-from phm.impactability.cohort import build_trial, plan_trial, referrals
-from phm.impactability.effects import Trial, estimate_effects, fit_propensity, match, overlap, smd
+from phm.impactability.cohort import build_trial, plan_trial, referrals, trial_with_features
+from phm.impactability.effects import (
+    Trial,
+    characteristics,
+    estimate_effects,
+    fit_propensity,
+    match,
+    overlap,
+    smd,
+)
 from phm.impactability.targeting import apply_rules, choose, with_expected_avoided
 from phm.impactability.uplift import (
     BaggedUplift,
@@ -87,6 +96,17 @@ def test_trial_roles_time_zero_and_outcomes(spark):
     }  # fmt: skip
 
 
+def test_a_trial_written_before_the_did_propensity_asks_for_evaluate_programme(spark):
+    old = spark.createDataFrame([("a", date(2024, 4, 1), 1, 0, 0, 0.3, False, "treated")],
+                                "person_id string, baseline_date date, treated int, outcome int, prior int, "
+                                "propensity double, held_out boolean, role string")  # fmt: skip
+    features = spark.createDataFrame([("a", date(2024, 4, 1), 70)], "person_id string, index_date date, age int")
+    with pytest.raises(UserError, match="run `phm run evaluate_programme`"):
+        trial_with_features(old, features)
+    joined = trial_with_features(old.withColumn("did_propensity", F.lit(0.2)), features).collect()
+    assert [(r.person_id, r.age, r.propensity, r.did_propensity) for r in joined] == [("a", 70, 0.3, 0.2)]
+
+
 # -- effect estimates ------------------------------------------------------------------------------------------
 def _confounded(n=6000, effect=-0.08, seed=3):
     """Risk drives referral (confounding); the treated's admission probability falls by `effect`."""
@@ -104,7 +124,7 @@ def _confounded(n=6000, effect=-0.08, seed=3):
 def test_adjusted_estimates_cover_a_known_effect_that_the_naive_difference_misses():
     trial = _confounded()
     e = fit_propensity(trial.x, trial.t, 0).predict_proba(trial.x)[:, 1]
-    table = estimate_effects(trial, e, caliper_sd=0.2, resamples=200, seed=0).set_index("method")
+    table = estimate_effects(trial, e, e, caliper_sd=0.2, resamples=200, seed=0).set_index("method")
     for method in ("ipw", "matched", "did_ipw", "naive_before_after"):
         assert table.loc[method, "ci_low"] <= -0.08 <= table.loc[method, "ci_high"], method
     assert table.loc["naive_difference", "estimate"] > 0.05  # the sicker were treated: it looks harmful
@@ -112,6 +132,35 @@ def test_adjusted_estimates_cover_a_known_effect_that_the_naive_difference_misse
     assert table.loc["naive_before_after", "comparators"] == 0
     diagnostics = overlap(e, trial.t, trial.x)
     assert diagnostics["max_abs_smd_before"] > 0.5 > 0.1 > diagnostics["max_abs_smd_after"]
+
+
+def _referred_on_a_lasting_risk(n=40000, relative_effect=0.3, seed=5):
+    """(trial, true ATT): a lasting risk the data do not show drives both referral and admissions; the features
+    are a recorded characteristic and the admissions of the year before baseline (one draw of the same risk)."""
+    rng = np.random.default_rng(seed)
+    conditions, unseen = rng.poisson(1.5, n).astype(float), rng.normal(size=n)
+    p0 = 1 - np.exp(-np.exp(-2.2 + 0.35 * conditions + 0.8 * unseen))
+    t = (rng.random(n) < 1 / (1 + np.exp(-(-2.5 + 0.3 * conditions + 0.9 * unseen)))).astype(int)
+    admissions_12m = rng.poisson(-np.log1p(-p0))  # prior: an admission in the year before
+    p = p0 * (1 - relative_effect * t)
+    y = (rng.random(n) < p).astype(float)
+    x = pd.DataFrame({"conditions": conditions, "emergency_admissions_12m": admissions_12m.astype(float)})
+    return Trial(x, t, y, (admissions_12m > 0).astype(float)), float((p - p0)[t == 1].mean())
+
+
+def test_did_weighted_on_characteristics_recovers_an_effect_that_weights_on_prior_use_shrink():
+    # Weighting on prior use picks comparators whose prior year was high by chance; they regress to the mean
+    # and take the treated's lasting excess out of the DiD with the effect (Daw & Hatfield 2018).
+    trial, truth = _referred_on_a_lasting_risk()
+    covariates = list(trial.x.columns)
+    assert characteristics(covariates, ["*_3m", "*_12m", "*_trend", "days_since_*"]) == ["conditions"]
+    e_all = fit_propensity(trial.x, trial.t, 0).predict_proba(trial.x)[:, 1]
+    e_did = fit_propensity(trial.x[["conditions"]], trial.t, 0).predict_proba(trial.x[["conditions"]])[:, 1]
+    on_prior_use = estimate_effects(trial, e_all, e_all, 0.2, 200, 0).set_index("method").loc["did_ipw"]
+    on_characteristics = estimate_effects(trial, e_all, e_did, 0.2, 200, 0).set_index("method").loc["did_ipw"]
+    assert on_characteristics.ci_low <= truth <= on_characteristics.ci_high
+    assert not on_prior_use.ci_low <= truth <= on_prior_use.ci_high
+    assert truth < on_prior_use.estimate  # shrunk towards no effect
 
 
 def test_propensity_on_heavy_tailed_counts_balances_them_after_weighting():
@@ -189,7 +238,7 @@ def test_proportional_learner_recovers_a_relative_effect_despite_the_treateds_un
     propensity = np.full(n, t.mean())  # the recorded feature does not predict referral
     spec = UpliftSpec(name="p", description="d", learner="proportional", features=["*"], bags=5,
                       params={"n_estimators": 40, "num_leaves": 4, "min_child_samples": 50})  # fmt: skip
-    model = BaggedUplift(spec, ["a"]).fit(x, t, y, seed=0, prior=prior, propensity=propensity)
+    model = BaggedUplift(spec, ["a"]).fit(x, t, y, seed=0, prior=prior, did_propensity=propensity)
     assert np.mean(model.learners) == pytest.approx(0.4, abs=0.12)
     predicted = model.predict(x)
     relative = predicted["benefit"] / predicted["untreated_risk"]
@@ -270,7 +319,7 @@ def test_proportional_learner_applies_each_groups_relative_effect_to_the_untreat
     spec = UpliftSpec(name="p", description="d", learner="proportional", features=["*"], bags=3,
                       effect_modifiers=[{"name": "frail", "feature": "frail", "at_least": 1}], modifier_resamples=30,
                       params={"n_estimators": 30, "num_leaves": 4, "min_child_samples": 50})  # fmt: skip
-    model = BaggedUplift(spec, ["frail", "a"]).fit(x, t, y, seed=0, prior=prior, propensity=propensity)
+    model = BaggedUplift(spec, ["frail", "a"]).fit(x, t, y, seed=0, prior=prior, did_propensity=propensity)
     relative = model.relative_benefits()
     assert list(relative) == ["everyone_else", "frail"]
     assert relative == pytest.approx({"everyone_else": 0.1, "frail": 0.5}, abs=0.08)

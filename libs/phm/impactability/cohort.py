@@ -144,8 +144,13 @@ def build_trial(
 
 def trial_with_features(trial: DataFrame, features: DataFrame) -> DataFrame:
     """The trial's people (gold.programme_trial) with their baseline features (gold.features)."""
+    if "did_propensity" not in trial.columns:
+        raise UserError(
+            "gold.programme_trial was written before it carried the difference-in-differences' "
+            "propensity; run `phm run evaluate_programme` (or `phm refresh`) to write it again"
+        )
     chosen = trial.select(
         "person_id", F.col("baseline_date").alias("index_date"), "treated", "outcome", "prior", "propensity",
-        "held_out", "role",
+        "did_propensity", "held_out", "role",
     )  # fmt: skip
     return features.drop("pcn_code").join(chosen, ["person_id", "index_date"])

@@ -9,22 +9,30 @@ follow-up from time zero (phm.impactability.cohort), negative when the programme
   (Hajek-normalised; Austin & Stuart, Stat Med 2015;34:3661).
 - matched: 1:1 nearest neighbour on the logit propensity within a caliper of `caliper_sd` SDs, with
   replacement (Austin, Pharm Stat 2011;10:150); treated without a match are counted and left out.
-- did_ipw: difference-in-differences of after minus before, comparators weighted as in ipw (a doubly
-  adjusted estimate: balance on baseline features, and fixed differences between the arms removed).
+- did_ipw: difference-in-differences of after minus before, comparators weighted by the odds of a propensity
+  fitted on the persons' characteristics only (conditional DiD: Abadie, Rev Econ Stud 2005;72:1): the
+  features that measure use of services over a window before baseline are left out (`did_leaves_out`).
+  Weighting on them balances the arms' recorded prior use, which is the outcome's own history: where the
+  treated were chosen for a lasting risk the data do not show, the weights pick comparators whose prior use
+  was high by chance, who then regress to the mean, and take most of the fixed difference DiD is there to
+  remove (Daw & Hatfield, Health Serv Res 2018;53:4138). At 1m people (docs/impactability.md) weights on every
+  feature gave -0.015 against a true -0.034, on the characteristics -0.030 (interval covering it).
 Intervals: percentile bootstrap over people, stratified by arm (matched: over matched pairs), with the
 propensity held at its fitted values (intervals are conditional on it).
-Propensity: an L2 logistic regression on the standardised baseline features, with the heavy-tailed ones
-(non-negative counts and costs) on a log1p scale: on their raw scale a handful of heavy users get
-propensities near 1 and weights that over-correct (at 100k, max |SMD| 0.48 before weighting became 0.67
-after; with log1p, 0.05). Overlap diagnostics: the
-propensity's distribution per arm, the share of treated beyond the comparators' range, and standardised
-mean differences of every feature before and after weighting (|SMD| < 0.1 is the usual balance mark).
+Propensity (ipw and matched: every baseline feature; did_ipw: the characteristics): an L2 logistic
+regression on the standardised features, with the heavy-tailed ones (non-negative counts and costs) on a
+log1p scale: on their raw scale a handful of heavy users get propensities near 1 and weights that
+over-correct (at 100k, max |SMD| 0.48 before weighting became 0.67 after; with log1p, 0.05). Overlap
+diagnostics: the propensity's distribution per arm, the share of treated beyond the comparators' range, and
+standardised mean differences of every feature before and after weighting (|SMD| < 0.1 is the usual
+balance mark).
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 import numpy as np
 import pandas as pd
@@ -85,6 +93,12 @@ def fit_propensity(x: pd.DataFrame, t: np.ndarray, seed: int):
         LogisticRegression(C=1.0, max_iter=2000, random_state=seed),
     )
     return model.fit(x, t)
+
+
+def characteristics(covariates: list[str], leave_out: list[str]) -> list[str]:
+    """The covariates that name none of the `leave_out` patterns (shell-style, e.g. "*_12m"): what did_ipw's
+    propensity balances."""
+    return [c for c in covariates if not any(fnmatchcase(c, pattern) for pattern in leave_out)]
 
 
 def att_weights(t: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -152,7 +166,7 @@ def did_ipw(t: np.ndarray, y: np.ndarray, prior: np.ndarray, w: np.ndarray) -> f
     return float(change[t == 1].mean() - np.average(change[t == 0], weights=w[t == 0]))
 
 
-def _point(method: str, trial: Trial, w: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> float:
+def _point(method: str, trial: Trial, w: np.ndarray, w_did: np.ndarray, pairs: tuple[np.ndarray, np.ndarray]) -> float:
     t, y, prior = trial.t, trial.y, trial.prior
     treated, comparators = t == 1, t == 0
     if method == "naive_difference":
@@ -162,19 +176,22 @@ def _point(method: str, trial: Trial, w: np.ndarray, pairs: tuple[np.ndarray, np
     if method == "ipw":
         return float(y[treated].mean() - np.average(y[comparators], weights=w[comparators]))
     if method == "did_ipw":
-        return did_ipw(t, y, prior, w)
+        return did_ipw(t, y, prior, w_did)
     if method == "matched":
         rows_t, rows_c = pairs
         return float((y[rows_t] - y[rows_c]).mean()) if len(rows_t) else float("nan")
     raise ValueError(method)
 
 
-def estimate_effects(trial: Trial, e: np.ndarray, caliper_sd: float, resamples: int, seed: int) -> pd.DataFrame:
-    """One row per method: estimate, ci_low, ci_high, treated and comparators used."""
+def estimate_effects(
+    trial: Trial, e: np.ndarray, e_did: np.ndarray, caliper_sd: float, resamples: int, seed: int
+) -> pd.DataFrame:
+    """One row per method: estimate, ci_low, ci_high, treated and comparators used. e: the propensity on every
+    baseline feature (ipw, matched); e_did: the propensity on the characteristics (did_ipw)."""
     if trial.t.sum() < 2 or (trial.t == 0).sum() < 2:
         raise ValueError("the trial needs at least two treated and two comparators")
     rng = np.random.default_rng(seed)
-    w = att_weights(trial.t, e)
+    w, w_did = att_weights(trial.t, e), att_weights(trial.t, e_did)
     pairs = match(e, trial.t, caliper_sd)
     treated, comparators = np.flatnonzero(trial.t == 1), np.flatnonzero(trial.t == 0)
     draws: dict[str, list[float]] = {m: [] for m in METHODS}
@@ -185,9 +202,9 @@ def estimate_effects(trial: Trial, e: np.ndarray, caliper_sd: float, resamples: 
         resampled_pairs = (pairs[0][pair_rows], pairs[1][pair_rows])
         for method in METHODS:
             if method == "matched":
-                draws[method].append(_point(method, trial, w, resampled_pairs))
+                draws[method].append(_point(method, trial, w, w_did, resampled_pairs))
             else:
-                draws[method].append(_point(method, sample, w[rows], pairs))
+                draws[method].append(_point(method, sample, w[rows], w_did[rows], pairs))
     rows_out = []
     for method in METHODS:
         low, high = np.nanpercentile(draws[method], [2.5, 97.5])
@@ -200,7 +217,7 @@ def estimate_effects(trial: Trial, e: np.ndarray, caliper_sd: float, resamples: 
         rows_out.append(
             {
                 "method": method,
-                "estimate": _point(method, trial, w, pairs),
+                "estimate": _point(method, trial, w, w_did, pairs),
                 "ci_low": float(low),
                 "ci_high": float(high),
                 "treated": used_t,

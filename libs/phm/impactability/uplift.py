@@ -8,7 +8,8 @@ Learners (Künzel et al., PNAS 2019;116:4156; Kennedy, arXiv:2004.14497), from E
   BMJ 2011;343:d5888: individual absolute benefit from a trial's relative risk reduction and a risk model).
   The relative effect is the training people's difference-in-differences on ATT weights (the change in
   admissions from the prior span, treated minus reweighted comparators: it removes each person's fixed level,
-  which the treated's unrecorded extra risk would otherwise put into the effect) over the treated's
+  which the treated's unrecorded extra risk would otherwise put into the effect; the weights are
+  evaluate_programme's DiD propensity on the characteristics, phm.impactability.effects) over the treated's
   counterfactual rate. With a few hundred treated, a heterogeneous learner's benefits are noise; this one
   ranks by untreated risk, which carries the signal when the effect is roughly proportional to risk.
   With `effect_modifiers` (prespecified groups, the PATH statement's "effect modelling": Kent et al., Ann
@@ -168,14 +169,14 @@ class BaggedUplift:
         y: np.ndarray,
         seed: int,
         prior: np.ndarray | None = None,
-        propensity: np.ndarray | None = None,
+        did_propensity: np.ndarray | None = None,
     ) -> BaggedUplift:
         """Fit on features x, treatment t and outcome y; the proportional learner also needs each person's
-        outcome over the prior span and propensity."""
+        outcome over the prior span and the difference-in-differences' propensity (gold.programme_trial)."""
         from lightgbm import LGBMRegressor
 
-        if self.spec.learner == "proportional" and (prior is None or propensity is None):
-            raise ValueError("the proportional learner needs the prior outcomes and the propensities")
+        if self.spec.learner == "proportional" and (prior is None or did_propensity is None):
+            raise ValueError("the proportional learner needs the prior outcomes and the DiD's propensities")
         rng = np.random.default_rng(seed)
         values, group = self._values(x), self.spec.effect_group(x)
         for bag in range(self.spec.bags):
@@ -185,7 +186,7 @@ class BaggedUplift:
             self.untreated.append(model.fit(values[comparators], y[comparators]))
             if self.spec.learner == "proportional":
                 self.learners.append(shrunk_relative_benefits(
-                    t[rows], y[rows], prior[rows], propensity[rows], group[rows],
+                    t[rows], y[rows], prior[rows], did_propensity[rows], group[rows],
                     groups=len(self.spec.groups), resamples=self.spec.modifier_resamples, seed=seed + bag,
                 ))  # fmt: skip
                 continue
