@@ -120,14 +120,14 @@ def run(ctx: JobContext) -> None:
     log.info("evaluate_programme: propensity overlap: %.1f%% of treated beyond the comparators' range; max |SMD| "
              "%.3f before weighting, %.3f after", 100 * diagnostics["treated_beyond_comparator_range"],
              diagnostics["max_abs_smd_before"], diagnostics["max_abs_smd_after"])  # fmt: skip
+    balance = pd.DataFrame({"smd_before": smd(x, t), "smd_after": smd(x, t, att_weights(t, propensity)),
+                            "smd_after_did": smd(x, t, att_weights(t, did_propensity))})  # fmt: skip
     log.info("evaluate_programme: the DiD's propensity on %d of the %d features (left out: %s): max |SMD| %.3f over "
              "them after its weights, %.3f over every feature", len(balanced_by_did), len(covariates),
-             " ".join(settings.did_leaves_out), smd(x[balanced_by_did], t, att_weights(t, did_propensity)).abs().max(),
+             " ".join(settings.did_leaves_out), balance.loc[balanced_by_did, "smd_after_did"].abs().max(),
              did_diagnostics["max_abs_smd_after"])  # fmt: skip
     trial_rows = _trial_rows(frame, propensity, did_propensity, plan.baseline, settings)
     catalog.overwrite(PROGRAMME_TRIAL.name, spark.createDataFrame(trial_rows))
-    balance = pd.DataFrame({"smd_before": smd(x, t), "smd_after": smd(x, t, att_weights(t, propensity)),
-                            "smd_after_did": smd(x, t, att_weights(t, did_propensity))})  # fmt: skip
     catalog.overwrite(PROGRAMME_BALANCE.name, spark.createDataFrame(balance.rename_axis("feature").reset_index()))
     result = estimates.assign(
         baseline_date=plan.baseline, follow_up_months=plan.follow_up_months, mlflow_run_id=mlflow_run_id

@@ -88,8 +88,7 @@ class Catalog:
     def data_unchanged(self, name: str, since_version: int | None) -> bool:
         """True if the table holds the rows it held at `since_version`: it is still at that version, or every
         commit after it is maintenance (MAINTENANCE_OPERATIONS: compaction, vacuum, table properties set; no row
-        changed). A
-        commit whose log entry is gone (Delta's log retention) counts as a change."""
+        changed). A commit whose log entry is gone (Delta's log retention) counts as a change."""
         current = self.version(name)
         if current is None or since_version is None or current < since_version:
             return current == since_version
