@@ -35,7 +35,7 @@ from splink.blocking_analysis import count_comparisons_from_blocking_rules
 from phm.errors import SchemaMismatchError, UserError
 from phm.linkage import Materialise
 from phm.linkage import model as linkage_model
-from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_links, with_linking_run
+from phm.linkage.linking import link_all, link_new, profile_link_details, with_earlier_state
 from phm.linkage.person_ids import assign, check_unique
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import linkage_records, profiles, updated_profiles
@@ -115,7 +115,8 @@ def run(ctx: JobContext) -> None:
                 with _timed(timings, "person"):
                     ctx.rows_in, reference_date = _counted_and_dated(records)
                     state, links = catalog.read(LINKAGE_PROFILES.name), catalog.read(PERSON_LINK.name)
-                    catalog.overwrite(PERSON.name, _person(catalog, state, profile, links, reference_date))
+                    person = _person(catalog, state, profile, links, reference_date, _materialiser(spark, staging))
+                    catalog.overwrite(PERSON.name, person)
                 mlflow.set_tag("phm.outcome", "gold.person rebuilt")
                 log.info("link: every identity record is already linked with the same identifiers; gold.person "
                          "rebuilt, since tables it takes values from changed (%.1fs)", timings["person"])  # fmt: skip
@@ -190,13 +191,11 @@ def _link(
 
     with _timed(timings, "write"):
         ctx.rows_in, reference_date = _counted_and_dated(records)
-        details = profile_link_details(profile, edges)
-        if not full:
-            details = with_earlier_links(details, earlier)
-        state = assigned.join(profile.select("profile_id", "record_count", "sources"), "profile_id").join(
-            details, "profile_id"
+        # The profiles, their strongest edges and the earlier state, each joined once (3.7m rows at 1m people).
+        state = profile_link_details(
+            assigned.join(profile.select("profile_id", "record_count", "sources"), "profile_id"), edges
         )
-        state = with_linking_run(state, earlier, ctx.run_id).select(
+        state = with_earlier_state(state, earlier, ctx.run_id, refresh=not full).select(
             "profile_id",
             "person_id",
             F.col("record_count").cast("long").alias("record_count"),
@@ -218,7 +217,7 @@ def _link(
             PERSON_ID_HISTORY.name,
             history.select(F.lit(ctx.run_id).alias("linkage_run_id"), "*", F.current_timestamp().alias("recorded_at")),
         )
-        catalog.overwrite(PERSON.name, _person(catalog, state, profile, links, reference_date))
+        catalog.overwrite(PERSON.name, _person(catalog, state, profile, links, reference_date, materialise))
     with _timed(timings, "quality"):
         linked_records = links.count()
         # Staged: quality aggregates it five ways.
@@ -346,11 +345,17 @@ def _records_after(catalog, inserted: DataFrame, deleted: DataFrame) -> DataFram
     )
 
 
-def _person(catalog, state: DataFrame, profile: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:
+def _person(
+    catalog, state: DataFrame, profile: DataFrame, links: DataFrame, reference_date: str, materialise: Materialise
+) -> DataFrame:
     """gold.person from the linkage state (silver.linkage_profiles), the identity profiles, person_link and the
     silver tables it takes values from."""
-    linked_profiles = state.select("profile_id", "person_id", "record_count", "sources").join(
-        profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
+    # Staged: person_index reads it three times (records and sources, date of birth, sex).
+    linked_profiles = materialise(
+        state.select("profile_id", "person_id", "record_count", "sources").join(
+            profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
+        ),
+        "linked_profiles",
     )
 
     def silver(name: str) -> DataFrame:

@@ -20,8 +20,7 @@ from phm.linkage.linking import (
     attach_number_only,
     blocked_with,
     deterministic_edges,
-    with_earlier_links,
-    with_linking_run,
+    with_earlier_state,
     without_number_conflicts,
 )
 from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
@@ -88,6 +87,8 @@ def test_profiles_updated_from_changed_records_equal_profiles_of_all_records(spa
         ("r3", "ae", "p2", A, "BOB", "BROWN", date(1950, 1, 2), "M", "LS1 4AB"),  # goes: its only record deleted
         ("r4", "outpatient", "p3", B, "ANN", "LEE", date(1960, 5, 6), "F", "LS2 1AA"),
         ("r5", "outpatient", "p4", None, "CY", "DAY", date(1970, 1, 1), "F", None),
+        ("r10", "outpatient", "p7", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS7 1AA"),  # unchanged; A's names do
+        ("r11", "outpatient", "p8", C, "EVE", "ADAMS", date(1980, 3, 4), "F", "LS8 1AA"),  # untouched
     ]
     arriving = [
         ("r6", "ae", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),  # p1 counts one more A&E record
@@ -112,8 +113,8 @@ def test_profiles_updated_from_changed_records_equal_profiles_of_all_records(spa
     got = updated_profiles(profiles(before, names), inserted, deleted, names)
     assert rows_of(got) == rows_of(profiles(after, names))
     got = by_id(got)
-    assert got.keys() == {"p1", "p3", "p4", "p5", "p6"}  # p2 went
-    assert got["p1"].surnames == ["JONES", "SMITH"] == got["p5"].surnames  # BROWN went with p2
+    assert got.keys() == {"p1", "p3", "p4", "p5", "p6", "p7", "p8"}  # p2 went
+    assert got["p1"].surnames == ["JONES", "SMITH"] == got["p5"].surnames == got["p7"].surnames  # BROWN went
     assert (got["p1"].record_count, got["p1"].gp_record_count, got["p3"].sources) == (
         3, 1, ["gp_registrations", "outpatient"])  # fmt: skip
 
@@ -350,20 +351,26 @@ def test_number_only_profiles_join_the_cluster_holding_their_number(spark):
 
 
 def test_a_refresh_keeps_each_earlier_profiles_strongest_link(spark):
-    schema = "profile_id string, link_method string, match_probability double"
+    schema = "profile_id string, person_id string, link_method string, match_probability double"
     now = spark.createDataFrame(
-        [("a", "unlinked", None), ("b", "probabilistic", 0.95), ("c", "identical_identifiers", None),
-         ("d", "probabilistic", 0.99), ("n", "probabilistic", 0.92)],
+        [("a", "P1", "unlinked", None), ("b", "P1", "probabilistic", 0.95), ("c", "P2", "identical_identifiers", None),
+         ("d", "P3", "probabilistic", 0.99), ("n", "P3", "probabilistic", 0.92)],
         schema,
     )  # fmt: skip
     earlier = spark.createDataFrame(
-        [("a", "probabilistic", 0.97), ("b", "deterministic", 1.0), ("c", "unlinked", None),
-         ("d", "probabilistic", 0.91)],
-        schema,
+        [("a", "P1", "probabilistic", 0.97, "run1"), ("b", "P1", "deterministic", 1.0, "run1"),
+         ("c", "P2", "unlinked", None, "run1"), ("d", "P3", "probabilistic", 0.91, "run1")],
+        f"{schema}, linkage_run_id string",
     )  # fmt: skip
-    got = {r.profile_id: (r.link_method, r.match_probability) for r in with_earlier_links(now, earlier).collect()}
-    assert got == {"a": ("probabilistic", 0.97), "b": ("deterministic", 1.0), "c": ("identical_identifiers", None),
-                   "d": ("probabilistic", 0.99), "n": ("probabilistic", 0.92)}  # fmt: skip
+    got = {r.profile_id: (r.link_method, r.match_probability, r.linkage_run_id)
+           for r in with_earlier_state(now, earlier, "run2", refresh=True).collect()}  # fmt: skip
+    # a and b keep their earlier links, so their run; c's and d's links are this run's
+    assert got == {"a": ("probabilistic", 0.97, "run1"), "b": ("deterministic", 1.0, "run1"),
+                   "c": ("identical_identifiers", None, "run2"), "d": ("probabilistic", 0.99, "run2"),
+                   "n": ("probabilistic", 0.92, "run2")}  # fmt: skip
+    # a full relink takes this run's links as they are
+    relinked = {r.profile_id: r.link_method for r in with_earlier_state(now, earlier, "run2", refresh=False).collect()}
+    assert (relinked["a"], relinked["b"]) == ("unlinked", "probabilistic")
 
 
 def test_a_profile_keeps_the_run_that_linked_it_until_its_person_method_or_probability_changes(spark):
@@ -379,10 +386,10 @@ def test_a_profile_keeps_the_run_that_linked_it_until_its_person_method_or_proba
          ("d", "P1", "probabilistic", 0.93), ("e", "P4", "deterministic", 0.95), ("n", "P1", "probabilistic", 0.9)],
         columns,
     )  # fmt: skip
-    got = {r.profile_id: r.linkage_run_id for r in with_linking_run(now, earlier, "run2").collect()}
+    got = {r.profile_id: r.linkage_run_id for r in with_earlier_state(now, earlier, "run2", refresh=False).collect()}
     # a, b unchanged (a null probability equals a null); c's probability, d's person, e's method changed; n new
     assert got == {"a": "run1", "b": "run1", "c": "run2", "d": "run2", "e": "run2", "n": "run2"}
-    assert {r.linkage_run_id for r in with_linking_run(now, None, "run1").collect()} == {"run1"}
+    assert {r.linkage_run_id for r in with_earlier_state(now, None, "run1", refresh=True).collect()} == {"run1"}
 
 
 def test_quality_counts_records_by_source_method_and_gp_registration_from_the_profiles(spark):

@@ -126,7 +126,10 @@ def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise:
         deterministic_edges(profiles).unionByName(probabilistic_edges(scored, threshold, profiles)), "edges"
     )
     nodes = profiles.select("profile_id")
-    labelled = connected_components(linker, nodes, edges, "profile_id").join(_kinds(profiles), "profile_id")
+    # Staged: attaching number-only profiles reads it four times.
+    labelled = materialise(
+        connected_components(linker, nodes, edges, "profile_id").join(_kinds(profiles), "profile_id"), "labelled"
+    )
     clusters = _attached(labelled)
     return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
 
@@ -188,10 +191,15 @@ def link_new(
     # Every profile's node: a new profile is its own, a known one its person's.
     noded = _kinds(profiles).join(previous, "profile_id", "left")
     node = F.coalesce("person_id", "profile_id")
-    labelled = noded.join(node_clusters, node == F.col("_node"), "left").withColumn(
-        "cluster_id", F.coalesce("cluster_id", "person_id")
+    # Staged: attaching number-only profiles reads it four times, each a join of every profile with the earlier
+    # persons (at 1m people 3.7m profiles: 35 s for the clusters unstaged).
+    labelled = materialise(
+        noded.join(node_clusters, node == F.col("_node"), "left")
+        .withColumn("cluster_id", F.coalesce("cluster_id", "person_id"))
+        .drop("person_id", "_node"),
+        "labelled",
     )
-    clusters = _attached(labelled.drop("person_id", "_node"))
+    clusters = _attached(labelled)
     return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
 
 
@@ -322,7 +330,8 @@ def connected_components(linker: Linker, nodes: DataFrame, edges: DataFrame, nod
 
 
 def profile_link_details(profiles: DataFrame, edges: DataFrame) -> DataFrame:
-    """How each profile linked: its strongest edge and method; identical identifiers or unlinked otherwise."""
+    """profiles (profile_id, record_count and any other columns, kept) with how each linked: its strongest
+    edge and method; identical identifiers or unlinked otherwise."""
     ends = edges.select(F.col("profile_id_l").alias("profile_id"), "match_probability", "method").unionByName(
         edges.select(F.col("profile_id_r").alias("profile_id"), "match_probability", "method")
     )
@@ -336,40 +345,22 @@ def profile_link_details(profiles: DataFrame, edges: DataFrame) -> DataFrame:
         .when(F.col("record_count") > 1, F.lit(IDENTICAL))
         .otherwise(F.lit(UNLINKED))
     )
-    return (
-        profiles.select("profile_id", "record_count")
-        .join(best, "profile_id", "left")
-        .select("profile_id", method.alias("link_method"), "match_probability")
+    return profiles.join(best, "profile_id", "left").select(
+        *profiles.columns, method.alias("link_method"), "match_probability"
     )
 
 
-def with_earlier_links(details: DataFrame, earlier: DataFrame) -> DataFrame:
-    """A refresh scores only new profiles: an earlier profile keeps its strongest link of any run.
+def with_earlier_state(state: DataFrame, earlier: DataFrame | None, run_id: str, refresh: bool) -> DataFrame:
+    """state (profile_id, person_id, link_method, match_probability, ...: this run's links) given each profile's
+    linkage_run_id, and on a `refresh` its strongest link of any run, from the last run's linkage_profiles
+    (`earlier`), joined once.
 
-    details: this run's profile_link_details; earlier: the last run's
-    (profile_id, link_method, match_probability).
+    - A refresh scores only new profiles, so an earlier profile keeps its strongest link of any run: a
+      deterministic link over a probabilistic one over none, and the higher probability.
+    - linkage_run_id is the run that gave the profile its current link: a profile the earlier state links to
+      the same person, by the same method, with the same probability keeps that run's id, so a refresh
+      changes the rows of only the profiles it linked anew; the others get `run_id`.
     """
-    before = earlier.select(
-        "profile_id", F.col("link_method").alias("_method"), F.col("match_probability").alias("_probability")
-    )
-    methods = [F.col("link_method"), F.col("_method")]
-    method = (
-        F.when(F.array_contains(F.array(*methods), DETERMINISTIC), F.lit(DETERMINISTIC))
-        .when(F.array_contains(F.array(*methods), PROBABILISTIC), F.lit(PROBABILISTIC))
-        .otherwise(F.col("link_method"))
-    )
-    return details.join(before, "profile_id", "left").select(
-        "profile_id",
-        method.alias("link_method"),
-        F.greatest("match_probability", "_probability").alias("match_probability"),
-    )
-
-
-def with_linking_run(state: DataFrame, earlier: DataFrame | None, run_id: str) -> DataFrame:
-    """Each profile's linkage_run_id: the run that gave it its current link. A profile the earlier state
-    (the last run's linkage_profiles) links to the same person, by the same method, with the same probability
-    keeps that run's id, so a refresh changes the rows of only the profiles it linked anew; the others get
-    `run_id`."""
     if earlier is None:
         return state.withColumn("linkage_run_id", F.lit(run_id))
     before = earlier.select(
@@ -379,13 +370,22 @@ def with_linking_run(state: DataFrame, earlier: DataFrame | None, run_id: str) -
         F.col("match_probability").alias("_probability"),
         F.col("linkage_run_id").alias("_run"),
     )
+    joined = state.join(before, "profile_id", "left")
+    if refresh:
+        methods = [F.col("link_method"), F.col("_method")]
+        strongest = (
+            F.when(F.array_contains(F.array(*methods), DETERMINISTIC), F.lit(DETERMINISTIC))
+            .when(F.array_contains(F.array(*methods), PROBABILISTIC), F.lit(PROBABILISTIC))
+            .otherwise(F.col("link_method"))
+        )
+        joined = joined.withColumn("link_method", strongest).withColumn(
+            "match_probability", F.greatest("match_probability", "_probability")
+        )
     unchanged = (
         (F.col("person_id") == F.col("_person"))
         & (F.col("link_method") == F.col("_method"))
         & F.col("match_probability").eqNullSafe(F.col("_probability"))
     )
-    return (
-        state.join(before, "profile_id", "left")
-        .withColumn("linkage_run_id", F.when(unchanged, F.col("_run")).otherwise(F.lit(run_id)))
-        .drop("_person", "_method", "_probability", "_run")
+    return joined.withColumn("linkage_run_id", F.when(unchanged, F.col("_run")).otherwise(F.lit(run_id))).drop(
+        "_person", "_method", "_probability", "_run"
     )
