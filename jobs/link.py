@@ -115,8 +115,8 @@ def run(ctx: JobContext) -> None:
                 with _timed(timings, "person"):
                     ctx.rows_in, reference_date = _counted_and_dated(records)
                     state, links = catalog.read(LINKAGE_PROFILES.name), catalog.read(PERSON_LINK.name)
-                    person = _person(catalog, state, profile, links, reference_date, _materialiser(spark, staging))
-                    catalog.overwrite(PERSON.name, person)
+                    linked_profiles = _linked_profiles(state, profile, _materialiser(spark, staging))
+                    catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
                 mlflow.set_tag("phm.outcome", "gold.person rebuilt")
                 log.info("link: every identity record is already linked with the same identifiers; gold.person "
                          "rebuilt, since tables it takes values from changed (%.1fs)", timings["person"])  # fmt: skip
@@ -217,17 +217,11 @@ def _link(
             PERSON_ID_HISTORY.name,
             history.select(F.lit(ctx.run_id).alias("linkage_run_id"), "*", F.current_timestamp().alias("recorded_at")),
         )
-        catalog.overwrite(PERSON.name, _person(catalog, state, profile, links, reference_date, materialise))
+        linked_profiles = _linked_profiles(state, profile, materialise)
+        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
     with _timed(timings, "quality"):
         linked_records = links.count()
-        # Staged: quality aggregates it five ways.
-        counted = stage(
-            spark,
-            state.select("profile_id", "person_id", "link_method").join(
-                profile.select("profile_id", "records_by_source"), "profile_id"
-            ),
-            staging / "counted",
-        )
+        counted = linked_profiles.select("profile_id", "person_id", "link_method", "records_by_source")
         measures = quality(ctx.run_id, scored, edges, counted, history, comparisons)
         catalog.append(LINKAGE_QUALITY.name, measures)
         totals = _log_quality(catalog.read(LINKAGE_QUALITY.name).where(F.col("linkage_run_id") == ctx.run_id), timings)
@@ -345,18 +339,20 @@ def _records_after(catalog, inserted: DataFrame, deleted: DataFrame) -> DataFram
     )
 
 
-def _person(
-    catalog, state: DataFrame, profile: DataFrame, links: DataFrame, reference_date: str, materialise: Materialise
-) -> DataFrame:
-    """gold.person from the linkage state (silver.linkage_profiles), the identity profiles, person_link and the
-    silver tables it takes values from."""
-    # Staged: person_index reads it three times (records and sources, date of birth, sex).
-    linked_profiles = materialise(
-        state.select("profile_id", "person_id", "record_count", "sources").join(
-            profile.select("profile_id", "date_of_birth", "sex", "gp_record_count"), "profile_id"
+def _linked_profiles(state: DataFrame, profile: DataFrame, materialise: Materialise) -> DataFrame:
+    """Each profile's person and link (the linkage state, silver.linkage_profiles) with what gold.person and
+    the quality measures count of it; staged: gold.person reads it three times and quality five."""
+    return materialise(
+        state.select("profile_id", "person_id", "record_count", "sources", "link_method").join(
+            profile.select("profile_id", "date_of_birth", "sex", "gp_record_count", "records_by_source"), "profile_id"
         ),
         "linked_profiles",
     )
+
+
+def _person(catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:
+    """gold.person from the linked profiles (_linked_profiles), person_link and the silver tables it takes
+    values from."""
 
     def silver(name: str) -> DataFrame:
         if not catalog.exists(name):

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from splink import Linker
 
 from phm.linkage import model as linkage_model
+from phm.linkage import profiles as profiles_module
 from phm.linkage.evaluation import evaluate, nhs_number_baseline
 from phm.linkage.linking import (
     _one_edit_away,
@@ -80,7 +81,9 @@ def test_profiles_derive_forms_known_surnames_and_postcode_parts(spark):
     assert got["p3"].nhs_number_valid is False and got["p3"].surnames == ["SMITH"]
 
 
-def test_profiles_updated_from_changed_records_equal_profiles_of_all_records(spark):
+@pytest.mark.parametrize("broadcast_limit", [2_000_000, 0], ids=["state split by broadcast", "state shuffled"])
+def test_profiles_updated_from_changed_records_equal_profiles_of_all_records(spark, monkeypatch, broadcast_limit):
+    monkeypatch.setattr(profiles_module, "BROADCAST_CHANGED_PROFILES", broadcast_limit)
     rows = [  # (record_id, source, profile_id, nhs, forename, surname, dob, sex, postcode)
         ("r1", "gp_registrations", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
         ("r2", "ae", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),

@@ -130,7 +130,7 @@ def link_all(linker: Linker, profiles: DataFrame, threshold: float, materialise:
     labelled = materialise(
         connected_components(linker, nodes, edges, "profile_id").join(_kinds(profiles), "profile_id"), "labelled"
     )
-    clusters = _attached(labelled)
+    clusters = _attached(labelled, materialise)
     return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
 
 
@@ -140,8 +140,13 @@ def link_new(
     """Link profiles absent from `previous` (profile_id, person_id) to each other and to existing persons."""
     api = linker._db_api  # the linker's registered backend (Splink has no public accessor)
     # Staged: the new profiles (tens of thousands in a month at 1m people) are read by every step below, each
-    # read otherwise a join of every profile with every earlier one.
-    new = materialise(profiles.join(previous, "profile_id", "left_anti"), "new_profiles")
+    # read otherwise a join of every profile with every earlier one. Found by their ids alone (two narrow
+    # columns shuffled, not every profile's identifiers), staged so that the planner, seeing how few they
+    # are, broadcasts them to pick the profiles out.
+    new_ids = materialise(
+        profiles.select("profile_id").join(previous.select("profile_id"), "profile_id", "left_anti"), "new_ids"
+    )
+    new = materialise(profiles.join(new_ids, "profile_id", "left_semi"), "new_profiles")
     new_sdf = api.register(comparable(new))
     # Staged: Splink reads its inputs once per blocking rule, and each read would redo the five semi-joins. The
     # candidates are cut from all profiles, then the new ones dropped: cheaper than first joining 3.7m profiles
@@ -199,7 +204,7 @@ def link_new(
         .drop("person_id", "_node"),
         "labelled",
     )
-    clusters = _attached(labelled)
+    clusters = _attached(labelled, materialise)
     return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
 
 
@@ -245,9 +250,12 @@ def _kinds(profiles: DataFrame) -> DataFrame:
     )
 
 
-def _attached(labelled: DataFrame) -> DataFrame:
-    """attach_number_only on clusters already joined with their profiles' _kinds (every column kept)."""
-    alone = (
+def _attached(labelled: DataFrame, materialise: Materialise = as_is) -> DataFrame:
+    """attach_number_only on clusters already joined with their profiles' _kinds (every column kept).
+
+    The clusters of number-only profiles and the moves are few (thousands at 1m people): staged
+    (`materialise`), the planner broadcasts them to their joins with every profile."""
+    alone = materialise(
         labelled.groupBy("cluster_id")
         .agg(
             F.min("_number_only").alias("_alone"),
@@ -255,7 +263,8 @@ def _attached(labelled: DataFrame) -> DataFrame:
             F.max("nhs_number_valid").alias("_valid"),
         )
         .where("_alone")
-        .select(F.col("cluster_id").alias("_from"), "nhs_number", "_valid")
+        .select(F.col("cluster_id").alias("_from"), "nhs_number", "_valid"),
+        "number_only_clusters",
     )
     fuller = labelled.where(~F.col("_number_only") & F.col("nhs_number").isNotNull())
     homes = _main_home(fuller.join(alone.select("nhs_number"), "nhs_number", "left_semi"))
@@ -266,7 +275,7 @@ def _attached(labelled: DataFrame) -> DataFrame:
     corrected = _unique_home(near.join(held_valid, "nhs_number").select("_from", "cluster_id"), "_from").select(
         "_from", "_to"
     )
-    moves = exact.unionByName(corrected)
+    moves = materialise(exact.unionByName(corrected), "number_only_moves")
     return (
         labelled.join(moves, labelled["cluster_id"] == moves["_from"], "left")
         .withColumn("cluster_id", F.coalesce("_to", "cluster_id"))

@@ -14,7 +14,7 @@ Best values (the order a PHM analyst would trust them):
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from phm.ingest.outputs import age_band
@@ -40,22 +40,13 @@ def person_index(
     weighted by their records gives what counting over the records would, without joining every
     record back to the vault (31.6m records at 1m people, against 3.7m profiles).
     """
-    # One aggregation of the profiles (a few per person), the most frequent values picked from each person's
-    # list: grouping by (person, value) and ranking, once for each value, shuffled them three times.
-    counted = F.struct("date_of_birth", "sex", "gp_record_count", "record_count")
-    totals = profiles.groupBy("person_id").agg(
+    people = profiles.select("person_id", "date_of_birth", "sex", "record_count", "gp_record_count", "sources")
+    totals = people.groupBy("person_id").agg(
         F.sum("record_count").cast("long").alias("records"),
         F.array_sort(F.array_distinct(F.flatten(F.collect_list("sources")))).alias("sources"),
-        F.collect_list(counted).alias("_profiles"),
     )
-    sexes = F.filter("_profiles", lambda p: p["sex"].isin("M", "F"))
-    totals = totals.select(
-        "person_id",
-        "records",
-        "sources",
-        _most_frequent(F.col("_profiles"), "date_of_birth").alias("date_of_birth"),
-        _most_frequent(sexes, "sex").alias("sex"),
-    )
+    date_of_birth = _most_frequent(people, "date_of_birth")
+    sex = _most_frequent(people.where(F.col("sex").isin("M", "F")), "sex")
 
     linked = links.where(F.col("source").isin(GP_SOURCE, DEATHS_SOURCE)).select("source", "record_id", "person_id")
     gp = linked.where(F.col("source") == GP_SOURCE).join(
@@ -95,7 +86,9 @@ def person_index(
     at = F.least(reference, F.coalesce(F.col("_date_of_death"), reference))
     age = F.floor(F.months_between(at, F.col("date_of_birth")) / 12).cast("int")
     return (
-        totals.join(gp_values, "person_id", "left")
+        totals.join(date_of_birth, "person_id", "left")
+        .join(sex, "person_id", "left")
+        .join(gp_values, "person_id", "left")
         .join(died, "person_id", "left")
         .join(F.broadcast(units), "practice_code", "left")
         .select(
@@ -120,20 +113,17 @@ def person_index(
     )
 
 
-def _most_frequent(profiles: Column, field: str) -> Column:
-    """Of a person's profiles (structs of the field, gp_record_count and record_count), the field's value on
-    most GP records, then on most records of any source (ties: the smaller value); null if none has one."""
-    values = F.array_distinct(F.transform(F.filter(profiles, lambda p: p[field].isNotNull()), lambda p: p[field]))
-
-    def total(value: Column, count: str) -> Column:
-        holding = F.filter(profiles, lambda p: p[field] == value)
-        return F.aggregate(holding, F.lit(0).cast("long"), lambda acc, p: acc + p[count])
-
-    # The smallest (fewest GP records negated, fewest records negated, value) is the most frequent value.
-    ranked = F.transform(
-        values,
-        lambda v: F.struct(
-            (-total(v, "gp_record_count")).alias("gp"), (-total(v, "record_count")).alias("n"), v.alias("value")
-        ),
+def _most_frequent(profiles: DataFrame, column: str) -> DataFrame:
+    """(person_id, column): the value on most GP records, then on most records of any source (ties: smaller)."""
+    counts = (
+        profiles.where(F.col(column).isNotNull())
+        .groupBy("person_id", column)
+        .agg(F.sum("gp_record_count").alias("_preferred"), F.sum("record_count").alias("_n"))
     )
-    return F.array_min(ranked)["value"]
+    order = [F.col("_preferred").desc(), F.col("_n").desc(), F.col(column)]
+    return _first(counts, order).select("person_id", column)
+
+
+def _first(df: DataFrame, order: list[Column]) -> DataFrame:
+    window = Window.partitionBy("person_id").orderBy(*order)
+    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")

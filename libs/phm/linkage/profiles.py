@@ -19,6 +19,8 @@ Comparison columns derived here (FACTS.md "Linkage realities"):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -30,6 +32,11 @@ GP_SOURCE = "gp_registrations"
 # The identifiers linkage compares (vault.identity columns) and the pseudonyms that name them.
 IDENTIFIERS = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
 PSEUDONYMISED = ("nhs_number", "forename", "surname", "date_of_birth", "postcode")
+
+# At most this many changed profiles' ids are broadcast to split the state (about 70 bytes each in every task's
+# hash table; a monthly increment at 1m people changes 680k profiles); more (e.g. years delivered again) and
+# the state is shuffled to be split.
+BROADCAST_CHANGED_PROFILES = 2_000_000
 
 # What a profile row holds (profiles() adds record_count, gp_record_count and sources from records_by_source).
 PROFILE_COLUMNS = (
@@ -89,11 +96,11 @@ def updated_profiles(
     seen gets its comparison columns. Known surnames follow an NHS number's profiles (deterministic_keys),
     so they are recomputed for the numbers of profiles that came or went, and only for those.
 
-    The state is never shuffled: the changed profiles' ids (a fifth of the profiles in a month at 1m
-    people) and the numbers whose surnames are redone (a few percent) are broadcast to split it, and only
-    the changed rows are joined with their changes. `materialise` keeps the changes, that join and the
-    profiles whose surnames are redone, which later steps read more than once. Shuffling the whole state
-    (3.7m wide rows at 1m people) to join it with the changes, unstaged, took 62 s; this 44-49 s.
+    The state is not shuffled: the changed profiles' ids (a fifth of the profiles in a month at 1m people;
+    at most BROADCAST_CHANGED_PROFILES) and the numbers whose surnames are redone (fewer) are broadcast to
+    split it, and only the changed rows are joined with their changes. `materialise` keeps the changes, that
+    join and the profiles whose surnames are redone, which later steps read more than once. Shuffling the
+    whole state (3.7m wide rows at 1m people) to join it with the changes, unstaged, took 62 s; this 44-49 s.
     """
     signed = inserted.withColumn("_n", F.lit(1)).unionByName(deleted.withColumn("_n", F.lit(-1)))
     by_source = signed.groupBy("profile_id", "source").agg(
@@ -106,7 +113,9 @@ def updated_profiles(
         ),
         "profile_changes",
     )
-    changed_ids = F.broadcast(change.select("profile_id"))
+    few = change.count() <= BROADCAST_CHANGED_PROFILES
+    splitting: Callable[[DataFrame], DataFrame] = F.broadcast if few else (lambda df: df)
+    changed_ids = splitting(change.select("profile_id"))
     unchanged = state.join(changed_ids, "profile_id", "left_anti").select(*PROFILE_COLUMNS)
     added = F.map_zip_with(
         "records_by_source",
@@ -134,7 +143,7 @@ def updated_profiles(
         .where(present),
         nicknames,
     ).withColumn("surnames", F.lit(None).cast("array<string>"))
-    numbers = F.broadcast(
+    numbers = splitting(
         gone.select("nhs_number").unionByName(arriving.select("nhs_number")).where(F.col("nhs_number").isNotNull())
         .distinct()
     )  # fmt: skip
