@@ -24,7 +24,7 @@ from phm.linkage.linking import (
     with_earlier_state,
     without_number_conflicts,
 )
-from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign
+from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign, check_unique
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import deterministic_keys, profiles, updated_profiles
 from phm.linkage.quality import quality
@@ -452,6 +452,33 @@ def test_person_ids_are_minted_then_kept_and_every_change_is_recorded(spark):
     assert later["p2"] not in set(ids.values())  # a new id, never a reused one
     events = {(r.event, r.person_id_from, r.person_id_to) for r in history.collect()}
     assert events == {(SPLIT, ids["p1"], later["p2"]), (MOVE, ids["p3"], ids["p1"])}
+
+
+@pytest.mark.parametrize("records_left_home", [5, 1], ids=["the person stays home", "its home moves"])
+def test_a_refresh_decides_only_the_clusters_new_profiles_reached_and_the_persons_they_hold(spark, records_left_home):
+    # Clusters named as link_new names them: an unreached person by its own id, a reached one by a node.
+    previous = spark.createDataFrame(
+        [("p1", "PA"), ("p2", "PA"), ("p3", "PB"), ("p4", "PC"), ("p5", "PD")], PREVIOUS
+    )  # fmt: skip
+    clusters = spark.createDataFrame(
+        [("p1", "PA", records_left_home),  # looks settled, but PA's p2 left with a new profile
+         ("p2", "n1", 3), ("n1", "n1", 1),
+         ("p3", "PB", 2),  # settled: untouched
+         ("p4", "PC", 3), ("p5", "PC", 1), ("n2", "PC", 1)],  # a new profile merged PC and PD
+        CLUSTERS,
+    )  # fmt: skip
+    assigned, history = assign(clusters, previous, "run2")
+    check_unique(assigned)
+    got = {r.profile_id: r.person_id for r in assigned.collect()}
+    assert (got["p3"], got["p4"], got["p5"], got["n2"]) == ("PB", "PC", "PC", "PC")
+    assert got["p2"] == got["n1"]
+    events = {(r.event, r.person_id_from, r.person_id_to, r.records) for r in history.collect()}
+    if records_left_home > 3:  # PA's home is still p1's cluster: p2 is split off with the new profile
+        assert got["p1"] == "PA" and got["p2"] not in {"PA", "PB", "PC", "PD"}
+        assert events == {(MERGE, "PD", "PC", 1), (SPLIT, "PA", got["p2"], 3)}
+    else:  # most of PA's records are now in n1's cluster, which keeps PA; p1 is split off
+        assert got["p2"] == "PA" and got["p1"] not in {"PA", "PB", "PC", "PD"}
+        assert events == {(MERGE, "PD", "PC", 1), (SPLIT, "PA", got["p1"], 1)}
 
 
 def test_person_index_takes_the_best_available_values(spark):

@@ -253,7 +253,7 @@ def _kinds(profiles: DataFrame) -> DataFrame:
 def _attached(labelled: DataFrame, materialise: Materialise = as_is) -> DataFrame:
     """attach_number_only on clusters already joined with their profiles' _kinds (every column kept).
 
-    The clusters of number-only profiles and the moves are few (thousands at 1m people): staged
+    The clusters of number-only profiles and the moves are few (171 persons of number-only profiles at 1m): staged
     (`materialise`), the planner broadcasts them to their joins with every profile."""
     alone = materialise(
         labelled.groupBy("cluster_id")
