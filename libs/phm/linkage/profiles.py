@@ -99,8 +99,9 @@ def updated_profiles(
     The state is not shuffled: the changed profiles' ids (a fifth of the profiles in a month at 1m people;
     at most BROADCAST_CHANGED_PROFILES) and the numbers whose surnames are redone (fewer) are broadcast to
     split it, and only the changed rows are joined with their changes. `materialise` keeps the changes, that
-    join and the profiles whose surnames are redone, which later steps read more than once. Shuffling the
-    whole state (3.7m wide rows at 1m people) to join it with the changes, unstaged, took 62 s; this 44-49 s.
+    join and the profiles whose surnames are redone, which later steps read more than once. With the whole
+    state (3.7m wide rows at 1m people) shuffled to be joined with the changes, link's profile step took 66 s
+    (median) at 1m; this way 50 s (docs/linkage.md).
     """
     signed = inserted.withColumn("_n", F.lit(1)).unionByName(deleted.withColumn("_n", F.lit(-1)))
     by_source = signed.groupBy("profile_id", "source").agg(
