@@ -297,6 +297,15 @@ def test_a_refresh_scores_new_profiles_only_against_known_profiles_a_blocking_ru
     assert got == ["d1", "f1", "m1", "n1", "s1"]  # not z1; d1 and d2 share no number (both null)
 
 
+def test_a_known_profile_several_blocking_rules_pair_with_new_ones_is_a_candidate_once(spark):
+    both = ("x1", None, "JOANNE", "BROWN", date(1960, 3, 3), "M", "Z9 9ZZ")  # d2's by rules 2 and 3
+    profile = linkage_model.comparable(profiles(records(spark, [*BLOCKING_PROFILES, both]), nicknames(spark)))
+    new = profile.where(F.col("profile_id").isin("d2", "f2"))
+    known = profile.join(new, "profile_id", "left_anti")
+    got = sorted(r.profile_id for r in blocked_with(known, new).collect())
+    assert got == ["d1", "f1", "x1"]
+
+
 def test_the_numbers_one_keying_error_away_are_substitutions_and_adjacent_swaps(spark):
     rows = spark.createDataFrame([(A,), ("999000001",)], "n string")
     got = {r.n: r.near for r in rows.select("n", _one_edit_away(F.col("n")).alias("near")).collect()}

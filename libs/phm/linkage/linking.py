@@ -17,6 +17,7 @@ clustering, the quality report and the link details); a caller that passes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -211,12 +212,19 @@ def link_new(
 def blocked_with(known: DataFrame, new: DataFrame) -> DataFrame:
     """The known profiles a prediction blocking rule pairs with some new profile (equal, not null, on all of
     the rule's columns): scoring new against these finds every pair scoring against all known would, without
-    Splink copying every known profile for each refresh."""
-    matched = [known.join(new.select(*columns), list(columns), "left_semi") for columns in PREDICTION_BLOCKING_KEYS]
-    union = matched[0]
-    for more in matched[1:]:
-        union = union.unionByName(more)
-    return union.dropDuplicates(["profile_id"])
+    Splink copying every known profile for each refresh.
+
+    One pass over the known profiles, each looked up in the new profiles' keys of every rule (few: the
+    planner broadcasts them), rather than a semi-join per rule and the union of them deduplicated (five scans
+    and a shuffle; 3.7m profiles at 1m people)."""
+    paired = known
+    flags = []
+    for i, columns in enumerate(PREDICTION_BLOCKING_KEYS):
+        flag = f"_paired_by_rule_{i}"
+        keys = new.select(*columns).where(reduce(Column.__and__, [F.col(c).isNotNull() for c in columns]))
+        paired = paired.join(keys.distinct().withColumn(flag, F.lit(True)), list(columns), "left")
+        flags.append(flag)
+    return paired.where(F.coalesce(*flags, F.lit(False))).select(*known.columns)
 
 
 def _scored_columns(predictions: DataFrame) -> DataFrame:
