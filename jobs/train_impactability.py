@@ -123,7 +123,7 @@ def _train(ctx: JobContext, client: MlflowClient, spec: UpliftSpec, columns: lis
             "qini": qini, "qini_se": qini_se, "held_out_mean_benefit": float(benefit.mean()),
             **{f"relative_benefit.{group}": value for group, value in relative.items()},
         })  # fmt: skip
-        mlflow.log_figure(plots.qini_figure(share, gain, qini), "qini.png")
+        plots.log_figure(plots.qini_figure(share, gain, qini), "qini.png")
         mlflow.log_text("\n".join(columns) + "\n", "features.txt")
         example = train[columns].head(5)
         info = mlflow.pyfunc.log_model(

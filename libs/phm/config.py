@@ -493,7 +493,7 @@ def load_definitions(path: str, model: type[ModelT]) -> ModelT:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise ConfigError(f"config error: {path}: {key}: {first['msg'].lower()}; fix the value") from None
+        raise ConfigError(f"config error: {path}: {key}: {_sentence(first['msg'])}; fix the value") from None
 
 
 def load_definitions_folder(folder: str, model: type[ModelT], what: str, setting: str) -> dict[str, tuple[ModelT, str]]:
@@ -597,8 +597,13 @@ def _describe(exc: ValidationError, origin: dict[str, str], path: str) -> str:
             problems.append(f"{key}: unknown key (in {source}); {_valid_keys_hint(error['loc'][:-1])}")
         else:
             given = error.get("input")
-            problems.append(f"{key}: {error['msg'].lower()}, got {given!r} (in {source}); fix the value")
+            problems.append(f"{key}: {_sentence(error['msg'])}, got {given!r} (in {source}); fix the value")
     return "config error: " + "; ".join(problems)
+
+
+def _sentence(message: str) -> str:
+    """pydantic's message continuing our sentence: its first letter lowered, names in it left as written."""
+    return message[:1].lower() + message[1:]
 
 
 def _origin_of(key: str, origin: dict[str, str], path: str) -> str:

@@ -21,6 +21,7 @@ from phm.models.oracle import oracle_measures, true_person_of, true_probability
 from phm.models.registry import VALIDATION_DATE_TAG, decide, retraining_due
 from phm.models.scoring import with_tiers
 from phm.models.specs import Gate, ModelSpec, load_model_specs
+from phm.models.training import fit_on_spark, spark_importance, spark_probability
 from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
@@ -269,6 +270,40 @@ def test_the_shipped_specs_load_and_a_misnamed_spec_is_refused(tmp_path):
     (tmp_path / "other.yaml").write_text("name: mine\ndescription: d\nalgorithm: lightgbm\nfeatures: ['*']\n")
     with pytest.raises(ConfigError, match="name the file mine.yaml"):
         load_model_specs(str(tmp_path))
+
+
+def test_a_spark_gbt_spec_takes_gbtclassifier_params_and_no_search(tmp_path):
+    base = "name: trees\ndescription: d\nalgorithm: spark_gbt\nfeatures: ['*']\n"
+    (tmp_path / "trees.yaml").write_text(base + "params: {maxIter: 5, maxDepth: 2}\n")
+    spec = load_model_specs(str(tmp_path))["trees"][0]
+    assert spec.trains_on_spark and spec.params == {"maxIter": 5, "maxDepth": 2}
+    (tmp_path / "trees.yaml").write_text(base + "params: {num_leaves: 7}\n")
+    with pytest.raises(ConfigError, match=r"params \['num_leaves'\] are not GBTClassifier's; it takes maxIter"):
+        load_model_specs(str(tmp_path))
+    (tmp_path / "trees.yaml").write_text(
+        base + "search: {trials: 2, space: {maxDepth: {type: int, low: 2, high: 5}}}\n"
+    )
+    with pytest.raises(ConfigError, match="algorithm spark_gbt has no search"):
+        load_model_specs(str(tmp_path))
+
+
+def test_spark_gbt_is_fitted_and_scored_by_spark_with_missing_values_split_off(spark):
+    # Admitted: everyone over 70, and everyone whose cost is missing; age 0-99 and cost known otherwise.
+    rows = [(age, None if age % 9 == 0 else float(age % 5), bool(age % 2), int(age > 70 or age % 9 == 0))
+            for age in range(100)] * 3  # fmt: skip
+    frame = spark.createDataFrame(rows, "age int, cost double, female boolean, label int")
+    spec = ModelSpec(name="trees", description="d", algorithm="spark_gbt", features=["*"],
+                     params={"maxIter": 10, "maxDepth": 3, "minInstancesPerNode": 1})  # fmt: skip
+    model = fit_on_spark(spec, frame, ["age", "cost", "female"], seed=7)
+    scored = spark_probability(model, frame.withColumn("person", F.col("age"))).toPandas()
+    assert list(scored.columns) == ["age", "cost", "female", "label", "person", "probability"]
+    assert len(scored) == 300 and scored["probability"].between(0, 1).all()
+    assert performance(scored["label"].to_numpy(), scored["probability"].to_numpy())["auc"] > 0.995
+    # a missing cost is told apart from every known one (as 0 it would share the cost of age 0, 5, 10, ...)
+    young = scored[scored["age"] <= 70]
+    assert young[young["cost"].isna()]["probability"].min() > young[young["cost"].notna()]["probability"].max()
+    importance = spark_importance(model, ["age", "cost", "female"])
+    assert list(importance.index[:2]) == ["age", "cost"] and importance["female"] == pytest.approx(0.0, abs=0.01)
 
 
 # -- tiers and the oracle --------------------------------------------------------------------------------------

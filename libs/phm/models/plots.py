@@ -12,6 +12,17 @@ import pandas as pd
 from sklearn.metrics import roc_curve
 
 
+def log_figure(fig, artifact_file: str) -> None:
+    """Log the figure to the active MLflow run and close it: pyplot keeps every figure it made open until
+    closed (a training job logs three per model)."""
+    import mlflow
+
+    try:
+        mlflow.log_figure(fig, artifact_file)
+    finally:
+        plt.close(fig)
+
+
 def roc_figure(y: np.ndarray, p: np.ndarray, auc: float | None):
     fig, ax = plt.subplots(figsize=(5, 5))
     fpr, tpr, _ = roc_curve(y, p)

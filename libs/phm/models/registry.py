@@ -113,18 +113,35 @@ def model_inputs(model_uri: str) -> list[str]:
     return get_model_info(model_uri).signature.inputs.input_names()
 
 
-def champion_auc(registered_model: str, champion_version: str, validation: pd.DataFrame, y) -> tuple[float | None, str]:
-    """The champion's AUC on the validation rows, or (None, why it cannot be measured)."""
+def is_spark_model(model_uri: str) -> bool:
+    """The logged model is a Spark ML pipeline (MLflow's spark flavor: spark_gbt), which Spark serves."""
+    from mlflow.models import get_model_info
+
+    return "spark" in get_model_info(model_uri).flavors
+
+
+def champion_auc(
+    registered_model: str, champion_version: str, rows, local: pd.DataFrame | None = None
+) -> tuple[float | None, str]:
+    """The champion's AUC on the validation rows (`rows`, a Spark DataFrame with `label`; `local`: the same rows
+    already collected, for a model the driver scores), or (None, why it cannot be measured)."""
     import mlflow
     from sklearn.metrics import roc_auc_score
 
+    from phm.models.training import spark_probability
+
     uri = f"models:/{registered_model}/{champion_version}"
     inputs = model_inputs(uri)
-    missing = [c for c in inputs if c not in validation.columns]
+    missing = [c for c in inputs if c not in rows.columns]
     if missing:
         return None, f"champion v{champion_version} needs features gold.features no longer has: {missing[:5]}"
-    probabilities = mlflow.sklearn.load_model(uri).predict_proba(validation[inputs])[:, 1]
-    return float(roc_auc_score(y, probabilities)), ""
+    if is_spark_model(uri):
+        scored = spark_probability(mlflow.spark.load_model(uri), rows.select(*inputs, "label"))
+        scored = scored.select("label", "probability").toPandas()
+        return float(roc_auc_score(scored["label"].astype(int), scored["probability"])), ""
+    frame = local if local is not None else rows.select(*inputs, "label").toPandas()
+    probabilities = mlflow.sklearn.load_model(uri).predict_proba(frame[inputs])[:, 1]
+    return float(roc_auc_score(frame["label"].astype(int), probabilities)), ""
 
 
 def decide(metrics: dict, gate: Gate, champion: tuple[str, float | None, str] | None) -> Decision:

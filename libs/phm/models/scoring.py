@@ -1,7 +1,9 @@
 """Whole-population scoring with a registered model, and the segment x risk-tier matrix.
 
 Scoring goes through mlflow.pyfunc.spark_udf, so the champion is served on
-the executors exactly as it was logged (its predict_proba), at any scale.
+the executors exactly as it was logged (its predict_proba), at any scale; a
+Spark ML champion (spark_gbt) is loaded as the pipeline it was logged as and
+applied by Spark.
 Tiers: percentile of the scored population (percent_rank x 100) against the
 configured cut-offs (high, emerging; low below).
 """
@@ -18,11 +20,19 @@ from phm.governance.disclosure import disclosure_control_in_parts
 
 
 def score_with_champion(features: DataFrame, registered_model: str) -> DataFrame:
-    """features + probability: the positive-class probability (predict_proba) of the registered model's
-    champion, served through mlflow.pyfunc.spark_udf on the columns its signature names."""
-    from phm.models.registry import CHAMPION
+    """features + probability: the positive-class probability of the registered model's champion: a
+    scikit-learn model's predict_proba served through mlflow.pyfunc.spark_udf on the columns its signature
+    names; a Spark ML pipeline (spark_gbt) loaded with MLflow's spark flavor and applied by Spark, whose
+    pyfunc form would start a Spark session in every Python worker."""
+    import mlflow
 
-    served = serve(features, f"models:/{registered_model}@{CHAMPION}", "array<double>")
+    from phm.models.registry import CHAMPION, is_spark_model
+    from phm.models.training import spark_probability
+
+    uri = f"models:/{registered_model}@{CHAMPION}"
+    if is_spark_model(uri):
+        return spark_probability(mlflow.spark.load_model(uri), features)
+    served = serve(features, uri, "array<double>")
     return features.withColumn("probability", served.getItem(1))
 
 

@@ -11,7 +11,14 @@ from phm.config import StrictModel, load_definitions_folder
 from phm.errors import ConfigError
 from phm.person.definitions import Name
 
-ALGORITHMS = ("lightgbm", "logistic_regression")
+ALGORITHMS = ("lightgbm", "logistic_regression", "spark_gbt")
+# Trained by Spark ML on the cluster (the training rows never collected to the driver) and served by Spark:
+# for data that outgrows one node.
+SPARK_ALGORITHMS = ("spark_gbt",)
+# What a spark_gbt spec may set: GBTClassifier's own params (the columns it reads and writes are the pipeline's).
+SPARK_GBT_PARAMS = ("maxIter", "maxDepth", "stepSize", "subsamplingRate", "minInstancesPerNode", "minInfoGain",
+                    "maxBins", "featureSubsetStrategy", "minWeightFractionPerNode", "maxMemoryInMB", "cacheNodeIds",
+                    "checkpointInterval")  # fmt: skip
 
 
 class SearchDimension(StrictModel):
@@ -46,13 +53,28 @@ class Gate(StrictModel):
 class ModelSpec(StrictModel):
     name: Name
     description: str
-    algorithm: Literal["lightgbm", "logistic_regression"]
+    algorithm: Literal["lightgbm", "logistic_regression", "spark_gbt"]
     features: list[str] = Field(min_length=1, description="Feature names or glob patterns over gold.features.")
     exclude: list[str] = Field(default_factory=list, description="Patterns removed from what `features` matched.")
     params: dict[str, Any] = Field(default_factory=dict)
     search: Search | None = None
     score: bool = Field(True, description="Score the population with this model's champion.")
     gate: Gate = Gate()
+
+    @model_validator(mode="after")
+    def _spark_params(self) -> ModelSpec:
+        if not self.trains_on_spark:
+            return self
+        if self.search is not None:
+            raise ValueError(f"algorithm {self.algorithm} has no search; set its params (e.g. maxIter, maxDepth)")
+        unknown = sorted(set(self.params) - set(SPARK_GBT_PARAMS))
+        if unknown:
+            raise ValueError(f"params {unknown} are not GBTClassifier's; it takes {', '.join(SPARK_GBT_PARAMS)}")
+        return self
+
+    @property
+    def trains_on_spark(self) -> bool:
+        return self.algorithm in SPARK_ALGORITHMS
 
     @property
     def registered_model(self) -> str:

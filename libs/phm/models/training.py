@@ -1,9 +1,16 @@
-"""Fitting a risk model from its spec: LightGBM or a logistic-regression baseline, with an optional optuna search.
+"""Fitting a risk model from its spec: LightGBM or a logistic-regression baseline, with an optional optuna search,
+or Spark ML's gradient-boosted trees for data that outgrows one node.
 
-Both are scikit-learn estimators (LightGBM through its scikit-learn API), so
-MLflow logs, registers and serves them the same way (predict_proba). The
-search tunes on a seeded, stratified 20% of the training rows held out; the
-validation index date is never seen until the model is measured on it.
+LightGBM and the baseline are scikit-learn estimators (LightGBM through its
+scikit-learn API), fitted on the driver, so MLflow logs, registers and
+serves them the same way (predict_proba). The search tunes on a seeded,
+stratified 20% of the training rows held out; the validation index date is
+never seen until the model is measured on it.
+
+`spark_gbt` is a Spark ML pipeline (the features cast to double, a missing
+value as a value below every other, assembled, GBTClassifier) fitted on the
+training rows where they are, logged with MLflow's spark flavor and served by
+Spark (`spark_probability`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from phm.models.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 SEARCH_HOLDOUT = 0.2
+# spark_gbt: a missing feature value. Below every value a feature takes (counts, costs, scores, flags), so a
+# tree splits the missing off on one side, as LightGBM sends them one way.
+MISSING = -1.0e9
 
 
 def make_estimator(spec: ModelSpec, params: dict[str, Any], seed: int):
@@ -87,4 +97,45 @@ def importance(model, features: list[str]) -> pd.Series:
         values = model.booster_.feature_importance(importance_type="gain")
     else:
         values = np.abs(model.named_steps["model"].coef_[0])
+    return pd.Series(values, index=features, dtype=float).sort_values(ascending=False)
+
+
+def fit_on_spark(spec: ModelSpec, rows, columns: list[str], seed: int):
+    """A Spark ML PipelineModel fitted on `rows` (a Spark DataFrame with `columns` and `label`) where they are:
+    nothing is collected to the driver."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import GBTClassifier
+    from pyspark.ml.feature import SQLTransformer, VectorAssembler
+    from pyspark.sql import functions as F
+
+    if rows.select("label").distinct().limit(2).count() < 2:
+        raise ValueError(f"{spec.name}: the training rows have only one outcome; no model can be trained")
+    numeric = [f"_feature_{i}" for i in range(len(columns))]
+    cast = ", ".join(
+        f"COALESCE(CAST(`{c}` AS DOUBLE), {MISSING}) AS {n}" for c, n in zip(columns, numeric, strict=True)
+    )
+    trees = GBTClassifier(
+        featuresCol="_features", labelCol="_label", predictionCol="_prediction", seed=seed, **spec.params
+    )
+    pipeline = Pipeline(
+        stages=[
+            SQLTransformer(statement=f"SELECT *, {cast} FROM __THIS__"),
+            VectorAssembler(inputCols=numeric, outputCol="_features"),
+            trees.setProbabilityCol("_probability").setRawPredictionCol("_raw"),
+        ]
+    )
+    return pipeline.fit(rows.select(*columns, F.col("label").cast("double").alias("_label")))
+
+
+def spark_probability(model, frame):
+    """`frame` with `probability`, the positive class's, from a Spark ML model (fit_on_spark's): Spark scores
+    it where the rows are."""
+    from pyspark.ml.functions import vector_to_array
+
+    return model.transform(frame).select(*frame.columns, vector_to_array("_probability")[1].alias("probability"))
+
+
+def spark_importance(model, features: list[str]) -> pd.Series:
+    """The trees' feature importances (Spark ML's: gain-based, normalised), descending."""
+    values = model.stages[-1].featureImportances.toArray()
     return pd.Series(values, index=features, dtype=float).sort_values(ascending=False)
