@@ -237,6 +237,7 @@ IDENTITY_PROFILES = TableSpec(
         "changed."
     ),
     keys=("profile_id",),
+    stats_columns=(),  # rewritten whole by every link run and read whole: no reader filters it (keys are hashes)
     schema=T.StructType(
         [
             T.StructField("profile_id", T.StringType(), False),
@@ -269,6 +270,7 @@ LINKAGE_PROFILES = TableSpec(
         "refresh keeps person_ids stable from it."
     ),
     keys=("profile_id",),
+    stats_columns=(),  # as vault.identity_profiles: rewritten and read whole
     schema=T.StructType(
         [
             T.StructField("profile_id", T.StringType(), False),
