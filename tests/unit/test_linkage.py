@@ -11,8 +11,10 @@ from urllib.parse import urlparse
 
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from splink import Linker
 
+from phm.errors import UserError
 from phm.linkage import model as linkage_model
 from phm.linkage import profiles as profiles_module
 from phm.linkage.evaluation import evaluate, nhs_number_baseline
@@ -28,8 +30,10 @@ from phm.linkage.person_ids import MERGE, MOVE, SPLIT, assign, check_unique
 from phm.linkage.person_index import person_index
 from phm.linkage.profiles import deterministic_keys, profiles, updated_profiles
 from phm.linkage.quality import quality
+from phm.runtime.catalog import Catalog
 from phm.runtime.staging import splink_tables_removed
-from phm_jobs.link import read_nicknames
+from phm.tables import IDENTITY
+from phm_jobs.link import _counted_and_dated, read_nicknames
 
 REPO = Path(__file__).resolve().parents[2]
 A, B, C, D = "9990000018", "9990000026", "9990000034", "9990000042"  # valid (modulus 11)
@@ -593,3 +597,22 @@ def test_nhs_number_baseline_links_only_equal_valid_numbers(spark):
     )
     got = {r.record_id: r.person_id for r in nhs_number_baseline(identity).collect()}
     assert got["r1"] == got["r2"] and len({got["r3"], got["r4"], got["r5"], got["r1"]}) == 4
+
+
+def test_the_records_are_counted_and_dated_from_the_vaults_delta_log(fresh_config, spark):
+    catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
+
+    def vault(rows):  # the keys; every identifier and pseudonym null
+        keys = spark.createDataFrame([(s, p, r, "k1") for s, p, r in rows], T.StructType(IDENTITY.schema.fields[:4]))
+        return keys.select("*", *[F.lit(None).cast(f.dataType).alias(f.name) for f in IDENTITY.schema.fields[4:]])
+
+    catalog.overwrite(IDENTITY.name, vault([("gp", "2026-01", "g1"), ("gp", "2026-01", "g2"),
+                                            ("ae", "2026-02", "a1"), ("ae", "2026-02", "a2"),
+                                            ("practices", "reference", "p1")]))  # fmt: skip
+    assert _counted_and_dated(catalog) == (5, "2026-02-28")  # the last day of the latest monthly period
+    # a period delivered again replaces its rows: the count is the table's now, not the files ever written
+    catalog.overwrite(IDENTITY.name, vault([("ae", "2026-02", "a1")]), replace_where="period = '2026-02'")
+    assert _counted_and_dated(catalog) == (4, "2026-02-28")
+    catalog.overwrite(IDENTITY.name, vault([("practices", "reference", "p1")]))
+    with pytest.raises(UserError, match="vault.identity holds no monthly period"):
+        _counted_and_dated(catalog)
