@@ -267,12 +267,11 @@ def _log_model(spec: ModelSpec, model, columns: list[str], splits: Splits):
     """Log and register the model: a scikit-learn model with skops (its pyfunc is predict_proba), a Spark ML
     pipeline with MLflow's spark flavor; the signature from 200 validation rows."""
     if spec.trains_on_spark:
-        sample = splits.validation_rows.select(*columns).limit(200)
-        probabilities = spark_probability(model, sample).select("probability").toPandas()["probability"]
+        sample = spark_probability(model, splits.validation_rows.select(*columns).limit(200)).toPandas()
         return mlflow.spark.log_model(
             model,
             artifact_path="model",
-            signature=infer_signature(sample.toPandas(), probabilities.to_numpy()),
+            signature=infer_signature(sample[columns], sample["probability"].to_numpy()),
             registered_model_name=spec.registered_model,
             pip_requirements=pinned_requirements("pyspark"),
         )

@@ -16,10 +16,10 @@ Every change is a row of silver.person_id_history.
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from phm.linkage import Materialise, as_is
+from phm.linkage import Materialise, as_is, first_in_each
 
 MERGE, MOVE, SPLIT = "merge", "move", "split"
 
@@ -59,9 +59,9 @@ def assign(
     earlier = current.where(F.col("earlier_id").isNotNull())
     cells = earlier.groupBy("cluster_id", "earlier_id").agg(F.sum("record_count").alias("records"))
     by_records = [F.col("records").desc()]
-    home = _first_of(cells, "earlier_id", [*by_records, F.col("cluster_id")])
+    home = first_in_each(cells, "earlier_id", [*by_records, F.col("cluster_id")])
     kept = materialise(
-        _first_of(home, "cluster_id", [*by_records, F.col("earlier_id")]).select(
+        first_in_each(home, "cluster_id", [*by_records, F.col("earlier_id")]).select(
             "cluster_id", F.col("earlier_id").alias("kept_id")
         ),
         "kept_ids",
@@ -112,11 +112,6 @@ def check_unique(assigned: DataFrame) -> None:
     clashes = assigned.groupBy("person_id").agg(F.countDistinct("cluster_id").alias("clusters")).where("clusters > 1")
     if clashes.limit(1).count():
         raise PersonIdCollisionError("two clusters were given the same person_id; nothing was written")
-
-
-def _first_of(df: DataFrame, partition: str, order: list[Column]) -> DataFrame:
-    window = Window.partitionBy(partition).orderBy(*order)
-    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
 
 
 def _history(assigned: DataFrame, kept: DataFrame) -> DataFrame:

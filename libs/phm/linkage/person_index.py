@@ -14,10 +14,11 @@ Best values (the order a PHM analyst would trust them):
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from phm.ingest.outputs import age_band
+from phm.linkage import first_in_each
 from phm.linkage.profiles import GP_SOURCE
 
 DEATHS_SOURCE = "deaths"
@@ -121,9 +122,4 @@ def _most_frequent(profiles: DataFrame, column: str) -> DataFrame:
         .agg(F.sum("gp_record_count").alias("_preferred"), F.sum("record_count").alias("_n"))
     )
     order = [F.col("_preferred").desc(), F.col("_n").desc(), F.col(column)]
-    return _first(counts, order).select("person_id", column)
-
-
-def _first(df: DataFrame, order: list[Column]) -> DataFrame:
-    window = Window.partitionBy("person_id").orderBy(*order)
-    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+    return first_in_each(counts, "person_id", order).select("person_id", column)
