@@ -710,6 +710,31 @@ RISK_ORACLE_EVALUATION = TableSpec(
     ),
 )
 
+RISK_ACHIEVABLE_AUC = TableSpec(
+    name="mart.risk_achievable_auc",
+    grain="one row per validation index date x history length (synthetic truth store: evaluation only)",
+    description=(
+        "The best AUC any risk model can reach on the synthetic ICS's emergency admissions at the validation "
+        "index date (phm.synthetic.achievable): the AUC of the Bayes predictor that knows each living person's "
+        "true conditions, age, IMD cell and high-intensity flag and sees `history_months` of every contact the "
+        "generator raises with its unobserved person factor, beside the oracle AUC of the same simulated "
+        "outcomes, the predictor with no history and with the emergency admissions only."
+    ),
+    keys=("index_date", "history_months"),
+    schema=T.StructType(
+        [
+            T.StructField("index_date", T.DateType(), False),
+            T.StructField("history_months", T.IntegerType(), False),
+            T.StructField("persons", T.LongType(), False),
+            T.StructField("outcome_rate", T.DoubleType(), True),
+            T.StructField("oracle_auc", T.DoubleType(), True),
+            T.StructField("no_history_auc", T.DoubleType(), True),
+            T.StructField("admissions_only_auc", T.DoubleType(), True),
+            T.StructField("achievable_auc", T.DoubleType(), True),
+        ]
+    ),
+)
+
 PROGRAMME_TRIAL = TableSpec(
     name="gold.programme_trial",
     grain="one row per person in the emulated trial of the historical programme",
@@ -1311,6 +1336,7 @@ for _spec in (
     INTERVENTION_SUMMARY,
     IMPACTABILITY_ORACLE_EVALUATION,
     RISK_ORACLE_EVALUATION,
+    RISK_ACHIEVABLE_AUC,
     POPULATION_PROFILE,
     INEQUALITIES,
     EXPECTED_PREVALENCE,

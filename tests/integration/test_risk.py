@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from phm import cli
 from phm.config import load_config, load_definitions
 from phm.features.build import build_features
-from phm.features.index_dates import plan_index_dates
+from phm.features.index_dates import VALIDATION, plan_index_dates
 from phm.impactability.uplift import load_uplift_specs
 from phm.models.registry import CANDIDATE, CHAMPION, VALIDATION_DATE_TAG
 from phm.models.specs import load_model_specs
@@ -33,6 +33,7 @@ from phm.tables import (
     FEATURES,
     OBSERVATIONS,
     PERSON,
+    RISK_ACHIEVABLE_AUC,
     RISK_MODEL_PERFORMANCE,
     RISK_ORACLE_EVALUATION,
     RISK_SCORES,
@@ -188,16 +189,32 @@ def test_every_person_is_scored_by_the_champion_with_a_tier_and_the_matrix_is_pu
     assert (hidden[hidden["suppressed"] == "primary"]["n"] <= rules.max_suppressed).all()
 
 
-def test_champions_are_compared_with_the_oracle(sample):
+def test_champions_are_compared_with_the_oracle(sample, spark):
     config, catalog = sample
     rows = catalog.read(RISK_ORACLE_EVALUATION.name).collect()
     assert {r.model_name for r in rows} == {spec.name for spec in _specs(config)}
     for row in rows:
         assert row.persons_with_truth == row.persons > 0  # every linked person maps to a true person
         assert 0.5 < row.oracle_auc <= 1 and row.auc_gap == pytest.approx(row.oracle_auc - row.model_auc)
+    # the best any model can reach there: with the longest feature window and with all the history before the date
+    ceiling = catalog.read(RISK_ACHIEVABLE_AUC.name).toPandas()
+    validation = catalog.read(FEATURES.name).where(F.col("split") == VALIDATION)
+    assert set(ceiling["index_date"]) == {validation.first().index_date} == {r.index_date for r in rows}
+    assert len(ceiling) == 2 and ceiling["history_months"].is_unique
+    # the observer's people at risk: the true persons registered before the date and alive at it
+    index_date = F.lit(validation.first().index_date)
+    truth = spark.read.parquet(config.resolve(config.paths.truth) + "/person")
+    living = F.col("death_date").isNull() | (F.col("death_date") > index_date)
+    at_risk = truth.where((F.col("registered_on") < index_date) & living).count()
+    assert (ceiling["persons"] == at_risk).all()
+    # (the sample's few outcomes make its AUCs too noisy to order; tests/unit/test_achievable.py orders them)
+    aucs = ceiling[["oracle_auc", "no_history_auc", "admissions_only_auc", "achievable_auc"]]
+    assert aucs.notna().all().all() and ((aucs > 0) & (aucs <= 1)).all().all()
     client = _client(config)
     champion = client.get_model_version_by_alias(_specs(config)[0].registered_model, CHAMPION)
-    assert "oracle.oracle_auc" in client.get_run(champion.run_id).data.metrics
+    metrics = client.get_run(champion.run_id).data.metrics
+    assert "oracle.oracle_auc" in metrics
+    assert {f"oracle.achievable_auc_{m}m" for m in ceiling["history_months"]} <= set(metrics)
 
 
 @pytest.fixture

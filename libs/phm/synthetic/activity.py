@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from phm.synthetic.calibration import Calibration
 from phm.synthetic.dates import days
 from phm.synthetic.frames import condition_flags, event_frame
 from phm.synthetic.population import DAY, PopulationPlan
@@ -117,9 +118,9 @@ def imd_quintile(decile: np.ndarray) -> np.ndarray:
     return (np.asarray(decile) + 1) // 2
 
 
-def emergency_cell_rate(plan: PopulationPlan, group: np.ndarray, quintile: np.ndarray) -> np.ndarray:
+def emergency_cell_rate(calibration: Calibration, group: np.ndarray, quintile: np.ndarray) -> np.ndarray:
     """Published admissions per person-year for each age group x IMD quintile (quintile 1 most deprived)."""
-    rates = plan.calibration.activity.emergency_admissions_per_1000
+    rates = calibration.activity.emergency_admissions_per_1000
     most = np.asarray(rates.most_deprived)[group]
     least = np.asarray(rates.least_deprived)[group]
     weight = (quintile - 1) / 4  # 0 at quintile 1 (most deprived) .. 1 at quintile 5
@@ -140,7 +141,7 @@ def emergency_divisors(histogram: pd.DataFrame, plan: PopulationPlan) -> pd.Data
     cap = plan.calibration.activity.emergency_max_per_year
     rows = []
     for (group, quintile), cell in histogram.groupby(["emergency_age_group", "imd_quintile"]):
-        rate = float(emergency_cell_rate(plan, np.array([group]), np.array([quintile]))[0])
+        rate = float(emergency_cell_rate(plan.calibration, np.array([group]), np.array([quintile]))[0])
         if rate >= cap:
             raise ValueError(f"calibration: emergency_max_per_year {cap} is not above cell {group, quintile}'s rate")
         years, sums = cell["years"].to_numpy(float), cell["weighted_factor_sum"].to_numpy(float)
@@ -308,7 +309,9 @@ def emergency_rate(factors: pd.DataFrame, plan: PopulationPlan) -> np.ndarray:
     `emergency_max_per_year` (the log-normal tail, raised for high-intensity users, would otherwise reach
     hundreds a year); the divisor (emergency_divisors) keeps the cell's mean at its published rate."""
     rate = (
-        emergency_cell_rate(plan, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy())
+        emergency_cell_rate(
+            plan.calibration, factors["emergency_age_group"].to_numpy(), factors["imd_quintile"].to_numpy()
+        )
         * factors["emergency_factor"].to_numpy()
         / factors["cell_rate_divisor"].to_numpy()
     )

@@ -240,7 +240,9 @@ def calibration_figures(
     )
     cells["mean"] = cells["admissions"] / cells["years"]
     for row in cells.itertuples():
-        target = float(emergency_cell_rate(plan, np.array([row.emergency_age_group]), np.array([row.imd_quintile]))[0])
+        target = float(
+            emergency_cell_rate(plan.calibration, np.array([row.emergency_age_group]), np.array([row.imd_quintile]))[0]
+        )
         label = (
             f"{groups[row.emergency_age_group]}+"
             if row.emergency_age_group == len(groups) - 1
