@@ -110,14 +110,14 @@ def run(ctx: JobContext) -> None:
 def _achievable(ctx: JobContext, truth) -> pd.DataFrame:
     """mart.risk_achievable_auc's rows for the validation date (written here), with the longest feature window
     and with every month of history before the date; none (a warning) if the truth store was generated with
-    another calibration than the configured one."""
+    another calibration than the configured one or by an earlier generator."""
     config, catalog, spark = ctx.config, ctx.catalog, ctx.spark
     reference_date, history_start = history_span(catalog.read(PERSON.name), catalog.read(EVENTS.name), SPEC.name)
     plan = plan_index_dates(reference_date, history_start, config.risk)
     months = sorted({max(plan.windows), months_between(history_start, plan.validation)})
     calibration = load_calibration(config.resolve(config.synthetic.calibration))
-    person = truth_columns(spark.read.parquet(str(truth / "person")), history_start).toPandas()
     try:
+        person = truth_columns(spark.read.parquet(str(truth / "person")), history_start).toPandas()
         seen = observer(person, calibration, plan.validation, reference_date)
     except ReconstructionError as error:
         log.warning("evaluate_risk: no achievable AUC: %s", error)

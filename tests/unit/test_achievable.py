@@ -100,6 +100,14 @@ def test_a_truth_store_of_another_calibration_is_refused():
         observer(people, CALIBRATION, INDEX, REFERENCE)
 
 
+def test_a_truth_store_without_the_person_factors_is_refused(spark):
+    people = population(CALIBRATION, n=2).drop(columns=["age_at_start", "cell_mean_factor"])
+    people["date_of_birth"] = date(1950, 3, 1)
+    frame = spark.createDataFrame(people.astype({"death_date": "datetime64[ns]"}))
+    with pytest.raises(ReconstructionError, match="lacks cell_mean_factor: it was written by an earlier generator"):
+        truth_columns(frame, date(2023, 3, 1))
+
+
 def test_the_age_is_computed_in_spark_and_no_date_of_birth_leaves_it(spark):
     people = population(CALIBRATION, n=2).drop(columns=["age_at_start"])
     people["date_of_birth"] = [date(1950, 3, 1), date(2024, 1, 1)]

@@ -56,12 +56,19 @@ class Observer:
 
 
 class ReconstructionError(ValueError):
-    """The truth store's probabilities are not the calibration's (generated with another calibration or code)."""
+    """The truth store cannot be read as the configured calibration's (generated with another calibration or
+    an earlier generator)."""
 
 
 def truth_columns(person: DataFrame, history_start) -> DataFrame:
     """truth/person's TRUTH_COLUMNS for every person: the age at the window's start (as the generator takes it
     for elective and outpatient rates) computed here, so that no date of birth leaves Spark."""
+    missing = sorted({*TRUTH_COLUMNS, "date_of_birth"} - {"age_at_start"} - set(person.columns))
+    if missing:
+        raise ReconstructionError(
+            f"the truth store's person table lacks {', '.join(missing)}: it was written by an earlier generator; "
+            "generate the population again"
+        )
     start = F.lit(history_start).cast("date")
     age = F.greatest(F.months_between(start, F.col("date_of_birth")) / 12, F.lit(0.0)).alias("age_at_start")
     return person.select(*(age if c == "age_at_start" else F.col(c) for c in TRUTH_COLUMNS))
