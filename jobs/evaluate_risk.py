@@ -92,14 +92,14 @@ def run(ctx: JobContext) -> None:
         )
         achievable = {f"achievable_auc_{r.history_months}m": r.achievable_auc for r in ceiling.itertuples()}
         for key, value in {**measures, **achievable}.items():
-            if value is not None:
+            if value is not None and not pd.isna(value):
                 client.log_metric(champion.run_id, f"oracle.{key}", value)
         log.info(
             "evaluate_risk: %s v%s: model AUC %.4f, oracle AUC %.4f (gap %.4f); slope vs true risk %.3f%s",
             spec.name, champion.version, measures["model_auc"] or float("nan"), measures["oracle_auc"] or float("nan"),
             measures["auc_gap"] or float("nan"), measures["slope_vs_true_risk"] or float("nan"),
             "".join(f"; best achievable with {r.history_months} months' history {r.achievable_auc:.4f}"
-                    for r in ceiling.itertuples() if r.achievable_auc is not None),
+                    for r in ceiling.itertuples()),
         )  # fmt: skip
     if not rows:
         raise UserError("evaluate_risk: no model has a champion yet; run `phm run train_risk` first")

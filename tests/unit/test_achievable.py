@@ -76,6 +76,12 @@ def test_history_reveals_the_unobserved_factor_but_never_all_of_it():
     pd.testing.assert_frame_equal(rows, again)  # seeded
 
 
+def test_without_both_outcomes_an_auc_is_missing_not_an_error():
+    seen = observer(population(CALIBRATION, n=20), CALIBRATION, INDEX, REFERENCE)
+    row = achievable_auc(seen, CALIBRATION, [12], 0, seed=1).iloc[0]  # no follow-up: nobody admitted
+    assert row.outcome_rate == 0 and np.isnan([row.oracle_auc, row.no_history_auc, row.achievable_auc]).all()
+
+
 def test_people_dead_or_not_yet_in_the_window_at_the_index_date_are_left_out():
     people = population(CALIBRATION, n=1000)
     year_to_reference = (REFERENCE - INDEX).days / 365.25

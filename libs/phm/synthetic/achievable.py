@@ -187,7 +187,8 @@ def achievable_auc(
                 "achievable_auc": _auc(outcome, predicted["achievable"]),
             }
         )
-    return pd.DataFrame(rows)
+    aucs = ["oracle_auc", "no_history_auc", "admissions_only_auc", "achievable_auc"]
+    return pd.DataFrame(rows).astype({column: float for column in aucs})  # an AUC without both outcomes: NaN
 
 
 def _poisson(k: np.ndarray, mean: np.ndarray) -> np.ndarray:
