@@ -59,6 +59,8 @@ def run(ctx: JobContext) -> None:
         log.info("evaluate_risk: features, links and champions are unchanged since the last evaluation; nothing to do")
         ctx.rows_out = 0
         return
+    if not current:  # before anything is written: a failed run leaves no table changed
+        raise UserError("evaluate_risk: no model has a champion yet; run `phm run train_risk` first")
     ceiling = _achievable(ctx, truth)
     validation = catalog.read(FEATURES.name).where(F.col("split") == VALIDATION)
     truth_of = true_person_of(catalog.read(PERSON_LINK.name), spark.read.parquet(str(truth / "record_person")))
@@ -101,8 +103,6 @@ def run(ctx: JobContext) -> None:
             "".join(f"; best achievable with {r.history_months} months' history {r.achievable_auc:.4f}"
                     for r in ceiling.itertuples()),
         )  # fmt: skip
-    if not rows:
-        raise UserError("evaluate_risk: no model has a champion yet; run `phm run train_risk` first")
     result = spark.createDataFrame(rows, RISK_ORACLE_EVALUATION.schema)
     catalog.merge(RISK_ORACLE_EVALUATION.name, result)
 

@@ -1,4 +1,5 @@
-"""Small constant tables (code lists, score weights, index dates) as DataFrames held in the query plan.
+"""Small constant tables (code lists, score weights, index dates) as DataFrames held in the query plan, and the
+first row of each group of a frame.
 
 `spark.createDataFrame(list_of_tuples)` ships the rows to the JVM as an RDD (`LogicalRDD`), so every query that
 uses the table runs a Spark job to read it back (a broadcast of it is a job of its own), and two uses of the same
@@ -16,7 +17,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType, _parse_datatype_string
 
@@ -35,3 +37,9 @@ def literal_frame(spark: SparkSession, rows: Iterable[Sequence[Any]], schema: St
         records.append(dict(zip(names, row, strict=True)))
     table = pa.Table.from_pylist(records, schema=to_arrow_schema(struct))
     return spark.createDataFrame(table, struct)
+
+
+def first_in_each(df: DataFrame, partition: str, order: list[Column]) -> DataFrame:
+    """The first row of each `partition` value by `order` (one row each)."""
+    window = Window.partitionBy(partition).orderBy(*order)
+    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")

@@ -23,10 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import Field, model_validator
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from phm.config import StrictModel
+from phm.frames import first_in_each
 from phm.identifiers import nhs_number_is_valid
 
 MIN_PURPOSE_WORDS = 3
@@ -100,16 +101,14 @@ def identified_list(cohort: DataFrame, links: DataFrame, identity: DataFrame) ->
     records = listed.select("person_id", "source", "record_id", "period").join(
         identity.select("source", "record_id", *IDENTIFIED_COLUMNS), ["source", "record_id"]
     )
-    best = Window.partitionBy("person_id").orderBy(
+    best = [
         (F.col("source") == PREFERRED_SOURCE).desc(),
         F.coalesce(nhs_number_is_valid(F.col("nhs_number")), F.lit(False)).desc(),
         F.col("period").desc(),
         F.col("record_id"),
-    )
-    chosen = (
-        records.withColumn("_rank", F.row_number().over(best))
-        .where(F.col("_rank") == 1)
-        .select("person_id", *IDENTIFIED_COLUMNS, F.col("source").alias("identity_source"))
+    ]
+    chosen = first_in_each(records, "person_id", best).select(
+        "person_id", *IDENTIFIED_COLUMNS, F.col("source").alias("identity_source")
     )
     return (
         cohort.select("person_id", "pcn_code", "practice_code", "priority")

@@ -2,8 +2,7 @@
 
 from collections.abc import Callable
 
-from pyspark.sql import Column, DataFrame, Window
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
 # Takes a frame and a name and returns the same rows computed once (e.g. written to the job's staging folder and
 # read back), for a frame that later steps read more than once; the library's functions take one so that they
@@ -14,9 +13,3 @@ Materialise = Callable[[DataFrame, str], DataFrame]
 def as_is(df: DataFrame, _name: str) -> DataFrame:
     """Materialise that keeps the plan as it is (tests, small frames)."""
     return df
-
-
-def first_in_each(df: DataFrame, partition: str, order: list[Column]) -> DataFrame:
-    """The first row of each `partition` value by `order` (one row each)."""
-    window = Window.partitionBy(partition).orderBy(*order)
-    return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")

@@ -19,7 +19,8 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from phm.linkage import Materialise, as_is, first_in_each
+from phm.frames import first_in_each
+from phm.linkage import Materialise, as_is
 
 MERGE, MOVE, SPLIT = "merge", "move", "split"
 

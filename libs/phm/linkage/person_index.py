@@ -17,8 +17,8 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from phm.frames import first_in_each
 from phm.ingest.outputs import age_band
-from phm.linkage import first_in_each
 from phm.linkage.profiles import GP_SOURCE
 
 DEATHS_SOURCE = "deaths"

@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from phm.errors import UserError
+from phm.frames import first_in_each
 from phm.person.codes import INCLUDE, match_codes
 from phm.person.definitions import ICD10, SNOMED, PersonModelDefinitions, UnitCosts
 from phm.tables import EVENTS
@@ -163,12 +164,10 @@ def _social_care(frame: DataFrame, record_id: str, costs: UnitCosts, reference_d
         & (F.col("_end") >= F.col("start_date")),
         "left",
     )
-    first_end = Window.partitionBy(F.col(record_id)).orderBy(F.col("_end").asc_nulls_last(), F.col("_end_record"))
     # One end closes one package: an end that is the first for several overlapping starts closes the latest.
     latest_start = Window.partitionBy(F.col("_end_record")).orderBy(F.col("start_date").desc(), F.col(record_id).desc())
     packages = (
-        paired.withColumn("_rank", F.row_number().over(first_end))
-        .where(F.col("_rank") == 1)
+        first_in_each(paired, record_id, [F.col("_end").asc_nulls_last(), F.col("_end_record")])
         .withColumn("_closes", F.col("_end_record").isNull() | (F.row_number().over(latest_start) == 1))
         .withColumn("_end", F.when(F.col("_closes"), F.col("_end")))
         .withColumn("_end_record", F.when(F.col("_closes"), F.col("_end_record")))

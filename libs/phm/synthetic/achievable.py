@@ -139,6 +139,10 @@ def achievable_auc(
     (`achievable_auc`)."""
     act = calibration.activity
     s, cap, shape = act.emergency_unobserved_sd, act.emergency_max_per_year, act.ae_dispersion_shape
+    exponent = calibration.frailty.health_exponent
+    # e's grid: its N(0, 1) prior (log, up to a constant), and what it raises: the sqrt(relative h) services' means
+    # and the frailty deficits' weight
+    prior, raised, deficit_weight = (-(GRID**2) / 2)[None, :], np.exp(s * GRID / 2), np.exp(s * GRID * exponent)
     rng = np.random.default_rng(seed)
     n, follow_up = len(seen.e_true), follow_up_months / 12
     rate = np.minimum(seen.scale * np.exp(s * seen.e_true), cap)
@@ -153,21 +157,18 @@ def achievable_auc(
             "admissions": rng.poisson(rate * years),
             "ae": rng.poisson(seen.ae_mean * rng.gamma(shape, 1 / shape, n) * raise_sqrt * years),
             "other": rng.poisson(seen.other_mean * raise_sqrt * years),
-            "deficits": rng.poisson(seen.deficit_mean * np.exp(s * seen.e_true) ** calibration.frailty.health_exponent
-                                    * seen_share),
+            "deficits": rng.poisson(seen.deficit_mean * np.exp(s * seen.e_true * exponent) * seen_share),
         }  # fmt: skip
         predicted = {name: np.empty(n) for name in ("no_history", "admissions_only", "achievable")}
         for lo in range(0, n, CHUNK):
             part = slice(lo, lo + CHUNK)
             grid_rate = np.minimum(seen.scale[part, None] * np.exp(s * GRID), cap)
             admissions = _poisson(counts["admissions"][part], grid_rate * years[part, None])
-            raised = np.exp(s * GRID / 2)
             ae = _negative_binomial(counts["ae"][part], seen.ae_mean[part, None] * raised * years[part, None], shape)
             other = _poisson(counts["other"][part], seen.other_mean[part, None] * raised * years[part, None])
-            deficit_mean = seen.deficit_mean[part, None] * np.exp(s * GRID) ** calibration.frailty.health_exponent
-            deficits = _poisson(counts["deficits"][part], deficit_mean * seen_share[part, None])
+            deficit_mean = seen.deficit_mean[part, None] * deficit_weight * seen_share[part, None]
+            deficits = _poisson(counts["deficits"][part], deficit_mean)
             probability = 1 - np.exp(-grid_rate * follow_up)
-            prior = (-(GRID**2) / 2)[None, :]
             for name, likelihood in (
                 ("no_history", 0.0),
                 ("admissions_only", admissions),
