@@ -89,7 +89,9 @@ def run(ctx: JobContext) -> None:
         ctx.rows_out = 0
         return
     person, events = catalog.read(PERSON.name), catalog.read(EVENTS.name)
-    reference_date, history_start = history_span(person, events, "actuarial")
+    reference_date, history_start = history_span(
+        person, events, "actuarial", catalog.least_value(EVENTS.name, "period")
+    )
     dates = history_dates(reference_date, history_start, settings.step_months, settings.min_history_months)
     if len(dates) < 2:
         raise UserError(

@@ -112,7 +112,9 @@ def _achievable(ctx: JobContext, truth) -> pd.DataFrame:
     and with every month of history before the date; none (a warning) if the truth store was generated with
     another calibration than the configured one or by an earlier generator."""
     config, catalog, spark = ctx.config, ctx.catalog, ctx.spark
-    reference_date, history_start = history_span(catalog.read(PERSON.name), catalog.read(EVENTS.name), SPEC.name)
+    reference_date, history_start = history_span(
+        catalog.read(PERSON.name), catalog.read(EVENTS.name), SPEC.name, catalog.least_value(EVENTS.name, "period")
+    )
     plan = plan_index_dates(reference_date, history_start, config.risk)
     months = sorted({max(plan.windows), months_between(history_start, plan.validation)})
     calibration = load_calibration(config.resolve(config.synthetic.calibration))

@@ -47,7 +47,7 @@ def run(ctx: JobContext) -> None:
         ctx.rows_out = 0
         return
     person, events = catalog.read(PERSON.name), catalog.read(EVENTS.name)
-    reference_date, history_start = history_span(person, events, "features")
+    reference_date, history_start = history_span(person, events, "features", catalog.least_value(EVENTS.name, "period"))
     plan = plan_index_dates(reference_date, history_start, config.risk)
     if plan.dropped_windows:
         log.warning(

@@ -305,6 +305,25 @@ def test_rows_updated_where_a_column_matches_and_deleted_by_key_in_place(spark, 
                                on="colour")  # fmt: skip
 
 
+def test_least_value_from_the_files_statistics_or_none_where_they_cannot_say_for_sure(spark, catalog):
+    swatches = [(1, "red", "dark"), (2, "blue", "light")]
+    catalog.overwrite(SWATCHES.name, spark.createDataFrame(swatches, SWATCHES.schema).repartition(1))
+    catalog.append(SWATCHES.name, spark.createDataFrame([(3, "green", None)], SWATCHES.schema))  # a file of its own
+    assert catalog.least_value(SWATCHES.name, "colour") == "blue"
+    assert catalog.least_value(SWATCHES.name, "shade") == "dark"  # the second file holds nulls only
+    # blue's row deleted in place: its file's statistics still say blue, and a deletion vector says a row is gone
+    catalog.delete_matching(SWATCHES.name, widgets(spark, [(2, "any")]))
+    assert catalog.least_value(SWATCHES.name, "colour") is None
+    catalog.overwrite(SWATCHES.name, catalog.read(SWATCHES.name).drop(RUN_ID_COLUMN))  # rewritten: exact again
+    assert catalog.least_value(SWATCHES.name, "colour") == "green"
+    # Delta keeps a string's first 32 characters: a least value that long may have been cut
+    catalog.append(SWATCHES.name, spark.createDataFrame([(4, "a" * 40, None)], SWATCHES.schema))
+    assert catalog.least_value(SWATCHES.name, "colour") is None
+    assert catalog.read(SWATCHES.name).agg(F.min("colour")).first()[0] == "a" * 40
+    with pytest.raises(TypeError, match="widget_id is bigint"):
+        catalog.least_value(SWATCHES.name, "widget_id")
+
+
 def test_compaction_joins_the_small_files_and_changes_no_row_a_reader_would_recompute_for(spark, catalog):
     catalog.overwrite(DIALS.name, widgets(spark, [(1, "red")]).repartition(1))  # v0
     for widget in range(2, 6):  # v1-v4: a file each

@@ -297,11 +297,12 @@ def with_flags(events: DataFrame, definitions: PersonModelDefinitions) -> DataFr
     )
 
 
-def history_span(person: DataFrame, events: DataFrame, job: str) -> tuple[date, date]:
+def history_span(person: DataFrame, events: DataFrame, job: str, first_period: str | None = None) -> tuple[date, date]:
     """(reference date, first day of the first loaded period) of the person model; a UserError naming `job`
-    if it is empty."""
+    if it is empty. `first_period` (yyyy-MM), when the caller knows it (from the files' statistics:
+    Catalog.least_value), spares a scan of the events' periods."""
     reference_date = person.agg(F.max("reference_date")).first()[0]
-    first_period = events.agg(F.min("period")).first()[0]
+    first_period = first_period or events.agg(F.min("period")).first()[0]
     if reference_date is None or first_period is None:
         raise UserError(f"{job}: gold.person or gold.events is empty; load and link some extracts first")
     return reference_date, date(int(first_period[:4]), int(first_period[5:7]), 1)

@@ -37,6 +37,8 @@ MAINTENANCE_OPERATIONS = frozenset({"OPTIMIZE", "VACUUM START", "VACUUM END", "R
 # Catalog.changes' `_change_type` values, and the change data feed's own columns it drops.
 INSERT, DELETE = "insert", "delete"
 CHANGE_FEED_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
+# Delta keeps this many leading characters of a string in a file's statistics (delta.dataSkippingStringPrefixLength).
+STRING_STATS_PREFIX = 32
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,32 @@ class Catalog:
         state = DataFrame(self._snapshot(name).allFiles().toDF(), self.spark)
         rows = state.select(F.to_json(F.col("partitionValues")).alias("partition"), "size").collect()
         return [(json.dumps(json.loads(r.partition or "{}"), sort_keys=True), int(r.size)) for r in rows]
+
+    def least_value(self, name: str, column: str) -> str | None:
+        """The least non-null value of a string column in the table's current version, from its files'
+        statistics in Delta's log (no row is read; a scan of gold.events' periods took 5-6 s at 1m people). None
+        when the statistics cannot say for sure, and the caller scans: a file without them, a value as long as
+        the prefix Delta keeps of a string, or rows deleted (a deletion vector) from a file whose least value is
+        the least, as that row may be among them. A file of nulls only has no least value."""
+        field = get_spec(name).schema[column]
+        if not isinstance(field.dataType, T.StringType):
+            raise TypeError(f"least_value compares strings; {name}.{column} is {field.dataType.simpleString()}")
+        stats = F.col("stats")
+        files = DataFrame(self._snapshot(name).allFiles().toDF(), self.spark).select(
+            F.get_json_object(stats, f"$.minValues.{column}").alias("least"),
+            F.get_json_object(stats, "$.numRecords").cast("long").alias("records"),
+            F.get_json_object(stats, f"$.nullCount.{column}").cast("long").alias("nulls"),
+            F.col("deletionVector").isNotNull().alias("deleted"),
+        ).collect()  # fmt: skip
+        if any(f.records is None or (f.least is None and f.nulls != f.records) for f in files):
+            return None
+        values = [f.least for f in files if f.least is not None]
+        if not values:
+            return None
+        least = min(values)
+        if len(least) >= STRING_STATS_PREFIX or any(f.deleted for f in files if f.least == least):
+            return None
+        return least
 
     def last_data_operation(self, name: str) -> dict:
         """The commit info of the table's latest commit that was not maintenance."""
