@@ -314,6 +314,10 @@ def test_least_value_from_the_files_statistics_or_none_where_they_cannot_say_for
     # blue's row deleted in place: its file's statistics still say blue, and a deletion vector says a row is gone
     catalog.delete_matching(SWATCHES.name, widgets(spark, [(2, "any")]))
     assert catalog.least_value(SWATCHES.name, "colour") is None
+    # another file with blue at its least and nothing deleted: a blue row is there
+    catalog.append(SWATCHES.name, spark.createDataFrame([(5, "blue", "dark")], SWATCHES.schema))
+    assert catalog.least_value(SWATCHES.name, "colour") == "blue"
+    catalog.delete_matching(SWATCHES.name, widgets(spark, [(5, "any")]))
     catalog.overwrite(SWATCHES.name, catalog.read(SWATCHES.name).drop(RUN_ID_COLUMN))  # rewritten: exact again
     assert catalog.least_value(SWATCHES.name, "colour") == "green"
     # Delta keeps a string's first 32 characters: a least value that long may have been cut
