@@ -149,9 +149,10 @@ def _changed_in_place(
     """gold.events changed in place: the events of the rows each silver table gained, without those of the rows it
     lost, the records whose link changed moved to their person, and the sources in REBUILT_WHOLE rebuilt. Two
     commits, as link changes person_link: a merge of the few events that replace, leave or move (re-delivered
-    rows, social care, relinked records), then the events of new rows appended (no key to look up). Returns the
-    rows per silver table, or None (nothing written) when more than WHOLE_PAST of the events would change; a
-    UserError if a new row, or an old row whose link was removed, has no person_link row."""
+    rows, social care, relinked records), then the events whose key the table does not hold appended (new rows,
+    new social care packages: no key to look up). Returns the rows per silver table, or None (nothing written)
+    when more than WHOLE_PAST of the events would change; a UserError if a new row, or an old row whose link was
+    removed, has no person_link row."""
     catalog, spark = ctx.catalog, ctx.spark
     whole, keys = F.col("source").isin(*REBUILT_WHOLE), ["source", "record_id"]
     link_changes = stage(spark, link_changes, staging / "links")  # netted once, read four times
@@ -181,12 +182,14 @@ def _changed_in_place(
         counts.update({r.source: r["count"] for r in frame.groupBy("source").count().collect()})
     if counts:
         _unlinked_error([f"{source} {count}" for source, count in sorted(counts.items())])
-    replacing = upserts.where(whole).unionByName(upserts.where(~whole).join(removed, keys, "left_semi"))
-    replacing = stage(spark, replacing, staging / "replacing")  # the merge reads its source several times
+    # `removed` holds every event of the sources rebuilt whole and the other sources' removed rows, so an event
+    # replaces one the table holds exactly when its key is there; the others (e.g. a new social care package)
+    # are appended with the new rows, and the merge, matched rows only, can broadcast its source.
+    replacing = stage(spark, upserts.join(removed, keys, "left_semi"), staging / "replacing")  # read several times
     few = replacing.count() + relinked_rows <= BROADCAST_ROWS
-    catalog.apply_changes(EVENTS.name, replacing, removed, relinked, broadcast=few)
+    catalog.apply_changes(EVENTS.name, replacing, removed, relinked, broadcast=few, insert=False)
     merged = catalog.last_data_operation(EVENTS.name).get("operationMetrics") or {}
-    catalog.append(EVENTS.name, upserts.where(~whole).join(removed, keys, "left_anti"))
+    catalog.append(EVENTS.name, upserts.join(removed, keys, "left_anti"))
     appended = catalog.last_data_operation(EVENTS.name).get("operationMetrics") or {}
     log.info(
         "build_person_model: gold.events changed in place: %d events added, %s replaced or relinked, %s removed",

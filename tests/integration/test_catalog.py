@@ -282,6 +282,24 @@ def test_changes_applied_in_one_commit_upserts_first_then_deletes_then_updates_w
     assert int(metrics["numTargetRowsCopied"]) == 0  # in place: deletion vectors, no file rewritten
 
 
+def test_changes_applied_without_inserting_leave_out_upserts_the_table_does_not_hold(spark, tmp_path):
+    warehouse = str(tmp_path / "warehouse")
+    first, second = (Catalog(spark, warehouse, run_id=run) for run in ("run-1", "run-2"))
+    rows = [(1, "red", "dark"), (2, "red", "light"), (3, "blue", "dark")]
+    first.overwrite(SWATCHES.name, spark.createDataFrame(rows, SWATCHES.schema).repartition(1))
+    upserts = spark.createDataFrame([(2, "red", "pale"), (6, "white", "pale")], SWATCHES.schema)
+    deleted = spark.createDataFrame([(3,)], "widget_id long")
+    updated = spark.createDataFrame([(1, "teal")], "widget_id long, colour string")
+    # the caller appends widget 6 itself (build_person_model: the events whose key the table does not hold)
+    assert second.apply_changes(SWATCHES.name, upserts, deleted, updated, broadcast=True, insert=False) == 1
+    table = second.read(SWATCHES.name)
+    assert sorted((r.widget_id, r.colour, r.shade, r[RUN_ID_COLUMN]) for r in table.collect()) == [
+        (1, "teal", "dark", "run-2"), (2, "red", "pale", "run-2")]  # fmt: skip
+    metrics = second.last_data_operation(SWATCHES.name)["operationMetrics"]
+    assert (metrics["numTargetRowsInserted"], metrics["numTargetRowsUpdated"], metrics["numTargetRowsDeleted"]) == (
+        "0", "2", "1")  # fmt: skip
+
+
 def test_rows_updated_where_a_column_matches_and_deleted_by_key_in_place(spark, tmp_path):
     warehouse = str(tmp_path / "warehouse")
     first, second = (Catalog(spark, warehouse, run_id=run) for run in ("run-1", "run-2"))
