@@ -94,7 +94,7 @@ def run(ctx: JobContext) -> None:
         )
         achievable = {f"achievable_auc_{r.history_months}m": r.achievable_auc for r in ceiling.itertuples()}
         for key, value in {**measures, **achievable}.items():
-            if value is not None and not pd.isna(value):
+            if not pd.isna(value):  # None or NaN: nothing measured
                 client.log_metric(champion.run_id, f"oracle.{key}", value)
         log.info(
             "evaluate_risk: %s v%s: model AUC %.4f, oracle AUC %.4f (gap %.4f); slope vs true risk %.3f%s",
