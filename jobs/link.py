@@ -104,8 +104,8 @@ def run(ctx: JobContext) -> None:
                 changed = _changed_records(ctx, last_read.get(IDENTITY.name), staging)
                 if changed is None:  # the first run, or Delta has not recorded every change since the last
                     records = stage(spark, linkage_records(catalog.read(IDENTITY.name)), staging / "records")
-                    profile = stage(spark, profiles(records, nicknames), staging / "profiles")
                     nothing_new = not relink and _nothing_new(catalog, records)
+                    profile = _profiled(ctx, profiles(records, nicknames), nothing_new, staging)
                 else:
                     inserted, deleted = changed
                     # e.g. a period delivered again unchanged: every record removed came back as it was
@@ -113,15 +113,15 @@ def run(ctx: JobContext) -> None:
                     records = _records_after(catalog, inserted, deleted)
                     state = catalog.read(IDENTITY_PROFILES.name)
                     updated = updated_profiles(state, inserted, deleted, nicknames, _materialiser(spark, staging))
-                    profile = stage(spark, updated, staging / "profiles")
+                    profile = _profiled(ctx, updated, nothing_new, staging)
                 mlflow.log_param("profiled", "all_records" if changed is None else "changed_records")
             if nothing_new and _person_sources_changed(ctx, last_read):
                 # e.g. a practice moved to another PCN: every link stands, gold.person's values do not
                 with _timed(timings, "person"):
-                    ctx.rows_in, reference_date = _counted_and_dated(catalog)
+                    ctx.rows_in, reference_date, sources = _counted_and_dated(catalog)
                     state, links = catalog.read(LINKAGE_PROFILES.name), catalog.read(PERSON_LINK.name)
                     linked_profiles = _linked_profiles(state, profile, _materialiser(spark, staging))
-                    catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
+                    catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date, sources))
                 mlflow.set_tag("phm.outcome", "gold.person rebuilt")
                 log.info("link: every identity record is already linked with the same identifiers; gold.person "
                          "rebuilt, since tables it takes values from changed (%.1fs)", timings["person"])  # fmt: skip
@@ -195,7 +195,7 @@ def _link(
         history = stage(spark, history, staging / "history")
 
     with _timed(timings, "write"):
-        ctx.rows_in, reference_date = _counted_and_dated(catalog)
+        ctx.rows_in, reference_date, sources = _counted_and_dated(catalog)
         # The profiles, their strongest edges and the earlier state, each joined once (3.7m rows at 1m people),
         # with what gold.person and the quality measures count of each profile: staged, linkage_profiles is
         # written from it and they read it eight times.
@@ -208,7 +208,6 @@ def _link(
             ),
             "linked_profiles",
         )
-        catalog.overwrite(IDENTITY_PROFILES.name, profile)
         catalog.overwrite(LINKAGE_PROFILES.name, linked_profiles.select(*LINKAGE_PROFILES.schema.fieldNames()))
         linked = linked_profiles.select("profile_id", "person_id", "match_probability", "link_method",
                                         "linkage_run_id")  # fmt: skip
@@ -221,7 +220,7 @@ def _link(
             PERSON_ID_HISTORY.name,
             history.select(F.lit(ctx.run_id).alias("linkage_run_id"), "*", F.current_timestamp().alias("recorded_at")),
         )
-        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date))
+        catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date, sources))
     with _timed(timings, "quality"):
         linked_records = links.count()
         counted = linked_profiles.select("profile_id", "person_id", "link_method", "records_by_source")
@@ -250,6 +249,17 @@ def _links_changed_in_place(catalog, run_id: str, changed: tuple[DataFrame, Data
     relinked = linked.where(F.col("linkage_run_id") == run_id)
     catalog.update_matching(PERSON_LINK.name, relinked, on="profile_id", broadcast=True)
     catalog.append(PERSON_LINK.name, inserted.select(*RECORD_COLUMNS).join(linked, "profile_id"))
+
+
+def _profiled(ctx: JobContext, profile: DataFrame, nothing_new: bool, staging: Path) -> DataFrame:
+    """The profiles of every record now, which every later step reads. With something to link they are
+    vault.identity_profiles' new version (the next run's state), written here and read back, rather than
+    staged and the staged rows written again at the end (3.7m profiles at 1m people): the job's outputs are put
+    back together if it fails. With nothing new, nothing is written: they are staged."""
+    if nothing_new:
+        return stage(ctx.spark, profile, staging / "profiles")
+    ctx.catalog.overwrite(IDENTITY_PROFILES.name, profile)
+    return ctx.catalog.read(IDENTITY_PROFILES.name)
 
 
 def _materialiser(spark: SparkSession, staging: Path) -> Materialise:
@@ -353,29 +363,34 @@ def _linked_profiles(state: DataFrame, profile: DataFrame, materialise: Material
     )
 
 
-def _person(catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str) -> DataFrame:
+def _person(
+    catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str, sources: list[str]
+) -> DataFrame:
     """gold.person from the linked profiles (_linked_profiles), person_link and the silver tables it takes
-    values from."""
+    values from; sources: vault.identity's (_counted_and_dated)."""
 
     def silver(name: str) -> DataFrame:
         if not catalog.exists(name):
             raise UserError(f"link: {name} does not exist; gold.person needs it (deliver and ingest that source)")
         return catalog.read(name)
 
-    return person_index(linked_profiles, links, *map(silver, PERSON_SOURCES), reference_date)
+    return person_index(linked_profiles, links, *map(silver, PERSON_SOURCES), reference_date, sources)
 
 
-def _counted_and_dated(catalog) -> tuple[int, str]:
-    """How many identity records vault.identity holds, and the last day of the latest monthly period loaded
-    (gold.person's reference date), from its Delta log: the row count from the files' statistics, the
-    periods from its partitions (a scan of the records took 6 s at 1m people)."""
+def _counted_and_dated(catalog) -> tuple[int, str, list[str]]:
+    """How many identity records vault.identity holds, the last day of the latest monthly period loaded
+    (gold.person's reference date) and the sources it holds records of (those a profile may list), from its
+    Delta log: the row count from the files' statistics, the periods and sources from its partitions (a scan
+    of the records took 6 s at 1m people)."""
     records = catalog.read(IDENTITY.name).count()  # Delta answers a bare count from the log
-    periods = {json.loads(partition).get("period") or "" for partition, _ in catalog.files(IDENTITY.name)}
+    partitions = [json.loads(partition) for partition, _ in catalog.files(IDENTITY.name)]
+    periods = {p.get("period") or "" for p in partitions}
+    sources = sorted({p["source"] for p in partitions if p.get("source")})
     monthly = sorted(p for p in periods if re.fullmatch(r"\d{4}-\d{2}", p))
     if not monthly:
         raise UserError("link: vault.identity holds no monthly period (yyyy-MM); nothing to date gold.person by")
     latest = date.fromisoformat(f"{monthly[-1]}-01")
-    return records, str(latest.replace(day=calendar.monthrange(latest.year, latest.month)[1]))
+    return records, str(latest.replace(day=calendar.monthrange(latest.year, latest.month)[1])), sources
 
 
 def _log_model(linker, model: dict) -> None:
