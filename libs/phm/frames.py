@@ -43,3 +43,32 @@ def first_in_each(df: DataFrame, partition: str, order: list[Column]) -> DataFra
     """The first row of each `partition` value by `order` (one row each)."""
     window = Window.partitionBy(partition).orderBy(*order)
     return df.withColumn("_rank", F.row_number().over(window)).where("_rank = 1").drop("_rank")
+
+
+# A set is held in a long's bits: one bit per possible value.
+MAX_SET_VALUES = 63
+
+
+def as_bits(values: Column, universe: Sequence[str]) -> Column:
+    """An array of strings, each one of `universe`, as a set of bits (a long: bit i for universe[i]), so that
+    the sets of a group can be united with `F.bit_or` in Spark's hash aggregation. The union written as
+    `array_distinct(flatten(collect_list(...)))` is an object aggregation, which Spark sorts once a task holds
+    more than 128 groups (gold.person's sources at 1m people: 10.2 / 11.5 s against 6.6 / 7.1 s this way). A
+    value outside `universe` fails the query, naming it (nothing is dropped silently)."""
+    if len(universe) > MAX_SET_VALUES or len(set(universe)) != len(universe):
+        raise ValueError(f"as_bits takes at most {MAX_SET_VALUES} distinct values, got {list(universe)}")
+    bit_of = F.create_map(
+        *[part for i, value in enumerate(universe) for part in (F.lit(value), F.lit(1 << i).cast("long"))]
+    )
+
+    def bit(value: Column) -> Column:
+        missing = F.raise_error(F.concat(F.lit("as_bits: a value outside the expected set: "), value))
+        return F.coalesce(bit_of[value], missing.cast("long"))
+
+    return F.aggregate(values, F.lit(0).cast("long"), lambda bits, value: bits.bitwiseOR(bit(value)))
+
+
+def from_bits(bits: Column, universe: Sequence[str]) -> Column:
+    """The values whose bits are set (`as_bits`), in the order of `universe`; an empty array for null."""
+    flags = [F.when(bits.bitwiseAND(F.lit(1 << i)) != 0, F.lit(value)) for i, value in enumerate(universe)]
+    return F.filter(F.array(*flags), lambda value: value.isNotNull())

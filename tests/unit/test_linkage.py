@@ -521,7 +521,8 @@ def test_person_index_takes_the_best_available_values(spark):
     )  # fmt: skip
     deaths = spark.createDataFrame([("d1", date(2026, 2, 10))], "record_id string, date_of_death date")
     practices = spark.createDataFrame([("Q1", "U1", "PL1")], "practice_code string, pcn_code string, place_code string")
-    got = by_id(person_index(profiles, links, registrations, deaths, practices, "2026-03-31"), "person_id")
+    sources = ["ae", "deaths", "gp_events", "gp_registrations"]
+    got = by_id(person_index(profiles, links, registrations, deaths, practices, "2026-03-31", sources), "person_id")
     p1, p2, p3 = got["P1"], got["P2"], got["P3"]
     # GP records first, though three of P1's five records say otherwise
     assert (p1.age, p1.age_band, p1.sex, p1.ethnicity) == (75, "75-79", "F", "Asian or Asian British")
