@@ -600,7 +600,7 @@ def test_nhs_number_baseline_links_only_equal_valid_numbers(spark):
     assert got["r1"] == got["r2"] and len({got["r3"], got["r4"], got["r5"], got["r1"]}) == 4
 
 
-def test_the_records_are_counted_and_dated_from_the_vaults_delta_log(fresh_config, spark):
+def test_the_records_are_counted_dated_and_their_sources_listed_from_the_vaults_delta_log(fresh_config, spark):
     catalog = Catalog(spark, fresh_config.resolve(fresh_config.paths.warehouse))
 
     def vault(rows):  # the keys; every identifier and pseudonym null
@@ -610,10 +610,13 @@ def test_the_records_are_counted_and_dated_from_the_vaults_delta_log(fresh_confi
     catalog.overwrite(IDENTITY.name, vault([("gp", "2026-01", "g1"), ("gp", "2026-01", "g2"),
                                             ("ae", "2026-02", "a1"), ("ae", "2026-02", "a2"),
                                             ("practices", "reference", "p1")]))  # fmt: skip
-    assert _counted_and_dated(catalog) == (5, "2026-02-28")  # the last day of the latest monthly period
+    # the last day of the latest monthly period; the sources, sorted
+    assert _counted_and_dated(catalog) == (5, "2026-02-28", ["ae", "gp", "practices"])
     # a period delivered again replaces its rows: the count is the table's now, not the files ever written
     catalog.overwrite(IDENTITY.name, vault([("ae", "2026-02", "a1")]), replace_where="period = '2026-02'")
-    assert _counted_and_dated(catalog) == (4, "2026-02-28")
+    assert _counted_and_dated(catalog) == (4, "2026-02-28", ["ae", "gp", "practices"])
+    catalog.overwrite(IDENTITY.name, vault([("gp", "2026-01", "g1"), ("practices", "reference", "p1")]))
+    assert _counted_and_dated(catalog) == (2, "2026-01-31", ["gp", "practices"])
     catalog.overwrite(IDENTITY.name, vault([("practices", "reference", "p1")]))
     with pytest.raises(UserError, match="vault.identity holds no monthly period"):
         _counted_and_dated(catalog)
