@@ -501,7 +501,12 @@ def test_person_index_takes_the_best_available_values(spark):
          ("pr2", "P1", date(1950, 1, 6), "M", 2, 0, ["ae", "deaths"]),
          ("pr3", "P1", date(1950, 1, 6), "M", 1, 0, ["ae"]),
          ("pr4", "P2", date(2000, 3, 31), None, 1, 0, ["ae"]),
-         ("pr5", "P3", date(1980, 2, 1), "M", 1, 0, ["ae"]), ("pr6", "P3", date(1980, 1, 2), "F", 2, 0, ["ae"])],
+         ("pr5", "P3", date(1980, 2, 1), "M", 1, 0, ["ae"]), ("pr6", "P3", date(1980, 1, 2), "F", 2, 0, ["ae"]),
+         # P4's date of birth is on 4 records over two profiles of different sex, against 3 on one profile
+         ("pr7", "P4", date(1990, 5, 5), "M", 2, 0, ["ae"]), ("pr8", "P4", date(1990, 5, 5), "F", 2, 0, ["ae"]),
+         ("pr9", "P4", date(1990, 1, 1), "F", 3, 0, ["ae"]),
+         # P5: a tie of dates and of sexes
+         ("pr10", "P5", date(2001, 3, 2), "M", 1, 0, ["ae"]), ("pr11", "P5", date(2001, 2, 3), "F", 1, 0, ["ae"])],
         "profile_id string, person_id string, date_of_birth date, sex string, record_count long, "
         "gp_record_count long, sources array<string>",
     )  # fmt: skip
@@ -523,7 +528,7 @@ def test_person_index_takes_the_best_available_values(spark):
     practices = spark.createDataFrame([("Q1", "U1", "PL1")], "practice_code string, pcn_code string, place_code string")
     sources = ["ae", "deaths", "gp_events", "gp_registrations"]
     got = by_id(person_index(profiles, links, registrations, deaths, practices, "2026-03-31", sources), "person_id")
-    p1, p2, p3 = got["P1"], got["P2"], got["P3"]
+    p1, p2, p3, p4, p5 = (got[f"P{n}"] for n in range(1, 6))
     # GP records first, though three of P1's five records say otherwise
     assert (p1.age, p1.age_band, p1.sex, p1.ethnicity) == (75, "75-79", "F", "Asian or Asian British")
     assert (p1.practice_code, p1.pcn_code, p1.place_code, p1.gp_registered) == ("Q1", "U1", "PL1", True)
@@ -533,6 +538,10 @@ def test_person_index_takes_the_best_available_values(spark):
     assert (p2.age, p2.sex, p2.gp_registered, p2.practice_code, p2.deceased) == (26, None, False, None, False)
     # No GP record: the values on most records (two against one), counted by the profiles' records
     assert (p3.sex, p3.age, p3.records, p3.sources) == ("F", 46, 3, ["ae"])
+    # Each value counted over all the person's records, whatever the other values on them
+    assert (p4.age, p4.sex, p4.records) == (35, "F", 7)
+    # Ties: the earlier date, F before M
+    assert (p5.age, p5.sex) == (25, "F")
 
 
 def test_evaluation_counts_pairs_misses_splits_and_merges(spark):

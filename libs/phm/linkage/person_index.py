@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from phm.frames import as_bits, first_in_each, from_bits
+from phm.frames import as_bits, from_bits
 from phm.ingest.outputs import age_band
 from phm.linkage.profiles import GP_SOURCE
 
@@ -45,18 +45,43 @@ def person_index(
     weighted by their records gives what counting over the records would, without joining every
     record back to the vault (31.6m records at 1m people, against 3.7m profiles).
     """
-    people = profiles.select("person_id", "date_of_birth", "sex", "record_count", "gp_record_count", "sources")
     universe = sorted(sources)
-    totals = (
-        people.groupBy("person_id")
+    # One shuffle of the profiles by person serves every step up to gold.person's join with the GP values:
+    # Spark plans no other exchange for a grouping or window whose keys start with person_id. Per person, date
+    # of birth and sex: their records (GP registration records too) and sources (1.1m rows at 1m people,
+    # from 3.7m profiles). Grouped three ways with an exchange each, this took 36.7 s against 31.7 s
+    # (gold.person at 1m people, docs/bench.md).
+    combos = (
+        profiles.repartition("person_id")
+        .groupBy("person_id", "date_of_birth", "sex")
         .agg(
-            F.sum("record_count").cast("long").alias("records"),
+            F.sum("record_count").cast("long").alias("_records"),
+            F.sum("gp_record_count").cast("long").alias("_gp_records"),
             F.bit_or(as_bits(F.col("sources"), universe)).alias("_bits"),
         )
-        .select("person_id", "records", from_bits(F.col("_bits"), universe).alias("sources"))
     )
-    date_of_birth = _most_frequent(people, "date_of_birth")
-    sex = _most_frequent(people.where(F.col("sex").isin("M", "F")), "sex")
+
+    def most_frequent_first(column: str) -> Column:
+        """Ranks `column`'s values within the person (smallest first): most GP records, then most records of
+        any source, then the smaller value; null for a missing value (min_by skips it)."""
+        value = Window.partitionBy("person_id", column)
+        rank = F.struct(-F.sum("_gp_records").over(value), -F.sum("_records").over(value), F.col(column))
+        return F.when(F.col(column).isNotNull(), rank)
+
+    totals = (
+        combos.select(
+            "*",
+            most_frequent_first("date_of_birth").alias("_date_rank"),
+            most_frequent_first("sex").alias("_sex_rank"),
+        )
+        .groupBy("person_id")
+        .agg(
+            F.sum("_records").alias("records"),
+            from_bits(F.bit_or("_bits"), universe).alias("sources"),
+            F.min_by("date_of_birth", "_date_rank").alias("date_of_birth"),
+            F.min_by("sex", "_sex_rank").alias("sex"),
+        )
+    )
 
     linked = links.where(F.col("source").isin(GP_SOURCE, DEATHS_SOURCE)).select("source", "record_id", "person_id")
     gp = linked.where(F.col("source") == GP_SOURCE).join(
@@ -96,9 +121,7 @@ def person_index(
     at = F.least(reference, F.coalesce(F.col("_date_of_death"), reference))
     age = F.floor(F.months_between(at, F.col("date_of_birth")) / 12).cast("int")
     return (
-        totals.join(date_of_birth, "person_id", "left")
-        .join(sex, "person_id", "left")
-        .join(gp_values, "person_id", "left")
+        totals.join(gp_values, "person_id", "left")
         .join(died, "person_id", "left")
         .join(F.broadcast(units), "practice_code", "left")
         .select(
@@ -122,13 +145,3 @@ def person_index(
         )
     )
 
-
-def _most_frequent(profiles: DataFrame, column: str) -> DataFrame:
-    """(person_id, column): the value on most GP records, then on most records of any source (ties: smaller)."""
-    counts = (
-        profiles.where(F.col(column).isNotNull())
-        .groupBy("person_id", column)
-        .agg(F.sum("gp_record_count").alias("_preferred"), F.sum("record_count").alias("_n"))
-    )
-    order = [F.col("_preferred").desc(), F.col("_n").desc(), F.col(column)]
-    return first_in_each(counts, "person_id", order).select("person_id", column)
