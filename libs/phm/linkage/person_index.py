@@ -144,4 +144,3 @@ def person_index(
             "sources",
         )
     )
-
