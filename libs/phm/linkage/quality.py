@@ -17,15 +17,16 @@ Measures (mart.linkage_quality: measure, group_value, value):
 
 from __future__ import annotations
 
-from functools import reduce
+from collections import Counter
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from phm.linkage.linking import UNLINKED
 from phm.linkage.profiles import GP_SOURCE
 
 WEIGHT_RANGE = (-20, 30)
+MEASURES_SCHEMA = "measure string, group_value string, value double"
 
 
 def quality(
@@ -39,67 +40,90 @@ def quality(
     """linked_profiles: every profile of this run (profile_id, person_id, link_method) with its records counted
     by source (records_by_source, vault.identity_profiles'). Records are counted from the profiles, not
     read from silver.person_link: each record has its profile's person and method, and there are a tenth as
-    many profiles (3.7m against 36.2m records at 1m people)."""
+    many profiles (3.7m against 36.2m records at 1m people). Every measure is a sum of a few hundred counts
+    that one pass over the profiles gathers (`_profile_counts`): the measures were a query each, which read
+    the profiles nine times."""
     low, high = WEIGHT_RANGE
     weight = F.least(F.greatest(F.floor("match_weight"), F.lit(low)), F.lit(high)).cast("int")
-    profiles_per_person = linked_profiles.groupBy("person_id").agg(F.count(F.lit(1)).alias("n"))
-    records = linked_profiles.select(
-        "person_id", "link_method", F.explode("records_by_source").alias("source", "records")
-    )
-    gp_persons = records.where(F.col("source") == GP_SOURCE).select("person_id").distinct()
-    unlinked = F.when(F.col("link_method") == UNLINKED, F.col("records")).otherwise(F.lit(0))
-    by_source = records.groupBy("source").agg(
-        F.sum("records").alias("records"), F.sum(unlinked).alias("unlinked_records")
-    )
-    outside_gp = (
-        records.join(gp_persons, "person_id", "left_anti").groupBy("source").agg(F.sum("records").alias("count"))
-    )
-    by_method = records.groupBy(F.col("link_method").alias("group_value")).agg(F.sum("records").alias("count"))
-    spark = linked_profiles.sparkSession
-    fixed = spark.createDataFrame(
-        [("comparisons", rule, float(n)) for rule, n in comparisons.items()],
-        "measure string, group_value string, value double",
-    )
-    parts = [
-        fixed,
-        _counted("match_weight", scored.groupBy(weight.cast("string").alias("group_value")).count()),
-        _counted("cluster_profiles", profiles_per_person.groupBy(_size_band(F.col("n")).alias("group_value")).count()),
-        _measure(by_source, "records", "source", F.col("records")),
-        _measure(by_source, "unlinked_records", "source", F.col("unlinked_records")),
-        _measure(by_source, "unlinked_rate", "source", F.col("unlinked_records") / F.col("records")),
-        _measure(outside_gp, "without_gp_registration", "source", F.col("count")),
-        _counted("link_method", by_method),
-        _counted("history", history.groupBy(F.col("event").alias("group_value")).count()),
-        _totals(scored, edges, linked_profiles, by_source, profiles_per_person),
-    ]
-    return reduce(DataFrame.unionByName, parts).select(F.lit(run_id).alias("linkage_run_id"), "*")
-
-
-def _totals(
-    scored: DataFrame, edges: DataFrame, linked_profiles: DataFrame, by_source: DataFrame, persons: DataFrame
-) -> DataFrame:
+    by_weight = _counts(scored.groupBy(weight.alias("group_value")).count())
+    records, unlinked, outside_gp, by_method, by_size = Counter(), Counter(), Counter(), Counter(), Counter()
+    profiles = persons = 0
+    for row in _profile_counts(linked_profiles).collect():
+        profiles += row.profiles
+        persons += row.persons
+        if row.size_band is not None:
+            by_size[row.size_band] += row.persons
+        if row.source is None:  # a profile without records (none at present): counted as a profile only
+            continue
+        method = _group(row.link_method)
+        records[row.source] += row.records
+        unlinked[row.source] += row.records if row.link_method == UNLINKED else 0
+        by_method[method] += row.records
+        if not row.gp_registered:
+            outside_gp[row.source] += row.records
     totals = {
-        "scored_comparisons": scored.count(),
+        "scored_comparisons": sum(by_weight.values()),
         "accepted_edges": edges.count(),
-        "persons": persons.count(),
-        "profiles": linked_profiles.count(),
-        "identity_records": by_source.agg(F.sum("records")).first()[0] or 0,
+        "persons": persons,
+        "profiles": profiles,
+        "identity_records": sum(records.values()),
     }
-    return linked_profiles.sparkSession.createDataFrame(
-        [(name, "all", float(n)) for name, n in totals.items()], "measure string, group_value string, value double"
+    measures = [
+        *_rows("comparisons", comparisons),
+        *_rows("match_weight", by_weight),
+        *_rows("cluster_profiles", by_size),
+        *_rows("records", records),
+        *_rows("unlinked_records", unlinked),
+        *_rows("unlinked_rate", {source: unlinked[source] / n if n else None for source, n in records.items()}),
+        *_rows("without_gp_registration", outside_gp),
+        *_rows("link_method", by_method),
+        *_rows("history", _counts(history.groupBy(F.col("event").alias("group_value")).count())),
+    ]
+    measures += [(name, "all", float(n)) for name, n in totals.items()]
+    frame = linked_profiles.sparkSession.createDataFrame(measures, MEASURES_SCHEMA)
+    return frame.select(F.lit(run_id).alias("linkage_run_id"), "*")
+
+
+def _profile_counts(linked_profiles: DataFrame) -> DataFrame:
+    """Records, profiles and persons counted by source, link method, whether the person has a GP registration
+    record and, for persons, their number of profiles (size_band): a few hundred rows. One shuffle of the
+    profiles by person gives each profile its person's values."""
+    person = Window.partitionBy("person_id")
+    registered = F.coalesce(F.map_contains_key("records_by_source", GP_SOURCE), F.lit(False))
+    profiles = linked_profiles.select(
+        "link_method",
+        "records_by_source",
+        F.max(registered).over(person).alias("gp_registered"),
+        # one profile of each person carries the person's size
+        F.when(
+            F.min("profile_id").over(person) == F.col("profile_id"), _size_band(F.count(F.lit(1)).over(person))
+        ).alias("size_band"),
+    )
+    entries = profiles.select(
+        "link_method",
+        "gp_registered",
+        "size_band",
+        F.posexplode_outer("records_by_source").alias("entry", "source", "records"),
+    )
+    once = F.coalesce(F.col("entry"), F.lit(0)) == 0  # each profile's first source (or its only row)
+    return entries.groupBy("source", "link_method", "gp_registered", "size_band").agg(
+        F.coalesce(F.sum("records"), F.lit(0)).cast("long").alias("records"),
+        F.count(F.when(once, 1)).alias("profiles"),
+        F.count(F.when(once & F.col("size_band").isNotNull(), 1)).alias("persons"),
     )
 
 
-def _counted(measure: str, counts: DataFrame) -> DataFrame:
-    return _measure(counts, measure, "group_value", F.col("count"))
+def _counts(counted: DataFrame) -> dict[str, int]:
+    """(group_value, count) rows, a few dozen, as a dict."""
+    return {_group(row.group_value): row["count"] for row in counted.collect()}
 
 
-def _measure(df: DataFrame, measure: str, group: str, value: Column) -> DataFrame:
-    return df.select(
-        F.lit(measure).alias("measure"),
-        F.coalesce(F.col(group).cast("string"), F.lit("(none)")).alias("group_value"),
-        value.cast("double").alias("value"),
-    )
+def _group(value: object) -> str:
+    return "(none)" if value is None else str(value)
+
+
+def _rows(measure: str, values: dict[str, float | None]) -> list[tuple[str, str, float | None]]:
+    return [(measure, _group(group), None if value is None else float(value)) for group, value in values.items()]
 
 
 def _size_band(n: Column) -> Column:
