@@ -220,6 +220,7 @@ def _link(
             PERSON_ID_HISTORY.name,
             history.select(F.lit(ctx.run_id).alias("linkage_run_id"), "*", F.current_timestamp().alias("recorded_at")),
         )
+    with _timed(timings, "person"):
         catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date, sources))
     with _timed(timings, "quality"):
         linked_records = links.count()
