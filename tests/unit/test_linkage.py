@@ -506,7 +506,9 @@ def test_person_index_takes_the_best_available_values(spark):
          ("pr7", "P4", date(1990, 5, 5), "M", 2, 0, ["ae"]), ("pr8", "P4", date(1990, 5, 5), "F", 2, 0, ["ae"]),
          ("pr9", "P4", date(1990, 1, 1), "F", 3, 0, ["ae"]),
          # P5: a tie of dates and of sexes
-         ("pr10", "P5", date(2001, 3, 2), "M", 1, 0, ["ae"]), ("pr11", "P5", date(2001, 2, 3), "F", 1, 0, ["ae"])],
+         ("pr10", "P5", date(2001, 3, 2), "M", 1, 0, ["ae"]), ("pr11", "P5", date(2001, 2, 3), "F", 1, 0, ["ae"]),
+         # U(nknown) is no value: P2's two U records leave their sex unknown
+         ("pr12", "P2", date(2000, 3, 31), "U", 2, 0, ["ae"])],
         "profile_id string, person_id string, date_of_birth date, sex string, record_count long, "
         "gp_record_count long, sources array<string>",
     )  # fmt: skip

@@ -53,7 +53,7 @@ def person_index(
     # (gold.person at 1m people, docs/bench.md).
     combos = (
         profiles.repartition("person_id")
-        .groupBy("person_id", "date_of_birth", "sex")
+        .groupBy("person_id", "date_of_birth", F.when(F.col("sex").isin("M", "F"), F.col("sex")).alias("sex"))
         .agg(
             F.sum("record_count").cast("long").alias("_records"),
             F.sum("gp_record_count").cast("long").alias("_gp_records"),
