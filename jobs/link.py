@@ -118,7 +118,7 @@ def run(ctx: JobContext) -> None:
             if nothing_new and _person_sources_changed(ctx, last_read):
                 # e.g. a practice moved to another PCN: every link stands, gold.person's values do not
                 with _timed(timings, "person"):
-                    ctx.rows_in, reference_date, sources = _counted_and_dated(catalog)
+                    ctx.rows_in, reference_date, sources = _records_date_and_sources(catalog)
                     state, links = catalog.read(LINKAGE_PROFILES.name), catalog.read(PERSON_LINK.name)
                     linked_profiles = _linked_profiles(state, profile, _materialiser(spark, staging))
                     catalog.overwrite(PERSON.name, _person(catalog, linked_profiles, links, reference_date, sources))
@@ -195,7 +195,7 @@ def _link(
         history = stage(spark, history, staging / "history")
 
     with _timed(timings, "write"):
-        ctx.rows_in, reference_date, sources = _counted_and_dated(catalog)
+        ctx.rows_in, reference_date, sources = _records_date_and_sources(catalog)
         # The profiles, their strongest edges and the earlier state, each joined once (3.7m rows at 1m people),
         # with what gold.person and the quality measures count of each profile: staged, linkage_profiles is
         # written from it and they read it eight times.
@@ -368,7 +368,7 @@ def _person(
     catalog, linked_profiles: DataFrame, links: DataFrame, reference_date: str, sources: list[str]
 ) -> DataFrame:
     """gold.person from the linked profiles (_linked_profiles), person_link and the silver tables it takes
-    values from; sources: vault.identity's (_counted_and_dated)."""
+    values from; sources: vault.identity's (_records_date_and_sources)."""
 
     def silver(name: str) -> DataFrame:
         if not catalog.exists(name):
@@ -378,7 +378,7 @@ def _person(
     return person_index(linked_profiles, links, *map(silver, PERSON_SOURCES), reference_date, sources)
 
 
-def _counted_and_dated(catalog) -> tuple[int, str, list[str]]:
+def _records_date_and_sources(catalog) -> tuple[int, str, list[str]]:
     """How many identity records vault.identity holds, the last day of the latest monthly period loaded
     (gold.person's reference date) and the sources it holds records of (those a profile may list), from its
     Delta log: the row count from the files' statistics, the periods and sources from its partitions (a scan

@@ -33,7 +33,7 @@ from phm.linkage.quality import quality
 from phm.runtime.catalog import Catalog
 from phm.runtime.staging import splink_tables_removed
 from phm.tables import IDENTITY
-from phm_jobs.link import _counted_and_dated, read_nicknames
+from phm_jobs.link import _records_date_and_sources, read_nicknames
 
 REPO = Path(__file__).resolve().parents[2]
 A, B, C, D = "9990000018", "9990000026", "9990000034", "9990000042"  # valid (modulus 11)
@@ -622,12 +622,12 @@ def test_the_records_are_counted_dated_and_their_sources_listed_from_the_vaults_
                                             ("ae", "2026-02", "a1"), ("ae", "2026-02", "a2"),
                                             ("practices", "reference", "p1")]))  # fmt: skip
     # the last day of the latest monthly period; the sources, sorted
-    assert _counted_and_dated(catalog) == (5, "2026-02-28", ["ae", "gp", "practices"])
+    assert _records_date_and_sources(catalog) == (5, "2026-02-28", ["ae", "gp", "practices"])
     # a period delivered again replaces its rows: the count is the table's now, not the files ever written
     catalog.overwrite(IDENTITY.name, vault([("ae", "2026-02", "a1")]), replace_where="period = '2026-02'")
-    assert _counted_and_dated(catalog) == (4, "2026-02-28", ["ae", "gp", "practices"])
+    assert _records_date_and_sources(catalog) == (4, "2026-02-28", ["ae", "gp", "practices"])
     catalog.overwrite(IDENTITY.name, vault([("gp", "2026-01", "g1"), ("practices", "reference", "p1")]))
-    assert _counted_and_dated(catalog) == (2, "2026-01-31", ["gp", "practices"])
+    assert _records_date_and_sources(catalog) == (2, "2026-01-31", ["gp", "practices"])
     catalog.overwrite(IDENTITY.name, vault([("practices", "reference", "p1")]))
     with pytest.raises(UserError, match="vault.identity holds no monthly period"):
-        _counted_and_dated(catalog)
+        _records_date_and_sources(catalog)

@@ -24,9 +24,9 @@ from pyspark.sql import functions as F
 
 from phm.linkage.linking import UNLINKED
 from phm.linkage.profiles import GP_SOURCE
+from phm.tables import LINKAGE_QUALITY
 
 WEIGHT_RANGE = (-20, 30)
-MEASURES_SCHEMA = "measure string, group_value string, value double"
 
 
 def quality(
@@ -55,10 +55,9 @@ def quality(
             by_size[row.size_band] += row.persons
         if row.source is None:  # a profile without records (none at present): counted as a profile only
             continue
-        method = _group(row.link_method)
         records[row.source] += row.records
         unlinked[row.source] += row.records if row.link_method == UNLINKED else 0
-        by_method[method] += row.records
+        by_method[_group(row.link_method)] += row.records
         if not row.gp_registered:
             outside_gp[row.source] += row.records
     totals = {
@@ -74,14 +73,15 @@ def quality(
         *_rows("cluster_profiles", by_size),
         *_rows("records", records),
         *_rows("unlinked_records", unlinked),
-        *_rows("unlinked_rate", {source: unlinked[source] / n if n else None for source, n in records.items()}),
+        *_rows("unlinked_rate", {source: unlinked[source] / n for source, n in records.items()}),
         *_rows("without_gp_registration", outside_gp),
         *_rows("link_method", by_method),
         *_rows("history", _counts(history.groupBy(F.col("event").alias("group_value")).count())),
     ]
     measures += [(name, "all", float(n)) for name, n in totals.items()]
-    frame = linked_profiles.sparkSession.createDataFrame(measures, MEASURES_SCHEMA)
-    return frame.select(F.lit(run_id).alias("linkage_run_id"), "*")
+    return linked_profiles.sparkSession.createDataFrame(
+        [(run_id, *measure) for measure in measures], LINKAGE_QUALITY.schema
+    )
 
 
 def _profile_counts(linked_profiles: DataFrame) -> DataFrame:
@@ -122,8 +122,8 @@ def _group(value: object) -> str:
     return "(none)" if value is None else str(value)
 
 
-def _rows(measure: str, values: dict[str, float | None]) -> list[tuple[str, str, float | None]]:
-    return [(measure, _group(group), None if value is None else float(value)) for group, value in values.items()]
+def _rows(measure: str, values: dict[str, float]) -> list[tuple[str, str, float]]:
+    return [(measure, _group(group), float(value)) for group, value in values.items()]
 
 
 def _size_band(n: Column) -> Column:
