@@ -54,6 +54,8 @@ PROFILE_COLUMNS = (
     "surnames",
     "records_by_source",
 )
+# What a profile's known surnames are found from (_with_known_surnames).
+KNOWN_SURNAMES_FROM = ("profile_id", "nhs_number", "nhs_number_valid", "date_of_birth", "surname")
 
 
 def profile_id(record: DataFrame) -> Column:
@@ -98,19 +100,27 @@ def updated_profiles(
 
     The state is not shuffled: the changed profiles' ids (a fifth of the profiles in a month at 1m people;
     at most BROADCAST_CHANGED_PROFILES) and the numbers whose surnames are redone (fewer) are broadcast to
-    split it, and only the changed rows are joined with their changes. `materialise` keeps the changes, that
-    join and the profiles whose surnames are redone, which later steps read more than once. With the whole
-    state (3.7m wide rows at 1m people) shuffled to be joined with the changes, link's profile step took 66 s
-    (median) at 1m; this way 50 s (docs/linkage.md).
+    split it, and only the changed rows are joined with their changes. With the whole state (3.7m wide rows at
+    1m people) shuffled to be joined with the changes, link's profile step took 66 s (median) at 1m; this way
+    50 s (docs/linkage.md). Every column of the state is read twice (the changed rows, then every row); the
+    profiles whose surnames are redone are found from the five columns that find them, and their new surnames
+    (a tenth of the changed profiles) are broadcast to the last read. `materialise` keeps what later steps
+    read more than once: the changes, the changed rows joined with them, the profiles whose surnames are redone
+    and their new surnames.
     """
     signed = inserted.withColumn("_n", F.lit(1)).unionByName(deleted.withColumn("_n", F.lit(-1)))
-    by_source = signed.groupBy("profile_id", "source").agg(
-        *[F.first(name).alias(name) for name in IDENTIFIERS], F.sum("_n").alias("_n")
+    # One aggregation by profile, its records' sources counted afterwards (as _grouped does). Counted by
+    # (profile, source) first, with first() of each identifier, the records were shuffled twice and the first
+    # aggregation sorted (first() of a string has no place in Spark's hash aggregation).
+    grouped = signed.groupBy("profile_id").agg(
+        F.first(F.struct(*IDENTIFIERS)).alias("_new"),  # a profile's records share them
+        F.collect_list(F.struct("source", "_n")).alias("_signed"),
     )
     change = materialise(
-        by_source.groupBy("profile_id").agg(
-            *[F.first(name).alias(f"_new_{name}") for name in IDENTIFIERS],  # a profile's records share them
-            F.map_from_entries(F.collect_list(F.struct("source", "_n"))).alias("_change"),
+        grouped.select(
+            "profile_id",
+            *[F.col(f"_new.{name}").alias(f"_new_{name}") for name in IDENTIFIERS],
+            _summed_by_source(F.col("_signed")).alias("_change"),
         ),
         "profile_changes",
     )
@@ -149,13 +159,43 @@ def updated_profiles(
         .distinct()
     )  # fmt: skip
     known = unchanged.unionByName(existing)
-    kept = known.join(numbers, "nhs_number", "left_anti")
-    # Staged: finding the known surnames reads it four times, each a scan of the state.
+    # The profiles whose surnames are redone, with only what finds them (a scan of these columns of the state
+    # rather than of every column: the whole rows of the state are read once, below). Staged: finding the
+    # known surnames reads it four times.
     redo = materialise(
-        known.join(numbers, "nhs_number", "left_semi").unionByName(arriving.select(*PROFILE_COLUMNS)), "redo_profiles"
+        known.select(*KNOWN_SURNAMES_FROM).join(numbers, "nhs_number", "left_semi")
+        .unionByName(arriving.select(*KNOWN_SURNAMES_FROM)),
+        "redo_profiles",
+    )  # fmt: skip
+    redone = materialise(
+        _with_known_surnames(redo).select(
+            "profile_id", F.col("surnames").alias("_surnames"), F.lit(True).alias("_redone")
+        ),
+        "redone_surnames",
     )
-    redone = _with_known_surnames(redo.drop("surnames"))
-    return _with_record_counts(kept.unionByName(redone.select(*PROFILE_COLUMNS)))
+    # Broadcast when few (as the changed ids), so the state is not shuffled to take them.
+    updating = F.broadcast if redone.count() <= BROADCAST_CHANGED_PROFILES else (lambda df: df)
+    surnames = F.when(F.col("_redone"), F.col("_surnames")).otherwise(F.col("surnames"))
+    now = known.unionByName(arriving.select(*PROFILE_COLUMNS))
+    return _with_record_counts(
+        now.join(updating(redone), "profile_id", "left").withColumn("surnames", surnames).select(*PROFILE_COLUMNS)
+    )
+
+
+def _summed_by_source(entries: Column) -> Column:
+    """A list of (source, _n) -> a map of each source to its sum."""
+    sources = F.array_distinct(F.transform(entries, lambda entry: entry["source"]))
+    return F.map_from_arrays(
+        sources,
+        F.transform(
+            sources,
+            lambda source: F.aggregate(
+                F.filter(entries, lambda entry: entry["source"] == source),
+                F.lit(0).cast("bigint"),
+                lambda total, entry: total + entry["_n"],
+            ),
+        ),
+    )
 
 
 def _positive(counts: Column) -> Column:
