@@ -148,12 +148,10 @@ def _link(
     record now; changed: the records inserted and deleted since the last run when the change feed told them."""
     config, spark, catalog = ctx.config, ctx.spark, ctx.catalog
     settings = config.linkage
-    # Staged: this run overwrites the table it starts from.
-    earlier = (
-        stage(spark, catalog.read(LINKAGE_PROFILES.name), staging / "earlier")
-        if catalog.exists(LINKAGE_PROFILES.name)
-        else None
-    )
+    # Not staged though this run overwrites the table: the version read stays readable (Catalog.read pins it, and
+    # a vacuum keeps a removed file for days), and every read of it comes first (linked_profiles is staged before
+    # the write). Staged, it took 9.5 s at 1m people (3.7m profiles).
+    earlier = catalog.read(LINKAGE_PROFILES.name) if catalog.exists(LINKAGE_PROFILES.name) else None
     previous = earlier.select("profile_id", "person_id") if earlier is not None else None
     model_path = Path(config.resolve(settings.model))
     trained = settings.retrain or not model_path.exists()
