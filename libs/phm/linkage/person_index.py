@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from phm.frames import as_bits, from_bits
 from phm.ingest.outputs import age_band
-from phm.linkage.profiles import GP_SOURCE
+from phm.linkage.profiles import GP_SOURCE, known_sex
 
 DEATHS_SOURCE = "deaths"
 NOT_STATED = "Not stated"
@@ -53,7 +53,7 @@ def person_index(
     # (gold.person at 1m people, docs/bench.md).
     combos = (
         profiles.repartition("person_id")
-        .groupBy("person_id", "date_of_birth", F.when(F.col("sex").isin("M", "F"), F.col("sex")).alias("sex"))
+        .groupBy("person_id", "date_of_birth", known_sex(F.col("sex")).alias("sex"))
         .agg(
             F.sum("record_count").cast("long").alias("_records"),
             F.sum("gp_record_count").cast("long").alias("_gp_records"),
