@@ -87,7 +87,7 @@ def test_profiles_derive_forms_known_surnames_and_postcode_parts(spark):
 
 @pytest.mark.parametrize("broadcast_limit", [2_000_000, 0], ids=["state split by broadcast", "state shuffled"])
 def test_profiles_updated_from_changed_records_equal_profiles_of_all_records(spark, monkeypatch, broadcast_limit):
-    monkeypatch.setattr(profiles_module, "BROADCAST_CHANGED_PROFILES", broadcast_limit)
+    monkeypatch.setattr(profiles_module, "BROADCAST_PROFILES", broadcast_limit)
     rows = [  # (record_id, source, profile_id, nhs, forename, surname, dob, sex, postcode)
         ("r1", "gp_registrations", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),
         ("r2", "ae", "p1", A, "BOB", "SMITH", date(1950, 1, 2), "M", "LS1 4AB"),

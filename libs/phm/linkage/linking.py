@@ -26,7 +26,7 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from phm.linkage import Materialise, as_is
 from phm.linkage.model import PREDICTION_BLOCKING_KEYS, TF_COLUMNS, comparable, number_only
-from phm.linkage.profiles import deterministic_keys
+from phm.linkage.profiles import broadcast_if_few, deterministic_keys
 
 DETERMINISTIC, PROBABILISTIC, IDENTICAL, UNLINKED = (
     "deterministic",
@@ -44,7 +44,7 @@ NUMBER_HOME_SHARE = 0.9
 
 @dataclass
 class Linked:
-    clusters: DataFrame  # profile_id, cluster_id, record_count: every current profile
+    clusters: DataFrame  # profile_id, cluster_id, record_count (and earlier_id from link_new): every current profile
     edges: DataFrame  # EDGE_COLUMNS, at or above the threshold (profile_id_r may be a person_id in link_new)
     scored: DataFrame  # every scored comparison: match_weight, match_probability (for the quality report)
 
@@ -171,11 +171,23 @@ def link_new(
     # give every key among them.
     numbered = profiles.join(new.select("nhs_number").where(F.col("nhs_number").isNotNull()).distinct(),
                              "nhs_number", "left_semi")  # fmt: skip
+    # The edges and the graph read only the profiles and persons at an edge's end (150k in a month at 1m people),
+    # picked out of every profile and every earlier one by a broadcast of their ids: joined with the edges as they
+    # were, every profile's number and every earlier profile's person (3.7m rows) were shuffled to meet them, the
+    # persons five times.
+    accepted = _ends(scored.where(F.col("match_probability") >= threshold), materialise, "accepted_ends")
     edges = materialise(
-        deterministic_edges(numbered, among=new).unionByName(probabilistic_edges(scored, threshold, profiles)),
+        deterministic_edges(numbered, among=new).unionByName(
+            probabilistic_edges(scored, threshold, profiles.join(accepted, "profile_id", "left_semi"))
+        ),
         "edges",
     )
-    person_of = previous.select(F.col("profile_id").alias("_pid"), F.col("person_id").alias("_person"))
+    person_of = materialise(
+        previous.join(_ends(edges, materialise, "edge_ends"), "profile_id", "left_semi").select(
+            F.col("profile_id").alias("_pid"), F.col("person_id").alias("_person")
+        ),
+        "edge_persons",
+    )
     # Ends that are existing profiles become their person's node.
     graph_edges = edges
     for side in ("profile_id_l", "profile_id_r"):
@@ -187,11 +199,8 @@ def link_new(
     graph_edges = graph_edges.select(F.col("profile_id_l").alias("node_id_l"), F.col("profile_id_r").alias("node_id_r"))
     # Only persons an edge reaches can change: every other person stays one cluster, named by its person_id
     # (as a node of its own it would be: a component's cluster_id is one of its nodes).
-    reached = graph_edges.select(F.col("node_id_l").alias("node_id")).unionByName(
-        graph_edges.select(F.col("node_id_r").alias("node_id"))
-    )
     nodes = new.select(F.col("profile_id").alias("node_id")).unionByName(
-        previous.select(F.col("person_id").alias("node_id")).join(reached, "node_id", "left_semi").distinct()
+        person_of.select(F.col("_person").alias("node_id")).distinct()
     )
     node_clusters = connected_components(linker, nodes, graph_edges, "node_id").withColumnRenamed("node_id", "_node")
     # Every profile's node: a new profile is its own, a known one its person's.
@@ -202,11 +211,13 @@ def link_new(
     labelled = materialise(
         noded.join(node_clusters, node == F.col("_node"), "left")
         .withColumn("cluster_id", F.coalesce("cluster_id", "person_id"))
-        .drop("person_id", "_node"),
+        .withColumnRenamed("person_id", "earlier_id")
+        .drop("_node"),
         "labelled",
     )
     clusters = _attached(labelled, materialise)
-    return Linked(clusters.select("profile_id", "cluster_id", "record_count"), edges, scored)
+    # With each profile's earlier person, which person_ids.assign would otherwise join again (3.7m profiles).
+    return Linked(clusters.select("profile_id", "cluster_id", "record_count", "earlier_id"), edges, scored)
 
 
 def blocked_with(known: DataFrame, new: DataFrame) -> DataFrame:
@@ -225,6 +236,18 @@ def blocked_with(known: DataFrame, new: DataFrame) -> DataFrame:
         paired = paired.join(keys.distinct().withColumn(flag, F.lit(True)), list(columns), "left")
         flags.append(flag)
     return paired.where(F.coalesce(*flags, F.lit(False))).select(*known.columns)
+
+
+def _ends(pairs: DataFrame, materialise: Materialise, name: str) -> DataFrame:
+    """The distinct profile ids at either end of `pairs` (profile_id_l, profile_id_r), computed once
+    (`materialise`) and hinted for broadcast when few (profiles.broadcast_if_few)."""
+    ends = materialise(
+        pairs.select(F.col("profile_id_l").alias("profile_id"))
+        .unionByName(pairs.select(F.col("profile_id_r").alias("profile_id")))
+        .distinct(),
+        name,
+    )
+    return broadcast_if_few(ends)(ends)
 
 
 def _scored_columns(predictions: DataFrame) -> DataFrame:

@@ -42,7 +42,8 @@ def assign(
 ) -> tuple[DataFrame, DataFrame]:
     """Person ids for clustered profiles, stable against the previous assignment.
 
-    clusters: (profile_id, cluster_id, record_count) for every current profile.
+    clusters: (profile_id, cluster_id, record_count) for every current profile, and earlier_id (its person_id
+    in `previous`, null for a new profile) when the clustering has joined them already (linking.link_new).
     previous: (profile_id, person_id) of the last run, or None on the first run.
     Returns (profile_id, cluster_id, person_id) and the history rows
     (event, person_id_from, person_id_to, records, profiles), both from the assignment computed once
@@ -53,10 +54,12 @@ def assign(
         previous = clusters.sparkSession.createDataFrame([], "profile_id string, person_id string")
         current = clusters.withColumn("earlier_id", F.lit(None).cast("string"))
     else:
-        current = materialise(
-            clusters.join(previous.withColumnRenamed("person_id", "earlier_id"), "profile_id", "left"), "current_ids"
-        )
-        current, settled = _unsettled(current, materialise)
+        if "earlier_id" not in clusters.columns:
+            clusters = materialise(
+                clusters.join(previous.withColumnRenamed("person_id", "earlier_id"), "profile_id", "left"),
+                "current_ids",
+            )
+        current, settled = _unsettled(clusters, materialise)
     earlier = current.where(F.col("earlier_id").isNotNull())
     cells = earlier.groupBy("cluster_id", "earlier_id").agg(F.sum("record_count").alias("records"))
     by_records = [F.col("records").desc()]

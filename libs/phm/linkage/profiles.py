@@ -33,10 +33,10 @@ GP_SOURCE = "gp_registrations"
 IDENTIFIERS = ("nhs_number", "forename", "surname", "date_of_birth", "sex", "postcode")
 PSEUDONYMISED = ("nhs_number", "forename", "surname", "date_of_birth", "postcode")
 
-# At most this many changed profiles' ids are broadcast to split the state (about 70 bytes each in every task's
-# hash table; a monthly increment at 1m people changes 680k profiles); more (e.g. years delivered again) and
-# the state is shuffled to be split.
-BROADCAST_CHANGED_PROFILES = 2_000_000
+# At most this many profile ids are broadcast to pick profiles out of every profile (about 70 bytes each in every
+# task's hash table): a refresh's changed profiles (680k in a month at 1m people) to split the state, and
+# linking's edge ends; more (e.g. years delivered again) and the planner decides (a shuffle of every profile).
+BROADCAST_PROFILES = 2_000_000
 
 # What a profile row holds (profiles() adds record_count, gp_record_count and sources from records_by_source).
 PROFILE_COLUMNS = (
@@ -99,7 +99,7 @@ def updated_profiles(
     so they are recomputed for the numbers of profiles that came or went, and only for those.
 
     The state is not shuffled: the changed profiles' ids (a fifth of the profiles in a month at 1m people;
-    at most BROADCAST_CHANGED_PROFILES) and the numbers whose surnames are redone (fewer) are broadcast to
+    at most BROADCAST_PROFILES) and the numbers whose surnames are redone (fewer) are broadcast to
     split it, and only the changed rows are joined with their changes. With the whole state (3.7m wide rows at
     1m people) shuffled to be joined with the changes, link's profile step took 66 s (median) at 1m; this way
     50 s (docs/linkage.md). Every column of the state is read twice (the changed rows, then every row); the
@@ -124,7 +124,7 @@ def updated_profiles(
         ),
         "profile_changes",
     )
-    splitting = _broadcast_if_few(change)
+    splitting = broadcast_if_few(change)
     changed_ids = splitting(change.select("profile_id"))
     unchanged = state.join(changed_ids, "profile_id", "left_anti").select(*PROFILE_COLUMNS)
     added = F.map_zip_with(
@@ -172,7 +172,7 @@ def updated_profiles(
         ),
         "redone_surnames",
     )
-    updating = _broadcast_if_few(redone)  # so the state is not shuffled to take them
+    updating = broadcast_if_few(redone)  # so the state is not shuffled to take them
     surnames = F.when(F.col("_redone"), F.col("_surnames")).otherwise(F.col("surnames"))
     now = known.unionByName(arriving.select(*PROFILE_COLUMNS))
     return _with_record_counts(
@@ -196,10 +196,10 @@ def _summed_by_source(entries: Column) -> Column:
     )
 
 
-def _broadcast_if_few(rows: DataFrame) -> Callable[[DataFrame], DataFrame]:
-    """A join hint for `rows` or a part of it: broadcast when it has at most BROADCAST_CHANGED_PROFILES rows
+def broadcast_if_few(rows: DataFrame) -> Callable[[DataFrame], DataFrame]:
+    """A join hint for `rows` or a part of it: broadcast when it has at most BROADCAST_PROFILES rows
     (counted: one Spark job), otherwise none (the planner decides)."""
-    return F.broadcast if rows.count() <= BROADCAST_CHANGED_PROFILES else (lambda df: df)
+    return F.broadcast if rows.count() <= BROADCAST_PROFILES else (lambda df: df)
 
 
 def _positive(counts: Column) -> Column:
