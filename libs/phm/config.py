@@ -81,6 +81,9 @@ class SparkConfig(StrictModel):
     # so). On tiny tables it overlaps the driver's per-job planning (the test sample's ingest 140 s -> 119 s with
     # 3); at 100k people on 2 cores the jobs are CPU-bound: 3 at once took 434 s against 433 s, with 0.55 GB more.
     concurrent_jobs: int = Field(1, ge=1, le=32)
+    # Options for the JVMs Spark starts (the driver in local mode, where it is the whole cluster; executors on a
+    # cluster), after the ones phm sets. base.yaml's parallel collector: see there.
+    java_options: list[str] = Field(default_factory=list)
     ui_enabled: StrictBool = False
     console_progress: StrictBool = False
     log_level: Literal["ERROR", "WARN", "INFO", "DEBUG"] = "WARN"

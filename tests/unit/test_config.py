@@ -195,6 +195,24 @@ def test_the_driver_may_collect_what_the_config_allows(spark):
         load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.max_result_size=unlimited"])
 
 
+def test_java_options_reach_the_driver_and_executors_after_phm_own(spark):
+    from phm.runtime.spark import LOG4J_CONFIG, session_conf
+
+    conf = session_conf(
+        load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.java_options=['-Xss4m', '-XX:+UseG1GC']"])
+    )
+    assert (
+        conf["spark.driver.extraJavaOptions"] == f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG} -Xss4m -XX:+UseG1GC"
+    )
+    assert conf["spark.executor.extraJavaOptions"] == "-Xss4m -XX:+UseG1GC"
+    none = session_conf(load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.java_options=[]"]))
+    assert none["spark.driver.extraJavaOptions"] == f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"
+    assert "spark.executor.extraJavaOptions" not in none
+    # the suite's JVM was started with base.yaml's parallel collector (G1's beans are "G1 Young Generation", ...)
+    beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    assert sorted(bean.getName() for bean in beans) == ["PS MarkSweep", "PS Scavenge"]
+
+
 def test_codegen_off_interprets_expressions_and_whole_stages(spark):
     from phm.runtime.spark import session_conf
 

@@ -52,7 +52,9 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
         "spark.app.name": spark.app_name,
         "spark.driver.memory": spark.driver_memory,
         "spark.driver.maxResultSize": spark.max_result_size,
-        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}",
+        "spark.driver.extraJavaOptions": " ".join(
+            [f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}", *spark.java_options]
+        ),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         # Dates and timestamps mean the same on every machine and in every test.
@@ -70,6 +72,8 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
         # Keep Spark's scratch space out of /tmp defaults shared with other users.
         "spark.sql.warehouse.dir": config.resolve(os.path.join(config.paths.checkpoints, "spark-warehouse")),
     }
+    if spark.java_options:
+        conf["spark.executor.extraJavaOptions"] = " ".join(spark.java_options)
     if not spark.codegen:
         conf["spark.sql.codegen.wholeStage"] = "false"
         conf["spark.sql.codegen.factoryMode"] = "NO_CODEGEN"  # expressions interpreted, not compiled
