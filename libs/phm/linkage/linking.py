@@ -171,10 +171,10 @@ def link_new(
     # give every key among them.
     numbered = profiles.join(new.select("nhs_number").where(F.col("nhs_number").isNotNull()).distinct(),
                              "nhs_number", "left_semi")  # fmt: skip
-    # The edges and the graph read only the profiles and persons at an edge's end (150k in a month at 1m people),
-    # picked out of every profile and every earlier one by a broadcast of their ids: joined with the edges as they
-    # were, every profile's number and every earlier profile's person (3.7m rows) were shuffled to meet them, the
-    # persons five times.
+    # The edges and the graph read only the profiles and persons at an edge's end (154k edges in a month at 1m
+    # people), picked out of every profile and every earlier one by a broadcast of their ids: joined with the edges
+    # as they were, every profile's number and every earlier profile's person (3.7m rows) were shuffled to meet
+    # them, the persons five times (predict and cluster 91.9 -> 77.6 s, docs/bench.md).
     accepted = _ends(scored.where(F.col("match_probability") >= threshold), materialise, "accepted_ends")
     edges = materialise(
         deterministic_edges(numbered, among=new).unionByName(
