@@ -174,7 +174,7 @@ def link_new(
     # The edges and the graph read only the profiles and persons at an edge's end (154k edges in a month at 1m
     # people), picked out of every profile and every earlier one by a broadcast of their ids: joined with the edges
     # as they were, every profile's number and every earlier profile's person (3.7m rows) were shuffled to meet
-    # them, the persons five times (predict and cluster 91.9 -> 77.6 s, docs/bench.md).
+    # them, the persons four times (predict and cluster 91.9 -> 77.6 s, docs/bench.md).
     accepted = _ends(scored.where(F.col("match_probability") >= threshold), materialise, "accepted_ends")
     edges = materialise(
         deterministic_edges(numbered, among=new).unionByName(
