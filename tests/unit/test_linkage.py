@@ -467,8 +467,11 @@ def test_person_ids_are_minted_then_kept_and_every_change_is_recorded(spark):
     assert events == {(SPLIT, ids["p1"], later["p2"]), (MOVE, ids["p3"], ids["p1"])}
 
 
+@pytest.mark.parametrize("carried", [False, True], ids=["earlier ids joined by assign", "carried by the clusters"])
 @pytest.mark.parametrize("records_left_home", [5, 1], ids=["the person stays home", "its home moves"])
-def test_a_refresh_decides_only_the_clusters_new_profiles_reached_and_the_persons_they_hold(spark, records_left_home):
+def test_a_refresh_decides_only_the_clusters_new_profiles_reached_and_the_persons_they_hold(
+    spark, records_left_home, carried
+):
     # Clusters named as link_new names them: an unreached person by its own id, a reached one by a node.
     previous = spark.createDataFrame(
         [("p1", "PA"), ("p2", "PA"), ("p3", "PB"), ("p4", "PC"), ("p5", "PD")], PREVIOUS
@@ -480,6 +483,8 @@ def test_a_refresh_decides_only_the_clusters_new_profiles_reached_and_the_person
          ("p4", "PC", 3), ("p5", "PC", 1), ("n2", "PC", 1)],  # a new profile merged PC and PD
         CLUSTERS,
     )  # fmt: skip
+    if carried:  # as link_new gives them: each profile's earlier person already joined
+        clusters = clusters.join(previous.withColumnRenamed("person_id", "earlier_id"), "profile_id", "left")
     assigned, history = assign(clusters, previous, "run2")
     check_unique(assigned)
     got = {r.profile_id: r.person_id for r in assigned.collect()}
