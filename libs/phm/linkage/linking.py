@@ -45,7 +45,7 @@ NUMBER_HOME_SHARE = 0.9
 @dataclass
 class Linked:
     clusters: DataFrame  # profile_id, cluster_id, record_count (and earlier_id from link_new): every current profile
-    edges: DataFrame  # EDGE_COLUMNS, at or above the threshold (profile_id_r may be a person_id in link_new)
+    edges: DataFrame  # EDGE_COLUMNS at or above the threshold, between profiles (link_new maps them to persons)
     scored: DataFrame  # every scored comparison: match_weight, match_probability (for the quality report)
 
 
@@ -239,15 +239,17 @@ def blocked_with(known: DataFrame, new: DataFrame) -> DataFrame:
 
 
 def _ends(pairs: DataFrame, materialise: Materialise, name: str) -> DataFrame:
-    """The distinct profile ids at either end of `pairs` (profile_id_l, profile_id_r), computed once
-    (`materialise`) and hinted for broadcast when few (profiles.broadcast_if_few)."""
-    ends = materialise(
-        pairs.select(F.col("profile_id_l").alias("profile_id"))
-        .unionByName(pairs.select(F.col("profile_id_r").alias("profile_id")))
-        .distinct(),
-        name,
-    )
+    """The distinct profile ids at either end of `pairs`, computed once (`materialise`) and hinted for broadcast
+    when few (profiles.broadcast_if_few)."""
+    ends = materialise(_at_either_end(pairs).distinct(), name)
     return broadcast_if_few(ends)(ends)
+
+
+def _at_either_end(pairs: DataFrame, *columns: str) -> DataFrame:
+    """A row for each end of each pair (profile_id_l, profile_id_r): its profile_id, with the pair's `columns`."""
+    return pairs.select(F.col("profile_id_l").alias("profile_id"), *columns).unionByName(
+        pairs.select(F.col("profile_id_r").alias("profile_id"), *columns)
+    )
 
 
 def _scored_columns(predictions: DataFrame) -> DataFrame:
@@ -372,12 +374,13 @@ def connected_components(linker: Linker, nodes: DataFrame, edges: DataFrame, nod
 def profile_link_details(profiles: DataFrame, edges: DataFrame) -> DataFrame:
     """profiles (profile_id, record_count and any other columns, kept) with how each linked: its strongest
     edge and method; identical identifiers or unlinked otherwise."""
-    ends = edges.select(F.col("profile_id_l").alias("profile_id"), "match_probability", "method").unionByName(
-        edges.select(F.col("profile_id_r").alias("profile_id"), "match_probability", "method")
-    )
-    best = ends.groupBy("profile_id").agg(
-        F.max("match_probability").alias("match_probability"),
-        F.max(F.col("method") == DETERMINISTIC).alias("_deterministic"),
+    best = (
+        _at_either_end(edges, "match_probability", "method")
+        .groupBy("profile_id")
+        .agg(
+            F.max("match_probability").alias("match_probability"),
+            F.max(F.col("method") == DETERMINISTIC).alias("_deterministic"),
+        )
     )
     method = (
         F.when(F.col("_deterministic"), F.lit(DETERMINISTIC))
