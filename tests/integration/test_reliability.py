@@ -225,8 +225,11 @@ def test_a_failed_refresh_resumes_at_the_stage_that_failed(spark, fresh_config, 
     assert ran[4:] == ["first", "second", "third"]
     warehouse = fresh_config.resolve(fresh_config.paths.warehouse)
     assert set(resumable_stages(spark, warehouse, "refresh", fresh_config.digest())) == {"first", "second"}
-    other = load_config(str(TEST_CONFIG), [*test_overrides(tmp_path), "refresh.lock_wait_seconds=1"])
-    assert resumable_stages(spark, warehouse, "refresh", other.digest()) == {}  # another configuration: none
+    # More memory after a failure is a run setting, not a definition: the refresh still resumes.
+    more_memory = load_config(str(TEST_CONFIG), [*test_overrides(tmp_path), "spark.driver_memory=12g"])
+    assert set(resumable_stages(spark, warehouse, "refresh", more_memory.digest())) == {"first", "second"}
+    other = load_config(str(TEST_CONFIG), [*test_overrides(tmp_path), "linkage.threshold=0.95"])
+    assert resumable_stages(spark, warehouse, "refresh", other.digest()) == {}  # other definitions: none
     # A stage whose output changed since the failed refresh wrote it runs again.
     run_job(make_job("edit", lambda ctx: ctx.catalog.overwrite(GADGETS.name, widgets(spark, [(0, "edited")]))),
             fresh_config, spark)  # fmt: skip

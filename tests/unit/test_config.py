@@ -53,12 +53,47 @@ def test_relative_paths_resolve_under_root_and_uris_are_kept(tmp_path):
     assert config.tracking_uri == f"sqlite:///{REPO}/mlruns/mlflow.db"
 
 
+def digest_with(*overrides: str) -> str:
+    return load_config(str(TEST_CONFIG), [f"paths.root={REPO}", *overrides]).digest()
+
+
 def test_digest_is_stable_and_changes_with_the_config():
-    first = load_config(str(TEST_CONFIG), [f"paths.root={REPO}"])
-    again = load_config(str(TEST_CONFIG), [f"paths.root={REPO}"])
-    changed = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.shuffle_partitions=5"])
-    assert first.digest() == again.digest()
-    assert first.digest() != changed.digest()
+    assert digest_with() == digest_with()
+    assert digest_with("linkage.threshold=0.95") != digest_with()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "spark.driver_memory=12g",
+        "spark.shuffle_partitions=5",
+        "spark.java_options=[]",
+        "spark.master=spark://127.0.0.1:7077",
+        "spark.conf.spark.executor.memory=4g",
+        "spark.conf.spark.sql.adaptive.skewJoin.enabled=false",
+        "paths.logs=/elsewhere/logs",
+        "refresh.exclude=[generate]",
+        "refresh.stages=[ingest, link]",
+        "maintenance.vacuum_every_days=1",
+    ],
+)
+def test_digest_leaves_out_how_and_where_a_run_works(override):
+    # A run setting changes no output: with it in the digest, every stage ran again and the models retrained.
+    assert digest_with(override) == digest_with()
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "spark.conf.spark.sql.session.timeZone=Europe/London",
+        "spark.conf.spark.sql.ansi.enabled=false",
+        "spark.conf.spark.executor.memoryish=4g",  # a tuning entry's name is matched whole, not as a prefix
+        "paths.warehouse=/elsewhere/warehouse",
+        "risk.retrain_every_months=1",
+    ],
+)
+def test_digest_keeps_what_can_change_an_output(override):
+    assert digest_with(override) != digest_with()
 
 
 def test_digest_covers_the_definition_files_the_config_points_at(tmp_path):
