@@ -467,8 +467,9 @@ class PhmConfig(StrictModel):
 # its by-products go, which stages a refresh runs and the tables' upkeep. The configuration digest leaves them
 # out, since a stage skips work, a training stage keeps its champions and a failed refresh resumes only under
 # the digest it last ran with: with them in, more driver memory after a failure restarted the refresh from its
-# first stage, and the 1m bench's increment retrained both training stages (333 s) when only such a setting had
-# changed. java_options too: the session's time zone is pinned (phm.runtime.spark), so no JVM option moves a date.
+# first stage, and another master or partition count made every stage run again and both training stages retrain
+# (333 s at 1m). java_options too: the session's time zone is pinned (phm.runtime.spark), so no JVM option moves a
+# date.
 RUN_SETTINGS = (
     "paths.reports",
     "paths.logs",
