@@ -437,13 +437,7 @@ class PhmConfig(StrictModel):
     def definitions(self) -> dict[str, Any]:
         """The effective configuration less RUN_SETTINGS and the spark.conf keys of SPARK_TUNING_CONF: the
         settings that decide what a run computes, which the digest hashes."""
-        dump = self.model_dump(mode="json")
-        for dotted in RUN_SETTINGS:
-            *sections, name = dotted.split(".")
-            parent = dump
-            for section in sections:
-                parent = parent[section]
-            del parent[name]
+        dump = self.model_dump(mode="json", exclude=RUN_SETTINGS)
         dump["spark"]["conf"] = {k: v for k, v in dump["spark"]["conf"].items() if not is_spark_tuning(k)}
         return dump
 
@@ -470,15 +464,13 @@ class PhmConfig(StrictModel):
 # first stage, and another master or partition count made every stage run again and both training stages retrain
 # (333 s at 1m). java_options too: the session's time zone is pinned (phm.runtime.spark), so no JVM option moves a
 # date.
-RUN_SETTINGS = (
-    "paths.reports",
-    "paths.logs",
-    "paths.checkpoints",
-    "paths.jars",
-    *(f"spark.{name}" for name in SparkConfig.model_fields if name != "conf"),
-    "maintenance",
-    "refresh",
-)
+# As pydantic's `exclude`: a section's settings left out, or True for the whole section.
+RUN_SETTINGS: dict[str, Any] = {
+    "paths": {"reports", "logs", "checkpoints", "jars"},
+    "spark": set(SparkConfig.model_fields) - {"conf"},
+    "maintenance": True,
+    "refresh": True,
+}
 # spark.conf keys (exact, or every key under one ending in ".") that only tune: left out of the digest too.
 # Any other key given there counts as a definition, as some change results (spark.sql.session.timeZone moves
 # dates, spark.sql.ansi.enabled turns a bad cast from a null into a failure).
