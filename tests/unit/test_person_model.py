@@ -14,7 +14,7 @@ from phm.config import load_definitions
 from phm.errors import ConfigError
 from phm.person.codes import match_codes
 from phm.person.conditions import condition_codes, conditions_at
-from phm.person.definitions import load_codelists, load_person_model_definitions
+from phm.person.definitions import CodeList, load_codelists, load_person_model_definitions
 from phm.person.evaluation import ascertainment
 from phm.person.events import build_events
 from phm.person.observations import observations
@@ -107,18 +107,34 @@ def test_snomed_matches_exactly_and_icd10_by_prefix_with_exclusions(spark, defin
         event("p", "2025-01-01", "C443"),  # non-melanoma skin cancer: excluded from cancer
         event("p", "2025-01-01", "C787"),  # secondary: cancer and metastatic cancer
         event("p", "2025-01-01", "E115"),  # diabetes
+        event("p", "2025-01-01", "162659009"),  # hypertension resolved
     ]
     frame = events(spark, rows)
     matched = match_codes(frame, definitions.conditions.values(), keep=("record_id", "code"))
-    found = {(r.code, r.codelist) for r in matched.collect()}
-    assert found == {
-        ("38341003", "hypertension"),
-        ("I10X", "hypertension"),
-        ("C509", "cancer"),
-        ("C787", "cancer"),
-        ("C787", "metastatic_cancer"),
-        ("E115", "diabetes"),
-    }
+    found = sorted((r.code, r.codelist, r.entry) for r in matched.collect())
+    assert found == [
+        ("162659009", "hypertension", "resolved"),
+        ("38341003", "hypertension", "include"),
+        ("C509", "cancer", "include"),
+        ("C787", "cancer", "include"),
+        ("C787", "metastatic_cancer", "include"),
+        ("E115", "diabetes", "include"),
+        ("I10X", "hypertension", "include"),
+    ]
+
+
+def test_an_event_matches_a_list_once_however_many_of_its_prefixes_the_list_holds(spark):
+    nested = CodeList(
+        name="nested", description="nested", version="1", source="a test", icd10=["E1", "E11", "E115"], icd10_exclude=["E113"]
+    )
+    rows = [event("p", "2025-01-01", code) for code in ("E115", "E119", "E109", "E113", "E200")]
+    matched = match_codes(events(spark, rows), [nested], keep=("record_id", "code"))
+    # E113 is held by the list's E1 and E11 and excluded by E113: not a match
+    assert sorted((r.code, r.entry) for r in matched.collect()) == [
+        ("E109", "include"),
+        ("E115", "include"),
+        ("E119", "include"),
+    ]
 
 
 def test_a_code_list_must_be_named_after_its_file_and_hold_codes(tmp_path):
