@@ -31,6 +31,7 @@ SPEC = JobSpec(
     outputs=(SEGMENTS.name,),
     depends_on=("build_person_model",),
 )
+INPUTS = (PERSON.name, CONDITIONS.name, EVENTS.name)
 
 
 def run(ctx: JobContext) -> None:
@@ -39,10 +40,10 @@ def run(ctx: JobContext) -> None:
     segmentation = load_definitions(path, Segmentation)
     codelists = load_codelists(f"{config.resolve(config.person_model.codelists)}/conditions")
     check_against_codelists(segmentation, codelists, path)
-    for needed in (PERSON.name, CONDITIONS.name, EVENTS.name):
+    for needed in INPUTS:
         if not catalog.exists(needed):
             raise UserError(f"segment: {needed} does not exist; run `phm run build_person_model` first")
-    if ctx.unchanged_since_last_success((PERSON.name, CONDITIONS.name, EVENTS.name), SPEC.outputs):
+    if ctx.unchanged_since_last_success(INPUTS, SPEC.outputs):
         log.info("segment: the person model is unchanged since the last segmentation; nothing to do")
         ctx.rows_out = 0
         return

@@ -9,6 +9,8 @@ from pyspark.sql import functions as F
 
 from phm.actuarial.history import DIED
 from phm.actuarial.projection import ALL
+from phm.config import load_config
+from phm.runtime.jobs import JobContext
 from phm.tables import (
     ACTUARIAL_BACKTEST,
     ACTUARIAL_COSTS,
@@ -18,6 +20,9 @@ from phm.tables import (
     SEGMENT_TRANSITIONS,
     SEGMENTS,
 )
+from phm_jobs.segment import INPUTS as SEGMENT_INPUTS
+
+from ..conftest import TEST_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +42,25 @@ def test_the_history_ends_with_gold_segments_and_has_a_date_every_step(sample):
     # left out: persons with no dated record in any source (0.4% at 20k with 3 years; more with 6 months)
     assert latest.count() >= 0.9 * segments.count()
     assert history.groupBy("person_id", "reference_date").count().where("count > 1").count() == 0
+
+
+def test_the_history_takes_gold_segments_only_while_it_is_the_segment_stages_for_these_definitions(
+    sample, sample_arguments, spark
+):
+    """The refresh's actuarial stage read its last date from gold.segments: the segment stage's output from the
+    person model as it is, under the same definitions; not under other definitions, nor for inputs it did not
+    read at their current version."""
+    config, catalog = sample
+    overrides = sample_arguments[1]
+
+    def current(config, inputs=SEGMENT_INPUTS) -> bool:
+        ctx = JobContext(config=config, spark=spark, catalog=catalog, run_id="a test")
+        return ctx.written_by_current("segment", SEGMENTS.name, inputs)
+
+    assert current(config)
+    assert current(load_config(str(TEST_CONFIG), [*overrides, "spark.driver_memory=12g"]))  # a run setting
+    assert not current(load_config(str(TEST_CONFIG), [*overrides, "linkage.threshold=0.95"]))  # a definition
+    assert not current(config, (*SEGMENT_INPUTS, SEGMENT_HISTORY.name))  # a table the segment stage did not read
 
 
 def test_transitions_account_for_everyone_in_a_segment_at_each_start_date(sample):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from phm.actuarial.history import segment_history
 from phm.config import load_definitions
 from phm.errors import ConfigError
 from phm.person.codes import match_codes
@@ -125,7 +126,12 @@ def test_snomed_matches_exactly_and_icd10_by_prefix_with_exclusions(spark, defin
 
 def test_an_event_matches_a_list_once_however_many_of_its_prefixes_the_list_holds(spark):
     nested = CodeList(
-        name="nested", description="nested", version="1", source="a test", icd10=["E1", "E11", "E115"], icd10_exclude=["E113"]
+        name="nested",
+        description="nested",
+        version="1",
+        source="a test",
+        icd10=["E1", "E11", "E115"],
+        icd10_exclude=["E113"],
     )
     rows = [event("p", "2025-01-01", code) for code in ("E115", "E119", "E109", "E113", "E200")]
     matched = match_codes(events(spark, rows), [nested], keep=("record_id", "code"))
@@ -449,6 +455,43 @@ def test_segments_at_many_dates_in_one_query_equal_one_query_per_date(spark, def
     for person_id in "abc":  # and the dates do differ for each person
         assert together[(person_id, EARLIER)][2:] != together[(person_id, LATER)][2:], person_id
     assert together[("b", EARLIER)][-1] == ["home_care"] and together[("b", LATER)][-1] == []
+
+
+def test_the_history_taken_from_gold_segments_at_its_last_date_equals_the_history_built_whole(
+    spark, definitions, segmentation
+):
+    """actuarial's history with its last date read from gold.segments (built by the segment stage from
+    gold.conditions) holds the rows of the history built whole, and leaves out, as that does, a person of
+    gold.person not seen in any source."""
+    rows = [
+        event("a", "2024-01-01", "38341003"),
+        event("a", "2025-09-01", "162659009"),  # hypertension resolved between the dates
+        event("a", "2025-05-01", activity="emergency_admission", service="acute", cost=1590.0, emergency=True),
+        event("b", "2025-01-01", "52448006"),
+        event("b", "2026-01-10", activity="emergency_admission", service="acute", cost=1590.0, emergency=True),
+        event("c", "2025-08-01", activity="gp_consultation", cost=42.0),  # seen after the earlier date only
+    ]
+    frame = events(spark, rows)
+    codes = condition_codes(frame, definitions.conditions)
+    bands = {"a": (70, "70-74"), "b": (82, "80-84"), "c": (66, "65-69"), "unseen": (50, "50-54")}
+    person = spark.createDataFrame(
+        [(p, age, band, "F", None, 3, "P1", "N1", "L1", False, LATER) for p, (age, band) in bands.items()],
+        f"{PERSON}, reference_date date",
+    )
+    conditions = conditions_at(codes, person.select("person_id", "age"), definitions.conditions, str(LATER))
+    gold_segments = build_segments(
+        person, conditions.withColumn("reference_date", F.lit(LATER)), frame, definitions.conditions, segmentation,
+        str(LATER),
+    )  # fmt: skip
+    assert "unseen" in {r.person_id for r in gold_segments.collect()}
+
+    def history(latest=None):
+        built = segment_history(person, frame, codes, definitions.conditions, segmentation, [EARLIER, LATER], latest)
+        return sorted(tuple(r) for r in built.collect())
+
+    whole = history()
+    assert history(gold_segments) == whole
+    assert {(r[0], r[1]) for r in whole} == {("a", EARLIER), ("b", EARLIER), ("a", LATER), ("b", LATER), ("c", LATER)}
 
 
 # -- Bridges to Health -----------------------------------------------------------------------------------------

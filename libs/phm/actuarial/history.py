@@ -26,7 +26,7 @@ from phm.frames import literal_frame
 from phm.person.conditions import AS_OF, as_of_dates
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Segmentation
-from phm.segmentation.segments import activity_in_year_by_date, segments_by_date, year_before
+from phm.segmentation.segments import activity_in_year_by_date, people_on, segments_by_date, year_before
 
 DIED, LOST = "died", "lost"
 HISTORY_COLUMNS = (
@@ -80,14 +80,28 @@ def segment_history(
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
     dates: list[date],
+    latest: DataFrame | None = None,
 ) -> DataFrame:
     """gold.segment_history: one row per living person x date, segment and the 12 months' activity and cost
-    (every date in one query)."""
+    (every date in one query). `latest`: gold.segments at the last date, when it is current (the segment stage
+    built it from these rows and definitions), taken rather than built again: the same rows but for the persons
+    not yet seen in any source, whom the history leaves out at every date (people_on)."""
     frame = as_of_dates(person.sparkSession, dates)
     costs = emergency_cost_in_year(events, frame).withColumnRenamed(AS_OF, "reference_date")
+    if latest is None:
+        segments = segments_by_date(person, events, codes, codelists, segmentation, dates)
+    else:
+        seen = people_on(person, events, as_of_dates(person.sparkSession, dates[-1:])).select("person_id")
+        segments = (
+            latest.where(F.col("reference_date") == F.lit(dates[-1]))
+            .join(seen, "person_id", "left_semi")
+            .select(*[c for c in HISTORY_COLUMNS if c != "emergency_cost_12m"])
+        )
+        if len(dates) > 1:
+            earlier = segments_by_date(person, events, codes, codelists, segmentation, dates[:-1])
+            segments = earlier.select(*segments.columns).unionByName(segments)
     return (
-        segments_by_date(person, events, codes, codelists, segmentation, dates)
-        .join(costs, ["person_id", "reference_date"], "left")
+        segments.join(costs, ["person_id", "reference_date"], "left")
         .fillna({"emergency_cost_12m": 0.0})
         .select(*HISTORY_COLUMNS)
     )

@@ -93,6 +93,18 @@ class JobContext:
         read = last.input_versions or {}
         return all(self.catalog.data_unchanged(name, read.get(name)) for name in inputs)
 
+    def written_by_current(self, job: str, output: str, inputs: tuple[str, ...]) -> bool:
+        """True if `output` holds what `job` last wrote to it on succeeding with this configuration and definition
+        files, from the rows `inputs` hold now: reading it is as good as computing it again (another job's
+        output this job could otherwise recompute)."""
+        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(job)
+        if last is None or last.config_digest != self.config.digest():
+            return False
+        read, wrote = last.input_versions or {}, last.output_versions or {}
+        return self.catalog.data_unchanged(output, wrote.get(output)) and all(
+            self.catalog.data_unchanged(name, read.get(name)) for name in inputs
+        )
+
     def config_unchanged_since_last_success(self) -> bool:
         """True if this job last succeeded with the same configuration and definition files (its ledger digest)."""
         return self.last_success is not None and self.last_success.config_digest == self.config.digest()
