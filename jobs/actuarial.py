@@ -165,7 +165,7 @@ def _current_segments(ctx: JobContext, latest) -> DataFrame | None:
     this configuration (the history's last date is then read, not built again: at 1m the stage took 175-182 s
     against 189-203 s, docs/bench.md); else None."""
     catalog = ctx.catalog
-    if not catalog.exists(SEGMENTS.name) or not ctx.written_by_current("segment", SEGMENTS.name, SEGMENT_INPUTS):
+    if not ctx.written_by_current("segment", SEGMENTS.name, SEGMENT_INPUTS):
         log.info("actuarial: gold.segments is not the segment stage's output for the person model as it is now; "
                  "the segments at %s are built here", latest)  # fmt: skip
         return None

@@ -83,27 +83,31 @@ class JobContext:
         would write the same. The inputs are recorded as read either way, so the next run can tell too."""
         if not all(self.catalog.exists(name) for name in outputs):
             return False
-        last = self.last_success
         current = {name: self.catalog.version(name) for name in inputs}
         for name in inputs:
             if current[name] is not None:
                 self.catalog.read(name, version=current[name])
-        if last is None or last.config_digest != self.config.digest() or None in current.values():
-            return False
-        read = last.input_versions or {}
-        return all(self.catalog.data_unchanged(name, read.get(name)) for name in inputs)
+        return None not in current.values() and self._ran_on_these_rows(self.last_success, inputs)
 
     def written_by_current(self, job: str, output: str, inputs: tuple[str, ...]) -> bool:
         """True if `output` holds what `job` last wrote to it on succeeding with this configuration and definition
         files, from the rows `inputs` hold now: reading it is as good as computing it again (another job's
-        output this job could otherwise recompute)."""
+        output this job could otherwise recompute). False if that run wrote nothing to it (it had nothing to do)."""
         last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(job)
+        written = (last.output_versions or {}).get(output) if last is not None else None
+        return (
+            written is not None
+            and self.catalog.data_unchanged(output, written)
+            and self._ran_on_these_rows(last, inputs)
+        )
+
+    def _ran_on_these_rows(self, last, inputs: tuple[str, ...]) -> bool:
+        """True if `last` (a ledger row of a successful run, or None) ran with this configuration's digest and read
+        the rows `inputs` hold now."""
         if last is None or last.config_digest != self.config.digest():
             return False
-        read, wrote = last.input_versions or {}, last.output_versions or {}
-        return self.catalog.data_unchanged(output, wrote.get(output)) and all(
-            self.catalog.data_unchanged(name, read.get(name)) for name in inputs
-        )
+        read = last.input_versions or {}
+        return all(self.catalog.data_unchanged(name, read.get(name)) for name in inputs)
 
     def config_unchanged_since_last_success(self) -> bool:
         """True if this job last succeeded with the same configuration and definition files (its ledger digest)."""
