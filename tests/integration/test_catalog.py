@@ -218,11 +218,6 @@ def test_changes_since_a_version_are_the_rows_inserted_and_deleted_or_none_witho
         (1, "red", "delete"), (1, "red", "insert"), (2, "blue", "delete"), (2, "navy", "insert")]  # fmt: skip
     assert rows(catalog.changes(DIALS.name, 2)) == []  # nothing since
     assert catalog.versions_read[DIALS.name] == 2
-    # An append and an overwrite of some rows are changes; an overwrite of the whole table is every row.
-    assert not catalog.rewritten_since(DIALS.name, 0)
-    catalog.overwrite(DIALS.name, widgets(spark, [(1, "red")]))  # v3
-    assert catalog.rewritten_since(DIALS.name, 0) and catalog.rewritten_since(DIALS.name, 2)
-    assert not catalog.rewritten_since(DIALS.name, 3)
     # A table without the feed declared: None.
     catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))
     catalog.append(WIDGETS.name, widgets(spark, [(2, "blue")]))
