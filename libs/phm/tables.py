@@ -426,7 +426,6 @@ EVENTS = TableSpec(
     # 159-168 s on clustered files against 196.5 s, actuarial 121 s against 163 s (docs/bench.md)
     cluster_by=("person_id",),
     deletion_vectors=True,  # a refresh replaces, removes and relinks the events of the records that changed
-    change_feed=True,  # features keeps its earlier dates' rows of the persons whose events did not change
     schema=T.StructType(
         [
             T.StructField("person_id", T.StringType(), False),

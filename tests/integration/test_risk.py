@@ -4,7 +4,6 @@ same against a real MLflow tracking server."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from datetime import date
 
 import numpy as np
 import pytest
-from delta.tables import DeltaTable
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
@@ -28,7 +26,6 @@ from phm.models.specs import load_model_specs
 from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
-from phm.runtime.jobs import JobContext, discover_jobs
 from phm.runtime.standalone import free_port
 from phm.segmentation.definitions import Segmentation
 from phm.tables import (
@@ -40,7 +37,6 @@ from phm.tables import (
     RISK_MODEL_PERFORMANCE,
     RISK_ORACLE_EVALUATION,
     RISK_SCORES,
-    RUN_ID_COLUMN,
     SEGMENT_MATRIX,
     SEGMENTS,
 )
@@ -88,76 +84,38 @@ def test_labels_are_the_admissions_in_the_follow_up_of_each_index_date(sample):
     assert features.where("split != 'score' AND label = 1").count() > 0  # the test can fail
 
 
-def _plan(config, person, events):
-    """The features job's index dates for these gold.person and gold.events."""
-    first_period = events.agg(F.min("period")).first()[0]
-    reference_date = person.agg(F.max("reference_date")).first()[0]
-    return plan_index_dates(reference_date, date(int(first_period[:4]), int(first_period[5:7]), 1), config.risk)
-
-
-def _built(config, person, events, observations, plan):
-    """Every gold.features row of `plan`, built whole from these tables."""
-    definitions = load_person_model_definitions(config)
-    return build_features(
-        person,
-        events,
-        condition_codes(events, definitions.conditions),
-        observations,
-        definitions.conditions,
-        definitions.observations,
-        load_definitions(config.resolve(config.person_model.segmentation), Segmentation),
-        plan,
-    )
-
-
 def test_features_do_not_change_when_everything_after_the_index_date_is_removed(sample, spark):
     config, catalog = sample
     stored = catalog.read(FEATURES.name)
     person, events, observations = (catalog.read(n) for n in (PERSON.name, EVENTS.name, OBSERVATIONS.name))
-    plan = _plan(config, person, events)
+    first_period = events.agg(F.min("period")).first()[0]
+    plan = plan_index_dates(
+        person.agg(F.max("reference_date")).first()[0],
+        date(int(first_period[:4]), int(first_period[5:7]), 1),
+        config.risk,
+    )
     cut = F.lit(plan.validation)
     # The future removed: later events, later end dates of services running at the cut, later readings.
     before = events.where(F.col("event_date") < cut).withColumn(
         "end_date", F.when(F.col("end_date") < cut, F.col("end_date"))
     )
-    rebuilt = _built(config, person, before, observations.where(F.col("event_date") < cut), plan)
+    definitions = load_person_model_definitions(config)
+    rebuilt = build_features(
+        person,
+        before,
+        condition_codes(before, definitions.conditions),
+        observations.where(F.col("event_date") < cut),
+        definitions.conditions,
+        definitions.observations,
+        load_definitions(config.resolve(config.person_model.segmentation), Segmentation),
+        plan,
+    )
     columns = [c for c in rebuilt.columns if c not in ("label",)]
     earlier = "split IN ('train', 'validation')"
     got = rebuilt.where(earlier).select(*columns)
     want = stored.where(earlier).select(*columns)
     assert want.count() > 0
     assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0
-
-
-def test_a_late_correction_rebuilds_only_its_persons_features_and_they_equal_a_whole_build(
-    refreshed, sample, spark, tmp_path_factory, caplog
-):
-    config, catalog = sample
-    copy = copy_of_sample(refreshed, spark, tmp_path_factory.mktemp("late_correction"))
-    validation = catalog.read(FEATURES.name).where(F.col("split") == VALIDATION).first().index_date
-    # An emergency admission before the validation date withdrawn, as build_person_model changes gold.events
-    # in place (a Delta delete: change data recorded).
-    withdrawn = (
-        copy.catalog.read(EVENTS.name).where(F.col("emergency") & (F.col("event_date") < F.lit(validation))).first()
-    )
-    events_path = copy.catalog.path(EVENTS.name)
-    DeltaTable.forPath(spark, events_path).delete(
-        (F.col("source") == withdrawn.source) & (F.col("record_id") == withdrawn.record_id)
-    )
-    # The sample's configuration (its ledger digest) over the copy's tables: the job as a refresh would run it.
-    written = Catalog(spark, copy.catalog.warehouse, run_id="a late correction")
-    ctx = JobContext(config=config, spark=spark, catalog=written, run_id="a late correction", job="features")
-    with caplog.at_level(logging.INFO, logger="phm.jobs.features"):
-        discover_jobs()["features"].run(ctx)
-    assert "of all but 1 person(s) whose data changed; building no other date" in caplog.text
-
-    got = written.read(FEATURES.name).drop(RUN_ID_COLUMN)
-    person, events, observations = (written.read(n) for n in (PERSON.name, EVENTS.name, OBSERVATIONS.name))
-    whole = _built(config, person, events, observations, _plan(config, person, events))
-    assert got.exceptAll(whole).count() == 0 and whole.exceptAll(got).count() == 0
-    before = catalog.read(FEATURES.name).drop(RUN_ID_COLUMN)
-    changed = got.exceptAll(before).select("person_id").distinct().collect()
-    assert [r.person_id for r in changed] == [withdrawn.person_id]  # the test can fail
 
 
 def test_models_are_tracked_registered_and_promoted_with_their_reasons(sample):

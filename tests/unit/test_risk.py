@@ -14,8 +14,7 @@ from pyspark.sql import functions as F
 
 from phm.config import RiskConfig, RiskTiers, load_definitions
 from phm.errors import ConfigError, SchemaMismatchError, UserError
-from phm.features.build import build_features, index_frame, population
-from phm.features.increment import changed_persons, for_persons, kept_dates, refreshed_features
+from phm.features.build import build_features
 from phm.features.index_dates import IndexPlan, months_between, plan_index_dates
 from phm.models.metrics import calibration_in_the_large, performance, performance_by_group
 from phm.models.oracle import oracle_measures, true_person_of, true_probability
@@ -47,28 +46,9 @@ def test_index_dates_step_back_one_follow_up_and_drop_windows_longer_than_the_hi
     )  # fmt: skip
 
 
-def test_validation_and_training_dates_move_a_step_at_a_time_from_the_earliest_the_history_allows():
-    start = date(2023, 4, 1)  # the earliest validation date: 12 months' history, then one follow-up: 2025-04-01
-    months = [date(2026, 3, 31), date(2026, 4, 30), date(2026, 5, 31), date(2026, 6, 30), date(2026, 9, 30)]
-    plans = [plan_index_dates(reference, start, RiskConfig()) for reference in months]
-    assert [(p.scoring, p.validation, p.training) for p in plans] == [
-        (date(2026, 4, 1), date(2025, 4, 1), (date(2024, 4, 1),)),
-        (date(2026, 5, 1), date(2025, 4, 1), (date(2024, 4, 1),)),
-        (date(2026, 6, 1), date(2025, 4, 1), (date(2024, 4, 1),)),
-        (date(2026, 7, 1), date(2025, 7, 1), (date(2024, 7, 1),)),
-        (date(2026, 10, 1), date(2025, 10, 1), (date(2024, 10, 1),)),
-    ]
-    monthly = [plan_index_dates(reference, start, RiskConfig(index_dates_every_months=1)) for reference in months]
-    assert [p.validation for p in monthly] == [date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1),
-                                               date(2025, 7, 1), date(2025, 10, 1)]  # fmt: skip
-    assert all(p.scoring == q.scoring and p.windows == q.windows for p, q in zip(plans, monthly, strict=True))
-
-
 def test_too_short_a_history_is_a_user_error_that_says_what_is_needed():
     with pytest.raises(UserError, match=r"too short.*needs 36"):
         plan_index_dates(date(2026, 3, 31), date(2024, 6, 1), RiskConfig())
-    with pytest.raises(UserError, match=r"35 months of history"):  # one month short of the earliest validation date
-        plan_index_dates(date(2026, 2, 28), date(2023, 4, 1), RiskConfig(index_dates_every_months=1))
     assert months_between(date(2023, 4, 1), date(2024, 4, 1)) == 12
     assert months_between(date(2023, 4, 15), date(2024, 4, 1)) == 11
 
@@ -107,17 +87,14 @@ def _event(person, when, activity="gp_record", code=None, emergency=False, los=N
     )  # fmt: skip
 
 
-PERSON = (
-    "person_id string, reference_date date, age int, sex string, ethnicity string, imd_decile int, "
-    "imd_quintile int, practice_code string, pcn_code string"
-)
-
-
 @pytest.fixture(scope="module")
-def hand_built_inputs(spark, config) -> SimpleNamespace:
-    """gold.person, gold.events and gold.observations of three persons at 2025-09-30; the definitions."""
+def hand_built_features(spark, config):
+    definitions = load_person_model_definitions(config)
+    segmentation = load_definitions(config.resolve(config.person_model.segmentation), Segmentation)
     person = spark.createDataFrame(
-        [(p, date(2025, 9, 30), 70, "F", "White", 3, 2, "P1", "N1") for p in ("a", "b", "c")], PERSON
+        [(p, date(2025, 9, 30), 70, "F", "White", 3, 2, "P1", "N1") for p in ("a", "b", "c")],
+        "person_id string, reference_date date, age int, sex string, ethnicity string, imd_decile int, "
+        "imd_quintile int, practice_code string, pcn_code string",
     )
     rows = [
         _event("a", "2010-01-01"),  # first seen long ago
@@ -139,26 +116,16 @@ def hand_built_inputs(spark, config) -> SimpleNamespace:
         "person_id string, observation string, event_date date, value double, category string, plausible boolean, "
         "record_id string",
     )  # fmt: skip
-    definitions = load_person_model_definitions(config)
-    segmentation = load_definitions(config.resolve(config.person_model.segmentation), Segmentation)
-    return SimpleNamespace(
-        person=person, events=events, observations=observations, definitions=definitions, segmentation=segmentation
+    built = build_features(
+        person,
+        events,
+        condition_codes(events, definitions.conditions),
+        observations,
+        definitions.conditions,
+        definitions.observations,
+        segmentation,
+        PLAN,
     )
-
-
-def _features(inputs: SimpleNamespace, person, events, observations, plan: IndexPlan, dates=None, persons=None):
-    """build_features of these frames (of `persons` only, if given: as the features job builds changed persons)."""
-    if persons is not None:
-        person, events, observations = (for_persons(frame, persons) for frame in (person, events, observations))
-    conditions = inputs.definitions.conditions
-    return build_features(person, events, condition_codes(events, conditions), observations, conditions,
-                          inputs.definitions.observations, inputs.segmentation, plan, dates)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def hand_built_features(hand_built_inputs):
-    inputs = hand_built_inputs
-    built = _features(inputs, inputs.person, inputs.events, inputs.observations, PLAN)
     return {(r.person_id, r.split): r for r in built.collect()}, built
 
 
@@ -186,51 +153,6 @@ def test_features_use_only_data_before_the_index_date_and_the_label_what_follows
     assert rows["b", "train"].label == 0
     assert (train.age, train.female, train.age_group, train.imd_quintile) == (70.0, 1.0, "65-74", 2)
     assert train.emergency_admissions_trend == pytest.approx(1 * 12 / 3 - 1 * 12 / 12)
-
-
-@pytest.mark.slow
-def test_a_month_later_the_kept_rows_with_the_changed_persons_rebuilt_are_the_whole_build(hand_built_inputs, spark):
-    inputs = hand_built_inputs
-    later = IndexPlan(**{**PLAN.__dict__, "scoring": date(2025, 11, 1)})  # the training and validation dates stay
-    person = spark.createDataFrame(
-        [("a", date(2025, 10, 31), 70, "F", "White", 3, 2, "P1", "N1"),
-         ("b", date(2025, 10, 31), 70, "F", "White", 3, 2, "P1", "N1"),
-         ("c", date(2025, 10, 31), 70, "F", "White", 3, 2, "P2", "N1"),  # re-registered: another practice
-         ("e", date(2025, 10, 31), 41, "M", "Asian", 5, 3, "P1", "N1"),  # 40 on 2025-09-30: older at every date
-         ("f", date(2025, 10, 31), 30, "M", "Asian", 5, 3, "P1", "N1"),  # new, seen in October only
-         ("g", date(2025, 10, 31), 55, "M", "Black", 1, 1, "P1", "N1")],  # new: an old record linked to it
-        PERSON,
-    )  # fmt: skip
-    before_person = inputs.person.unionByName(
-        spark.createDataFrame([("e", date(2025, 9, 30), 40, "M", "Asian", 5, 3, "P1", "N1")], PERSON)
-    )
-    before_events = inputs.events.unionByName(spark.createDataFrame([_event("e", "2024-06-01")], EVENT))
-    october = [
-        _event("a", "2025-10-02", "emergency_admission", emergency=True, los=3, cost=900.0, service="acute"),
-        _event("f", "2025-10-03"),
-        _event("g", "2023-02-01"),  # delivered late (and before the latest kept date's follow-up ended)
-        _event("b", "2025-01-15", "emergency_admission", emergency=True, los=1, cost=700.0, service="acute"),
-    ]
-    events = before_events.where(F.col("record_id") != "c-2025-05-01-ae_attendance-None").unionByName(
-        spark.createDataFrame(october, EVENT)
-    )  # c's A&E attendance withdrawn
-    changes = events.exceptAll(before_events).unionByName(before_events.exceptAll(events))
-    observations = inputs.observations
-
-    kept = [(date(2025, 4, 1), "train"), (date(2025, 7, 1), "validation")]
-    previous = _features(inputs, before_person, before_events, observations, PLAN, kept)
-    people = population(person, events, index_frame(spark, kept))
-    changed = changed_persons(changes, previous, people, date(2025, 10, 1))
-    assert sorted(r.person_id for r in changed.collect()) == ["b", "c", "e", "g"]
-    rebuilt = _features(inputs, person, events, observations, later, kept, changed)
-    new = _features(inputs, person, events, observations, later, [(later.scoring, "score")])
-    refreshed = refreshed_features(previous, changed, rebuilt, new)
-
-    whole = _features(inputs, person, events, observations, later)
-    assert refreshed.columns == whole.columns
-    assert sorted(refreshed.collect()) == sorted(whole.collect())
-    assert refreshed.where(F.col("person_id") == "a").count() == 3  # a's October admission: only its scoring row
-    assert kept_dates([(date(2025, 4, 1), "train"), (date(2025, 7, 1), "score")], later.dates) == kept[:1]
 
 
 def test_the_features_table_takes_further_numeric_columns_only(hand_built_features, fresh_config, spark):

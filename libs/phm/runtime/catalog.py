@@ -337,16 +337,6 @@ class Catalog:
                 return commit
         return {}
 
-    def rewritten_since(self, name: str, version: int) -> bool:
-        """True if a commit after `version` replaced the whole table (an overwrite with no condition), or one of
-        their log entries is gone: its change data would be every row, out and in again."""
-        for later in range(version + 1, self._latest_version(name) + 1):
-            commit = self._commit_info(name, later)
-            parameters = commit.get("operationParameters") or {}
-            if not commit or (parameters.get("mode") == "Overwrite" and not parameters.get("predicate")):
-                return True
-        return False
-
     def created_at(self, name: str) -> datetime | None:
         """When the table's first version was committed (UTC), or None once its log entry is gone."""
         return _committed_at(self._commit_info(name, 0))
