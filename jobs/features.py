@@ -4,25 +4,35 @@ Reads the gold person model and writes gold.features: one row per person x
 index date (training, validation and scoring dates, phm.features.index_dates),
 each from data dated strictly before its index date, with the label (an
 emergency admission in the follow-up) where the follow-up is observed.
+
+The training and validation dates move a few months at a time
+(risk.index_dates_every_months). A refresh that finds them where they were,
+with gold.features as this job last wrote it under the same configuration,
+keeps their rows as built (the sets the champion models learn from and are
+judged on, which they are retrained from only as the dates move) and replaces
+the scoring date's alone (the table is partitioned by split); otherwise, or
+with risk.keep_earlier_index_dates off, every row is built.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import date
 
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from phm.config import load_definitions
 from phm.errors import UserError
 from phm.features.build import build_features
-from phm.features.index_dates import months_between, plan_index_dates
+from phm.features.index_dates import SCORE, IndexPlan, months_between, plan_index_dates
 from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.person.events import history_span
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.segmentation.definitions import Segmentation
-from phm.tables import EVENTS, FEATURES, OBSERVATIONS, PERSON
+from phm.tables import EVENTS, FEATURES, OBSERVATIONS, PERSON, RUN_ID_COLUMN
 
 log = logging.getLogger("phm.jobs.features")
 
@@ -57,17 +67,19 @@ def run(ctx: JobContext) -> None:
             months_between(history_start, min(plan.training)),
             min(plan.training),
         )
-    features = build_features(
-        person,
-        events,
-        condition_codes(events, definitions.conditions),
-        catalog.read(OBSERVATIONS.name),
-        definitions.conditions,
-        definitions.observations,
-        segmentation,
-        plan,
-    )
-    catalog.overwrite(FEATURES.name, features)
+    earlier = [pair for pair in plan.dates if pair[1] != SCORE]
+    kept = _earlier_rows_kept(ctx, earlier)
+    if kept is not None:
+        scoring = _build(catalog, person, events, plan, definitions, segmentation, [(plan.scoring, SCORE)])
+        if set(scoring.columns) == set(kept):
+            log.info("features: keeping the rows at %s as built; building the scoring date %s",
+                     ", ".join(f"{d} ({split})" for d, split in earlier), plan.scoring)  # fmt: skip
+            catalog.overwrite(FEATURES.name, scoring, replace_where=f"split = '{SCORE}'")
+        else:
+            log.info("features: building every row: the features are not the columns gold.features holds")
+            kept = None
+    if kept is None:
+        catalog.overwrite(FEATURES.name, _build(catalog, person, events, plan, definitions, segmentation, plan.dates))
     summary = (
         catalog.read(FEATURES.name)
         .groupBy("index_date", "split")
@@ -84,6 +96,44 @@ def run(ctx: JobContext) -> None:
             + (f", {100 * r.rate:.2f}% admitted" if r.rate is not None else "")
             for r in summary
         ),
+    )
+
+
+def _earlier_rows_kept(ctx: JobContext, earlier: list[tuple[date, str]]) -> list[str] | None:
+    """gold.features' columns if its training and validation rows are to be kept: it holds this run's training
+    and validation dates, as this job last wrote it under this configuration, partitioned by split. None, with
+    the reason logged, when every row is to be built."""
+    catalog = ctx.catalog
+    why = (
+        "risk.keep_earlier_index_dates is off" if not ctx.config.risk.keep_earlier_index_dates
+        else "this job has not written it under this configuration, or it changed since"
+        if not ctx.written_by_current(SPEC.name, FEATURES.name, ())
+        else "it is not partitioned by split" if catalog.partition_columns(FEATURES.name) != FEATURES.partition_by
+        else None
+    )  # fmt: skip
+    if why is None:
+        table = catalog.read(FEATURES.name)
+        held = table.where(F.col("split") != SCORE).select("index_date", "split").distinct().collect()
+        if sorted((r.index_date, r.split) for r in held) != sorted(earlier):
+            why = "the training and validation dates moved"
+    if why is not None:
+        log.info("features: building every row: %s", why)
+        return None
+    return [c for c in table.columns if c != RUN_ID_COLUMN]  # the new rows must have exactly these
+
+
+def _build(catalog, person, events, plan: IndexPlan, definitions, segmentation, dates) -> DataFrame:
+    """gold.features rows at `dates` (some of `plan`'s)."""
+    return build_features(
+        person,
+        events,
+        condition_codes(events, definitions.conditions),
+        catalog.read(OBSERVATIONS.name),
+        definitions.conditions,
+        definitions.observations,
+        segmentation,
+        plan,
+        dates,
     )
 
 

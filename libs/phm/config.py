@@ -218,10 +218,13 @@ RETRAIN_DESCRIPTION = (
 class RiskConfig(StrictModel):
     """`phm run features`, `train_risk`, `score`: index dates, feature windows, model specs, tiers.
 
-    Index dates: scoring is the day after the reference date; validation is `follow_up_months` earlier (its
-    outcome is then fully observed); training dates step back by `follow_up_months` from there, as many as
-    `training_index_dates` with at least `min_history_months` of data before them. Features use only data
-    dated before an index date; the label is an emergency admission in the `follow_up_months` from it.
+    Index dates: scoring is the day after the reference date; validation is the latest date at least
+    `follow_up_months` earlier (its outcome is then fully observed) on a grid of `index_dates_every_months`
+    from the earliest the history allows, so it moves a step at a time and a monthly refresh keeps the earlier
+    dates' features as built (`keep_earlier_index_dates`; phm.features.index_dates); training dates step back
+    by `follow_up_months` from there, as many as `training_index_dates` with at least `min_history_months` of
+    data before them. Features use only data dated before an index date; the label is an emergency admission
+    in the `follow_up_months` from it.
     """
 
     models: str = Field("models/risk", description="Model specs, one YAML per model.")
@@ -229,6 +232,14 @@ class RiskConfig(StrictModel):
     lookback_months: list[Annotated[int, Field(ge=1, le=120)]] = Field(default_factory=lambda: [3, 12, 24])
     training_index_dates: int = Field(1, ge=1, le=10)
     min_history_months: int = Field(12, ge=1, le=120)
+    index_dates_every_months: int = Field(
+        RETRAIN_EVERY_MONTHS, ge=1, le=24, description="How far the validation and training dates move at a time."
+    )
+    keep_earlier_index_dates: bool = Field(
+        True,
+        description="A refresh whose training and validation dates did not move keeps their rows of gold.features "
+        "as built and builds the scoring date's only (false: every row built every run).",
+    )
     retrain_every_months: int = Field(RETRAIN_EVERY_MONTHS, ge=0, le=120, description=RETRAIN_DESCRIPTION)
     tiers: RiskTiers = RiskTiers()
     seed: int = 20261124

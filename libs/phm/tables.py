@@ -581,6 +581,8 @@ FEATURES = TableSpec(
         "one double per feature, named by what it counts (e.g. emergency_admissions_12m, condition_copd)."
     ),
     keys=("person_id", "index_date"),
+    # A refresh that keeps the training and validation rows replaces the scoring date's files alone.
+    partition_by=("split",),
     schema=T.StructType(
         [
             T.StructField("person_id", T.StringType(), False),

@@ -9,17 +9,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
+from dateutil.relativedelta import relativedelta
+from delta.tables import DeltaTable
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from phm import cli
 from phm.config import load_config, load_definitions
 from phm.features.build import build_features
-from phm.features.index_dates import VALIDATION, plan_index_dates
+from phm.features.index_dates import SCORE, VALIDATION, plan_index_dates
 from phm.impactability.uplift import load_uplift_specs
 from phm.models.registry import CANDIDATE, CHAMPION, VALIDATION_DATE_TAG
 from phm.models.specs import load_model_specs
@@ -37,6 +39,7 @@ from phm.tables import (
     RISK_MODEL_PERFORMANCE,
     RISK_ORACLE_EVALUATION,
     RISK_SCORES,
+    RUN_ID_COLUMN,
     SEGMENT_MATRIX,
     SEGMENTS,
 )
@@ -84,38 +87,102 @@ def test_labels_are_the_admissions_in_the_follow_up_of_each_index_date(sample):
     assert features.where("split != 'score' AND label = 1").count() > 0  # the test can fail
 
 
-def test_features_do_not_change_when_everything_after_the_index_date_is_removed(sample, spark):
-    config, catalog = sample
-    stored = catalog.read(FEATURES.name)
-    person, events, observations = (catalog.read(n) for n in (PERSON.name, EVENTS.name, OBSERVATIONS.name))
+def _plan(config, person, events):
+    """The features job's index dates for these gold.person and gold.events."""
     first_period = events.agg(F.min("period")).first()[0]
-    plan = plan_index_dates(
-        person.agg(F.max("reference_date")).first()[0],
-        date(int(first_period[:4]), int(first_period[5:7]), 1),
-        config.risk,
-    )
-    cut = F.lit(plan.validation)
-    # The future removed: later events, later end dates of services running at the cut, later readings.
-    before = events.where(F.col("event_date") < cut).withColumn(
-        "end_date", F.when(F.col("end_date") < cut, F.col("end_date"))
-    )
+    reference_date = person.agg(F.max("reference_date")).first()[0]
+    return plan_index_dates(reference_date, date(int(first_period[:4]), int(first_period[5:7]), 1), config.risk)
+
+
+def _built(config, person, events, observations, plan):
+    """Every gold.features row of `plan`, built whole from these tables."""
     definitions = load_person_model_definitions(config)
-    rebuilt = build_features(
+    return build_features(
         person,
-        before,
-        condition_codes(before, definitions.conditions),
-        observations.where(F.col("event_date") < cut),
+        events,
+        condition_codes(events, definitions.conditions),
+        observations,
         definitions.conditions,
         definitions.observations,
         load_definitions(config.resolve(config.person_model.segmentation), Segmentation),
         plan,
     )
+
+
+def _same_rows(one, other) -> bool:
+    return one.exceptAll(other).count() == 0 and other.exceptAll(one).count() == 0
+
+
+def test_features_do_not_change_when_everything_after_the_index_date_is_removed(sample, spark):
+    config, catalog = sample
+    stored = catalog.read(FEATURES.name)
+    person, events, observations = (catalog.read(n) for n in (PERSON.name, EVENTS.name, OBSERVATIONS.name))
+    plan = _plan(config, person, events)
+    cut = F.lit(plan.validation)
+    # The future removed: later events, later end dates of services running at the cut, later readings.
+    before = events.where(F.col("event_date") < cut).withColumn(
+        "end_date", F.when(F.col("end_date") < cut, F.col("end_date"))
+    )
+    rebuilt = _built(config, person, before, observations.where(F.col("event_date") < cut), plan)
     columns = [c for c in rebuilt.columns if c not in ("label",)]
     earlier = "split IN ('train', 'validation')"
     got = rebuilt.where(earlier).select(*columns)
     want = stored.where(earlier).select(*columns)
     assert want.count() > 0
-    assert got.exceptAll(want).count() == 0 and want.exceptAll(got).count() == 0
+    assert _same_rows(got, want)
+
+
+def test_a_refresh_keeps_the_training_and_validation_rows_as_built_and_builds_the_scoring_dates(
+    refreshed, sample, spark, tmp_path_factory
+):
+    """With the index dates where they were, features replaces only the scoring date's rows: a late correction
+    to gold.events reaches them, not the training and validation sets (also when a run with nothing to do came
+    in between), until the rows are built whole (risk.keep_earlier_index_dates off, or the dates moved)."""
+    config, _ = sample
+    copy = copy_of_sample(refreshed, spark, tmp_path_factory.mktemp("kept_rows"))
+    catalog = copy.catalog
+    # Built once under the copy's configuration (its warehouse is in the digest): every row.
+    assert cli.main(["run", "features", *copy.arguments]) == 0
+    before = catalog.read(FEATURES.name)  # this version, whatever is written later
+    assert before.select(RUN_ID_COLUMN).distinct().count() == 1
+    validation = before.where(F.col("split") == VALIDATION).first().index_date
+    window_start = validation - relativedelta(months=max(config.risk.lookback_months))
+    # Emergency admissions in the windows before the validation date withdrawn, one run after another, as
+    # build_person_model changes gold.events in place.
+    admissions = (
+        catalog.read(EVENTS.name)
+        .where(F.col("emergency") & F.col("event_date").between(window_start, validation - timedelta(days=1)))
+        .orderBy("source", "record_id")
+        .limit(2)
+        .collect()
+    )
+    assert len(admissions) == 2
+
+    def withdraw(admission) -> None:
+        DeltaTable.forPath(spark, catalog.path(EVENTS.name)).delete(
+            (F.col("source") == admission.source) & (F.col("record_id") == admission.record_id)
+        )
+
+    def whole_build():
+        person, events, observations = (catalog.read(n) for n in (PERSON.name, EVENTS.name, OBSERVATIONS.name))
+        return _built(config, person, events, observations, _plan(config, person, events))
+
+    earlier, scoring = F.col("split") != SCORE, F.col("split") == SCORE
+    for admission in admissions:
+        withdraw(admission)
+        assert cli.main(["run", "features", *copy.arguments]) == 0
+        assert cli.main(["run", "features", *copy.arguments]) == 0  # nothing new: nothing to do, nothing written
+        got = catalog.read(FEATURES.name)
+        assert _same_rows(got.where(earlier), before.where(earlier))  # the same rows, by the same run
+        assert _same_rows(got.where(scoring).drop(RUN_ID_COLUMN), whole_build().where(scoring))
+    assert catalog.partition_columns(FEATURES.name) == ("split",)
+
+    assert cli.main(["run", "features", *copy.arguments, "--set", "risk.keep_earlier_index_dates=false"]) == 0
+    got = catalog.read(FEATURES.name).drop(RUN_ID_COLUMN)
+    assert _same_rows(got, whole_build())
+    withdrawn = [a.person_id for a in admissions]
+    moved = got.where(earlier).exceptAll(before.drop(RUN_ID_COLUMN).where(earlier)).select("person_id").collect()
+    assert withdrawn[0] in {r.person_id for r in moved} <= set(withdrawn)  # the test can fail
 
 
 def test_models_are_tracked_registered_and_promoted_with_their_reasons(sample):

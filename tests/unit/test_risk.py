@@ -46,9 +46,28 @@ def test_index_dates_step_back_one_follow_up_and_drop_windows_longer_than_the_hi
     )  # fmt: skip
 
 
+def test_validation_and_training_dates_move_a_step_at_a_time_from_the_earliest_the_history_allows():
+    start = date(2023, 4, 1)  # the earliest validation date: 12 months' history, then one follow-up: 2025-04-01
+    months = [date(2026, 3, 31), date(2026, 4, 30), date(2026, 5, 31), date(2026, 6, 30), date(2026, 9, 30)]
+    plans = [plan_index_dates(reference, start, RiskConfig()) for reference in months]
+    assert [(p.scoring, p.validation, p.training) for p in plans] == [
+        (date(2026, 4, 1), date(2025, 4, 1), (date(2024, 4, 1),)),
+        (date(2026, 5, 1), date(2025, 4, 1), (date(2024, 4, 1),)),
+        (date(2026, 6, 1), date(2025, 4, 1), (date(2024, 4, 1),)),
+        (date(2026, 7, 1), date(2025, 7, 1), (date(2024, 7, 1),)),
+        (date(2026, 10, 1), date(2025, 10, 1), (date(2024, 10, 1),)),
+    ]
+    monthly = [plan_index_dates(reference, start, RiskConfig(index_dates_every_months=1)) for reference in months]
+    assert [p.validation for p in monthly] == [date(2025, 4, 1), date(2025, 5, 1), date(2025, 6, 1),
+                                               date(2025, 7, 1), date(2025, 10, 1)]  # fmt: skip
+    assert all(p.scoring == q.scoring and p.windows == q.windows for p, q in zip(plans, monthly, strict=True))
+
+
 def test_too_short_a_history_is_a_user_error_that_says_what_is_needed():
     with pytest.raises(UserError, match=r"too short.*needs 36"):
         plan_index_dates(date(2026, 3, 31), date(2024, 6, 1), RiskConfig())
+    with pytest.raises(UserError, match=r"35 months of history"):  # one month short of the earliest validation date
+        plan_index_dates(date(2026, 2, 28), date(2023, 4, 1), RiskConfig(index_dates_every_months=1))
     assert months_between(date(2023, 4, 1), date(2024, 4, 1)) == 12
     assert months_between(date(2023, 4, 15), date(2024, 4, 1)) == 11
 

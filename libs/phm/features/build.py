@@ -28,7 +28,7 @@ deprivation) are all here; which a model uses is its spec's choice.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -79,8 +79,9 @@ def age_group(age: Column) -> Column:
     )
 
 
-def index_frame(spark, plan: IndexPlan) -> DataFrame:
-    return literal_frame(spark, plan.dates, "index_date date, split string")
+def index_frame(spark, dates: list[tuple[date, str]]) -> DataFrame:
+    """(index_date, split) rows of `dates` (IndexPlan.dates, or some of them)."""
+    return literal_frame(spark, dates, "index_date date, split string")
 
 
 def population(person: DataFrame, events: DataFrame, index: DataFrame) -> DataFrame:
@@ -153,7 +154,7 @@ def conditions_and_scores(
     ages: DataFrame,
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
-    plan: IndexPlan,
+    index_dates: list[tuple[date, str]],
 ) -> DataFrame:
     """Per index date: condition flags, long-term conditions, CMS, eFI and social care the day before it (every
     index date in one query: phm.person.conditions.conditions_by_date)."""
@@ -161,7 +162,7 @@ def conditions_and_scores(
     efi = segmentation.electronic_frailty_index
     dates = literal_frame(
         codes.sparkSession,
-        [(index_date, index_date - timedelta(days=1)) for index_date, _ in plan.dates],
+        [(index_date, index_date - timedelta(days=1)) for index_date, _ in index_dates],
         f"index_date date, {AS_OF} date",
     )
     keys = ["person_id", AS_OF]
@@ -215,12 +216,15 @@ def build_features(
     observation_definitions: Observations,
     segmentation: Segmentation,
     plan: IndexPlan,
+    dates: list[tuple[date, str]] | None = None,
 ) -> DataFrame:
-    """gold.features rows. `codes`: phm.person.conditions.condition_codes of `events`."""
-    index = index_frame(person.sparkSession, plan)
+    """gold.features rows at `dates` (default: every date of `plan`). `codes`: phm.person.conditions.condition_codes
+    of `events`."""
+    dates = plan.dates if dates is None else dates
+    index = index_frame(person.sparkSession, dates)
     people = population(person, events, index)
     counts = activity(events, index, plan)
-    clinical = conditions_and_scores(codes, events, people, codelists, segmentation, plan)
+    clinical = conditions_and_scores(codes, events, people, codelists, segmentation, dates)
     latest = latest_observations(observations, index, observation_definitions)
     keys = ["person_id", "index_date"]
     joined = people.join(counts, keys, "left").join(clinical, keys, "left").join(latest, keys, "left")

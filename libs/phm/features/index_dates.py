@@ -1,13 +1,21 @@
 """Which index dates the risk models train, validate and score on, and which feature windows fit the history.
 
 The scoring date is the day after the reference date (the end of the latest
-loaded period). Validation is one follow-up earlier, so its outcome is fully
-observed; training dates step back one follow-up at a time, so a training
-outcome ends no later than the validation date and nothing a model learns
-from is later than the data it is validated on. A training date needs
-`min_history_months` of data before it; a feature window longer than the
-history before the earliest training date is dropped (its counts would mean
-less at training than at scoring).
+loaded period). Validation is the latest date at least one follow-up earlier
+(so its outcome is fully observed) on a grid of `index_dates_every_months`
+months counted from the earliest validation date the history allows
+(`min_history_months` and one follow-up after its start): the training and
+validation dates stay put from one monthly refresh to the next and move one
+step at a time, as the models are retrained (1: they move every month,
+validation exactly one follow-up before scoring). Between steps a refresh keeps
+their rows of gold.features as they were built and builds the scoring date's
+only (`risk.keep_earlier_index_dates`; jobs/features.py). Training
+dates step back one follow-up at a time, so a training outcome ends no later
+than the validation date and nothing a model learns from is later than the
+data it is validated on. A training date needs `min_history_months` of data
+before it; a feature window longer than the history before the earliest
+training date is dropped (its counts would mean less at training than at
+scoring).
 """
 
 from __future__ import annotations
@@ -56,7 +64,16 @@ def plan_index_dates(reference_date: date, history_start: date, risk: RiskConfig
     """The index dates for data from `history_start` to `reference_date`; a UserError if the history is too short."""
     scoring = reference_date + timedelta(days=1)
     follow_up = relativedelta(months=risk.follow_up_months)
-    validation = scoring - follow_up
+    earliest = history_start + relativedelta(months=risk.min_history_months) + follow_up
+    if earliest + follow_up > scoring:
+        needed = 2 * risk.follow_up_months + risk.min_history_months
+        raise UserError(
+            f"features: {months_between(history_start, scoring)} months of history ({history_start} to "
+            f"{reference_date}) is too short for risk models: training needs {needed} (risk.follow_up_months x 2 "
+            "+ risk.min_history_months); load more history or shorten risk.follow_up_months"
+        )
+    step = risk.index_dates_every_months
+    validation = earliest + relativedelta(months=months_between(earliest, scoring - follow_up) // step * step)
     training = tuple(
         d
         for d in (
@@ -65,13 +82,6 @@ def plan_index_dates(reference_date: date, history_start: date, risk: RiskConfig
         )
         if months_between(history_start, d) >= risk.min_history_months
     )
-    if not training:
-        needed = 2 * risk.follow_up_months + risk.min_history_months
-        raise UserError(
-            f"features: {months_between(history_start, scoring)} months of history ({history_start} to "
-            f"{reference_date}) is too short for risk models: training needs {needed} (risk.follow_up_months x 2 "
-            "+ risk.min_history_months); load more history or shorten risk.follow_up_months"
-        )
     available = months_between(history_start, min(training))
     windows = tuple(w for w in risk.lookback_months if w <= available)
     if not windows:

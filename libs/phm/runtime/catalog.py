@@ -99,6 +99,11 @@ class Catalog:
             for version in range(current, since_version, -1)
         )
 
+    def partition_columns(self, name: str) -> tuple[str, ...]:
+        """The columns the table's files are partitioned by, from its Delta log (those it was created or last
+        overwritten with, which may be an earlier declaration's)."""
+        return tuple(self._delta(name).detail().select("partitionColumns").first()[0])
+
     def history(self, name: str, limit: int | None = None) -> DataFrame:
         table = self._delta(name)
         return table.history(limit) if limit else table.history()

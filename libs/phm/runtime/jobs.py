@@ -92,9 +92,10 @@ class JobContext:
     def written_by_current(self, job: str, output: str, inputs: tuple[str, ...]) -> bool:
         """True if `output` holds what `job` last wrote to it on succeeding with this configuration and definition
         files, from the rows `inputs` hold now: reading it is as good as computing it again (another job's
-        output this job could otherwise recompute). False if that run wrote nothing to it (it had nothing to do)."""
-        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(job)
-        written = (last.output_versions or {}).get(output) if last is not None else None
+        output this job could otherwise recompute; with no inputs, the job's own earlier output). Runs that
+        wrote nothing to it (they had nothing to do) are passed over."""
+        last = Ledger(self.spark, self.catalog.warehouse).last_wrote(job, output)
+        written = last.output_versions[output] if last is not None else None
         return (
             written is not None
             and self.catalog.data_unchanged(output, written)

@@ -121,6 +121,14 @@ class Ledger:
             return None
         return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
 
+    def last_wrote(self, job: str, output: str) -> Row | None:
+        """The latest succeeded run of `job` that wrote `output` (a later one may have had nothing to do), or None."""
+        runs = self._runs()
+        if runs is None:
+            return None
+        wrote = (runs.job == job) & (runs.status == SUCCEEDED) & runs.output_versions.getItem(output).isNotNull()
+        return runs.where(wrote).orderBy(runs.started_at.desc()).first()
+
     def runs_of(self, job: str) -> list[Row]:
         """Every run of `job`, newest first."""
         runs = self._runs()
