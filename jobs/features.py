@@ -68,17 +68,17 @@ def run(ctx: JobContext) -> None:
             min(plan.training),
         )
     earlier = [pair for pair in plan.dates if pair[1] != SCORE]
-    kept = _earlier_rows_kept(ctx, earlier)
-    if kept is not None:
+    kept_columns = _earlier_rows_kept(ctx, earlier)
+    if kept_columns is not None:
         scoring = _build(catalog, person, events, plan, definitions, segmentation, [(plan.scoring, SCORE)])
-        if set(scoring.columns) == set(kept):
+        if set(scoring.columns) == set(kept_columns):
             log.info("features: keeping the rows at %s as built; building the scoring date %s",
                      ", ".join(f"{d} ({split})" for d, split in earlier), plan.scoring)  # fmt: skip
             catalog.overwrite(FEATURES.name, scoring, replace_where=f"split = '{SCORE}'")
         else:
             log.info("features: building every row: the features are not the columns gold.features holds")
-            kept = None
-    if kept is None:
+            kept_columns = None
+    if kept_columns is None:
         catalog.overwrite(FEATURES.name, _build(catalog, person, events, plan, definitions, segmentation, plan.dates))
     summary = (
         catalog.read(FEATURES.name)
