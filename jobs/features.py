@@ -26,7 +26,6 @@ from phm.config import load_definitions
 from phm.errors import UserError
 from phm.features.build import build_features
 from phm.features.index_dates import SCORE, IndexPlan, months_between, plan_index_dates
-from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.person.events import history_span
 from phm.runtime.jobs import JobContext, JobSpec
@@ -124,17 +123,7 @@ def _earlier_rows_kept(ctx: JobContext, earlier: list[tuple[date, str]]) -> list
 
 def _build(catalog, person, events, plan: IndexPlan, definitions, segmentation, dates) -> DataFrame:
     """gold.features rows at `dates` (some of `plan`'s)."""
-    return build_features(
-        person,
-        events,
-        condition_codes(events, definitions.conditions),
-        catalog.read(OBSERVATIONS.name),
-        definitions.conditions,
-        definitions.observations,
-        segmentation,
-        plan,
-        dates,
-    )
+    return build_features(person, events, catalog.read(OBSERVATIONS.name), definitions, segmentation, plan, dates)
 
 
 if __name__ == "__main__":

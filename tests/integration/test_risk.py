@@ -25,7 +25,6 @@ from phm.features.index_dates import SCORE, VALIDATION, plan_index_dates
 from phm.impactability.uplift import load_uplift_specs
 from phm.models.registry import CANDIDATE, CHAMPION, VALIDATION_DATE_TAG
 from phm.models.specs import load_model_specs
-from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
 from phm.runtime.standalone import free_port
@@ -96,17 +95,8 @@ def _plan(config, person, events):
 
 def _built(config, person, events, observations, plan):
     """Every gold.features row of `plan`, built whole from these tables."""
-    definitions = load_person_model_definitions(config)
-    return build_features(
-        person,
-        events,
-        condition_codes(events, definitions.conditions),
-        observations,
-        definitions.conditions,
-        definitions.observations,
-        load_definitions(config.resolve(config.person_model.segmentation), Segmentation),
-        plan,
-    )
+    segmentation = load_definitions(config.resolve(config.person_model.segmentation), Segmentation)
+    return build_features(person, events, observations, load_person_model_definitions(config), segmentation, plan)
 
 
 def _same_rows(one, other) -> bool:

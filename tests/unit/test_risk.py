@@ -22,7 +22,6 @@ from phm.models.registry import VALIDATION_DATE_TAG, decide, retraining_due
 from phm.models.scoring import with_tiers
 from phm.models.specs import Gate, ModelSpec, load_model_specs
 from phm.models.training import fit_on_spark, spark_importance, spark_probability
-from phm.person.conditions import condition_codes
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
 from phm.segmentation.definitions import Segmentation
@@ -135,16 +134,7 @@ def hand_built_features(spark, config):
         "person_id string, observation string, event_date date, value double, category string, plausible boolean, "
         "record_id string",
     )  # fmt: skip
-    built = build_features(
-        person,
-        events,
-        condition_codes(events, definitions.conditions),
-        observations,
-        definitions.conditions,
-        definitions.observations,
-        segmentation,
-        PLAN,
-    )
+    built = build_features(person, events, observations, definitions, segmentation, PLAN)
     return {(r.person_id, r.split): r for r in built.collect()}, built
 
 

@@ -35,8 +35,8 @@ from pyspark.sql import functions as F
 
 from phm.features.index_dates import SCORE, IndexPlan
 from phm.frames import literal_frame
-from phm.person.conditions import AS_OF, conditions_by_date
-from phm.person.definitions import CodeList, Observations
+from phm.person.conditions import AS_OF, condition_codes, conditions_by_date
+from phm.person.definitions import CodeList, Observations, PersonModelDefinitions
 from phm.segmentation.definitions import Segmentation
 from phm.segmentation.scores import cms_by_date, efi_deficits_by_date, electronic_frailty_index
 from phm.segmentation.segments import people_on, social_care_running_by_date
@@ -210,22 +210,21 @@ def latest_observations(observations: DataFrame, index: DataFrame, definitions: 
 def build_features(
     person: DataFrame,
     events: DataFrame,
-    codes: DataFrame,
     observations: DataFrame,
-    codelists: dict[str, CodeList],
-    observation_definitions: Observations,
+    definitions: PersonModelDefinitions,
     segmentation: Segmentation,
     plan: IndexPlan,
     dates: list[tuple[date, str]] | None = None,
 ) -> DataFrame:
-    """gold.features rows at `dates` (default: every date of `plan`). `codes`: phm.person.conditions.condition_codes
-    of `events`."""
+    """gold.features rows at `dates` (default: every date of `plan`) from gold.person, gold.events and
+    gold.observations."""
     dates = plan.dates if dates is None else dates
+    codelists = definitions.conditions
     index = index_frame(person.sparkSession, dates)
     people = population(person, events, index)
     counts = activity(events, index, plan)
-    clinical = conditions_and_scores(codes, events, people, codelists, segmentation, dates)
-    latest = latest_observations(observations, index, observation_definitions)
+    clinical = conditions_and_scores(condition_codes(events, codelists), events, people, codelists, segmentation, dates)
+    latest = latest_observations(observations, index, definitions.observations)
     keys = ["person_id", "index_date"]
     joined = people.join(counts, keys, "left").join(clinical, keys, "left").join(latest, keys, "left")
     condition_columns = [f"condition_{name}" for name in sorted(codelists)]
