@@ -94,7 +94,7 @@ class JobContext:
         files, from the rows `inputs` hold now: reading it is as good as computing it again (another job's
         output this job could otherwise recompute; with no inputs, the job's own earlier output). Runs that
         wrote nothing to it (they had nothing to do) are passed over."""
-        last = Ledger(self.spark, self.catalog.warehouse).last_wrote(job, output)
+        last = Ledger(self.spark, self.catalog.warehouse).last_succeeded(job, wrote=output)
         written = last.output_versions[output] if last is not None else None
         return (
             written is not None

@@ -114,20 +114,16 @@ class Ledger:
             return set()
         return {r.run_id for r in runs.where(F.col("run_id").isin(run_ids)).select("run_id").collect()}
 
-    def last_succeeded(self, job: str) -> Row | None:
-        """The latest succeeded run of `job`, or None."""
+    def last_succeeded(self, job: str, wrote: str | None = None) -> Row | None:
+        """The latest succeeded run of `job` (that wrote the table `wrote`, if given: a later run may have had
+        nothing to do), or None."""
         runs = self._runs()
         if runs is None:
             return None
-        return runs.where((runs.job == job) & (runs.status == SUCCEEDED)).orderBy(runs.started_at.desc()).first()
-
-    def last_wrote(self, job: str, output: str) -> Row | None:
-        """The latest succeeded run of `job` that wrote `output` (a later one may have had nothing to do), or None."""
-        runs = self._runs()
-        if runs is None:
-            return None
-        wrote = (runs.job == job) & (runs.status == SUCCEEDED) & runs.output_versions.getItem(output).isNotNull()
-        return runs.where(wrote).orderBy(runs.started_at.desc()).first()
+        succeeded = (runs.job == job) & (runs.status == SUCCEEDED)
+        if wrote is not None:
+            succeeded &= runs.output_versions.getItem(wrote).isNotNull()
+        return runs.where(succeeded).orderBy(runs.started_at.desc()).first()
 
     def runs_of(self, job: str) -> list[Row]:
         """Every run of `job`, newest first."""
