@@ -153,7 +153,15 @@ def discover_jobs() -> dict[str, Job]:
 
 
 def get_job(name: str, jobs: dict[str, Job] | None = None) -> Job:
-    jobs = jobs if jobs is not None else discover_jobs()
+    """The job called `name`: from `jobs`, else from the jobs package's module of that name (most jobs are named
+    after their module), else from every module (discover_jobs). A process that runs one job (`phm run`, a
+    scheduler's spark-submit of a job's script) so imports its module alone: every job's module with its
+    libraries took 2.3-2.7 s to import, one job's 0.3-0.9 s."""
+    if jobs is None:
+        job = _job_in_module_named(name)
+        if job is not None:
+            return job
+        jobs = discover_jobs()
     if name not in jobs:
         raise UnknownJobError(f"unknown job {name!r}; jobs: {', '.join(sorted(jobs))} (see `phm jobs`)")
     return jobs[name]
@@ -329,6 +337,22 @@ def _undo_registrations(config: PhmConfig, run_id: str) -> None:
     for version in undo_registrations(config, [run_id]):
         log.warning("%s was registered by run %s, which did not finish: deleted, its aliases put back", version,
                     run_id)  # fmt: skip
+
+
+def _job_in_module_named(name: str) -> Job | None:
+    """The job of module `jobs.<name>` if it is the job called `name`; None if there is no such module or its job
+    has another name."""
+    if not name.isidentifier() or name.startswith("_"):
+        return None
+    module_name = f"{JOBS_PACKAGE}.{name}"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as missing:
+        if missing.name != module_name:
+            raise  # the module is there but imports something that is not
+        return None
+    job = _job_of(module)
+    return job if job is not None and job.spec.name == name else None
 
 
 def _job_of(module: ModuleType) -> Job | None:
