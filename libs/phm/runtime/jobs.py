@@ -340,8 +340,8 @@ def _undo_registrations(config: PhmConfig, run_id: str) -> None:
 
 
 def _job_in_module_named(name: str) -> Job | None:
-    """The job of module `jobs.<name>` if it is the job called `name`; None if there is no such module or its job
-    has another name."""
+    """The job of the jobs package's module `name` if it is the job called `name`; None if there is no such module
+    or its job has another name."""
     if not name.isidentifier() or name.startswith("_"):
         return None
     module_name = f"{JOBS_PACKAGE}.{name}"
