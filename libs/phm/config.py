@@ -78,9 +78,9 @@ class SparkConfig(StrictModel):
     # (with adaptive execution off: the test sample's stages 136 -> 114 s, identical outputs; docs/bench.md).
     codegen: StrictBool = True
     # Independent Spark jobs a stage submits at once from its own threads (ingest checks and writes its sources
-    # so): one source's jobs run while another's driver plans, validates or commits. base.yaml sets 3: at 1m
+    # so): one source's jobs run while another's driver plans, validates or commits. 3, as base.yaml: at 1m
     # people on 2 cores, with 1 the JVM kept 1.5 cores busy through a monthly increment (docs/bench.md).
-    concurrent_jobs: int = Field(1, ge=1, le=32)
+    concurrent_jobs: int = Field(3, ge=1, le=32)
     # Options for the JVMs Spark starts (the driver in local mode, where it is the whole cluster; executors on a
     # cluster), after the ones phm sets. base.yaml's parallel collector: see there.
     java_options: list[str] = Field(default_factory=list)

@@ -143,7 +143,7 @@ def discover_jobs() -> dict[str, Job]:
     package = importlib.import_module(JOBS_PACKAGE)
     jobs: dict[str, Job] = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
+        if not _may_be_a_job(info.name):
             continue
         module = importlib.import_module(f"{JOBS_PACKAGE}.{info.name}")
         job = _job_of(module)
@@ -342,7 +342,7 @@ def _undo_registrations(config: PhmConfig, run_id: str) -> None:
 def _job_in_module_named(name: str) -> Job | None:
     """The job of the jobs package's module `name` if it is the job called `name`; None if there is no such module
     or its job has another name."""
-    if not name.isidentifier() or name.startswith("_"):
+    if not (name.isidentifier() and _may_be_a_job(name)):
         return None
     module_name = f"{JOBS_PACKAGE}.{name}"
     try:
@@ -353,6 +353,11 @@ def _job_in_module_named(name: str) -> Job | None:
         return None
     job = _job_of(module)
     return job if job is not None and job.spec.name == name else None
+
+
+def _may_be_a_job(module_name: str) -> bool:
+    """Modules of the jobs package whose names start with _ (helpers, __init__) hold no job."""
+    return not module_name.startswith("_")
 
 
 def _job_of(module: ModuleType) -> Job | None:
