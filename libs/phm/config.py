@@ -82,7 +82,7 @@ class SparkConfig(StrictModel):
     # people on 2 cores, with 1 the JVM kept 1.5 cores busy through a monthly increment (docs/bench.md).
     concurrent_jobs: int = Field(3, ge=1, le=32)
     # Options for the JVMs Spark starts (the driver in local mode, where it is the whole cluster; executors on a
-    # cluster), after the ones phm sets. base.yaml's parallel collector and JIT thresholds: see there.
+    # cluster), after the ones phm sets. base.yaml's parallel collector, bench.yaml's JIT thresholds: see there.
     java_options: list[str] = Field(default_factory=list)
     ui_enabled: StrictBool = False
     console_progress: StrictBool = False
