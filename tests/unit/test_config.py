@@ -230,7 +230,7 @@ def test_the_driver_may_collect_what_the_config_allows(spark):
         load_config(str(TEST_CONFIG), [f"paths.root={REPO}", "spark.max_result_size=unlimited"])
 
 
-def test_java_options_reach_the_driver_and_executors_after_phm_own(spark):
+def test_java_options_reach_the_driver_and_executors_after_phm_own(spark, config):
     from phm.runtime.spark import LOG4J_CONFIG, session_conf
 
     conf = session_conf(
@@ -244,11 +244,11 @@ def test_java_options_reach_the_driver_and_executors_after_phm_own(spark):
     assert none["spark.driver.extraJavaOptions"] == f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"
     assert "spark.executor.extraJavaOptions" not in none
     # the suite's JVM was started with base.yaml's parallel collector (G1's beans are "G1 Young Generation", ...)
-    beans = spark._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+    management = spark._jvm.java.lang.management.ManagementFactory
+    beans = management.getGarbageCollectorMXBeans()
     assert sorted(bean.getName() for bean in beans) == ["PS MarkSweep", "PS Scavenge"]
-    # ... and with every JVM option its configuration gives
-    started_with = set(spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
-    assert set(load_config(str(TEST_CONFIG), [f"paths.root={REPO}"]).spark.java_options) <= started_with
+    # ... and with every JVM option the configuration it was started from gives
+    assert set(config.spark.java_options) <= set(management.getRuntimeMXBean().getInputArguments())
 
 
 def test_codegen_off_interprets_expressions_and_whole_stages(spark):
