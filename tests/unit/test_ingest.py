@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -21,6 +24,7 @@ from phm.ingest.standardise import clean_text, standardise
 from phm.ingest.validation import Validator
 
 REPO = Path(__file__).resolve().parents[2]
+WIDE = "\u00e9" * 64  # 128 bytes: fields are measured in characters
 LINES = [
     (b"a1,Ann,2026-01-02", {"id": "a1", "name": "Ann", "when": "2026-01-02"}, None),
     (b'a2,"Smith, Jo",2026-01-02', {"id": "a2", "name": "Smith, Jo", "when": "2026-01-02"}, None),
@@ -32,20 +36,25 @@ LINES = [
     (b"a7,\xff\xfeAnn,2026-01-02", None, "not UTF-8 (byte 3)"),
     (b"a8," + b"A" * 65 + b",2026-01-02", None, "a field longer than 64 characters"),
     (b"a9," + b"A" * 64 + b",2026-01-02", {"id": "a9", "name": "A" * 64, "when": "2026-01-02"}, None),
+    (f"a10,{WIDE},2026-01-02".encode(), {"id": "a10", "name": WIDE, "when": "2026-01-02"}, None),  # 64 characters
+    (b'a11,"",2026-01-02', {"id": "a11", "name": None, "when": "2026-01-02"}, None),
+    (b"a12,Ann,", {"id": "a12", "name": "Ann", "when": None}, None),
 ]
 
 
-def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark, tmp_path):
+@pytest.mark.parametrize("utf8", [True, False], ids=["utf8-split-by-arrow", "not-utf8-read-line-by-line"])
+def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark, tmp_path, utf8):
+    lines = [entry for entry in LINES if not (utf8 and entry[2] == "not UTF-8 (byte 3)")]
     path = tmp_path / "demo" / "2026-01" / "a.csv"
     path.parent.mkdir(parents=True)
-    path.write_bytes(b"\n".join([b"id,name,when", *[line for line, _, _ in LINES]]) + b"\n")
+    path.write_bytes(b"\n".join([b"id,name,when", *[line for line, _, _ in lines]]) + b"\n")
     landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.csv", "sum", 1, ("id", "name", "when"))
     rows = with_fields(landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64), [landed])
     got = {r.line_number: r for r in rows.collect()}
-    expected_numbers = [n for n, (line, _, _) in enumerate(LINES, start=2) if line.strip()]
+    expected_numbers = [n for n, (line, _, _) in enumerate(lines, start=2) if line.strip()]
     assert sorted(got) == expected_numbers
     for number in expected_numbers:
-        line, fields, error = LINES[number - 2]
+        line, fields, error = lines[number - 2]
         row = got[number]
         assert (row.source, row.period, row.file, row.checksum) == ("demo", "2026-01", "demo/2026-01/a.csv", "sum")
         if error is None:
@@ -53,6 +62,22 @@ def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark
         else:
             assert row.fields is None and row.parse_error.startswith(error)
             assert row.raw_line.startswith(line[:3].decode())
+
+
+def test_parquet_rows_are_read_as_text_and_checked_like_lines(spark, tmp_path):
+    path = tmp_path / "demo" / "2026-01" / "a.parquet"
+    path.parent.mkdir(parents=True)
+    table = pa.table({"id": ["p1", "p2", "p3"], "name": ["Ann", "", "A" * 65],
+                      "when": [date(2026, 1, 2), None, date(2026, 1, 3)]})  # fmt: skip
+    pq.write_table(table, path)
+    landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.parquet", "sum", 1, ("id", "name", "when"))
+    rows = landed_rows(spark, [landed], {"demo": "parquet"}, 2, max_field_chars=64).collect()
+    got = {r.line_number: (r["values"], r.raw_line, r.parse_error) for r in rows}
+    assert got == {
+        1: (["p1", "Ann", "2026-01-02"], None, None),
+        2: (["p2", None, None], None, None),
+        3: (None, None, "a field longer than 64 characters"),
+    }
 
 
 def test_cleaning_follows_data_dictionary_formats(spark):
