@@ -25,9 +25,10 @@ from phm.ingest import pseudonymise
 from phm.ingest.contracts import SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, check_period_name, plan_loads, scan_landing, schema_drift
 from phm.ingest.outputs import file_accounting, to_quarantine, to_silver, to_vault
-from phm.ingest.reader import landed_rows, with_fields
+from phm.ingest.reader import landed_rows
 from phm.ingest.rules import MALFORMED_RULE, compile_rules, evaluate, failure_counts
 from phm.ingest.standardise import standardise
+from phm.ingest.upgrade import bronze_is_old, bronze_values, files_with_columns
 from phm.runtime.concurrency import run_in_dependency_order
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
@@ -81,6 +82,7 @@ def run(ctx: JobContext) -> None:
     key = pseudonymise.load_key(config.ingest.key_env, config.pseudonym_key_file)
     key_id = pseudonymise.key_id(key)
     _check_vault_key(catalog, key_id)
+    _upgrade_layouts(catalog, landed)
 
     staging = Path(config.resolve(config.paths.checkpoints)) / f"ingest-{ctx.run_id}"
     try:
@@ -135,6 +137,26 @@ def _loaded_state(catalog) -> dict[tuple[str, str], dict[str, str]]:
     for row in catalog.read(INGEST_FILES.name).select("source", "period", "file", "checksum").collect():
         state.setdefault((row.source, row.period), {})[row.file] = row.checksum
     return state
+
+
+def _upgrade_layouts(catalog, landed: list[LandedFile]) -> None:
+    """Bronze and the file ledger as an earlier version wrote them (bronze's rows as maps) rewritten in the
+    current layout (phm.ingest.upgrade), the ledger first: it takes the headers from the old bronze (or
+    landing). Only when there is something to load, so that a run with nothing new still writes nothing."""
+    old = catalog.read(LANDED_ROWS.name) if catalog.exists(LANDED_ROWS.name) else None
+    old = old if old is not None and bronze_is_old(old) else None
+    if catalog.exists(INGEST_FILES.name) and "columns" not in catalog.read(INGEST_FILES.name).columns:
+        delivered = catalog.spark.createDataFrame(
+            [(f.file, f.checksum, list(f.columns)) for f in landed],
+            "file string, checksum string, columns array<string>",
+        )
+        catalog.overwrite(INGEST_FILES.name, files_with_columns(catalog.read(INGEST_FILES.name), old, delivered))
+        log.info("ingest: %s upgraded: each file's columns recorded", INGEST_FILES.name)
+    if old is not None:
+        catalog.overwrite(LANDED_ROWS.name, bronze_values(old))
+        log.info("ingest: %s upgraded: each row's values in its file's column order", LANDED_ROWS.name)
+    for name in (INGEST_FILES.name, LANDED_ROWS.name):  # not this load's rows: its accounting counts those
+        catalog.rows_written.pop(name, None)
 
 
 def _check_vault_key(catalog, key_id: str) -> None:
@@ -272,8 +294,7 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id
 
     workers = ctx.config.spark.concurrent_jobs
     tasks = {s: to_tables(s, f) for s, f in evaluated.items()}
-    tasks[LANDED_ROWS.name] = lambda: catalog.overwrite(LANDED_ROWS.name, with_fields(bronze, plan.files),
-                                                        replace_where=where)  # fmt: skip
+    tasks[LANDED_ROWS.name] = lambda: catalog.overwrite(LANDED_ROWS.name, bronze, replace_where=where)
     written = run_in_dependency_order(tasks, workers=workers)
     parts = [written[source] for source in evaluated]
     identities = [vault for vault, _, _ in parts if vault is not None]
@@ -290,11 +311,19 @@ def _write(ctx, contracts, plan, bronze, evaluated, rules_of, drift, key, key_id
     counts = ("rows_in", "rows_accepted", "rows_quarantined", "rows_warned")
     files = spark.createDataFrame(
         [
-            (f.source, f.period, f.file, f.checksum, f.size_bytes, *(counted.get(f.file, {}).get(k, 0) for k in counts))
+            (
+                f.source,
+                f.period,
+                f.file,
+                f.checksum,
+                f.size_bytes,
+                list(f.columns),
+                *(counted.get(f.file, {}).get(k, 0) for k in counts),
+            )
             for f in plan.files
         ],
-        "source string, period string, file string, checksum string, size_bytes long, rows_in long, "
-        "rows_accepted long, rows_quarantined long, rows_warned long",
+        "source string, period string, file string, checksum string, size_bytes long, columns array<string>, "
+        "rows_in long, rows_accepted long, rows_quarantined long, rows_warned long",
     ).withColumn("loaded_at", F.current_timestamp())
     catalog.overwrite(INGEST_FILES.name, files, replace_where=where)
     return accounting

@@ -114,8 +114,9 @@ LANDED_ROWS = TableSpec(
     name="bronze.landed_rows",
     grain="one row per delivered line (CSV) or row (Parquet) of every loaded landing file",
     description=(
-        "Every row exactly as delivered (the supplier's column names and text), with load metadata; lines "
-        "that could not be parsed keep their raw text and the parse error. Restricted: holds identifiers."
+        "Every row exactly as delivered: the supplier's text, in the order of the file's header (its column "
+        "names: ops.ingest_files.columns), with load metadata; lines that could not be parsed keep their raw "
+        "text and the parse error. Restricted: holds identifiers."
     ),
     keys=("source", "file", "line_number"),
     partition_by=("source", "period"),
@@ -125,7 +126,7 @@ LANDED_ROWS = TableSpec(
             *_LOAD_FIELDS,
             T.StructField("line_number", T.LongType(), False),
             T.StructField("checksum", T.StringType(), False),
-            T.StructField("fields", T.MapType(T.StringType(), T.StringType()), True),
+            T.StructField("values", T.ArrayType(T.StringType()), True),
             T.StructField("raw_line", T.StringType(), True),
             T.StructField("parse_error", T.StringType(), True),
         ]
@@ -135,13 +136,17 @@ LANDED_ROWS = TableSpec(
 INGEST_FILES = TableSpec(
     name="ops.ingest_files",
     grain="one row per landing file currently loaded (a re-delivered period replaces its files' rows)",
-    description="What ingest has loaded: file checksum and the file's accounting (rows in = accepted + quarantined).",
+    description=(
+        "What ingest has loaded: file checksum, the file's columns (the names of bronze.landed_rows' values) "
+        "and its accounting (rows in = accepted + quarantined)."
+    ),
     keys=("source", "period", "file"),
     schema=T.StructType(
         [
             *_LOAD_FIELDS,
             T.StructField("checksum", T.StringType(), False),
             T.StructField("size_bytes", T.LongType(), False),
+            T.StructField("columns", T.ArrayType(T.StringType()), True),  # header (CSV) or schema names (Parquet)
             T.StructField("rows_in", T.LongType(), False),
             T.StructField("rows_accepted", T.LongType(), False),
             T.StructField("rows_quarantined", T.LongType(), False),

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 
 from phm import cli
 from phm.config import load_config
@@ -141,8 +142,10 @@ def test_every_file_is_accounted_for_in_bronze_ledger_and_quality_mart(shared, s
     bronze = catalog.read(LANDED_ROWS.name).where("source = 'inpatient'")
     assert bronze.count() == 7
     malformed = bronze.where("line_number = 5 AND period = '2026-01'").first()
-    assert malformed.raw_line == JANUARY[3] and malformed.fields is None
-    assert bronze.where("line_number = 2 AND period = '2026-01'").first().fields["Forename"] == "Ann"
+    assert malformed.raw_line == JANUARY[3] and malformed["values"] is None
+    assert january.columns == INPATIENT_HEADER.split(",")
+    ann = bronze.where("line_number = 2 AND period = '2026-01'").first()["values"]
+    assert dict(zip(january.columns, ann, strict=True))["Forename"] == "Ann"  # named by the file's header
     [run] = catalog.read(JOB_RUNS.name).where("job = 'ingest'").collect()
     assert (run.rows_in, run.rows_quarantined) == (7 + 1 + 2 + 2, 4)  # inpatient + practices + postcodes + LSOAs
     quality = catalog.read(DATA_QUALITY.name).where("source = 'inpatient' AND period = '2026-01'")
@@ -170,6 +173,30 @@ def test_the_same_landing_again_writes_nothing(shared, spark):
     assert {k: v for k, v in after.items() if k != JOB_RUNS.name} == {
         k: v for k, v in versions.items() if k != JOB_RUNS.name
     }
+
+
+def test_bronze_and_ledger_of_an_earlier_version_are_upgraded_by_the_next_load(loaded, spark):
+    """Until 2026-12-07 bronze kept each row's fields as a map and the ledger no columns (phm.ingest.upgrade)."""
+    config, landing, catalog = loaded
+    bronze, files = catalog.read(LANDED_ROWS.name), catalog.read(INGEST_FILES.name)
+    values_before = rows(bronze, "file", "line_number", "values", "raw_line")
+    columns_before = rows(files, "file", "columns")
+    header = files.select("file", "columns")
+    as_map = F.when(F.col("values").isNotNull(), F.map_from_arrays("columns", "values"))
+    old_bronze = bronze.join(header, "file").withColumn("fields", as_map).drop("values", "columns")
+    for name, old in ((LANDED_ROWS.name, old_bronze), (INGEST_FILES.name, files.drop("columns"))):
+        old = old.localCheckpoint()  # read whole before the table is replaced
+        old.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(catalog.path(name))
+    assert "fields" in catalog.read(LANDED_ROWS.name).columns
+
+    deliver(landing, "2026-04", FEBRUARY, name="april.csv")
+    ingest(config, spark)  # the accounting check passes: the upgrade's rewrites are not this load's rows
+    bronze, files = catalog.read(LANDED_ROWS.name), catalog.read(INGEST_FILES.name)
+    assert "fields" not in bronze.columns
+    april = "inpatient/2026-04/april.csv"
+    assert rows(bronze.where(F.col("file") != april), "file", "line_number", "values", "raw_line") == values_before
+    assert rows(files.where(F.col("file") != april), "file", "columns") == columns_before
+    assert bronze.where(F.col("file") == april).count() == 1
 
 
 def test_a_changed_redelivery_replaces_its_period_only(loaded, spark):

@@ -18,7 +18,7 @@ from phm.ingest import pseudonymise
 from phm.ingest.contracts import RuleSpec, SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, plan_loads, schema_drift
 from phm.ingest.outputs import age_band
-from phm.ingest.reader import field_of, landed_rows, with_fields
+from phm.ingest.reader import field_of, landed_rows
 from phm.ingest.rules import compile_rule, evaluate
 from phm.ingest.standardise import clean_text, standardise
 from phm.ingest.validation import Validator
@@ -49,7 +49,7 @@ def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\n".join([b"id,name,when", *[line for line, _, _ in lines]]) + b"\n")
     landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.csv", "sum", 1, ("id", "name", "when"))
-    rows = with_fields(landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64), [landed])
+    rows = landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64)
     got = {r.line_number: r for r in rows.collect()}
     expected_numbers = [n for n, (line, _, _) in enumerate(lines, start=2) if line.strip()]
     assert sorted(got) == expected_numbers
@@ -58,9 +58,10 @@ def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark
         row = got[number]
         assert (row.source, row.period, row.file, row.checksum) == ("demo", "2026-01", "demo/2026-01/a.csv", "sum")
         if error is None:
-            assert row.fields == fields and row.raw_line is None and row.parse_error is None
+            assert row["values"] == [fields[c] for c in landed.columns]
+            assert row.raw_line is None and row.parse_error is None
         else:
-            assert row.fields is None and row.parse_error.startswith(error)
+            assert row["values"] is None and row.parse_error.startswith(error)
             assert row.raw_line.startswith(line[:3].decode())
 
 

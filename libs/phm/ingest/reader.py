@@ -206,11 +206,11 @@ def read_files(batches: Iterator[pa.RecordBatch], max_field_chars: int) -> Itera
 def landed_rows(
     spark: SparkSession, files: list[LandedFile], formats: dict[str, str], parallelism: int, max_field_chars: int
 ) -> DataFrame:
-    """Every row of `files`, read in parallel, as bronze rows with `values` (the fields in the file's column
-    order, LandedFile.columns; null for a malformed line) where LANDED_ROWS has the `fields` map (`with_fields`
-    makes it). A line with a field longer than `max_field_chars` is malformed (kept, with its error, for
-    quarantine). Staged so, not as maps: a map repeats every column name in every row, and reading seven fields
-    of GP events' 25m rows took 17.9 s from maps against 6.1 s from arrays (docs/ingest.md). Split and checked
+    """Every row of `files`, read in parallel, as LANDED_ROWS rows: `values` in the file's column order
+    (LandedFile.columns, kept once per file in ops.ingest_files), null for a malformed line. A line with a field
+    longer than `max_field_chars` is malformed (kept, with its error, for quarantine). Values, not a map of
+    column name to value: a map repeats every column name in every row, and reading seven fields of GP events'
+    25m rows took 17.9 s from maps against 6.1 s from arrays (docs/ingest.md). Split and checked
     in Python with Arrow rather than in Spark SQL: the lines' text crossed to the JVM to be split there, with a
     lambda over each row's fields (evaluated outside generated code) to null the empty ones, and reading 5.1m
     lines of 18 files took 13.1-13.5 s against 9.8 s (docs/ingest.md)."""
@@ -220,17 +220,6 @@ def landed_rows(
     )
     reader = partial(read_files, max_field_chars=max_field_chars)
     return listing.repartition(max(1, min(len(files), parallelism))).mapInArrow(reader, ROW_SCHEMA)
-
-
-def with_fields(rows: DataFrame, files: list[LandedFile]) -> DataFrame:
-    """`landed_rows`' rows as LANDED_ROWS rows: each row's values keyed by its file's column names."""
-    headers = rows.sparkSession.createDataFrame(
-        [(f.file, list(f.columns)) for f in files], "file string, header array<string>"
-    )
-    fields = F.when(F.col("values").isNotNull(), F.map_from_arrays(F.col("header"), F.col("values")))
-    return rows.join(F.broadcast(headers), "file").select(
-        "source", "period", "file", "line_number", "checksum", fields.alias("fields"), "raw_line", "parse_error"
-    )
 
 
 def field_of(column: str, headers: dict[str, tuple[str, ...]]) -> Column:
