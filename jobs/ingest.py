@@ -143,9 +143,8 @@ def _upgrade_layouts(catalog, landed: list[LandedFile]) -> None:
     """Bronze and the file ledger as an earlier version wrote them (bronze's rows as maps) rewritten in the
     current layout (phm.ingest.upgrade), the ledger first: it takes the headers from the old bronze (or
     landing). Only when there is something to load, so that a run with nothing new still writes nothing."""
-    old = catalog.read(LANDED_ROWS.name) if catalog.exists(LANDED_ROWS.name) else None
-    old = old if old is not None and bronze_is_old(old) else None
-    if catalog.exists(INGEST_FILES.name) and "columns" not in catalog.read(INGEST_FILES.name).columns:
+    old = catalog.read(LANDED_ROWS.name) if bronze_is_old(catalog.columns(LANDED_ROWS.name)) else None
+    if catalog.exists(INGEST_FILES.name) and "columns" not in catalog.columns(INGEST_FILES.name):
         delivered = catalog.spark.createDataFrame(
             [(f.file, f.checksum, list(f.columns)) for f in landed],
             "file string, checksum string, columns array<string>",

@@ -76,6 +76,13 @@ def test_overwrite_then_read_stamps_the_run_id_and_records_versions(spark, catal
     assert catalog.history(WIDGETS.name, 1).first()["userMetadata"] == "run-1"
 
 
+def test_columns_are_the_tables_own_and_not_a_recorded_read(spark, catalog):
+    assert catalog.columns(WIDGETS.name) == []
+    catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red")]))
+    assert catalog.columns(WIDGETS.name) == ["widget_id", "colour", RUN_ID_COLUMN]
+    assert catalog.versions_read == {}
+
+
 def test_append_merge_and_time_travel(spark, catalog):
     catalog.overwrite(WIDGETS.name, widgets(spark, [(1, "red"), (2, "blue")]))
     assert catalog.append(WIDGETS.name, widgets(spark, [(3, "green")])) == 1

@@ -139,7 +139,8 @@ def _plain_lines(text: pa.Array, numbers: pa.Array, width: int, max_field_chars:
 
 
 def _one_by_one(rows, width: int, max_field_chars: int) -> dict[str, pa.Array]:
-    """Rows as _undecodable_lines gives them (values None: split here), checked one by one."""
+    """Rows read one at a time (quoted or undecodable lines, Parquet rows: (line number, text, values, error),
+    values None for a line to split here), checked one by one."""
     numbers, values, raw, errors = [], [], [], []
     for number, text, parsed, error in rows:
         kept = None
@@ -169,8 +170,8 @@ def _decoded_csv(text: str, width: int, max_field_chars: int) -> Iterator[dict[s
         yield _plain_lines(chunk.filter(plain), numbers.filter(plain), width, max_field_chars)
         special = pc.and_(kept, quoted)
         if pc.any(special).as_py():
-            quoted = zip(numbers.filter(special).to_pylist(), chunk.filter(special).to_pylist(), strict=True)
-            yield _one_by_one([_parsed(number, line) for number, line in quoted], width, max_field_chars)
+            lines_quoted = zip(numbers.filter(special).to_pylist(), chunk.filter(special).to_pylist(), strict=True)
+            yield _one_by_one([_parsed(number, line) for number, line in lines_quoted], width, max_field_chars)
 
 
 def _rows_of(file: dict, max_field_chars: int) -> Iterator[dict[str, pa.Array]]:
@@ -210,10 +211,10 @@ def landed_rows(
     (LandedFile.columns, kept once per file in ops.ingest_files), null for a malformed line. A line with a field
     longer than `max_field_chars` is malformed (kept, with its error, for quarantine). Values, not a map of
     column name to value: a map repeats every column name in every row, and reading seven fields of GP events'
-    25m rows took 17.9 s from maps against 6.1 s from arrays (docs/ingest.md). Split and checked
-    in Python with Arrow rather than in Spark SQL: the lines' text crossed to the JVM to be split there, with a
-    lambda over each row's fields (evaluated outside generated code) to null the empty ones, and reading 5.1m
-    lines of 18 files took 13.1-13.5 s against 9.8 s (docs/ingest.md)."""
+    25m rows took 17.9 s from maps against 6.1 s from arrays (docs/ingest.md). Split and checked in Python with
+    Arrow rather than in Spark SQL, where each line's text crossed to the JVM to be split there and a lambda over
+    its fields (evaluated outside generated code) nulled the empty ones: the 36-month 1m landing (35.3m lines)
+    read and staged in 67.3 s against 111.4 s (medians of three alternated runs, docs/ingest.md)."""
     listing = spark.createDataFrame(
         [(f.source, f.period, f.file, f.path, f.checksum, formats[f.source], len(f.columns)) for f in files],
         FILE_SCHEMA,

@@ -18,8 +18,9 @@ from pyspark.sql import functions as F
 OLD_FIELDS = "fields"
 
 
-def bronze_is_old(bronze: DataFrame) -> bool:
-    return OLD_FIELDS in bronze.columns
+def bronze_is_old(columns: list[str]) -> bool:
+    """bronze.landed_rows' columns are those of the map layout."""
+    return OLD_FIELDS in columns
 
 
 def bronze_values(old_bronze: DataFrame) -> DataFrame:

@@ -120,6 +120,10 @@ class Catalog:
         self.versions_read[name] = int(resolved)
         return self.spark.read.format("delta").option("versionAsOf", resolved).load(self.path(name))
 
+    def columns(self, name: str) -> list[str]:
+        """The table's columns now (none if it does not exist), without recording a read (as `read` does)."""
+        return self.spark.read.format("delta").load(self.path(name)).columns if self.exists(name) else []
+
     def changes(self, name: str, since_version: int) -> DataFrame | None:
         """The rows inserted and deleted after `since_version` up to the current version (Delta's change data
         feed: the table's columns and `_change_type`, "insert" or "delete"), recorded as a run input at the
