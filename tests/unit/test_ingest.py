@@ -18,7 +18,7 @@ from phm.ingest import pseudonymise
 from phm.ingest.contracts import RuleSpec, SourceContract, load_contracts
 from phm.ingest.landing import LandedFile, plan_loads, schema_drift
 from phm.ingest.outputs import age_band
-from phm.ingest.reader import field_of, landed_rows
+from phm.ingest.reader import BATCH_ROWS, field_of, landed_rows
 from phm.ingest.rules import compile_rule, evaluate
 from phm.ingest.standardise import clean_text, standardise
 from phm.ingest.validation import Validator
@@ -63,6 +63,18 @@ def test_csv_lines_are_read_with_their_numbers_or_kept_raw_with_the_reason(spark
         else:
             assert row["values"] is None and row.parse_error.startswith(error)
             assert row.raw_line.startswith(line[:3].decode())
+
+
+def test_a_file_longer_than_a_batch_keeps_every_line(spark, tmp_path):
+    path = tmp_path / "demo" / "2026-01" / "a.csv"
+    path.parent.mkdir(parents=True)
+    lines = [f"r{i},x" for i in range(BATCH_ROWS + 2)]
+    lines[BATCH_ROWS + 1] = 'r,"y'  # a malformed line in the second batch
+    path.write_text("\n".join(["id,name", *lines]) + "\n")
+    landed = LandedFile("demo", "2026-01", str(path), "demo/2026-01/a.csv", "sum", 1, ("id", "name"))
+    rows = landed_rows(spark, [landed], {"demo": "csv"}, 2, max_field_chars=64)
+    counted = rows.agg(F.count(F.lit(1)), F.min("line_number"), F.max("line_number"), F.count("parse_error")).first()
+    assert tuple(counted) == (BATCH_ROWS + 2, 2, BATCH_ROWS + 3, 1)
 
 
 def test_parquet_rows_are_read_as_text_and_checked_like_lines(spark, tmp_path):

@@ -27,8 +27,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from phm.ingest.landing import LandedFile
+from phm.tables import LANDED_ROWS
 
 BATCH_ROWS = 200_000
 FILE_SCHEMA = T.StructType(
@@ -42,22 +44,9 @@ FILE_SCHEMA = T.StructType(
         T.StructField("width", T.IntegerType(), False),  # the header's column count
     ]
 )
-ROW_SCHEMA = T.StructType(
-    [
-        T.StructField("source", T.StringType(), True),
-        T.StructField("period", T.StringType(), True),
-        T.StructField("file", T.StringType(), True),
-        T.StructField("line_number", T.LongType(), True),
-        T.StructField("checksum", T.StringType(), True),
-        T.StructField("values", T.ArrayType(T.StringType()), True),  # in the header's order; null if malformed
-        T.StructField("raw_line", T.StringType(), True),  # a malformed line's text
-        T.StructField("parse_error", T.StringType(), True),
-    ]
-)
-_ARROW_SCHEMA = pa.schema(
-    [(f.name, pa.list_(pa.string()) if f.name == "values" else pa.int64() if f.name == "line_number" else pa.string())
-     for f in ROW_SCHEMA.fields]
-)  # fmt: skip
+# bronze.landed_rows' columns, every one nullable as Arrow batches declare them (the catalog checks the rest)
+ROW_SCHEMA = T.StructType([T.StructField(f.name, f.dataType, True) for f in LANDED_ROWS.schema.fields])
+_ARROW_SCHEMA = to_arrow_schema(ROW_SCHEMA)
 _NO_TEXT = pa.scalar(None, pa.string())
 
 
@@ -93,41 +82,29 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, None, list[str | None], None
         yield i + 1, None, list(values), None
 
 
-def _wrong_width(count: int, width: int) -> str:
-    return f"{count} fields where the header has {width}"
-
-
-def _too_long(max_field_chars: int) -> str:
-    return f"a field longer than {max_field_chars} characters"
-
-
-def _checked(values: list[str | None], width: int, max_field_chars: int) -> tuple[list[str | None] | None, str | None]:
-    """A row's values (empty ones null) or, if malformed, None and why: what `_plain_lines` does a batch at a
-    time, for the rows read one by one (quoted or undecodable lines, Parquet rows)."""
-    if len(values) != width:
-        return None, _wrong_width(len(values), width)
-    if any(v is not None and len(v) > max_field_chars for v in values):
-        return None, _too_long(max_field_chars)
-    return [v if v != "" else None for v in values], None
-
-
-def _plain_lines(text: pa.Array, numbers: pa.Array, width: int, max_field_chars: int) -> dict[str, pa.Array]:
-    """Lines without a quote character, split on commas and checked (as `_checked`) by Arrow's compute
-    functions: values (empty ones null), or the raw line and why it is malformed."""
-    fields = pc.split_pattern(text, ",")
-    counts = pc.list_value_length(fields).to_numpy(zero_copy_only=False)
-    flat = fields.values  # fresh from split_pattern: offsets start at 0 and cover `flat` exactly
-    too_long = np.zeros(len(text), dtype=bool)
+def _checked(
+    numbers: pa.Array, text: pa.Array, fields: pa.ListArray, read_errors: pa.Array, width: int, max_field_chars: int
+) -> dict[str, pa.Array]:
+    """Rows' fields checked against the header by Arrow's compute functions, a batch at a time: the values
+    (empty ones null), or, for a malformed row, its raw text and why: its read error (null fields), else the
+    wrong number of fields, else a field longer than `max_field_chars`. `fields` must be fresh (not a slice):
+    its offsets start at 0 and cover its values."""
+    size = len(numbers)
+    counts = pc.fill_null(pc.list_value_length(fields), width).to_numpy(zero_copy_only=False)
+    flat = fields.values
+    too_long = np.zeros(size, dtype=bool)
     owners = pc.list_parent_indices(fields).to_numpy(zero_copy_only=False)
-    too_long[owners[pc.greater(pc.utf8_length(flat), max_field_chars).to_numpy(zero_copy_only=False)]] = True
+    longer = pc.fill_null(pc.greater(pc.utf8_length(flat), max_field_chars), False)
+    too_long[owners[longer.to_numpy(zero_copy_only=False)]] = True
+    unread = pc.is_valid(read_errors).to_numpy(zero_copy_only=False)
     wrong = counts != width
-    malformed = wrong | too_long
-    errors: pa.Array = pa.nulls(len(text), pa.string())
-    if malformed.any():
-        reasons = np.full(len(text), None, dtype=object)
-        reasons[too_long] = _too_long(max_field_chars)
-        for i in np.flatnonzero(wrong):  # the field count first, as _checked
-            reasons[i] = _wrong_width(int(counts[i]), width)
+    malformed = unread | wrong | too_long
+    errors = read_errors
+    if (malformed & ~unread).any():
+        reasons = np.array(read_errors.to_pylist(), dtype=object)
+        reasons[too_long & ~unread & ~wrong] = f"a field longer than {max_field_chars} characters"
+        for i in np.flatnonzero(wrong & ~unread):
+            reasons[i] = f"{counts[i]} fields where the header has {width}"
         errors = pa.array(reasons, pa.string())
     nulled = pc.if_else(pc.equal(flat, ""), _NO_TEXT, flat)
     return {
@@ -140,22 +117,21 @@ def _plain_lines(text: pa.Array, numbers: pa.Array, width: int, max_field_chars:
 
 def _one_by_one(rows, width: int, max_field_chars: int) -> dict[str, pa.Array]:
     """Rows read one at a time (quoted or undecodable lines, Parquet rows: (line number, text, values, error),
-    values None for a line to split here), checked one by one."""
-    numbers, values, raw, errors = [], [], [], []
-    for number, text, parsed, error in rows:
-        kept = None
-        if error is None:
-            kept, error = _checked(parsed if parsed is not None else text.split(","), width, max_field_chars)
+    values None for a line to split here), checked as every other row."""
+    numbers, text, fields, errors = [], [], [], []
+    for number, line, parsed, error in rows:
         numbers.append(number)
-        values.append(kept)
-        raw.append(text if error is not None else None)
+        text.append(line)
+        fields.append(None if error is not None else parsed if parsed is not None else line.split(","))
         errors.append(error)
-    return {
-        "line_number": pa.array(numbers, pa.int64()),
-        "values": pa.array(values, pa.list_(pa.string())),
-        "raw_line": pa.array(raw, pa.string()),
-        "parse_error": pa.array(errors, pa.string()),
-    }
+    return _checked(
+        pa.array(numbers, pa.int64()),
+        pa.array(text, pa.string()),
+        pa.array(fields, pa.list_(pa.string())),
+        pa.array(errors, pa.string()),
+        width,
+        max_field_chars,
+    )
 
 
 def _decoded_csv(text: str, width: int, max_field_chars: int) -> Iterator[dict[str, pa.Array]]:
@@ -167,7 +143,9 @@ def _decoded_csv(text: str, width: int, max_field_chars: int) -> Iterator[dict[s
         kept = pc.invert(pc.equal(pc.utf8_trim_whitespace(chunk), ""))
         quoted = pc.match_substring(chunk, '"')
         plain = pc.and_(kept, pc.invert(quoted))
-        yield _plain_lines(chunk.filter(plain), numbers.filter(plain), width, max_field_chars)
+        unquoted = chunk.filter(plain)  # (nearly all lines): split by Arrow
+        unread = pa.nulls(len(unquoted), pa.string())
+        yield _checked(numbers.filter(plain), unquoted, pc.split_pattern(unquoted, ","), unread, width, max_field_chars)
         special = pc.and_(kept, quoted)
         if pc.any(special).as_py():
             lines_quoted = zip(numbers.filter(special).to_pylist(), chunk.filter(special).to_pylist(), strict=True)
