@@ -44,6 +44,15 @@ def test_spark_column_validity(spark, text, valid):
     assert df.select(nhs_number_is_valid("n").alias("ok")).first()["ok"] is valid
 
 
+def test_spark_column_agrees_with_numpy_on_every_last_digit(spark):
+    # 200 stems (some with check 10, never issued) with each of the ten last digits: exactly the right one passes
+    numbers = (np.arange(999_000_000, 999_000_200)[:, None] * 10 + np.arange(10)).ravel()
+    df = spark.createDataFrame([(str(n),) for n in numbers.tolist()], "n string")
+    got = [row.ok for row in df.select(nhs_number_is_valid("n").alias("ok")).collect()]
+    assert got == is_valid_nhs_number(numbers).tolist()
+    assert 0 < sum(got) < 200
+
+
 def test_the_document_leak_search_finds_identities_not_month_names():
     from phm.governance.leaks import Canary, text_leak_hits
 

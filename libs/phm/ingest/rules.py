@@ -52,7 +52,7 @@ def compile_rule(rule: RuleSpec, values: list[str] | None = None) -> CompiledRul
     elif check == "regex":
         ok = col.rlike(rule.pattern)
     elif check == "check_digit":
-        helpers[helper_name(rule)] = F.when(col.isNotNull(), nhs_number_is_valid(col))
+        helpers[helper_name(rule)] = nhs_number_is_valid(col)
         ok = F.col(helper_name(rule))
     elif check == "in_set":
         ok = col.isin(list(rule.values if rule.values is not None else values or []))
