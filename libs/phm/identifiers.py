@@ -52,7 +52,7 @@ def nhs_number_is_valid(column: Column) -> Column:
     (11 - sum mod 11) mod 11, and a number whose expected digit is 10 (never issued) cannot equal its last
     digit. Before, each row's digits were bound through `transform` over a one-element array, whose lambda
     Spark evaluates outside generated code: at 1m people that check was a third of GP events' rules (24.8m
-    rows; 130-136 s with it, 93-96 s without, 111 s in this form). Inlined, the code Spark generates for a
+    rows: 130-136 s with it, 95.5 s without, 111 s in this form). Inlined, the code Spark generates for a
     query can pass the 8,000 bytes of bytecode above which HotSpot does not compile a method (GP events' rules:
     268-270 s): configs/base.yaml lifts that limit (`-XX:-DontCompileHugeMethods`).
     """
