@@ -144,7 +144,8 @@ def _upgrade_layouts(catalog, landed: list[LandedFile]) -> None:
     current layout (phm.ingest.upgrade), the ledger first: it takes the headers from the old bronze (or
     landing). Only when there is something to load, so that a run with nothing new still writes nothing."""
     old = catalog.read(LANDED_ROWS.name) if bronze_is_old(catalog.columns(LANDED_ROWS.name)) else None
-    if catalog.exists(INGEST_FILES.name) and "columns" not in catalog.columns(INGEST_FILES.name):
+    ledger = catalog.columns(INGEST_FILES.name)  # none when there is no ledger yet
+    if ledger and "columns" not in ledger:
         delivered = catalog.spark.createDataFrame(
             [(f.file, f.checksum, list(f.columns)) for f in landed],
             "file string, checksum string, columns array<string>",

@@ -5,9 +5,9 @@ ops.ingest_files had no `columns`. Bronze now keeps the values in the order of t
 ops.ingest_files keeps once per file: a map repeated every column name in every row, and at 1m people
 bronze's write took 0.68 of the task time without it (docs/bench.md). A map's values are in its keys'
 order (Spark keeps a map's entries as two arrays, in the order map_from_arrays was given the header), so
-the values are the map's values and the file's header its keys. A file none of whose rows was parsed (a header only, or
-every line malformed) takes its header from landing if the same file (by checksum) is still there, else
-keeps none: its rows have no values to name.
+the values are the map's values and the file's header its keys. A file none of whose rows was parsed (a
+header only, or every line malformed) takes its header from landing if the same file (by checksum) is
+still there, else keeps none: its rows have no values to name.
 """
 
 from __future__ import annotations
