@@ -49,7 +49,8 @@ EXTRAS_REQUIRE = {
         "nbformat>=5.10",
         "ipykernel>=6.29",
     ],
-    "dev": ["ruff>=0.6", "build>=1", "nbstripout>=0.7"],
+    # zstandard: bench/eventlog.py reads Spark's event logs, which Spark 4 compresses with zstd
+    "dev": ["ruff>=0.6", "build>=1", "nbstripout>=0.7", "zstandard>=0.23"],
 }
 
 setup(

@@ -18,6 +18,10 @@ JVM for every stage, as `make run` runs it); each stage's time and peak are
 read off the refresh's "stage k/N: NAME" lines as they come. Its rows carry
 the mode `local[*] one process`.
 
+With `--event-logs` every stage process (one per stage, on local[*]) writes Spark's event log under
+bench/work/eventlogs/, and its row gains the task-seconds its executors spent and its three busiest SQL
+executions (bench/eventlog.py): a change to one query is seen there when the wall time's noise hides it.
+
 With `--stages` only the stages named run (each reads what the earlier ones
 wrote, so name those too): `--stages generate --phases full` measures
 generation alone, and replaces only those rows in the results file; with
@@ -25,7 +29,7 @@ generation alone, and replaces only those rows in the results file; with
 evaluate_* stages, which read the truth store).
 
     python bench/bench.py [--sizes 100000 1000000] [--repeats 1] [--phases full increment nothing_new]
-                          [--cluster 2 --worker-memory 5g | --one-process] [--stages generate ...]
+                          [--cluster 2 --worker-memory 5g | --one-process | --event-logs] [--stages generate ...]
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from eventlog import read_events, summarise
 from phm.runtime.standalone import (
     StandaloneCluster,
     build_wheel,
@@ -276,6 +281,33 @@ class OneProcess(Local):
         return [*PHM, REFRESH, *settings] if stage == REFRESH else super().command(stage, settings)
 
 
+def event_log_env(folder: Path) -> dict[str, str]:
+    """The environment of a process whose Spark writes its event log into `folder` (emptied first): a Spark
+    configuration folder of its own, with the spark-defaults.conf of SPARK_CONF_DIR, if set, and the log's two
+    settings after it."""
+    shutil.rmtree(folder, ignore_errors=True)
+    conf = folder / "conf"
+    conf.mkdir(parents=True)
+    inherited = Path(os.environ.get("SPARK_CONF_DIR", "/nonexistent")) / "spark-defaults.conf"
+    settings = inherited.read_text() if inherited.is_file() else ""
+    settings += f"\nspark.eventLog.enabled true\nspark.eventLog.dir {folder.resolve().as_uri()}\n"
+    (conf / "spark-defaults.conf").write_text(settings)
+    return {**os.environ, "SPARK_CONF_DIR": str(conf)}
+
+
+def task_time(folder: Path, busiest: int = 3) -> dict:
+    """The task-seconds of the application whose event log `event_log_env(folder)` had written, and its busiest
+    SQL executions; nothing if the process started no Spark application."""
+    logs = [p for p in folder.iterdir() if p.name != "conf"]
+    if len(logs) != 1:
+        return {}
+    summary = summarise(read_events(logs[0]))
+    return {
+        "task_seconds": round(summary.task_seconds, 1),
+        "busiest": [f"{e.task_seconds:.0f} task-s #{e.execution_id} {e.label}" for e in summary.busiest(busiest)],
+    }
+
+
 def side_by_side(base: Path, size: int, work: Path) -> dict:
     """bench/splink_duckdb.py on the benchmark warehouse: Splink's predict and clustering with the same input and
     model on Spark and on DuckDB, their times and quality."""
@@ -349,11 +381,19 @@ def in_one_process(steps: list[tuple[str, list[str]]], only: list[str] | None) -
 
 
 def bench_size(
-    size: int, repeats: int, work: Path, phases: list[str], record, runner, only: list[str] | None = None
+    size: int,
+    repeats: int,
+    work: Path,
+    phases: list[str],
+    record,
+    runner,
+    only: list[str] | None = None,
+    event_logs: bool = False,
 ) -> list[dict]:
     """Each phase's stages at one size, each a fresh process as a scheduler runs them (`runner`: Local or
     OnCluster) or all in one `phm refresh` (OneProcess); `only` keeps the stages named (in the refresh's order,
-    e.g. generate alone); `record(rows)` is called after every process (so a long run leaves what it measured)."""
+    e.g. generate alone); `record(rows)` is called after every process (so a long run leaves what it measured);
+    with `event_logs` (Local only) each stage's row gains its task-seconds from Spark's event log."""
     stages = [s for s in refresh_stages() if only is None or s in only]
     rows: list[dict] = []
     for repeat in range(repeats):
@@ -364,12 +404,14 @@ def bench_size(
             if isinstance(runner, OneProcess):
                 steps = in_one_process(steps, stages if only else None)
             for stage, extra in steps:
-                log = work / f"{size}-{runner.tag}-{repeat}-{phase}-{stage}.log"
+                name = f"{size}-{runner.tag}-{repeat}-{phase}-{stage}"
+                log, events = work / f"{name}.log", work / "eventlogs" / name
                 command = runner.command(stage, _settings(base, size, *extra))
+                env = event_log_env(events) if event_logs else runner.env
                 if stage == REFRESH:
-                    _, sections, code = measured_sections(command, log, stage_begun, runner.env, runner.pids)
+                    _, sections, code = measured_sections(command, log, stage_begun, env, runner.pids)
                 else:  # one stage, one process: one section, the whole process
-                    _, sections, code = measured_sections(command, log, lambda line: None, runner.env, runner.pids,
+                    _, sections, code = measured_sections(command, log, lambda line: None, env, runner.pids,
                                                           first=stage)  # fmt: skip
                 if code != 0:
                     raise SystemExit(f"bench: {phase} {stage} at {size:,} failed (exit {code}); see {log}")
@@ -383,6 +425,8 @@ def bench_size(
                                                   2)  # fmt: skip
                     if section.name in SUMMARIES:
                         run["summary"] = _summary(section.name, section.lines)
+                    if event_logs:
+                        run.update(task_time(events))
                     _add(rows, runner.mode, phase, section.name, size, run)
                 record(rows)
             # After the phase's stages, which it does not change: a run stopped or failing in it (at 1m people it
@@ -404,6 +448,9 @@ def _add(rows: list[dict], mode: str, phase: str, stage: str, size: int, run: di
     row["median_seconds"] = statistics.median(r["seconds"] for r in row["runs"])
     row["seconds_per_100k_people"] = round(row["median_seconds"] / size * 100_000, 1)
     row["median_peak_memory_gb"] = statistics.median(r["peak_memory_gb"] for r in row["runs"])
+    task_seconds = [r["task_seconds"] for r in row["runs"] if "task_seconds" in r]
+    if task_seconds:
+        row["median_task_seconds"] = statistics.median(task_seconds)
 
 
 def totals(rows: list[dict]) -> list[dict]:
@@ -442,6 +489,11 @@ def main() -> None:
         help="run each phase's refresh as one `phm refresh` process instead of a process per stage",
     )
     parser.add_argument(
+        "--event-logs",
+        action="store_true",
+        help="each stage process writes Spark's event log; its task-seconds and busiest queries join its row",
+    )
+    parser.add_argument(
         "--stages",
         nargs="+",
         metavar="STAGE",
@@ -452,6 +504,8 @@ def main() -> None:
         parser.error(f"--stages: no refresh stage {sorted(set(args.stages) - set(refresh_stages()))}")
     if args.one_process and args.cluster:
         parser.error("--one-process runs on local[*]; it cannot be combined with --cluster")
+    if args.event_logs and (args.one_process or args.cluster):
+        parser.error("--event-logs needs a process per stage on local[*]: not with --one-process or --cluster")
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
@@ -475,8 +529,8 @@ def measure(args: argparse.Namespace, out: Path, work: Path, runner) -> None:
     for size in args.sizes:
         print(f"bench: {size:,} people x {args.repeats} ({runner.mode}), phases {', '.join(args.phases)}", flush=True)
         earlier = list(done)
-        done += bench_size(size, args.repeats, work, args.phases,
-                           lambda rows, e=earlier: write_results(out, e + rows), runner, args.stages)  # fmt: skip
+        done += bench_size(size, args.repeats, work, args.phases, lambda rows, e=earlier: write_results(out, e + rows),
+                           runner, args.stages, args.event_logs)  # fmt: skip
     print((out / "results.md").read_text())
 
 
@@ -540,14 +594,14 @@ def write_results(out: Path, results: list[dict]) -> None:
         *[f"| {t['mode']} | {t['people']:,} | {t['phase']} | {t['refresh_seconds']} | {t['all_stages_seconds']} | "
           f"{_memory_cell(t['peak_memory_gb'], t['earlier_meter'])} |" for t in totals(results)],
         "",
-        "| mode | people | phase | stage | median s | s per 100k | peak memory GB | what it did | runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| mode | people | phase | stage | median s | s per 100k | peak memory GB | task-s | what it did | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results:
         summary = r["runs"][-1].get("summary") or ""
         memory = _memory_cell(r["median_peak_memory_gb"], r.get("earlier_meter", False))
         lines.append(f"| {r['mode']} | {r['people']:,} | {r['phase']} | {r['stage']} | {r['median_seconds']} | "
-                     f"{r['seconds_per_100k_people']} | {memory} | {summary} | "
+                     f"{r['seconds_per_100k_people']} | {memory} | {r.get('median_task_seconds', '')} | {summary} | "
                      f"{len(r['runs'])} |")  # fmt: skip
     if any(r.get("earlier_meter") for r in results):
         lines += ["", EARLIER_METER_FOOTNOTE]
