@@ -7,12 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pyspark import TaskContext
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.testing import assertDataFrameEqual
 
 from phm.errors import MissingTableError, SchemaMismatchError, UnknownTableError
 from phm.runtime.catalog import Catalog
+from phm.runtime.spark import JOB_DESCRIPTION
+from phm.runtime.staging import stage
 from phm.tables import RUN_ID_COLUMN, TableSpec, register
 
 WIDGETS = register(
@@ -406,3 +409,25 @@ def test_a_clustered_table_writes_each_keys_rows_to_one_file_sorted_within_it(sp
         in_file = [r.widget_id for r in spark.read.parquet(path).collect()]  # one small file: one task, in order
         assert in_file == sorted(in_file)
     assert len(catalog.files(CLUSTERED.name)) <= 2 * 2 * 2  # colours x shuffle partitions (2 in tests) x writes
+
+
+def test_writes_run_as_spark_jobs_named_by_their_table_and_the_callers_name_comes_back(spark, catalog, tmp_path):
+    """What Spark's UI and event log (bench/eventlog.py) show for a write: the table, not PySpark's call site."""
+    running_as = F.udf(lambda _: TaskContext.get().getLocalProperty(JOB_DESCRIPTION), T.StringType())
+    context = spark.sparkContext
+    context.setJobDescription("the caller's step")
+    try:
+        for write, widget in ((catalog.overwrite, 1), (catalog.append, 2), (catalog.merge, 3)):
+            write(WIDGETS.name, widgets(spark, [(widget, "")]).withColumn("colour", running_as("colour")))
+            assert context.getLocalProperty(JOB_DESCRIPTION) == "the caller's step"
+        staged = stage(spark, widgets(spark, [(4, "")]).withColumn("colour", running_as("colour")), tmp_path / "x")
+        assert context.getLocalProperty(JOB_DESCRIPTION) == "the caller's step"
+    finally:
+        context.setLocalProperty(JOB_DESCRIPTION, None)
+
+    (overwritten, appended, merged) = content(catalog.read(WIDGETS.name))
+    assert (overwritten, appended) == ((1, "write silver.test_widgets"), (2, "append to silver.test_widgets"))
+    # Delta adds its step to a merge's: "merge into silver.test_widgets - MERGE operation - materialize source"
+    assert merged[1].startswith("merge into silver.test_widgets - ")
+    assert [tuple(r) for r in staged.collect()] == [(4, "stage x")]
+    assert context.getLocalProperty(JOB_DESCRIPTION) is None

@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from phm.errors import MissingTableError, SchemaMismatchError
-from phm.runtime.spark import session_settings
+from phm.runtime.spark import job_described, session_settings
 from phm.tables import RUN_ID_COLUMN, TableSpec, all_specs, get_spec
 
 log = logging.getLogger(__name__)
@@ -178,7 +178,8 @@ class Catalog:
             writer = writer.partitionBy(*spec.partition_by)
         self._keep_properties(spec)
         before = self.version(name)
-        writer.save(self.path(name))
+        with job_described(self.spark, f"write {name}"):
+            writer.save(self.path(name))
         return self._written(name, before)
 
     def append(self, name: str, df: DataFrame) -> int:
@@ -189,7 +190,8 @@ class Catalog:
         before = self.version(name)
         if spec.partition_by and before is None:
             writer = writer.partitionBy(*spec.partition_by)
-        writer.save(self.path(name))
+        with job_described(self.spark, f"append to {name}"):
+            writer.save(self.path(name))
         return self._written(name, before)
 
     def merge(
@@ -295,7 +297,7 @@ class Catalog:
         on its commit."""
         before = self._latest_version(spec.name)
         # A merge takes its commit metadata from the session only (so merges are not run concurrently).
-        with self._commit_metadata():
+        with self._commit_metadata(), job_described(self.spark, f"merge into {spec.name}"):
             builder.execute()
         return self._written(spec.name, before)
 
@@ -360,7 +362,8 @@ class Catalog:
             "spark.databricks.delta.optimize.maxFileSize": str(target_file_bytes),
         }
         with self._commit_metadata(), session_settings(self.spark, settings):
-            self._delta(name).optimize().executeCompaction()
+            with job_described(self.spark, f"compact {name}"):
+                self._delta(name).optimize().executeCompaction()
         after = self._latest_version(name)
         return (self._commit_info(name, after).get("operationMetrics") or {}) if after != before else {}
 
@@ -371,7 +374,7 @@ class Catalog:
         folders with (Spark's default for parallel listing, 10,000 tasks, took 25 s a table on 2 cores)."""
         statement = f"VACUUM delta.`{self.path(name)}` RETAIN {float(retention_hours)} HOURS"
         settings = {"spark.sql.sources.parallelPartitionDiscovery.parallelism": str(listing_parallelism)}
-        with session_settings(self.spark, settings):
+        with session_settings(self.spark, settings), job_described(self.spark, f"vacuum {name}"):
             listed = self.spark.sql(f"{statement} DRY RUN").collect()
             deletable = sum(1 for row in listed if row.path.endswith((".parquet", ".bin")))
             if deletable:

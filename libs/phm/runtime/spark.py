@@ -109,6 +109,24 @@ def get_spark(config: PhmConfig) -> SparkSession:
     return session
 
 
+JOB_DESCRIPTION = "spark.job.description"
+
+
+@contextmanager
+def job_described(spark: SparkSession, description: str) -> Iterator[None]:
+    """The Spark jobs and SQL executions this thread starts inside the block carry `description` (Spark's UI,
+    its event log, bench/eventlog.py) in place of PySpark's call site, which for a write is only
+    "save at NativeMethodAccessorImpl.java:0". The description before the block comes back after it. Names
+    tables and steps only, never data."""
+    context = spark.sparkContext
+    before = context.getLocalProperty(JOB_DESCRIPTION)
+    context.setJobDescription(description)
+    try:
+        yield
+    finally:
+        context.setLocalProperty(JOB_DESCRIPTION, before)  # None removes it
+
+
 @contextmanager
 def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
     """Set Spark session settings inside the block, putting back what each was before (or unsetting it)."""

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from pyspark.sql import DataFrame, SparkSession
 
-from phm.runtime.spark import session_settings
+from phm.runtime.spark import job_described, session_settings
 
 
 def stage(
@@ -25,7 +25,7 @@ def stage(
     sorted 35m rows and spilled 16 GB at 1m people (docs/ingest.md). The setting is the session's while the
     write runs: call it when no other partitioned write is running."""
     writers = {"spark.sql.maxConcurrentOutputFileWriters": str(open_files)} if open_files else {}
-    with session_settings(spark, writers):
+    with session_settings(spark, writers), job_described(spark, f"stage {path.name}"):
         df.write.mode("overwrite").partitionBy(*partition_by).parquet(str(path))
     return spark.read.parquet(str(path))
 
