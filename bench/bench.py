@@ -18,9 +18,10 @@ JVM for every stage, as `make run` runs it); each stage's time and peak are
 read off the refresh's "stage k/N: NAME" lines as they come. Its rows carry
 the mode `local[*] one process`.
 
-With `--event-logs` every stage process (one per stage, on local[*]) writes Spark's event log under
-bench/work/eventlogs/, and its row gains the task-seconds its executors spent and its three busiest SQL
-executions (bench/eventlog.py): a change to one query is seen there when the wall time's noise hides it.
+With `--event-logs` every process on local[*] writes Spark's event log under bench/work/eventlogs/, and each
+stage's row gains the task-seconds its executors spent and its three busiest SQL executions (bench/eventlog.py;
+with `--one-process`, the tasks launched while the stage ran): a change to one query is seen there when the wall
+time's noise hides it.
 
 With `--stages` only the stages named run (each reads what the earlier ones
 wrote, so name those too): `--stages generate --phases full` measures
@@ -151,6 +152,7 @@ class Section:
     """A stretch of one process's run: from the output line that began it to the next one's (or the end)."""
 
     name: str
+    began_at: float = field(default_factory=time.time)  # epoch seconds, as Spark's event log times its tasks
     seconds: float = 0.0
     peak: int = 0
     lines: list[str] = field(default_factory=list)
@@ -196,7 +198,7 @@ def measured_sections(
                 if name is not None:
                     sections[-1].seconds, begun = now - begun, now
                     sections[-1].peak = max(sections[-1].peak, memory)
-                    sections.append(Section(name, peak=memory))
+                    sections.append(Section(name, began_at=time.time(), peak=memory))
                 sections[-1].lines.append(line.rstrip("\n"))
         code = process.wait()
         done.set()
@@ -295,13 +297,15 @@ def event_log_env(folder: Path) -> dict[str, str]:
     return {**os.environ, "SPARK_CONF_DIR": str(conf)}
 
 
-def task_time(folder: Path, busiest: int = 3) -> dict:
-    """The task-seconds of the application whose event log `event_log_env(folder)` had written, and its busiest
-    SQL executions; nothing if the process started no Spark application."""
+def task_time(folder: Path, section: Section | None = None, busiest: int = 3) -> dict:
+    """The task-seconds of the application whose event log `event_log_env(folder)` had written (of the tasks
+    launched during `section` of its output, if given), and its busiest SQL executions; nothing if the process
+    started no Spark application."""
     logs = [p for p in folder.iterdir() if p.name != "conf"]
     if len(logs) != 1:
         return {}
-    summary = summarise(read_events(logs[0]))
+    window = None if section is None else (section.began_at, section.began_at + section.seconds)
+    summary = summarise(read_events(logs[0]), window)
     return {
         "task_seconds": round(summary.task_seconds, 1),
         "busiest": [f"{e.task_seconds:.0f} task-s #{e.execution_id} {e.label}" for e in summary.busiest(busiest)],
@@ -393,7 +397,8 @@ def bench_size(
     """Each phase's stages at one size, each a fresh process as a scheduler runs them (`runner`: Local or
     OnCluster) or all in one `phm refresh` (OneProcess); `only` keeps the stages named (in the refresh's order,
     e.g. generate alone); `record(rows)` is called after every process (so a long run leaves what it measured);
-    with `event_logs` (Local only) each stage's row gains its task-seconds from Spark's event log."""
+    with `event_logs` (not OnCluster) each stage's row gains its task-seconds from Spark's event log (in one
+    process, those of the tasks launched while the stage ran)."""
     stages = [s for s in refresh_stages() if only is None or s in only]
     rows: list[dict] = []
     for repeat in range(repeats):
@@ -426,7 +431,7 @@ def bench_size(
                     if section.name in SUMMARIES:
                         run["summary"] = _summary(section.name, section.lines)
                     if event_logs:
-                        run.update(task_time(events))
+                        run.update(task_time(events, section if stage == REFRESH else None))
                     _add(rows, runner.mode, phase, section.name, size, run)
                 record(rows)
             # After the phase's stages, which it does not change: a run stopped or failing in it (at 1m people it
@@ -491,7 +496,7 @@ def main() -> None:
     parser.add_argument(
         "--event-logs",
         action="store_true",
-        help="each stage process writes Spark's event log; its task-seconds and busiest queries join its row",
+        help="each process writes Spark's event log; each stage's task-seconds and busiest queries join its row",
     )
     parser.add_argument(
         "--stages",
@@ -504,8 +509,8 @@ def main() -> None:
         parser.error(f"--stages: no refresh stage {sorted(set(args.stages) - set(refresh_stages()))}")
     if args.one_process and args.cluster:
         parser.error("--one-process runs on local[*]; it cannot be combined with --cluster")
-    if args.event_logs and (args.one_process or args.cluster):
-        parser.error("--event-logs needs a process per stage on local[*]: not with --one-process or --cluster")
+    if args.event_logs and args.cluster:
+        parser.error("--event-logs runs on local[*]; it cannot be combined with --cluster")
     out = Path(args.out)
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)

@@ -143,7 +143,11 @@ def call_site(description: str) -> str:
     return f"{action} at {where.rsplit('/', 1)[-1]}" if at else description
 
 
-def summarise(events: Iterable[dict]) -> LogSummary:
+def summarise(events: Iterable[dict], launched_between: tuple[float, float] | None = None) -> LogSummary:
+    """The log's tasks summed by stage and SQL execution; with `launched_between` (epoch seconds, the end left
+    out) only the tasks launched in that window, e.g. one stage of a `phm refresh` process, and its length as
+    the wall time."""
+    window = None if launched_between is None else tuple(round(t * 1000) for t in launched_between)
     summary = LogSummary()
     started = ended = last_task = None
     for event in events:
@@ -169,6 +173,8 @@ def summarise(events: Iterable[dict]) -> LogSummary:
                 stage.name, stage.execution_id = info["Stage Name"], execution
         elif kind == "SparkListenerTaskEnd":
             info, metrics = event["Task Info"], event.get("Task Metrics") or {}
+            if window is not None and not window[0] <= info["Launch Time"] < window[1]:
+                continue
             stage = summary.stages.setdefault(event["Stage ID"], StageTotals(event["Stage ID"]))
             seconds = (info["Finish Time"] - info["Launch Time"]) / 1000
             failed = info.get("Failed", False) or info.get("Killed", False)
@@ -196,7 +202,9 @@ def summarise(events: Iterable[dict]) -> LogSummary:
         execution.stage_ids.append(stage.stage_id)
         execution.tasks += stage.tasks
         execution.task_seconds += stage.task_seconds
-    if started is not None:
+    if window is not None:
+        summary.wall_seconds = (window[1] - window[0]) / 1000
+    elif started is not None:
         summary.wall_seconds = ((ended or last_task or started) - started) / 1000
     return summary
 

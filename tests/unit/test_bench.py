@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import signal
 import subprocess
@@ -51,6 +52,9 @@ def test_a_process_output_is_cut_into_its_stages_with_their_lines_times_and_summ
     # writing on a busy machine: hence the margin, and the comparison with the stretch after it.
     assert sections[1].seconds > 0.3 and sections[1].seconds > sections[2].seconds
     assert sum(s.seconds for s in sections) <= seconds
+    # Each stretch's start on the clock Spark's event log times tasks by, so its tasks can be told apart.
+    gaps = [b.began_at - a.began_at for a, b in itertools.pairwise(sections)]
+    assert all(abs(gap - s.seconds) < 0.05 for gap, s in zip(gaps, sections, strict=False))
     assert all(s.peak > 0 for s in sections)  # read at each boundary at least
     assert bench._summary("link", sections[1].lines) == "10 records -> 4 persons (profiles 0.1s)"
     assert bench._summary("score", sections[2].lines) == "emergency_admission_lr high: 5 people, mean probability 0.300"

@@ -92,6 +92,15 @@ def test_task_seconds_are_summed_by_stage_and_sql_execution_with_labels_that_car
         100, 14, 6, 10)  # fmt: skip
 
 
+def test_the_tasks_of_a_stretch_of_the_run_are_those_launched_in_it():
+    """One stage of a `phm refresh` process: the tasks launched from its start (inclusive) to the next's."""
+    summary = eventlog.summarise(EVENTS, launched_between=(2.0, 6.0))
+
+    assert (summary.tasks, summary.task_seconds, summary.wall_seconds) == (3, 4.0, 4.0)
+    assert [(e.execution_id, e.task_seconds) for e in summary.busiest(5)] == [(0, 4.0)]
+    assert eventlog.summarise(EVENTS, launched_between=(6.0, 12.0)).task_seconds == 4.25
+
+
 def test_the_report_ranks_executions_and_one_executions_stages_are_listed():
     summary = eventlog.summarise(EVENTS)
 
