@@ -9,9 +9,10 @@ rolling is off; both are read, compressed with zstd or not.
 
     python bench/eventlog.py LOG [--top 25] [--execution ID] [--json]
 
-An execution is labelled by the call that ran it (e.g. `save at ingest.py:312`), the tables it scanned (the last
-part of each scanned location) and the command it ran (`Execute SaveIntoDataSourceCommand`), never by the data:
-plans can hold literal values, so no plan text is printed.
+An execution is labelled by its description (the catalogue's writes name their table, `write silver.gp_events`;
+others keep PySpark's call site, `collect at ingest.py:195`), the tables it scanned (`silver.gp_events`, or a
+staged folder's name) and the command it ran (`Execute SaveIntoDataSourceCommand`), never by the data: plans can
+hold literal values, so no plan text is printed.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import zstandard
 
+from phm.tables import LAYERS
+
 NO_EXECUTION = -1  # jobs run outside any SQL execution (RDD actions, e.g. a checkpoint's)
 SQL_EVENTS = "org.apache.spark.sql.execution.ui."
-# A scanned table's location in a physical plan: "Location: PreparedDeltaFileIndex(1 paths)[file:/w/silver/gp_events]"
+# A scanned location in a physical plan: "Location: PreparedDeltaFileIndex(1 paths)[file:/w/silver/gp_events]"
 # or "Location: InMemoryFileIndex [file:/w/bronze/gp_events, ...]".
 SCANNED = re.compile(r"Location: \w+(?:\(\d+ paths?\))? ?\[(?:\w+:)?([^,\]]+)")
 COMMAND = re.compile(r"\bExecute (\w+)|\b(AppendData|OverwriteByExpression|OverwritePartitionsDynamic|WriteFiles)\b")
@@ -137,6 +140,20 @@ def read_events(path: Path) -> Iterator[dict]:
                 raise EventLogError(f"{file}: not a readable event log ({error})") from None
 
 
+def table_name(location: str) -> str:
+    """A scanned location as the catalogue names it ("silver.gp_events" for <warehouse>/silver/gp_events, and
+    "silver.gp_events log" for its _delta_log's files), or its last part for anything else (a job's staged rows:
+    "gp_events" for <checkpoints>/<run>/gp_events)."""
+    parts = location.rstrip("/").split("/")
+    log = "_delta_log" in parts[:-1]  # Delta reading its log's files (a snapshot, a checkpoint)
+    if log:
+        parts = parts[: parts.index("_delta_log")]
+    while len(parts) > 1 and "=" in parts[-1]:  # a partition's folder (period=2026-01): its table's
+        parts.pop()
+    name = f"{parts[-2]}.{parts[-1]}" if len(parts) > 1 and parts[-2] in LAYERS else parts[-1]
+    return f"{name} log" if log else name
+
+
 def call_site(description: str) -> str:
     """The call that ran an execution, with its file's name but not its folder: "collect at ingest.py:194"."""
     action, at, where = description.partition(" at ")
@@ -163,7 +180,7 @@ def summarise(events: Iterable[dict], launched_between: tuple[float, float] | No
                 execution_id=event["executionId"],
                 root_id=event.get("rootExecutionId", event["executionId"]),
                 call=call_site(event.get("description", "")),
-                reads=sorted({location.rstrip("/").rsplit("/", 1)[-1] for location in SCANNED.findall(plan)}),
+                reads=sorted({table_name(location) for location in SCANNED.findall(plan)}),
                 command=(f"Execute {command.group(1)}" if command.group(1) else command.group(2)) if command else "",
             )
         elif kind == "SparkListenerJobStart":

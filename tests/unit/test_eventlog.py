@@ -24,11 +24,11 @@ AdaptiveSparkPlan (4)
 
 (1) Scan parquet
 Output [2]: [person_id#1, code#2]
-Location: InMemoryFileIndex [file:/w/bronze/gp_events, file:/w/bronze/gp_events/period=2026-01]
+Location: InMemoryFileIndex [file:/w/bronze/gp_events/period=2026-01, file:/w/bronze/gp_events/period=2026-02]
 """
 JOIN_PLAN = """== Physical Plan ==
 (1) Scan parquet spark_catalog.delta.`file:/w/silver/gp_events`
-Location: PreparedDeltaFileIndex [file:/w/silver/gp_events/]
+Location: PreparedDeltaFileIndex [file:/checkpoints/run-1/gp_events/]
 (2) Scan parquet
 Location: TahoeLogFileIndex(1 paths)[file:/w/vault/identity]
 """
@@ -79,9 +79,10 @@ def test_task_seconds_are_summed_by_stage_and_sql_execution_with_labels_that_car
     assert (summary.tasks, summary.failed_tasks, summary.task_seconds) == (5, 1, 8.25)
     write, join, outside = summary.executions[0], summary.executions[1], summary.executions[eventlog.NO_EXECUTION]
     assert (write.stage_ids, write.tasks, write.task_seconds) == ([0, 1], 3, 4.0)
-    assert write.label == "parquet at ingest.py:194: gp_events -> Execute InsertIntoHadoopFsRelationCommand"
-    assert (join.root_id, join.reads, join.command, join.task_seconds) == (0, ["gp_events", "identity"], "", 4.0)
-    assert join.label == "collect at <unknown>:0: gp_events, identity"
+    assert write.label == "parquet at ingest.py:194: bronze.gp_events -> Execute InsertIntoHadoopFsRelationCommand"
+    assert write.reads == ["bronze.gp_events"]  # a partition's folder is its table's
+    assert (join.root_id, join.reads, join.command, join.task_seconds) == (0, ["gp_events", "vault.identity"], "", 4.0)
+    assert join.label == "collect at <unknown>:0: gp_events, vault.identity"
     assert (outside.call, outside.task_seconds) == ("(no SQL execution)", 0.25)
     assert [e.execution_id for e in summary.busiest(2)] == [0, 1]  # ties: the earlier first
 
@@ -90,6 +91,13 @@ def test_task_seconds_are_summed_by_stage_and_sql_execution_with_labels_that_car
     assert (stage.run_seconds, stage.cpu_seconds, stage.gc_seconds) == (3.5, 2.0, 0.02)
     assert (stage.input_bytes, stage.output_bytes, stage.shuffle_read_bytes, stage.shuffle_write_bytes) == (
         100, 14, 6, 10)  # fmt: skip
+
+
+def test_scanned_locations_are_named_as_the_catalogue_names_tables():
+    assert eventlog.table_name("/w/warehouse/gold/person/") == "gold.person"
+    assert eventlog.table_name("/w/warehouse/silver/ae/period=2026-01") == "silver.ae"
+    assert eventlog.table_name("/w/warehouse/ops/job_runs/_delta_log/00000000000000000010.json") == "ops.job_runs log"
+    assert eventlog.table_name("/w/checkpoints/ingest-1/gp_events") == "gp_events"  # staged rows: their folder
 
 
 def test_the_tasks_of_a_stretch_of_the_run_are_those_launched_in_it():
