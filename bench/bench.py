@@ -30,7 +30,7 @@ generation alone, and replaces only those rows in the results file; with
 evaluate_* stages, which read the truth store).
 
     python bench/bench.py [--sizes 100000 1000000] [--repeats 1] [--phases full increment nothing_new]
-                          [--cluster 2 --worker-memory 5g | --one-process | --event-logs] [--stages generate ...]
+                          [--cluster 2 --worker-memory 5g | [--one-process] [--event-logs]] [--stages generate ...]
 """
 
 from __future__ import annotations
