@@ -127,15 +127,16 @@ def read_events(path: Path) -> Iterator[dict]:
     """Every event of one application's log. A log still being written may end in half a line, which is skipped."""
     for file in log_files(path):
         with file.open("rb") as raw, _text(file, raw) as lines:
-            pending: tuple[int, str] | None = None
+            pending: int | None = None  # the line number of one that was not JSON
             try:
                 for number, line in enumerate(lines, 1):
                     if pending is not None:
-                        raise EventLogError(f"{file}, line {pending[0]}: not a JSON event ({pending[1][:60]!r})")
+                        # (not quoted: an event can hold a plan's literal values)
+                        raise EventLogError(f"{file}, line {pending}: not a JSON event; is it an event log?")
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError:
-                        pending = (number, line)  # only the last line may be cut short
+                        pending = number  # only the last line may be cut short
             except (zstandard.ZstdError, UnicodeDecodeError) as error:
                 raise EventLogError(f"{file}: not a readable event log ({error})") from None
 
