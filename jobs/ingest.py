@@ -32,6 +32,7 @@ from phm.ingest.upgrade import bronze_is_old, bronze_values, files_with_columns
 from phm.runtime.concurrency import run_in_dependency_order
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
+from phm.runtime.spark import job_described
 from phm.runtime.staging import stage
 from phm.tables import DATA_QUALITY, IDENTITY, INGEST_FILES, LANDED_ROWS, QUARANTINE
 
@@ -219,7 +220,9 @@ def _check(ctx, contracts, plan, bronze, validator, staging: Path):
             flagged = stage(ctx.spark, evaluate(standardised, rules), staging / contract.source)
             checked = time.monotonic()
             counts = _failing_rows(flagged, rules)
-            _agree_with_gx(contract, counts, rules, validator.validate(contract.source, flagged, rules))
+            with job_described(ctx.spark, f"expectations of {contract.source}"):  # GE's queries: name the source
+                outcomes = validator.validate(contract.source, flagged, rules)
+            _agree_with_gx(contract, counts, rules, outcomes)
             evaluated[contract.source] = flagged  # before its dependants start: they read its accepted values
             log.info("ingest: %s checked in %.1fs (rules %.1fs, Great Expectations %.1fs)", contract.source,
                      time.monotonic() - started, checked - started, time.monotonic() - checked)  # fmt: skip
