@@ -290,26 +290,41 @@ def event_log_env(folder: Path) -> dict[str, str]:
     shutil.rmtree(folder, ignore_errors=True)
     conf = folder / "conf"
     conf.mkdir(parents=True)
-    inherited = Path(os.environ.get("SPARK_CONF_DIR", "/nonexistent")) / "spark-defaults.conf"
-    settings = inherited.read_text() if inherited.is_file() else ""
+    users = os.environ.get("SPARK_CONF_DIR")
+    inherited = Path(users) / "spark-defaults.conf" if users else None
+    settings = inherited.read_text() if inherited and inherited.is_file() else ""
     settings += f"\nspark.eventLog.enabled true\nspark.eventLog.dir {folder.resolve().as_uri()}\n"
     (conf / "spark-defaults.conf").write_text(settings)
     return {**os.environ, "SPARK_CONF_DIR": str(conf)}
 
 
-def task_time(folder: Path, section: Section | None = None, busiest: int = 3) -> dict:
-    """The task-seconds of the application whose event log `event_log_env(folder)` had written (of the tasks
-    launched during `section` of its output, if given), and its busiest SQL executions; nothing if the process
-    started no Spark application."""
+def _logged_events(folder: Path) -> list[dict] | None:
+    """The events of the application whose log `event_log_env(folder)` had written, read once; None if the
+    process started no Spark application."""
     logs = [p for p in folder.iterdir() if p.name != "conf"]
-    if len(logs) != 1:
-        return {}
-    window = None if section is None else (section.began_at, section.began_at + section.seconds)
-    summary = summarise(read_events(logs[0]), window)
+    return list(read_events(logs[0])) if len(logs) == 1 else None
+
+
+def _task_time(summary, busiest: int) -> dict:
     return {
         "task_seconds": round(summary.task_seconds, 1),
         "busiest": [f"{e.task_seconds:.0f} task-s #{e.execution_id} {e.label}" for e in summary.busiest(busiest)],
     }
+
+
+def task_time(folder: Path, busiest: int = 3) -> dict:
+    """The task-seconds of the application logged in `folder` (event_log_env) and its busiest SQL executions;
+    nothing if the process started no Spark application."""
+    events = _logged_events(folder)
+    return {} if events is None else _task_time(summarise(events), busiest)
+
+
+def task_time_by_section(folder: Path, sections: list[Section], busiest: int = 3) -> list[dict]:
+    """`task_time` of each section of one process's output (the tasks launched during it), the log read once."""
+    events = _logged_events(folder)
+    if events is None:
+        return [{} for _ in sections]
+    return [_task_time(summarise(events, (s.began_at, s.began_at + s.seconds)), busiest) for s in sections]
 
 
 def side_by_side(base: Path, size: int, work: Path) -> dict:
@@ -420,7 +435,13 @@ def bench_size(
                                                           first=stage)  # fmt: skip
                 if code != 0:
                     raise SystemExit(f"bench: {phase} {stage} at {size:,} failed (exit {code}); see {log}")
-                for section in sections:
+                if not event_logs:
+                    task_times = [{} for _ in sections]
+                elif stage == REFRESH:
+                    task_times = task_time_by_section(events, sections)
+                else:  # the one section is the whole process
+                    task_times = [task_time(events)]
+                for section, task_seconds in zip(sections, task_times, strict=True):
                     run = {"seconds": round(section.seconds, 1), "peak_memory_gb": round(section.peak / 1e9, 2)}
                     if section.name == "generate" and phase == "full":
                         calibration = json.loads((base / "truth" / "calibration_report.json").read_text())
@@ -430,8 +451,7 @@ def bench_size(
                                                   2)  # fmt: skip
                     if section.name in SUMMARIES:
                         run["summary"] = _summary(section.name, section.lines)
-                    if event_logs:
-                        run.update(task_time(events, section if stage == REFRESH else None))
+                    run.update(task_seconds)
                     _add(rows, runner.mode, phase, section.name, size, run)
                 record(rows)
             # After the phase's stages, which it does not change: a run stopped or failing in it (at 1m people it
