@@ -183,6 +183,20 @@ def test_condition_first_recorded_and_first_source(spark, definitions):
     )
 
 
+def test_a_resolution_counts_in_no_diagnosis_figure_and_alone_makes_no_register(spark, definitions):
+    rows = [
+        event("p", "2023-01-01", "162659009"),  # hypertension resolved (GP) before any diagnosis of it
+        event("p", "2024-01-01", "I10X", source="inpatient"),
+        event("q", "2024-01-01", "162659009"),  # a resolution only
+    ]
+    codes = condition_codes(events(spark, rows), definitions.conditions)
+    found = conditions_at(codes, ages(spark, p=60, q=60), definitions.conditions, AS_OF).collect()
+    assert [(r.person_id, r.condition, r.first_recorded, r.first_source, r.last_recorded, r.records, r.sources)
+            for r in found] == [
+        ("p", "hypertension", date(2024, 1, 1), "inpatient", date(2024, 1, 1), 1, ["inpatient"])
+    ]  # fmt: skip
+
+
 def test_register_minimum_age_boundary(spark, definitions):
     rows = [event("aged17", "2025-01-01", "44054006"), event("aged16", "2025-01-01", "44054006")]
     assert current(spark, definitions, rows, aged17=17, aged16=16) == {("aged17", "diabetes")}

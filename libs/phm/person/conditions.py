@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.frames import literal_frame
@@ -52,6 +52,11 @@ def conditions_at(codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeLi
     return conditions_by_date(codes, ages.withColumn(AS_OF, date), codelists, dates).drop(AS_OF)
 
 
+def _of_diagnoses(column: Column) -> Column:
+    """`column` on a diagnosis code's row, null on any other (which the aggregates then pass over)."""
+    return F.when(F.col("entry") == INCLUDE, column)
+
+
 def conditions_by_date(
     codes: DataFrame, ages: DataFrame, codelists: dict[str, CodeList], dates: DataFrame
 ) -> DataFrame:
@@ -62,26 +67,30 @@ def conditions_by_date(
     date = F.col(AS_OF)
     known = codes.crossJoin(F.broadcast(dates.select(AS_OF))).where(F.col("event_date") <= date)
     keys = ["person_id", AS_OF, "condition"]
-    diagnoses = (
-        known.where(F.col("entry") == INCLUDE)
-        .groupBy(*keys)
+    # Diagnoses and resolutions summed in one aggregation: two (and a join of them) read and matched every coded
+    # event twice, about 20 task-seconds a pass at 1m people (docs/bench.md). min_by passes over the rows its
+    # ordering is null in, and collect_set and the counts over null values.
+    current = (
+        known.groupBy(*keys)
         .agg(
-            F.min("event_date").alias("first_recorded"),
-            F.min_by("source", F.struct("event_date", "source")).alias("first_source"),
-            F.max("event_date").alias("last_recorded"),
-            F.count(F.lit(1)).alias("records"),
-            F.array_sort(F.collect_set("source")).alias("sources"),
+            F.min(_of_diagnoses(F.col("event_date"))).alias("first_recorded"),
+            F.min_by(_of_diagnoses(F.col("source")), _of_diagnoses(F.struct("event_date", "source"))).alias(
+                "first_source"
+            ),
+            F.max(_of_diagnoses(F.col("event_date"))).alias("last_recorded"),
+            F.count(_of_diagnoses(F.lit(1))).alias("records"),
+            F.array_sort(F.collect_set(_of_diagnoses(F.col("source")))).alias("sources"),
+            F.max(F.when(F.col("entry") == RESOLVED, F.col("event_date"))).alias("_resolved"),
         )
+        .where(F.col("records") > 0)
     )
-    resolved = known.where(F.col("entry") == RESOLVED).groupBy(*keys).agg(F.max("event_date").alias("_resolved"))
     rules = literal_frame(
         codes.sparkSession,
         [(c.name, c.years if c.rule == "within_years" else None, c.min_age) for c in codelists.values()],
         "condition string, _years int, _min_age int",
     )
     current = (
-        diagnoses.join(resolved, keys, "left")
-        .join(F.broadcast(rules), "condition")
+        current.join(F.broadcast(rules), "condition")
         .join(ages.select("person_id", AS_OF, F.col("age").alias("_age")), ["person_id", AS_OF], "left")
         .where(F.col("_resolved").isNull() | (F.col("_resolved") <= F.col("last_recorded")))
         .where(F.col("_years").isNull() | (F.col("last_recorded") > F.add_months(date, -12 * F.col("_years"))))
