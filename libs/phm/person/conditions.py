@@ -70,7 +70,7 @@ def conditions_by_date(
     # Diagnoses and resolutions summed in one aggregation: two (and a join of them) read and matched every coded
     # event twice, about 20 task-seconds a pass at 1m people (docs/bench.md). min_by passes over the rows its
     # ordering is null in, and collect_set and the counts over null values.
-    current = (
+    figures = (
         known.groupBy(*keys)
         .agg(
             F.min(_of_diagnoses(F.col("event_date"))).alias("first_recorded"),
@@ -90,7 +90,7 @@ def conditions_by_date(
         "condition string, _years int, _min_age int",
     )
     current = (
-        current.join(F.broadcast(rules), "condition")
+        figures.join(F.broadcast(rules), "condition")
         .join(ages.select("person_id", AS_OF, F.col("age").alias("_age")), ["person_id", AS_OF], "left")
         .where(F.col("_resolved").isNull() | (F.col("_resolved") <= F.col("last_recorded")))
         .where(F.col("_years").isNull() | (F.col("last_recorded") > F.add_months(date, -12 * F.col("_years"))))
