@@ -74,9 +74,7 @@ def conditions_by_date(
         known.groupBy(*keys)
         .agg(
             F.min(_of_diagnoses(F.col("event_date"))).alias("first_recorded"),
-            F.min_by(_of_diagnoses(F.col("source")), _of_diagnoses(F.struct("event_date", "source"))).alias(
-                "first_source"
-            ),
+            F.min_by("source", _of_diagnoses(F.struct("event_date", "source"))).alias("first_source"),
             F.max(_of_diagnoses(F.col("event_date"))).alias("last_recorded"),
             F.count(_of_diagnoses(F.lit(1))).alias("records"),
             F.array_sort(F.collect_set(_of_diagnoses(F.col("source")))).alias("sources"),
