@@ -19,8 +19,9 @@ read off the refresh's "stage k/N: NAME" lines as they come. Its rows carry
 the mode `local[*] one process`.
 
 With `--event-logs` every process on local[*] writes Spark's event log under bench/work/eventlogs/, and each
-stage's row gains the task-seconds its executors spent and its three busiest SQL executions (bench/eventlog.py;
-with `--one-process`, the tasks launched while the stage ran): a change to one query is seen there when the wall
+stage's row gains the task-seconds its executors spent, the seconds in which no task or 1, 2, ... tasks ran
+(no task running: the driver's own work) and its three busiest SQL executions (bench/eventlog.py; with
+`--one-process`, the tasks launched while the stage ran): a change to one query is seen there when the wall
 time's noise hides it.
 
 With `--stages` only the stages named run (each reads what the earlier ones
@@ -308,6 +309,8 @@ def _logged_events(folder: Path) -> list[dict] | None:
 def _task_time(summary, busiest: int) -> dict:
     return {
         "task_seconds": round(summary.task_seconds, 1),
+        "idle_seconds": round(summary.idle_seconds, 1),
+        "seconds_by_tasks_running": {str(n): round(s, 1) for n, s in summary.seconds_by_tasks_running.items()},
         "busiest": [f"{e.task_seconds:.0f} task-s #{e.execution_id} {e.label}" for e in summary.busiest(busiest)],
     }
 
@@ -473,9 +476,10 @@ def _add(rows: list[dict], mode: str, phase: str, stage: str, size: int, run: di
     row["median_seconds"] = statistics.median(r["seconds"] for r in row["runs"])
     row["seconds_per_100k_people"] = round(row["median_seconds"] / size * 100_000, 1)
     row["median_peak_memory_gb"] = statistics.median(r["peak_memory_gb"] for r in row["runs"])
-    task_seconds = [r["task_seconds"] for r in row["runs"] if "task_seconds" in r]
-    if task_seconds:
-        row["median_task_seconds"] = statistics.median(task_seconds)
+    for measure in ("task_seconds", "idle_seconds"):
+        measured = [r[measure] for r in row["runs"] if measure in r]
+        if measured:
+            row[f"median_{measure}"] = statistics.median(measured)
 
 
 def totals(rows: list[dict]) -> list[dict]:
@@ -619,14 +623,16 @@ def write_results(out: Path, results: list[dict]) -> None:
         *[f"| {t['mode']} | {t['people']:,} | {t['phase']} | {t['refresh_seconds']} | {t['all_stages_seconds']} | "
           f"{_memory_cell(t['peak_memory_gb'], t['earlier_meter'])} |" for t in totals(results)],
         "",
-        "| mode | people | phase | stage | median s | s per 100k | peak memory GB | task-s | what it did | runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | people | phase | stage | median s | s per 100k | peak memory GB | task-s | no task s "
+        "| what it did | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in results:
         summary = r["runs"][-1].get("summary") or ""
         memory = _memory_cell(r["median_peak_memory_gb"], r.get("earlier_meter", False))
         lines.append(f"| {r['mode']} | {r['people']:,} | {r['phase']} | {r['stage']} | {r['median_seconds']} | "
-                     f"{r['seconds_per_100k_people']} | {memory} | {r.get('median_task_seconds', '')} | {summary} | "
+                     f"{r['seconds_per_100k_people']} | {memory} | {r.get('median_task_seconds', '')} | "
+                     f"{r.get('median_idle_seconds', '')} | {summary} | "
                      f"{len(r['runs'])} |")  # fmt: skip
     if any(r.get("earlier_meter") for r in results):
         lines += ["", EARLIER_METER_FOOTNOTE]

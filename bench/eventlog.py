@@ -90,8 +90,18 @@ class LogSummary:
     tasks: int = 0
     failed_tasks: int = 0
     task_seconds: float = 0.0
+    # How many of the wall seconds had 0, 1, 2, ... tasks running: the seconds with none are the driver's alone
+    # (planning, Python, pandas, Delta's log), and those with fewer tasks than cores are a stage's last tasks.
+    # A task finishes when the driver has its result, so its core's next task may have started milliseconds
+    # before: counts above the cores are those instants.
+    seconds_by_tasks_running: dict[int, float] = field(default_factory=dict)
     executions: dict[int, ExecutionTotals] = field(default_factory=dict)
     stages: dict[int, StageTotals] = field(default_factory=dict)
+
+    @property
+    def idle_seconds(self) -> float:
+        """The wall seconds in which no task ran."""
+        return self.seconds_by_tasks_running.get(0, 0.0)
 
     def busiest(self, top: int) -> list[ExecutionTotals]:
         ranked = sorted(self.executions.values(), key=lambda e: (-e.task_seconds, e.execution_id))
@@ -164,10 +174,12 @@ def call_site(description: str) -> str:
 def summarise(events: Iterable[dict], launched_between: tuple[float, float] | None = None) -> LogSummary:
     """The log's tasks summed by stage and SQL execution; with `launched_between` (epoch seconds, the end left
     out) only the tasks launched in that window, e.g. one stage of a `phm refresh` process, and its length as
-    the wall time."""
+    the wall time. The seconds by tasks running count every task that ran in the wall time, wherever it was
+    launched."""
     window = None if launched_between is None else tuple(round(t * 1000) for t in launched_between)
     summary = LogSummary()
     started = ended = last_task = None
+    spans = []  # every task's (launch, finish), ms
     for event in events:
         kind = event["Event"]
         if kind == "SparkListenerApplicationStart":
@@ -191,6 +203,7 @@ def summarise(events: Iterable[dict], launched_between: tuple[float, float] | No
                 stage.name, stage.execution_id = info["Stage Name"], execution
         elif kind == "SparkListenerTaskEnd":
             info, metrics = event["Task Info"], event.get("Task Metrics") or {}
+            spans.append((info["Launch Time"], info["Finish Time"]))
             if window is not None and not window[0] <= info["Launch Time"] < window[1]:
                 continue
             stage = summary.stages.setdefault(event["Stage ID"], StageTotals(event["Stage ID"]))
@@ -222,14 +235,39 @@ def summarise(events: Iterable[dict], launched_between: tuple[float, float] | No
         execution.task_seconds += stage.task_seconds
     if window is not None:
         summary.wall_seconds = (window[1] - window[0]) / 1000
+        summary.seconds_by_tasks_running = tasks_running(spans, *window)
     elif started is not None:
         summary.wall_seconds = ((ended or last_task or started) - started) / 1000
+        summary.seconds_by_tasks_running = tasks_running(spans, started, ended or last_task or started)
     return summary
+
+
+def tasks_running(spans: list[tuple[int, int]], begin: int, end: int) -> dict[int, float]:
+    """Seconds of [begin, end) (ms) by how many of the tasks' (launch, finish) spans (ms) were running."""
+    inside = [(max(launch, begin), min(finish, end)) for launch, finish in spans if launch < end and finish > begin]
+    changes = sorted([(launch, 1) for launch, _ in inside] + [(finish, -1) for _, finish in inside])
+    seconds: dict[int, float] = {}
+    running, at = 0, begin
+    for when, change in [*changes, (end, 0)]:
+        if when > at:
+            seconds[running] = seconds.get(running, 0.0) + (when - at) / 1000
+            at = when
+        running += change
+    return dict(sorted(seconds.items()))
+
+
+def occupancy(summary: LogSummary) -> str:
+    """'no tasks 3.8 s, 1 task 6.2 s, 2 tasks 1.0 s': the wall time by tasks running."""
+    return ", ".join(
+        f"{'no' if n == 0 else n} task{'' if n == 1 else 's'} {s:.1f} s"
+        for n, s in summary.seconds_by_tasks_running.items()
+    )
 
 
 def report(summary: LogSummary, top: int) -> str:
     lines = [f"{summary.application}: {summary.task_seconds:.1f} task-s in {summary.tasks} tasks "
              f"({summary.failed_tasks} failed) over {summary.wall_seconds:.1f} s",
+             f"running: {occupancy(summary)}",
              f"{'task-s':>9}  {'share':>5}  {'tasks':>6}  execution"]  # fmt: skip
     for execution in summary.busiest(top):
         share = execution.task_seconds / summary.task_seconds if summary.task_seconds else 0

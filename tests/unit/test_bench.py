@@ -151,3 +151,15 @@ def test_rows_of_the_earlier_meter_keep_their_figures_flagged_as_upper_bounds(tm
     markdown = (tmp_path / "results.md").read_text()
     assert "| 10.86\\* |" in markdown and markdown.rstrip().endswith(bench.EARLIER_METER_FOOTNOTE)
     assert bench.totals([row])[0]["earlier_meter"] is True
+
+
+def test_a_stages_rows_carry_the_medians_of_its_task_seconds_and_seconds_with_no_task_running(tmp_path):
+    rows: list[dict] = []
+    for seconds, task_seconds, idle in ((50.0, 80.0, 9.0), (40.0, 70.0, 5.0), (45.0, 75.0, 7.0)):
+        run = {"seconds": seconds, "peak_memory_gb": 3.0, "task_seconds": task_seconds, "idle_seconds": idle}
+        bench._add(rows, "local[*]", "increment", "score", 1000, run)
+    (row,) = rows
+    assert (row["median_seconds"], row["median_task_seconds"], row["median_idle_seconds"]) == (45.0, 75.0, 7.0)
+    bench.write_results(tmp_path, rows)
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| local[*] | 1,000 | increment | score | 45.0 | 4500.0 | 3.0 | 75.0 | 7.0 |  | 3 |" in markdown

@@ -109,14 +109,29 @@ def test_the_tasks_of_a_stretch_of_the_run_are_those_launched_in_it():
     assert eventlog.summarise(EVENTS, launched_between=(6.0, 12.0)).task_seconds == 4.25
 
 
+def test_the_wall_time_is_split_by_how_many_tasks_were_running():
+    """The application from 1 s to 12 s: two tasks from 2 s (one failing at 3 s, the other running to 4.5 s), one
+    from 5 to 5.5 s, one from 6 to 10 s and the next from 10 to 10.25 s."""
+    whole = eventlog.summarise(EVENTS)
+    assert whole.seconds_by_tasks_running == {0: 3.75, 1: 6.25, 2: 1.0}
+    assert whole.idle_seconds == 3.75
+
+    # A stretch counts the tasks running in it, clipped to it, wherever they were launched.
+    assert eventlog.summarise(EVENTS, launched_between=(2.0, 6.0)).seconds_by_tasks_running == {0: 1.0, 1: 2.0, 2: 1.0}
+    assert eventlog.summarise(EVENTS, launched_between=(3.0, 4.0)).seconds_by_tasks_running == {1: 1.0}
+    assert eventlog.summarise(EVENTS, launched_between=(10.5, 12.0)).idle_seconds == 1.5
+    assert eventlog.tasks_running([], 0, 500) == {0: 0.5}
+
+
 def test_the_report_ranks_executions_and_one_executions_stages_are_listed():
     summary = eventlog.summarise(EVENTS)
 
     lines = eventlog.report(summary, top=2).splitlines()
     assert lines[0] == "local-1: 8.2 task-s in 5 tasks (1 failed) over 11.0 s"
-    assert lines[2].split()[:4] == ["4.0", "48.5%", "3", "#0"]
-    assert lines[3].split()[:4] == ["4.0", "48.5%", "1", "#1"]
-    assert len(lines) == 4
+    assert lines[1] == "running: no tasks 3.8 s, 1 task 6.2 s, 2 tasks 1.0 s"
+    assert lines[3].split()[:4] == ["4.0", "48.5%", "3", "#0"]
+    assert lines[4].split()[:4] == ["4.0", "48.5%", "1", "#1"]
+    assert len(lines) == 5
     stages = eventlog.execution_report(summary, 0).splitlines()
     assert [line.split()[0] for line in stages[2:]] == ["0", "1"]
     with pytest.raises(eventlog.EventLogError, match="no execution 7"):
@@ -209,4 +224,9 @@ def test_a_real_spark_applications_log_gives_its_writes_and_reads_tasks(tmp_path
     assert "numbers" in {table for e in summary.executions.values() for table in e.reads}
     assert summary.failed_tasks == 0 and summary.tasks >= 4
     assert found["task_seconds"] == round(summary.task_seconds, 1) > 0
+    assert found["idle_seconds"] == found["seconds_by_tasks_running"]["0"] > 0  # the JVM starting, at least
+    assert sum(found["seconds_by_tasks_running"].values()) == pytest.approx(summary.wall_seconds, abs=0.3)
+    # local[2]: more than two only where a task's finish (when the driver has its result) passes its core's next
+    # task's launch, by milliseconds.
+    assert sum(s for n, s in found["seconds_by_tasks_running"].items() if int(n) > 2) < 0.1
     assert len(found["busiest"]) == min(3, len(summary.busiest(3)))
