@@ -47,6 +47,10 @@ def test_directly_standardised_rate_and_dobson_interval_by_hand():
     assert high == pytest.approx(0.025 + scale * (18.390356 - 10), abs=1e-7)
     # no events: zero, with the exact upper limit of zero events over the people
     assert directly_standardised([0, 0], [100, 300], [1, 1]) == pytest.approx((0.0, 0.0, 3.688879 / 400, 0.0))
+    # rows of groups at once: each row's figures as for that group alone
+    rows = directly_standardised([[2, 8], [0, 0]], [[100, 200], [100, 300]], [3, 1])
+    alone = directly_standardised([2, 8], [100, 200], [3, 1]), directly_standardised([0, 0], [100, 300], [3, 1])
+    assert [figure.tolist() for figure in rows] == [list(pair) for pair in zip(*alone, strict=True)]
 
 
 # -- slope and relative index of inequality ------------------------------------------------------------------

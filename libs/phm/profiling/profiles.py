@@ -81,46 +81,60 @@ def band_counts(segments: DataFrame, person: DataFrame, conditions: Sequence[str
     return exploded.groupBy(*keys).agg(*aggregates).toPandas()
 
 
-def _row(key: tuple, measure: str, unit: str, **values) -> dict:
-    tier, area_code, breakdown, group = key
-    return {"tier": tier, "area_code": area_code, "breakdown": breakdown, "group": group, "measure": measure,
-            "unit": unit, **values}  # fmt: skip
+KEYS = ["tier", "area_code", "breakdown", "group"]
+PROFILE_COLUMNS = [
+    *KEYS, "measure", "unit", "numerator", "denominator", "value", "ci_low", "ci_high", "standardised_value",
+    "standardised_ci_low", "standardised_ci_high",
+]  # fmt: skip
 
 
-def _standardised(events: np.ndarray, people: np.ndarray, weights: np.ndarray, scale: float) -> dict:
+def _standardised(events: np.ndarray, people: np.ndarray, weights: np.ndarray, scale: float, where: np.ndarray) -> dict:
     dsr, low, high, _ = directly_standardised(events, people, weights)
-    return {"standardised_value": scale * dsr, "standardised_ci_low": scale * low, "standardised_ci_high": scale * high}
+    return {name: np.where(where, scale * value, np.nan) for name, value in
+            (("standardised_value", dsr), ("standardised_ci_low", low), ("standardised_ci_high", high))}  # fmt: skip
 
 
 def profile(counts: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
     """One row per tier x area x breakdown x group x measure (mart.population_profile before disclosure
-    control): numerator, denominator, crude value and interval, standardised value and interval."""
+    control): numerator, denominator, crude value and interval, standardised value and interval. Every group's
+    figures are computed at once, from a groups x age bands array per measure."""
     weights = np.asarray(ESP2013, dtype=float)
-    rows = []
     shown = counts[counts["breakdown"] != DECILE]
-    for key, cells in shown.groupby(["tier", "area_code", "breakdown", "group"], sort=True):
-        by_band = cells.groupby("esp_band").sum(numeric_only=True).reindex(range(ESP_BANDS), fill_value=0)
-        people = by_band["people"].to_numpy(dtype=float)
-        n = people.sum()
-        standardise = key[2] != "age_band"  # within one age band there is nothing to standardise
-        rows.append(_row(key, "people", "people", numerator=int(n)))
-        for name in conditions:
-            cases = by_band[f"cond:{name}"].to_numpy(dtype=float)
-            low, high = wilson_interval(cases.sum(), n)
-            rows.append(_row(key, f"prevalence:{name}", PERCENT, numerator=int(cases.sum()), denominator=int(n),
-                             value=100 * cases.sum() / n, ci_low=100 * float(low), ci_high=100 * float(high),
-                             **(_standardised(cases, people, weights, 100) if standardise else {})))  # fmt: skip
-        for measure in ACTIVITY:
-            events = by_band[measure].to_numpy(dtype=float)
-            low, high = rate_interval(events.sum(), n)
-            rows.append(_row(key, measure, PER_1000, numerator=int(events.sum()), denominator=int(n),
-                             value=1000 * events.sum() / n, ci_low=1000 * float(low), ci_high=1000 * float(high),
-                             **(_standardised(events, people, weights, 1000) if standardise else {})))  # fmt: skip
-        mean = by_band["cost"].sum() / n
-        sd = np.sqrt(max(by_band["cost_squared"].sum() / n - mean * mean, 0.0) * n / max(n - 1, 1))
-        half = Z95 * sd / np.sqrt(n)
-        rows.append(_row(key, "cost", POUNDS, denominator=int(n), value=mean, ci_low=mean - half, ci_high=mean + half))
-    return pd.DataFrame(rows)
+    measures = [c for c in shown.columns if c not in (*KEYS, "esp_band")]
+    cube = (
+        shown.groupby([*KEYS, "esp_band"], sort=True)[measures]
+        .sum()
+        .unstack("esp_band", fill_value=0)
+        .reindex(columns=pd.MultiIndex.from_product([measures, range(ESP_BANDS)]), fill_value=0)
+    )
+
+    def bands(measure: str) -> np.ndarray:  # groups x ESP bands
+        return cube[measure].to_numpy(dtype=float)
+
+    people = bands("people")
+    n = people.sum(axis=1)
+    # within one age band there is nothing to standardise
+    standardise = np.asarray(cube.index.get_level_values("breakdown") != "age_band")
+
+    def rate(measure: str, unit: str, scale: float, events: np.ndarray, interval) -> dict:
+        x = events.sum(axis=1)
+        low, high = interval(x, n)
+        return {"measure": measure, "unit": unit, "numerator": x.astype(int), "denominator": n.astype(int),
+                "value": scale * x / n, "ci_low": scale * low, "ci_high": scale * high,
+                **_standardised(events, people, weights, scale, standardise)}  # fmt: skip
+
+    parts = [{"measure": "people", "unit": "people", "numerator": n.astype(int)}]
+    parts += [rate(f"prevalence:{c}", PERCENT, 100, bands(f"cond:{c}"), wilson_interval) for c in conditions]
+    parts += [rate(measure, PER_1000, 1000, bands(measure), rate_interval) for measure in ACTIVITY]
+    mean = bands("cost").sum(axis=1) / n
+    sd = np.sqrt(np.maximum(bands("cost_squared").sum(axis=1) / n - mean * mean, 0.0) * n / np.maximum(n - 1, 1))
+    half = Z95 * sd / np.sqrt(n)
+    parts.append({"measure": "cost", "unit": POUNDS, "denominator": n.astype(int), "value": mean,
+                  "ci_low": mean - half, "ci_high": mean + half})  # fmt: skip
+    keys = cube.index.to_frame(index=False)
+    frames = [keys.assign(_group=range(len(keys)), _measure=order, **part) for order, part in enumerate(parts)]
+    rows = pd.concat(frames, ignore_index=True).sort_values(["_group", "_measure"], kind="stable")
+    return rows.reset_index(drop=True).reindex(columns=PROFILE_COLUMNS)
 
 
 def inequalities(counts: pd.DataFrame, conditions: Sequence[str], simulations: int, seed: int) -> pd.DataFrame:

@@ -60,24 +60,27 @@ def rate_interval(events, people, confidence: float = 0.95) -> tuple[np.ndarray,
         return low / n, high / n
 
 
-def directly_standardised(observed, people, weights, confidence: float = 0.95) -> tuple[float, float, float, float]:
-    """(DSR, low, high, standard error) per person (multiply for per 100 or per 1,000) of one group from its age bands'
-    observed events and people, standardised to `weights` (e.g. ESP2013 by esp_band). Bands without people
-    contribute no events and their weight is kept (the standard's total), as Fingertips does; a group with
-    no events has DSR 0 and an upper limit from the Poisson limit of zero."""
+def directly_standardised(observed, people, weights, confidence: float = 0.95):
+    """(DSR, low, high, standard error) per person (multiply for per 100 or per 1,000) of a group from its age bands'
+    observed events and people (the last axis), standardised to `weights` (e.g. ESP2013 by esp_band): floats for
+    one group's bands, arrays of one value per group for rows of groups. Bands without people contribute no
+    events and their weight is kept (the standard's total), as Fingertips does; a group with no events has DSR 0
+    and an upper limit from the Poisson limit of zero over its people."""
     o, n, w = (np.asarray(v, dtype=float) for v in (observed, people, weights))
     with np.errstate(invalid="ignore", divide="ignore"):
         band_rates = np.where(n > 0, o / n, 0.0)
         band_var = np.where(n > 0, o / (n * n), 0.0)
     total = w.sum()
-    dsr = float((w * band_rates).sum() / total)
-    variance = float((w * w * band_var).sum() / total**2)
-    observed_total = o.sum()
+    dsr = (w * band_rates).sum(axis=-1) / total
+    variance = (w * w * band_var).sum(axis=-1) / total**2
+    observed_total, people_total = o.sum(axis=-1), n.sum(axis=-1)
     low_o, high_o = poisson_limits(observed_total, confidence)
-    if observed_total == 0:
-        # The Dobson form has no variance to scale; use the exact limit over the standard's people.
-        people_total = n.sum()
-        return 0.0, 0.0, float(high_o / people_total) if people_total else float("nan"), 0.0
-    scale = np.sqrt(variance / observed_total)
-    low, high = dsr + scale * (low_o - observed_total), dsr + scale * (high_o - observed_total)
-    return dsr, float(low), float(high), float(np.sqrt(variance))
+    some = observed_total > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.sqrt(variance / observed_total)
+        # With no events the Dobson form has no variance to scale: the exact limit over the group's people.
+        zero_high = np.where(people_total > 0, high_o / people_total, np.nan)
+    low = np.where(some, dsr + scale * (low_o - observed_total), 0.0)
+    high = np.where(some, dsr + scale * (high_o - observed_total), zero_high)
+    figures = (np.where(some, dsr, 0.0), low, high, np.where(some, np.sqrt(variance), 0.0))
+    return tuple(float(f) for f in figures) if o.ndim == 1 else figures
