@@ -102,9 +102,9 @@ def champions_of(client: MlflowClient, registered: dict[str, str]) -> dict:
 
 def champion_predictions(champions: dict, registered: dict[str, str], frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """{name: the champion's pyfunc predictions on `frame`} for `champions` (champions_of's answer). The models
-    predict side by side, one thread each up to the cores: their learners run in native code that releases the
-    GIL, one thread per model (at 1m: four uplift models on the held-out trial, 9.1 s one after another, 5.8 s on
-    two cores)."""
+    predict side by side, a thread each up to the cores (their LightGBM learners run single-threaded in native
+    code, which releases the GIL): at 1m the four uplift models took 9.1 s on the held-out trial one after
+    another, 5.8 s on two cores."""
     import mlflow
 
     models = {name: mlflow.pyfunc.load_model(f"models:/{registered[name]}/{version.version}")
