@@ -237,8 +237,9 @@ def summarise(events: Iterable[dict], launched_between: tuple[float, float] | No
         summary.wall_seconds = (window[1] - window[0]) / 1000
         summary.seconds_by_tasks_running = tasks_running(spans, *window)
     elif started is not None:
-        summary.wall_seconds = ((ended or last_task or started) - started) / 1000
-        summary.seconds_by_tasks_running = tasks_running(spans, started, ended or last_task or started)
+        end = ended or last_task or started
+        summary.wall_seconds = (end - started) / 1000
+        summary.seconds_by_tasks_running = tasks_running(spans, started, end)
     return summary
 
 

@@ -82,10 +82,6 @@ def band_counts(segments: DataFrame, person: DataFrame, conditions: Sequence[str
 
 
 KEYS = ["tier", "area_code", "breakdown", "group"]
-PROFILE_COLUMNS = [
-    *KEYS, "measure", "unit", "numerator", "denominator", "value", "ci_low", "ci_high", "standardised_value",
-    "standardised_ci_low", "standardised_ci_high",
-]  # fmt: skip
 
 
 def _standardised(events: np.ndarray, people: np.ndarray, weights: np.ndarray, scale: float, where: np.ndarray) -> dict:
@@ -134,7 +130,7 @@ def profile(counts: pd.DataFrame, conditions: Sequence[str]) -> pd.DataFrame:
     keys = cube.index.to_frame(index=False)
     frames = [keys.assign(_group=range(len(keys)), _measure=order, **part) for order, part in enumerate(parts)]
     rows = pd.concat(frames, ignore_index=True).sort_values(["_group", "_measure"], kind="stable")
-    return rows.reset_index(drop=True).reindex(columns=PROFILE_COLUMNS)
+    return rows.drop(columns=["_group", "_measure"]).reset_index(drop=True)
 
 
 def inequalities(counts: pd.DataFrame, conditions: Sequence[str], simulations: int, seed: int) -> pd.DataFrame:
