@@ -63,7 +63,7 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"phm": "libs/phm", "phm_jobs": "jobs"},
     packages=[*find_packages("libs"), "phm_jobs"],
-    package_data={"phm": ["py.typed"], "phm.runtime": ["log4j2.properties"]},
+    package_data={"phm": ["py.typed"], "phm.runtime": ["log4j2.properties", "jars/*.jar"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["phm = phm.cli:main"]},

@@ -205,7 +205,7 @@ def test_cli_user_errors_print_one_line_and_exit_2(args, expected):
 
 def test_missing_jar_names_the_fetch_command(tmp_path):
     from phm.errors import MissingJarError
-    from phm.runtime.spark import local_jars, session_conf
+    from phm.runtime.spark import local_jars, session_conf, udf_jar
 
     config = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", f"paths.jars={tmp_path}"])
     with pytest.raises(MissingJarError) as caught:
@@ -214,9 +214,31 @@ def test_missing_jar_names_the_fetch_command(tmp_path):
     assert "`make jars`" in str(caught.value)
     packaged = load_config(str(TEST_CONFIG), [f"paths.root={REPO}", f"paths.jars={tmp_path}",
                                              "spark.jar_delivery=packages"])  # fmt: skip
-    conf = session_conf(packaged)  # needs no local jars: the cluster resolves the coordinates
+    conf = session_conf(packaged)  # needs no fetched jars: the cluster resolves the coordinates
     assert conf["spark.jars.packages"] == "io.delta:delta-spark_4.2_2.13:4.4.0,io.delta:delta-storage:4.4.0"
+    assert conf["spark.jars"].split(",")[-1] == udf_jar()  # ours travel with the package
     assert conf["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_missing_udf_jar_names_the_build_command(monkeypatch, tmp_path):
+    from phm.errors import MissingJarError
+    from phm.runtime import spark
+
+    monkeypatch.setattr(spark, "UDF_JAR", tmp_path / "phm-udf.jar")
+    with pytest.raises(MissingJarError, match=r"phm-udf\.jar; build it with `make jars` \(javac, from jvm/src\)"):
+        spark.local_jars(load_config(str(TEST_CONFIG), [f"paths.root={REPO}"]))
+
+
+def test_udf_jar_from_a_zipped_package_is_copied_out(tmp_path):
+    # The wheel on spark-submit's --py-files is what the driver imports: spark.jars needs the jar as a file.
+    from phm.runtime.spark import udf_jar
+
+    archive = shutil.make_archive(str(tmp_path / "phm"), "zip", REPO / "libs", "phm")
+    script = f"import sys; sys.path.insert(0, {archive!r}); import phm.runtime.spark as s; print(s.udf_jar())"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    copied = Path(result.stdout.strip())
+    assert copied.is_file() and copied != Path(udf_jar())
+    assert copied.read_bytes() == Path(udf_jar()).read_bytes()
 
 
 def test_the_driver_may_collect_what_the_config_allows(spark):

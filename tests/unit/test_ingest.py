@@ -128,6 +128,22 @@ def test_spark_hmac_equals_python_hmac(spark):
         assert got[0] == pseudonymise.reference_pseudonym(k, "nhs_number", "9990000018")
 
 
+def test_each_key_of_a_row_gets_its_own_hmac(spark):
+    # More keys in one row than the function keeps states for per thread (4), taken in turn row after row, and
+    # messages of one SHA-256 block and of several.
+    keys = [bytes([n]) * 32 for n in range(1, 6)]
+    pairs = [(f"_pad_in_{n}", f"_pad_out_{n}") for n in range(len(keys))]
+    values = ["9990000018", "ÉMILE", "12 " + "LONG ROAD " * 30, ""]
+    df = spark.createDataFrame([(v,) for v in values], "v string").repartition(1)
+    for k, pair in zip(keys, pairs, strict=True):
+        df = pseudonymise.with_key(spark, df, k, pair)
+    got = df.select("v", *[pseudonymise.pseudonym("address", F.col("v"), pair).alias(str(n))
+                           for n, pair in enumerate(pairs)]).collect()  # fmt: skip
+    assert {r.v: [r[str(n)] for n in range(len(keys))] for r in got} == {
+        v: [pseudonymise.reference_pseudonym(k, "address", v) for k in keys] for v in values
+    }
+
+
 def test_the_key_never_appears_in_the_plan(spark):
     key = bytes.fromhex("c3" * 32)
     df = pseudonymise.with_key(spark, spark.createDataFrame([("x",)], "v string"), key)

@@ -3,9 +3,11 @@
 The key comes from an environment variable (PHM_PSEUDONYM_KEY by default,
 64 hex characters) or a key file outside the repository (`phm keygen`
 creates a local development key); it is never logged, put in a table, an
-MLflow run or a Spark plan. HMAC is computed in Spark SQL from its
-definition, H((K ^ opad) || H((K ^ ipad) || m)), with the padded keys in a
-one-row broadcast frame, so the plan shows column names only. Each kind of
+MLflow run or a Spark plan. HMAC, H((K ^ opad) || H((K ^ ipad) || m)), is
+computed by our Spark function `phm_hmac_sha256` (org.phm.udf.HmacSha256Hex,
+jvm/src) from the padded keys in a one-row broadcast frame, so the plan shows
+column names only. For a short identifier it hashes two SHA-256 blocks, where
+the same definition in Spark SQL's sha2 hashed four (docs/ingest.md). Each kind of
 identifier is its own domain (`nhs_number:9990000018`), so equal text of
 different kinds gets different pseudonyms. `key_id`, an HMAC of a fixed
 label, tells which key made a pseudonym without revealing it.
@@ -27,6 +29,7 @@ from phm.errors import UserError
 BLOCK = 64  # SHA-256 block size in bytes
 KEY_ID_LABEL = b"phm-pseudonym-key-id"
 IPAD, OPAD = "_hmac_ipad", "_hmac_opad"
+HMAC_FUNCTION, HMAC_CLASS = "phm_hmac_sha256", "org.phm.udf.HmacSha256Hex"
 
 
 class MissingKeyError(UserError):
@@ -83,7 +86,9 @@ NEW_KEY_COLUMNS = ("_hmac_new_ipad", "_hmac_new_opad")
 
 
 def with_key(spark: SparkSession, df: DataFrame, key: bytes, columns: tuple[str, str] = KEY_COLUMNS) -> DataFrame:
-    """df with the padded key columns (dropped again by `without_key`)."""
+    """df with the padded key columns (dropped again by `without_key`), and the session's HMAC function
+    registered for `pseudonym`."""
+    spark.udf.registerJavaFunction(HMAC_FUNCTION, HMAC_CLASS, "string")
     inner, outer = pads(key)
     keys = spark.createDataFrame([(bytearray(inner), bytearray(outer))], f"{columns[0]} binary, {columns[1]} binary")
     return df.crossJoin(F.broadcast(keys))
@@ -95,8 +100,7 @@ def without_key(df: DataFrame, columns: tuple[str, str] = KEY_COLUMNS) -> DataFr
 
 def hmac_sha256(message: Column, columns: tuple[str, str] = KEY_COLUMNS) -> Column:
     """HMAC-SHA-256 (hex) of a string column under the key joined by `with_key`; null stays null."""
-    inner = F.unhex(F.sha2(F.concat(F.col(columns[0]), F.encode(message, "UTF-8")), 256))
-    return F.sha2(F.concat(F.col(columns[1]), inner), 256)
+    return F.call_function(HMAC_FUNCTION, F.col(columns[0]), F.col(columns[1]), message)
 
 
 def pseudonym(kind: str, value: Column, columns: tuple[str, str] = KEY_COLUMNS) -> Column:

@@ -7,11 +7,14 @@ time zone and the machine-sized defaults are the same everywhere. Under
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import resources
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -32,6 +35,26 @@ def splink_jar() -> str:
     return similarity_jar_location()
 
 
+UDF_JAR = resources.files("phm.runtime") / "jars" / "phm-udf.jar"
+
+
+def udf_jar() -> str:
+    """Our own Spark functions (jvm/src, compiled by `make jars` into the package). From a zipped package (the
+    wheel on spark-submit's --py-files, which the driver imports) the jar is copied out once, under a name
+    that changes with its contents, since spark.jars takes files."""
+    if not UDF_JAR.is_file():
+        raise MissingJarError(f"missing JVM jar: {UDF_JAR}; build it with `{FETCH_JARS_COMMAND}` (javac, from jvm/src)")
+    if isinstance(UDF_JAR, Path):
+        return str(UDF_JAR)
+    content = UDF_JAR.read_bytes()
+    copy = Path(tempfile.gettempdir()) / f"phm-udf-{hashlib.sha256(content).hexdigest()[:16]}.jar"
+    if not copy.is_file():
+        staged = copy.with_suffix(f".{os.getpid()}")
+        staged.write_bytes(content)
+        staged.replace(copy)  # atomic: a concurrent driver sees the whole jar or none
+    return str(copy)
+
+
 def local_jars(config: PhmConfig) -> list[str]:
     """Absolute paths of every jar for spark.jars; MissingJarError names the fetch command."""
     jar_dir = Path(config.resolve(config.paths.jars))
@@ -42,7 +65,7 @@ def local_jars(config: PhmConfig) -> list[str]:
             f"missing JVM jar(s): {', '.join(missing)}; fetch them with `{FETCH_JARS_COMMAND}` "
             f"(Maven, from jvm/pom.xml) or set paths.jars to the folder that holds them"
         )
-    return [str(j) for j in jars] + [splink_jar()]
+    return [str(j) for j in jars] + [splink_jar(), udf_jar()]
 
 
 def session_conf(config: PhmConfig) -> dict[str, str]:
@@ -79,7 +102,7 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
         conf["spark.sql.codegen.factoryMode"] = "NO_CODEGEN"  # expressions interpreted, not compiled
     if spark.jar_delivery == "packages":
         conf["spark.jars.packages"] = ",".join(config.jvm.delta_coordinates)
-        conf["spark.jars"] = splink_jar()
+        conf["spark.jars"] = ",".join([splink_jar(), udf_jar()])
     else:
         conf["spark.jars"] = ",".join(local_jars(config))
     conf.update(spark.conf)
