@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -235,9 +236,10 @@ def test_udf_jar_from_a_zipped_package_is_copied_out(tmp_path):
 
     archive = shutil.make_archive(str(tmp_path / "phm"), "zip", REPO / "libs", "phm")
     script = f"import sys; sys.path.insert(0, {archive!r}); import phm.runtime.spark as s; print(s.udf_jar())"
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where the copy goes (tempfile.gettempdir)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
     copied = Path(result.stdout.strip())
-    assert copied.is_file() and copied != Path(udf_jar())
+    assert copied.parent == tmp_path and copied.name.startswith("phm-udf-")
     assert copied.read_bytes() == Path(udf_jar()).read_bytes()
 
 
