@@ -55,6 +55,12 @@ def udf_jar() -> str:
     return str(copy)
 
 
+def packaged_jars() -> list[str]:
+    """The jars that come inside Python packages (Splink's similarity functions, ours): on spark.jars whichever
+    way Delta's jars are delivered."""
+    return [splink_jar(), udf_jar()]
+
+
 def local_jars(config: PhmConfig) -> list[str]:
     """Absolute paths of every jar for spark.jars; MissingJarError names the fetch command."""
     jar_dir = Path(config.resolve(config.paths.jars))
@@ -65,7 +71,7 @@ def local_jars(config: PhmConfig) -> list[str]:
             f"missing JVM jar(s): {', '.join(missing)}; fetch them with `{FETCH_JARS_COMMAND}` "
             f"(Maven, from jvm/pom.xml) or set paths.jars to the folder that holds them"
         )
-    return [str(j) for j in jars] + [splink_jar(), udf_jar()]
+    return [str(j) for j in jars] + packaged_jars()
 
 
 def session_conf(config: PhmConfig) -> dict[str, str]:
@@ -102,7 +108,7 @@ def session_conf(config: PhmConfig) -> dict[str, str]:
         conf["spark.sql.codegen.factoryMode"] = "NO_CODEGEN"  # expressions interpreted, not compiled
     if spark.jar_delivery == "packages":
         conf["spark.jars.packages"] = ",".join(config.jvm.delta_coordinates)
-        conf["spark.jars"] = ",".join([splink_jar(), udf_jar()])
+        conf["spark.jars"] = ",".join(packaged_jars())
     else:
         conf["spark.jars"] = ",".join(local_jars(config))
     conf.update(spark.conf)
