@@ -1,6 +1,6 @@
 """Actuarial cost models, segment transitions, projections, scenarios and a backtest: `phm run actuarial`.
 
-Reads gold.person and gold.events and writes:
+Reads gold.person, gold.events and gold.coded_events and writes:
 - gold.segment_history: each living person's Bridges to Health segment, cost and emergency activity at every
   date `actuarial.step_months` apart back from the reference date (as far as the history allows);
 - mart.actuarial_costs and mart.cost_concentration: cost per person by segment, age-sex band and segment x
@@ -34,7 +34,6 @@ from phm.actuarial.projection import ALL, fit, observed_figures, scenario_effect
 from phm.actuarial.scenarios import BASELINE, load_scenarios
 from phm.config import load_definitions
 from phm.errors import UserError
-from phm.person.conditions import condition_codes
 from phm.person.definitions import load_codelists
 from phm.person.events import history_span
 from phm.runtime.jobs import JobContext, JobSpec
@@ -44,6 +43,7 @@ from phm.tables import (
     ACTUARIAL_BACKTEST,
     ACTUARIAL_COSTS,
     ACTUARIAL_PROJECTION,
+    CODED_EVENTS,
     COST_CONCENTRATION,
     EVENTS,
     PERSON,
@@ -69,7 +69,7 @@ SPEC = JobSpec(
     ),
     depends_on=("segment",),
 )
-INPUTS = (PERSON.name, EVENTS.name)
+INPUTS = (PERSON.name, EVENTS.name, CODED_EVENTS.name)
 
 
 def _write(catalog, spec, frame: pd.DataFrame) -> None:
@@ -107,7 +107,7 @@ def run(ctx: JobContext) -> None:
     latest = _current_segments(ctx, dates[-1])
     catalog.overwrite(
         SEGMENT_HISTORY.name,
-        segment_history(person, events, condition_codes(events, codelists), codelists, segmentation, dates, latest),
+        segment_history(person, events, catalog.read(CODED_EVENTS.name), codelists, segmentation, dates, latest),
     )
     history = catalog.read(SEGMENT_HISTORY.name)
     moves = move_counts(transitions(history, events, dates))

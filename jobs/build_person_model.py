@@ -1,9 +1,10 @@
 """The linked person model: `phm run build_person_model`.
 
 Reads every activity source's silver table and silver.person_link, and
-writes gold.events (the timeline, with costs and flags), gold.conditions
-(registers current at the reference date) and gold.observations (BP, HbA1c,
-BMI, smoking), all keyed by person_id. The reference date is gold.person's
+writes gold.events (the timeline, with costs and flags), gold.coded_events
+(its coded events matched to the conditions' and eFI deficits' code lists),
+gold.conditions (registers current at the reference date) and
+gold.observations (BP, HbA1c, BMI, smoking), all keyed by person_id. The reference date is gold.person's
 (the last day of the latest loaded period). Definitions are config:
 person_model.codelists, person_model.unit_costs. Every silver row is
 accounted for: each becomes one event, except social care end records,
@@ -21,8 +22,10 @@ from pathlib import Path
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from phm.config import load_definitions
 from phm.errors import UserError
 from phm.ingest.contracts import load_contracts
+from phm.person.codes import coded_events
 from phm.person.conditions import condition_codes, conditions_at
 from phm.person.definitions import load_person_model_definitions
 from phm.person.events import BUILDERS, REBUILT_WHOLE, build_events
@@ -31,7 +34,9 @@ from phm.runtime.catalog import DELETE, INSERT
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.runtime.staging import stage
-from phm.tables import CONDITIONS, EVENTS, OBSERVATIONS, PERSON, PERSON_LINK
+from phm.segmentation.definitions import Segmentation
+from phm.segmentation.scores import coded_event_families
+from phm.tables import CODED_EVENTS, CONDITIONS, EVENTS, OBSERVATIONS, PERSON, PERSON_LINK
 
 log = logging.getLogger("phm.jobs.build_person_model")
 # Past this share of gold.events changed, it is rewritten whole: a merge writes each changed row as a rewrite would
@@ -43,8 +48,9 @@ BROADCAST_ROWS = 250_000
 
 SPEC = JobSpec(
     name="build_person_model",
-    description="silver + person_link -> gold.events (costed timeline), gold.conditions, gold.observations",
-    outputs=(EVENTS.name, CONDITIONS.name, OBSERVATIONS.name),
+    description="silver + person_link -> gold.events (costed timeline), gold.coded_events, gold.conditions, "
+    "gold.observations",
+    outputs=(EVENTS.name, CODED_EVENTS.name, CONDITIONS.name, OBSERVATIONS.name),
     depends_on=("link",),
 )
 
@@ -52,6 +58,7 @@ SPEC = JobSpec(
 def run(ctx: JobContext) -> None:
     config, catalog = ctx.config, ctx.catalog
     definitions = load_person_model_definitions(config)
+    segmentation = load_definitions(config.resolve(config.person_model.segmentation), Segmentation)
     for needed in (PERSON_LINK.name, PERSON.name):
         if not catalog.exists(needed):
             raise UserError(f"build_person_model: {needed} does not exist; run `phm run link` first")
@@ -91,7 +98,11 @@ def run(ctx: JobContext) -> None:
     written = catalog.read(EVENTS.name)
     events_total = _account(rows_in, written)
 
-    codes = condition_codes(written, definitions.conditions)
+    # Matched whole from the timeline as written, once, where features, segment and actuarial matched it again
+    # each (twice for features and the history), every refresh: docs/person_model.md.
+    families = coded_event_families(definitions.conditions, segmentation.electronic_frailty_index)
+    catalog.overwrite(CODED_EVENTS.name, coded_events(written, families))
+    codes = condition_codes(catalog.read(CODED_EVENTS.name))
     ages = person.select("person_id", "age")
     current = conditions_at(codes, ages, definitions.conditions, reference_date).withColumn(
         "reference_date", F.lit(reference_date).cast("date")
@@ -100,8 +111,9 @@ def run(ctx: JobContext) -> None:
     catalog.overwrite(OBSERVATIONS.name, observations(written, definitions.observations, reference_date))
     ctx.rows_in = sum(rows_in.values())
     log.info(
-        "build_person_model: %d events, %d current conditions, %d observations at %s",
+        "build_person_model: %d events (%d rows of gold.coded_events), %d current conditions, %d observations at %s",
         events_total,
+        catalog.rows_written[CODED_EVENTS.name],
         catalog.rows_written[CONDITIONS.name],
         catalog.rows_written[OBSERVATIONS.name],
         reference_date,

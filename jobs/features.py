@@ -31,7 +31,7 @@ from phm.person.events import history_span
 from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.segmentation.definitions import Segmentation
-from phm.tables import EVENTS, FEATURES, OBSERVATIONS, PERSON, RUN_ID_COLUMN
+from phm.tables import CODED_EVENTS, EVENTS, FEATURES, OBSERVATIONS, PERSON, RUN_ID_COLUMN
 
 log = logging.getLogger("phm.jobs.features")
 
@@ -41,7 +41,7 @@ SPEC = JobSpec(
     outputs=(FEATURES.name,),
     depends_on=("build_person_model",),
 )
-INPUTS = (PERSON.name, EVENTS.name, OBSERVATIONS.name)
+INPUTS = (PERSON.name, EVENTS.name, CODED_EVENTS.name, OBSERVATIONS.name)
 
 
 def run(ctx: JobContext) -> None:
@@ -123,7 +123,8 @@ def _earlier_rows_kept(ctx: JobContext, earlier: list[tuple[date, str]]) -> list
 
 def _build(catalog, person, events, plan: IndexPlan, definitions, segmentation, dates) -> DataFrame:
     """gold.features rows at `dates` (some of `plan`'s)."""
-    return build_features(person, events, catalog.read(OBSERVATIONS.name), definitions, segmentation, plan, dates)
+    coded, observations = catalog.read(CODED_EVENTS.name), catalog.read(OBSERVATIONS.name)
+    return build_features(person, events, coded, observations, definitions, segmentation, plan, dates)
 
 
 if __name__ == "__main__":

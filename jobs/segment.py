@@ -1,6 +1,6 @@
 """Population segmentation at the reference date: `phm run segment`.
 
-Reads gold.person, gold.conditions and gold.events and writes gold.segments:
+Reads gold.person, gold.conditions, gold.events and gold.coded_events and writes gold.segments:
 one row per living person with the Bridges to Health segment, long-term
 conditions, Cambridge Multimorbidity Score, electronic frailty index,
 high-intensity use and annual cost (definitions: person_model.segmentation,
@@ -21,7 +21,7 @@ from phm.runtime.jobs import JobContext, JobSpec
 from phm.runtime.script import main_for
 from phm.segmentation.definitions import Segmentation, check_against_codelists
 from phm.segmentation.segments import build_segments
-from phm.tables import CONDITIONS, EVENTS, PERSON, SEGMENTS
+from phm.tables import CODED_EVENTS, CONDITIONS, EVENTS, PERSON, SEGMENTS
 
 log = logging.getLogger("phm.jobs.segment")
 
@@ -31,7 +31,7 @@ SPEC = JobSpec(
     outputs=(SEGMENTS.name,),
     depends_on=("build_person_model",),
 )
-INPUTS = (PERSON.name, CONDITIONS.name, EVENTS.name)
+INPUTS = (PERSON.name, CONDITIONS.name, EVENTS.name, CODED_EVENTS.name)
 
 
 def run(ctx: JobContext) -> None:
@@ -52,7 +52,8 @@ def run(ctx: JobContext) -> None:
     reference_date = str(
         conditions.agg(F.max("reference_date")).first()[0] or person.agg(F.max("reference_date")).first()[0]
     )
-    segments = build_segments(person, conditions, catalog.read(EVENTS.name), codelists, segmentation, reference_date)
+    events, coded = catalog.read(EVENTS.name), catalog.read(CODED_EVENTS.name)
+    segments = build_segments(person, conditions, events, coded, codelists, segmentation, reference_date)
     catalog.overwrite(SEGMENTS.name, segments)
     sizes = (
         catalog.read(SEGMENTS.name)

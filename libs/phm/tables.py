@@ -459,6 +459,29 @@ EVENTS = TableSpec(
     ),
 )
 
+CODED_EVENTS = TableSpec(
+    name="gold.coded_events",
+    grain="one row per gold.events row x condition or eFI deficit code list it belongs to (and what the code means)",
+    description=(
+        "The timeline's coded events matched once to the code lists the later stages read: the conditions' "
+        "(configs/codelists/conditions/: diagnosis or resolved codes) and the electronic frailty index's deficits "
+        "(person_model.segmentation), family saying which. Features, segments and the actuarial history date "
+        "these few rows instead of matching the whole timeline again (docs/person_model.md)."
+    ),
+    keys=("source", "record_id", "family", "codelist", "entry"),
+    schema=T.StructType(
+        [
+            T.StructField("person_id", T.StringType(), False),
+            T.StructField("source", T.StringType(), False),
+            T.StructField("record_id", T.StringType(), False),
+            T.StructField("event_date", T.DateType(), False),
+            T.StructField("family", T.StringType(), False),
+            T.StructField("codelist", T.StringType(), False),
+            T.StructField("entry", T.StringType(), False),
+        ]
+    ),
+)
+
 CONDITIONS = TableSpec(
     name="gold.conditions",
     grain="one row per person x condition current at the reference date",
@@ -1327,6 +1350,7 @@ for _spec in (
     LINKAGE_QUALITY,
     LINKAGE_EVALUATION,
     EVENTS,
+    CODED_EVENTS,
     CONDITIONS,
     OBSERVATIONS,
     SEGMENTS,

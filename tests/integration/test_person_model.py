@@ -14,6 +14,7 @@ from phm import cli
 from phm.ingest.contracts import load_contracts
 from phm.person.events import BUILDERS
 from phm.tables import (
+    CODED_EVENTS,
     CONDITION_ASCERTAINMENT,
     CONDITIONS,
     EVENTS,
@@ -147,8 +148,8 @@ def test_a_refresh_changes_the_timeline_in_place_as_building_it_whole_would(refr
     assert moved_records.count() >= 1
     assert events.join(moved_records.select("source", "record_id"), ["source", "record_id"]).where(
         F.col("person_id") != other).count() == 0  # fmt: skip
-    in_place = {name: catalog.read(name).drop(RUN_ID_COLUMN) for name in (EVENTS.name, CONDITIONS.name,
-                                                                          OBSERVATIONS.name)}  # fmt: skip
+    tables = (EVENTS.name, CODED_EVENTS.name, CONDITIONS.name, OBSERVATIONS.name)
+    in_place = {name: catalog.read(name).drop(RUN_ID_COLUMN) for name in tables}
     in_place = {name: frame.collect() for name, frame in in_place.items()}
 
     # The same tables built whole (another definition, though not one this job reads: nothing is reused; a run

@@ -25,10 +25,12 @@ from phm.features.index_dates import SCORE, VALIDATION, plan_index_dates
 from phm.impactability.uplift import load_uplift_specs
 from phm.models.registry import CANDIDATE, CHAMPION, VALIDATION_DATE_TAG
 from phm.models.specs import load_model_specs
+from phm.person.codes import coded_events
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
 from phm.runtime.standalone import free_port
 from phm.segmentation.definitions import Segmentation
+from phm.segmentation.scores import coded_event_families
 from phm.tables import (
     EVENTS,
     FEATURES,
@@ -94,9 +96,12 @@ def _plan(config, person, events):
 
 
 def _built(config, person, events, observations, plan):
-    """Every gold.features row of `plan`, built whole from these tables."""
+    """Every gold.features row of `plan`, built whole from these tables (the events matched to the code lists
+    here, as build_person_model does)."""
     segmentation = load_definitions(config.resolve(config.person_model.segmentation), Segmentation)
-    return build_features(person, events, observations, load_person_model_definitions(config), segmentation, plan)
+    definitions = load_person_model_definitions(config)
+    coded = coded_events(events, coded_event_families(definitions.conditions, segmentation.electronic_frailty_index))
+    return build_features(person, events, coded, observations, definitions, segmentation, plan)
 
 
 def _same_rows(one, other) -> bool:

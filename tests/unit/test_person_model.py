@@ -13,14 +13,19 @@ from pyspark.sql import functions as F
 from phm.actuarial.history import segment_history
 from phm.config import load_definitions
 from phm.errors import ConfigError
-from phm.person.codes import match_codes
+from phm.person.codes import CONDITION, FRAILTY_DEFICIT, coded_events, match_codes
 from phm.person.conditions import condition_codes, conditions_at
 from phm.person.definitions import CodeList, load_codelists, load_person_model_definitions
 from phm.person.evaluation import ascertainment
 from phm.person.events import build_events
 from phm.person.observations import observations
 from phm.segmentation.definitions import Segmentation, check_against_codelists
-from phm.segmentation.scores import cambridge_multimorbidity_score, efi_deficits, electronic_frailty_index
+from phm.segmentation.scores import (
+    cambridge_multimorbidity_score,
+    coded_event_families,
+    efi_deficits,
+    electronic_frailty_index,
+)
 from phm.segmentation.segments import activity_in_year, build_segments, segments_by_date
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,12 +93,22 @@ def events(spark, rows):
     return spark.createDataFrame(rows, EVENT)
 
 
+def coded(frame, definitions, segmentation=None):
+    """gold.coded_events' rows of `frame`: matched to the conditions' lists, and the eFI deficits' with
+    `segmentation`."""
+    families = (
+        {CONDITION: list(definitions.conditions.values())} if segmentation is None
+        else coded_event_families(definitions.conditions, segmentation.electronic_frailty_index)
+    )  # fmt: skip
+    return coded_events(frame, families)
+
+
 def ages(spark, **by_person):
     return spark.createDataFrame(list(by_person.items()), "person_id string, age int")
 
 
 def current(spark, definitions, rows, as_of=AS_OF, **person_ages):
-    codes = condition_codes(events(spark, rows), definitions.conditions)
+    codes = condition_codes(coded(events(spark, rows), definitions))
     found = conditions_at(codes, ages(spark, **person_ages), definitions.conditions, as_of)
     return {(r.person_id, r.condition) for r in found.collect()}
 
@@ -143,6 +158,37 @@ def test_an_event_matches_a_list_once_however_many_of_its_prefixes_the_list_hold
     ]
 
 
+def test_coded_events_match_each_family_of_lists_apart_in_one_pass(spark, definitions, segmentation):
+    """gold.coded_events: an event in a condition's list and a deficit's is a row of each family, and a list's
+    exclusions hold within its family only (a condition and a deficit of one name do not mix)."""
+    shared = dict(description="x", version="1", source="a test")
+    families = {
+        CONDITION: [CodeList(name="x", icd10=["C"], icd10_exclude=["C44"], resolved_snomed=["123456"], **shared)],
+        FRAILTY_DEFICIT: [CodeList(name="x", icd10=["C44"], **shared)],
+    }
+    rows = [
+        event("p", "2025-01-01", "C443", source="inpatient"),  # the deficit's; the condition excludes it
+        event("p", "2025-02-01", "C509", source="inpatient"),  # the condition's only
+        event("q", "2025-03-01", "123456"),  # the condition's resolution
+        event("q", "2025-04-01", "E119"),  # neither's
+        event("q", "2025-05-01"),  # no code
+    ]
+    got = coded_events(events(spark, rows), families)
+    assert sorted(got.columns) == sorted(
+        ["person_id", "source", "record_id", "event_date", "family", "codelist", "entry"]
+    )
+    assert sorted((r.person_id, str(r.event_date), r.family, r.codelist, r.entry) for r in got.collect()) == [
+        ("p", "2025-01-01", FRAILTY_DEFICIT, "x", "include"),
+        ("p", "2025-02-01", CONDITION, "x", "include"),
+        ("q", "2025-03-01", CONDITION, "x", "resolved"),
+    ]
+    # the configured lists: a fall (W19X) is an eFI deficit's and no condition's; diabetes (E119) the reverse
+    configured = coded(events(spark, [*rows[3:4], event("p", "2025-01-01", "W19X")]), definitions, segmentation)
+    assert sorted((r.family, r.codelist) for r in configured.collect()) == [
+        (CONDITION, "diabetes"), (FRAILTY_DEFICIT, "falls")
+    ]  # fmt: skip
+
+
 def test_a_code_list_must_be_named_after_its_file_and_hold_codes(tmp_path):
     (tmp_path / "wrong.yaml").write_text("name: right\ndescription: d\nversion: '1'\nsource: src\nsnomed: ['123456']\n")
     with pytest.raises(ConfigError, match=r"wrong.yaml: declares 'right'; name the file right.yaml"):
@@ -171,7 +217,7 @@ def test_condition_first_recorded_and_first_source(spark, definitions):
         event("p", "2024-07-01", "E119", source="inpatient"),
         event("p", "2025-09-01", "44054006"),
     ]
-    codes = condition_codes(events(spark, rows), definitions.conditions)
+    codes = condition_codes(coded(events(spark, rows), definitions))
     row = conditions_at(codes, ages(spark, p=60), definitions.conditions, AS_OF).collect()[0]
     assert (row.condition, row.first_recorded, row.first_source, row.last_recorded, row.records, row.sources) == (
         "diabetes",
@@ -189,7 +235,7 @@ def test_a_resolution_counts_in_no_diagnosis_figure_and_alone_makes_no_register(
         event("p", "2024-01-01", "I10X", source="inpatient"),
         event("q", "2024-01-01", "162659009"),  # a resolution only
     ]
-    codes = condition_codes(events(spark, rows), definitions.conditions)
+    codes = condition_codes(coded(events(spark, rows), definitions))
     found = conditions_at(codes, ages(spark, p=60, q=60), definitions.conditions, AS_OF).collect()
     assert [(r.person_id, r.condition, r.first_recorded, r.first_source, r.last_recorded, r.records, r.sources)
             for r in found] == [
@@ -357,7 +403,7 @@ def test_cambridge_multimorbidity_score(spark, segmentation):
     assert {r.person_id: r.cms_score for r in scores.collect()} == {"a": 0.58, "b": 1.53, "c": 2.5}
 
 
-def test_efi_deficits_score_categories_and_age(spark, segmentation):
+def test_efi_deficits_score_categories_and_age(spark, definitions, segmentation):
     efi = segmentation.electronic_frailty_index
     assert len(efi.deficits) == 36
     # one code for each of 13 different deficits (dizziness, dyspnoea, falls, foot problems, fragility fracture,
@@ -377,13 +423,13 @@ def test_efi_deficits_score_categories_and_age(spark, segmentation):
         "I739",
         "L890",
     ]
-    coded = {"fit": 3, "mild_low": 4, "mild_high": 8, "moderate_low": 9, "moderate_high": 12, "severe": 13, "young": 13}
-    rows = [event(p, "2024-01-01", code, source="inpatient") for p, n in coded.items() for code in codes[:n]]
+    per = {"fit": 3, "mild_low": 4, "mild_high": 8, "moderate_low": 9, "moderate_high": 12, "severe": 13, "young": 13}
+    rows = [event(p, "2024-01-01", code, source="inpatient") for p, n in per.items() for code in codes[:n]]
     rows += [event("mild_high", "2025-01-01", "R42X")]  # the same deficit again
     rows += [event("fit", "2026-05-01", "R32X", source="inpatient")]  # after the reference date
     running = spark.createDataFrame([("mild_low", "home_care")], "person_id string, service string")
     conditions = conditions_frame(spark, [("fit", "atrial_fibrillation", "2020-01-01")])
-    deficits = efi_deficits(events(spark, rows), conditions, running, efi, AS_OF)
+    deficits = efi_deficits(coded(events(spark, rows), definitions, segmentation), conditions, running, efi, AS_OF)
     people = {
         "fit": 65,
         "mild_low": 70,
@@ -446,7 +492,7 @@ def test_segments_at_many_dates_in_one_query_equal_one_query_per_date(spark, def
         event("c", "2026-01-15", "38341003"),  # hypertension known only at the later date
     ]  # fmt: skip
     frame = events(spark, rows)
-    codes = condition_codes(frame, definitions.conditions)
+    matched = coded(frame, definitions, segmentation)
     person = spark.createDataFrame(
         [
             (p, age, None, "F", None, 3, "P1", "N1", "L1", False, LATER)
@@ -460,7 +506,7 @@ def test_segments_at_many_dates_in_one_query_equal_one_query_per_date(spark, def
     )  # fmt: skip
 
     def segments(dates):
-        built = segments_by_date(person, frame, codes, definitions.conditions, segmentation, dates)
+        built = segments_by_date(person, frame, matched, definitions.conditions, segmentation, dates)
         return {(r.person_id, r.reference_date): tuple(r) for r in built.select(*keep).collect()}
 
     together = segments([EARLIER, LATER])
@@ -486,21 +532,23 @@ def test_the_history_taken_from_gold_segments_at_its_last_date_equals_the_histor
         event("c", "2025-08-01", activity="gp_consultation", cost=42.0),  # seen after the earlier date only
     ]
     frame = events(spark, rows)
-    codes = condition_codes(frame, definitions.conditions)
+    matched = coded(frame, definitions, segmentation)
     bands = {"a": (70, "70-74"), "b": (82, "80-84"), "c": (66, "65-69"), "unseen": (50, "50-54")}
     person = spark.createDataFrame(
         [(p, age, band, "F", None, 3, "P1", "N1", "L1", False, LATER) for p, (age, band) in bands.items()],
         f"{PERSON}, reference_date date",
     )
-    conditions = conditions_at(codes, person.select("person_id", "age"), definitions.conditions, str(LATER))
+    conditions = conditions_at(
+        condition_codes(matched), person.select("person_id", "age"), definitions.conditions, str(LATER)
+    )
     gold_segments = build_segments(
-        person, conditions.withColumn("reference_date", F.lit(LATER)), frame, definitions.conditions, segmentation,
-        str(LATER),
+        person, conditions.withColumn("reference_date", F.lit(LATER)), frame, matched, definitions.conditions,
+        segmentation, str(LATER),
     )  # fmt: skip
     assert "unseen" in {r.person_id for r in gold_segments.collect()}
 
     def history(latest=None):
-        built = segment_history(person, frame, codes, definitions.conditions, segmentation, [EARLIER, LATER], latest)
+        built = segment_history(person, frame, matched, definitions.conditions, segmentation, [EARLIER, LATER], latest)
         return sorted(tuple(r) for r in built.collect())
 
     whole = history()
@@ -574,7 +622,10 @@ def test_every_segment_and_its_priority(spark, definitions, segmentation):
             cost=0.0,
         ),
     ]
-    built = build_segments(person, conditions, events(spark, rows), definitions.conditions, segmentation, AS_OF)
+    frame = events(spark, rows)
+    built = build_segments(
+        person, conditions, frame, coded(frame, definitions, segmentation), definitions.conditions, segmentation, AS_OF
+    )
     got = {r.person_id: r.segment for r in built.collect()}
     assert got == {
         "eol_palliative": "end_of_life",

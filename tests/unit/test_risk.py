@@ -22,9 +22,11 @@ from phm.models.registry import VALIDATION_DATE_TAG, decide, retraining_due
 from phm.models.scoring import with_tiers
 from phm.models.specs import Gate, ModelSpec, load_model_specs
 from phm.models.training import fit_on_spark, spark_importance, spark_probability
+from phm.person.codes import coded_events
 from phm.person.definitions import load_person_model_definitions
 from phm.runtime.catalog import Catalog
 from phm.segmentation.definitions import Segmentation
+from phm.segmentation.scores import coded_event_families
 from phm.tables import FEATURES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -134,7 +136,8 @@ def hand_built_features(spark, config):
         "person_id string, observation string, event_date date, value double, category string, plausible boolean, "
         "record_id string",
     )  # fmt: skip
-    built = build_features(person, events, observations, definitions, segmentation, PLAN)
+    coded = coded_events(events, coded_event_families(definitions.conditions, segmentation.electronic_frailty_index))
+    built = build_features(person, events, coded, observations, definitions, segmentation, PLAN)
     return {(r.person_id, r.split): r for r in built.collect()}, built
 
 

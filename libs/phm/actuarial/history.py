@@ -76,20 +76,21 @@ def step_dates(spark, dates: list[date]) -> DataFrame:
 def segment_history(
     person: DataFrame,
     events: DataFrame,
-    codes: DataFrame,
+    coded: DataFrame,
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
     dates: list[date],
     latest: DataFrame | None = None,
 ) -> DataFrame:
     """gold.segment_history: one row per living person x date, segment and the 12 months' activity and cost
-    (every date in one query). `latest`: gold.segments at the last date, when it is current (the segment stage
-    built it from these rows and definitions), taken rather than built again: the same rows but for the persons
-    not yet seen in any source, whom the history leaves out at every date (people_on)."""
+    (every date in one query), from gold.person, gold.events and gold.coded_events (`coded`). `latest`:
+    gold.segments at the last date, when it is current (the segment stage built it from these rows and
+    definitions), taken rather than built again: the same rows but for the persons not yet seen in any source,
+    whom the history leaves out at every date (people_on)."""
     frame = as_of_dates(person.sparkSession, dates)
     costs = emergency_cost_in_year(events, frame).withColumnRenamed(AS_OF, "reference_date")
     if latest is None:
-        segments = segments_by_date(person, events, codes, codelists, segmentation, dates)
+        segments = segments_by_date(person, events, coded, codelists, segmentation, dates)
     else:
         seen = people_on(person, events, as_of_dates(person.sparkSession, dates[-1:])).select("person_id")
         segments = (
@@ -98,7 +99,7 @@ def segment_history(
             .select(*[c for c in HISTORY_COLUMNS if c != "emergency_cost_12m"])
         )
         if len(dates) > 1:
-            earlier = segments_by_date(person, events, codes, codelists, segmentation, dates[:-1])
+            earlier = segments_by_date(person, events, coded, codelists, segmentation, dates[:-1])
             segments = earlier.select(*segments.columns).unionByName(segments)
     return (
         segments.join(costs, ["person_id", "reference_date"], "left")

@@ -149,7 +149,7 @@ def trends(plan: IndexPlan) -> list[Column]:
 
 
 def conditions_and_scores(
-    codes: DataFrame,
+    coded: DataFrame,
     events: DataFrame,
     ages: DataFrame,
     codelists: dict[str, CodeList],
@@ -157,24 +157,25 @@ def conditions_and_scores(
     index_dates: list[tuple[date, str]],
 ) -> DataFrame:
     """Per index date: condition flags, long-term conditions, CMS, eFI and social care the day before it (every
-    index date in one query: phm.person.conditions.conditions_by_date)."""
+    index date in one query: phm.person.conditions.conditions_by_date), from gold.coded_events' rows (`coded`)
+    and gold.events' social care."""
     long_term = [name for name, c in codelists.items() if c.long_term_condition]
     efi = segmentation.electronic_frailty_index
     dates = literal_frame(
-        codes.sparkSession,
+        coded.sparkSession,
         [(index_date, index_date - timedelta(days=1)) for index_date, _ in index_dates],
         f"index_date date, {AS_OF} date",
     )
     keys = ["person_id", AS_OF]
     ages_then = ages.select("person_id", "index_date", "age").join(F.broadcast(dates), "index_date")
-    current = conditions_by_date(codes, ages_then, codelists, dates)
+    current = conditions_by_date(condition_codes(coded), ages_then, codelists, dates)
     flags = current.groupBy(*keys).agg(
         *[F.max(F.when(F.col("condition") == name, 1.0)).alias(f"condition_{name}") for name in sorted(codelists)],
         F.count(F.when(F.col("condition").isin(long_term), 1)).cast("double").alias("long_term_conditions"),
     )
     running = social_care_running_by_date(events, dates)
     frailty = electronic_frailty_index(
-        efi_deficits_by_date(events, current, running, efi, dates), ages_then.select(*keys, "age"), efi
+        efi_deficits_by_date(coded, current, running, efi, dates), ages_then.select(*keys, "age"), efi
     )
     return (
         ages_then.select(*keys, "index_date")
@@ -210,20 +211,21 @@ def latest_observations(observations: DataFrame, index: DataFrame, definitions: 
 def build_features(
     person: DataFrame,
     events: DataFrame,
+    coded: DataFrame,
     observations: DataFrame,
     definitions: PersonModelDefinitions,
     segmentation: Segmentation,
     plan: IndexPlan,
     dates: list[tuple[date, str]] | None = None,
 ) -> DataFrame:
-    """gold.features rows at `dates` (default: every date of `plan`) from gold.person, gold.events and
-    gold.observations."""
+    """gold.features rows at `dates` (default: every date of `plan`) from gold.person, gold.events,
+    gold.coded_events (`coded`) and gold.observations."""
     dates = plan.dates if dates is None else dates
     codelists = definitions.conditions
     index = index_frame(person.sparkSession, dates)
     people = population(person, events, index)
     counts = activity(events, index, plan)
-    clinical = conditions_and_scores(condition_codes(events, codelists), events, people, codelists, segmentation, dates)
+    clinical = conditions_and_scores(coded, events, people, codelists, segmentation, dates)
     latest = latest_observations(observations, index, definitions.observations)
     keys = ["person_id", "index_date"]
     joined = people.join(counts, keys, "left").join(clinical, keys, "left").join(latest, keys, "left")

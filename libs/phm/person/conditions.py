@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.frames import literal_frame
-from phm.person.codes import INCLUDE, RESOLVED, match_codes
+from phm.person.codes import CONDITION, INCLUDE, RESOLVED
 from phm.person.definitions import CodeList
 
 EVENT_KEY = ("source", "record_id")
@@ -36,11 +36,11 @@ def as_of_dates(spark, dates: list[date | str]) -> DataFrame:
     return literal_frame(spark, [(d,) for d in days], f"{AS_OF} date")
 
 
-def condition_codes(events: DataFrame, codelists: dict[str, CodeList]) -> DataFrame:
-    """Every coded event that belongs to a condition: person_id, source, record_id, event_date, condition, entry."""
-    coded = events.where(F.col("code").isNotNull()).select(*EVENT_KEY, "person_id", "event_date", "code_system", "code")
-    return match_codes(coded, codelists.values(), keep=(*EVENT_KEY, "person_id", "event_date")).withColumnRenamed(
-        "codelist", "condition"
+def condition_codes(coded: DataFrame) -> DataFrame:
+    """Every coded event that belongs to a condition: person_id, source, record_id, event_date, condition, entry,
+    from gold.coded_events' rows (phm.person.codes.coded_events)."""
+    return coded.where(F.col("family") == CONDITION).select(
+        "person_id", *EVENT_KEY, "event_date", F.col("codelist").alias("condition"), "entry"
     )
 
 

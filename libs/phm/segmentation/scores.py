@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from phm.frames import literal_frame
-from phm.person.codes import INCLUDE, match_codes
+from phm.person.codes import CONDITION, FRAILTY_DEFICIT, INCLUDE
 from phm.person.conditions import AS_OF, as_of_dates
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import EFI_CATEGORIES, CambridgeMultimorbidityScore, ElectronicFrailtyIndex
@@ -50,42 +50,50 @@ def cms_by_date(conditions: DataFrame, cms: CambridgeMultimorbidityScore) -> Dat
     )
 
 
+def efi_code_lists(efi: ElectronicFrailtyIndex) -> list[CodeList]:
+    """The eFI deficits recognised by their codes, each as a code list named after it."""
+    return [
+        CodeList(name=name, description=name, version="efi", source=efi.source, snomed=d.snomed, icd10=d.icd10)
+        for name, d in efi.deficits.items()
+        if d.snomed or d.icd10
+    ]
+
+
+def coded_event_families(conditions: dict[str, CodeList], efi: ElectronicFrailtyIndex) -> dict[str, list[CodeList]]:
+    """The code lists gold.coded_events matches the timeline to (phm.person.codes.coded_events): the conditions'
+    and the eFI deficits'."""
+    return {CONDITION: list(conditions.values()), FRAILTY_DEFICIT: efi_code_lists(efi)}
+
+
 def efi_deficits(
-    events: DataFrame, conditions: DataFrame, social_care_running: DataFrame, efi: ElectronicFrailtyIndex, as_of: str
+    coded: DataFrame, conditions: DataFrame, social_care_running: DataFrame, efi: ElectronicFrailtyIndex, as_of: str
 ) -> DataFrame:
     """person_id, deficit: each eFI deficit present at `as_of` (from current conditions, codes ever recorded
-    before it, or social care services running on it)."""
-    dates = as_of_dates(events.sparkSession, [as_of])
+    before it, or social care services running on it). `coded`: gold.coded_events' rows."""
+    dates = as_of_dates(coded.sparkSession, [as_of])
     dated = [frame.withColumn(AS_OF, F.lit(as_of).cast("date")) for frame in (conditions, social_care_running)]
-    return efi_deficits_by_date(events, *dated, efi, dates).drop(AS_OF)
+    return efi_deficits_by_date(coded, *dated, efi, dates).drop(AS_OF)
 
 
 def efi_deficits_by_date(
-    events: DataFrame,
+    coded: DataFrame,
     conditions: DataFrame,
     social_care_running: DataFrame,
     efi: ElectronicFrailtyIndex,
     dates: DataFrame,
 ) -> DataFrame:
     """person_id, as_of, deficit: efi_deficits at each date of `dates` (an as_of column), from
-    conditions_by_date's and social_care_running_by_date's rows for those dates (events are matched to the
-    deficits' codes once, then dated)."""
-    spark = events.sparkSession
+    conditions_by_date's and social_care_running_by_date's rows for those dates and gold.coded_events' rows
+    (the events already matched to the deficits' codes, here only dated)."""
+    spark = coded.sparkSession
     by_condition = literal_frame(
         spark,
         [(c, name) for name, d in efi.deficits.items() for c in d.conditions],
         "condition string, deficit string",
     )
     from_conditions = conditions.join(F.broadcast(by_condition), "condition").select("person_id", AS_OF, "deficit")
-    code_lists = [
-        CodeList(name=name, description=name, version="efi", source=efi.source, snomed=d.snomed, icd10=d.icd10)
-        for name, d in efi.deficits.items()
-        if d.snomed or d.icd10
-    ]
-    coded = events.where(F.col("code").isNotNull())
     from_codes = (
-        match_codes(coded, code_lists, keep=("source", "record_id", "person_id", "event_date"))
-        .where(F.col("entry") == INCLUDE)
+        coded.where((F.col("family") == FRAILTY_DEFICIT) & (F.col("entry") == INCLUDE))
         .crossJoin(F.broadcast(dates.select(AS_OF)))
         .where(F.col("event_date") <= F.col(AS_OF))
         .select("person_id", AS_OF, F.col("codelist").alias("deficit"))

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 
 from phm.frames import literal_frame
 from phm.ingest.outputs import age_band
-from phm.person.conditions import AS_OF, as_of_dates, conditions_by_date
+from phm.person.conditions import AS_OF, as_of_dates, condition_codes, conditions_by_date
 from phm.person.definitions import CodeList
 from phm.segmentation.definitions import Criteria, Segmentation
 from phm.segmentation.scores import cms_by_date, efi_deficits_by_date, efi_rank, electronic_frailty_index
@@ -153,20 +153,24 @@ def build_segments(
     person: DataFrame,
     conditions: DataFrame,
     events: DataFrame,
+    coded: DataFrame,
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
     as_of: str,
 ) -> DataFrame:
-    """gold.segments rows for the living persons of gold.person, at `as_of` (the reference date)."""
+    """gold.segments rows for the living persons of gold.person, at `as_of` (the reference date), from
+    gold.conditions, gold.events and gold.coded_events."""
     day = F.lit(as_of).cast("date")
     dated = [frame.withColumn(AS_OF, day) for frame in (person, conditions)]
-    return build_segments_by_date(*dated, events, codelists, segmentation, as_of_dates(person.sparkSession, [as_of]))
+    dates = as_of_dates(person.sparkSession, [as_of])
+    return build_segments_by_date(*dated, events, coded, codelists, segmentation, dates)
 
 
 def build_segments_by_date(
     person: DataFrame,
     conditions: DataFrame,
     events: DataFrame,
+    coded: DataFrame,
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
     dates: DataFrame,
@@ -192,7 +196,7 @@ def build_segments_by_date(
     running = social_care_running_by_date(events, dates)
     efi = segmentation.electronic_frailty_index
     frailty = electronic_frailty_index(
-        efi_deficits_by_date(events, conditions, running, efi, dates), living.select(*keys, "age"), efi
+        efi_deficits_by_date(coded, conditions, running, efi, dates), living.select(*keys, "age"), efi
     )
     people = (
         living.join(held, keys, "left")
@@ -227,16 +231,16 @@ def build_segments_by_date(
 def segments_by_date(
     person: DataFrame,
     events: DataFrame,
-    codes: DataFrame,
+    coded: DataFrame,
     codelists: dict[str, CodeList],
     segmentation: Segmentation,
     dates: list[date],
 ) -> DataFrame:
     """gold.segments rows as they would have been on each of the earlier `dates` (reference_date says which),
-    in one query: the persons living and seen by then, their age then, the conditions current then (codes from
-    phm.person.conditions.condition_codes) and their activity in the 12 months to it. Practice, PCN and place
-    stay the latest known."""
+    in one query: the persons living and seen by then, their age then, the conditions current then (from
+    gold.coded_events' rows) and their activity in the 12 months to it. Practice, PCN and place stay the latest
+    known."""
     frame = as_of_dates(person.sparkSession, dates)
     people = people_on(person, events, frame).withColumn("deceased", F.lit(False))
-    current = conditions_by_date(codes, people.select("person_id", AS_OF, "age"), codelists, frame)
-    return build_segments_by_date(people, current, events, codelists, segmentation, frame)
+    current = conditions_by_date(condition_codes(coded), people.select("person_id", AS_OF, "age"), codelists, frame)
+    return build_segments_by_date(people, current, events, coded, codelists, segmentation, frame)
