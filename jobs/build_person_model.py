@@ -4,8 +4,8 @@ Reads every activity source's silver table and silver.person_link, and
 writes gold.events (the timeline, with costs and flags), gold.coded_events
 (its coded events matched to the conditions' and eFI deficits' code lists),
 gold.conditions (registers current at the reference date) and
-gold.observations (BP, HbA1c, BMI, smoking), all keyed by person_id. The reference date is gold.person's
-(the last day of the latest loaded period). Definitions are config:
+gold.observations (BP, HbA1c, BMI, smoking), all keyed by person_id. The
+reference date is gold.person's (the last day of the latest loaded period). Definitions are config:
 person_model.codelists, person_model.unit_costs. Every silver row is
 accounted for: each becomes one event, except social care end records,
 which close their package's event.

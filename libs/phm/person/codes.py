@@ -63,8 +63,7 @@ def match_codes(events: DataFrame, codelists: Iterable[CodeList], keep: Iterable
 def coded_events(events: DataFrame, families: Mapping[str, Iterable[CodeList]]) -> DataFrame:
     """gold.coded_events rows: each gold.events row x each list of `families` (family name -> its code lists) it
     belongs to: person_id, source, record_id, event_date, family, codelist, entry."""
-    coded = events.where(F.col("code").isNotNull()).select(*CODED_EVENT_KEEP, "code_system", "code")
-    return match_families(coded, families, CODED_EVENT_KEEP)
+    return match_families(events, families, CODED_EVENT_KEEP)
 
 
 def match_families(events: DataFrame, families: Mapping[str, Iterable[CodeList]], keep: Iterable[str]) -> DataFrame:
